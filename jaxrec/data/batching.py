@@ -1,0 +1,137 @@
+"""Fixed-shape training batches and a background prefetcher.
+
+Every batch has the same shapes (the last one is padded with empty rows of weight 0), so
+the jitted train step compiles once. Each training sequence s contributes input
+``s[:-1]`` and targets ``s[1:]`` (next-item at every position), truncated to the most
+recent L and left-padded with 0; ``weights`` is 1 exactly where a target is real, so losses
+never count padding. Order is a pure function of (seed, epoch): a resumed run sees the
+same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from typing import Iterator
+
+import numpy as np
+
+from jaxrec.data.splits import Split, pad_histories
+from jaxrec.errors import UserError
+
+
+class NegativeSampler:
+    """Draw item indices uniformly or by training popularity, never equal to the positive."""
+
+    def __init__(self, num_items: int, kind: str = "uniform", counts: np.ndarray | None = None):
+        if kind not in ("uniform", "popularity"):
+            raise UserError(f"unknown negative sampler {kind!r}; use 'uniform' or 'popularity'")
+        self.num_items, self.kind = num_items, kind
+        if kind == "popularity":
+            if counts is None:
+                raise ValueError("popularity sampling needs item counts")
+            p = np.asarray(counts, np.float64).copy()
+            p[0] = 0.0
+            self.cdf = np.cumsum(p) / p.sum()
+            self.prob = p / p.sum()  # (N+1,) q(i), used for logQ correction
+        else:
+            self.prob = np.r_[0.0, np.full(num_items, 1.0 / num_items)]
+
+    def _draw(self, rng: np.random.Generator, shape) -> np.ndarray:
+        if self.kind == "uniform":
+            return rng.integers(1, self.num_items + 1, size=shape, dtype=np.int64)
+        return np.searchsorted(self.cdf, rng.random(shape), side="right").clip(1, self.num_items)
+
+    def sample(self, rng: np.random.Generator, positives: np.ndarray, k: int) -> np.ndarray:
+        """(..., k) negatives for positives (...); a draw equal to its positive is redrawn."""
+        out = self._draw(rng, positives.shape + (k,))
+        for _ in range(100):
+            clash = out == positives[..., None]
+            if not clash.any():
+                break
+            out[clash] = self._draw(rng, int(clash.sum()))
+        return out.astype(np.int32)
+
+
+@dataclasses.dataclass
+class TrainBatches:
+    """Iterates fixed-shape next-item training batches over a split's training sequences."""
+
+    split: Split
+    max_len: int
+    batch_size: int
+    num_negatives: int = 0
+    sampler: str = "uniform"
+    seed: int = 0
+
+    def __post_init__(self):
+        s = self.split
+        lens = s.train_end - s.train_start
+        self.rows = np.flatnonzero(lens >= 2)  # a sequence needs one input and one target
+        if len(self.rows) == 0:
+            raise UserError("no training sequence has 2 or more items")
+        self.skipped = int((lens < 2).sum())
+        self.neg = NegativeSampler(s.data.num_items, self.sampler,
+                                   s.train_item_counts() if self.sampler == "popularity" else None)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    @property
+    def targets_per_epoch(self) -> int:
+        lens = self.split.train_end[self.rows] - self.split.train_start[self.rows] - 1
+        return int(np.minimum(lens, self.max_len).sum())
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
+        """Batches of one epoch, from ``start_batch`` on (for resuming mid-epoch)."""
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.rows)
+        s, L, B = self.split, self.max_len, self.batch_size
+        for bi in range(start_batch, self.batches_per_epoch):
+            rows = order[bi * B:(bi + 1) * B]
+            start, end = s.train_start[rows], s.train_end[rows]
+            seq = pad_histories(s.data.items, start, end, L + 1)  # (b, L+1)
+            pad = B - len(rows)
+            seq = np.pad(seq, ((0, pad), (0, 0)))
+            inputs = seq[:, :-1]  # (B, L)
+            targets = np.where(inputs > 0, seq[:, 1:], 0)  # (B, L); no target without an input
+            batch = {"inputs": inputs, "targets": targets,
+                     "weights": (targets > 0).astype(np.float32)}
+            if self.num_negatives:
+                rng = np.random.default_rng([self.seed, epoch, bi])
+                batch["negatives"] = self.neg.sample(rng, batch["targets"], self.num_negatives)
+            yield batch
+
+
+def prefetch(it: Iterator, size: int = 2) -> Iterator:
+    """Run ``it`` in a background thread, ``size`` items ahead, so the device never waits on NumPy.
+
+    Exceptions in the producer are re-raised in the consumer.
+    """
+    q: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+    stop = threading.Event()
+
+    def work():
+        try:
+            for x in it:
+                if stop.is_set():
+                    return
+                q.put(x)
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        while True:
+            x = q.get()
+            if x is done:
+                return
+            if isinstance(x, BaseException):
+                raise x
+            yield x
+    finally:
+        stop.set()

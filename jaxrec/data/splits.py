@@ -1,0 +1,118 @@
+"""Train/validation/test splits as views over one SequenceData.
+
+An evaluation example is (user, input = ``items[start:end]``, target = ``items[end]``): the
+input is always a contiguous slice of the user's own sequence, so a split is three int
+arrays, never a copy of the data.
+
+Leave-one-out (the protocol of SASRec, BERT4Rec and most papers since): for a sequence s
+of length n >= 3, test = (s[:n-1] -> s[n-1]), valid = (s[:n-2] -> s[n-2]), train = s[:n-2].
+Users with n < 3 cannot give both held-out targets; they are reported and kept for training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jaxrec.data.types import SequenceData
+from jaxrec.errors import DataError
+
+
+def range_indices(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(start[i], end[i])`` over i, without a Python loop."""
+    lens = end - start
+    return np.repeat(start - np.cumsum(np.r_[0, lens[:-1]]), lens) + np.arange(lens.sum())
+
+
+def pad_histories(items: np.ndarray, start: np.ndarray, end: np.ndarray, length: int) -> np.ndarray:
+    """The last ``length`` items of each slice ``items[start:end]``, left-padded with 0 -> (B, L)."""
+    pos = end[:, None] - length + np.arange(length)[None, :]  # (B, L)
+    ok = pos >= start[:, None]
+    return np.where(ok, items[np.clip(pos, 0, len(items) - 1)], 0).astype(np.int32)
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """Held-out next-item examples: input ``items[start:end]``, target ``items[end]``."""
+
+    user: np.ndarray  # (M,) user row in SequenceData
+    start: np.ndarray  # (M,) int64
+    end: np.ndarray  # (M,) int64
+    target: np.ndarray  # (M,) int32 item index
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+
+@dataclasses.dataclass
+class Split:
+    """Training sequences (CSR slices into ``data.items``) plus the two held-out sets."""
+
+    data: SequenceData
+    train_start: np.ndarray  # (U,) user u trains on items[train_start[u]:train_end[u]]
+    train_end: np.ndarray  # (U,)
+    valid: EvalSet
+    test: EvalSet
+    kind: str  # human description, printed with every metric
+    notes: list = dataclasses.field(default_factory=list)
+
+    def eval_set(self, name: str) -> EvalSet:
+        if name not in ("valid", "test"):
+            raise DataError(f"unknown split {name!r}; use 'valid' or 'test'")
+        return self.valid if name == "valid" else self.test
+
+    def train_item_counts(self) -> np.ndarray:
+        """(N+1,) how often each item occurs in the training sequences (index 0 is 0)."""
+        idx = range_indices(self.train_start, self.train_end)
+        return np.bincount(self.data.items[idx], minlength=self.data.num_items + 1)
+
+
+def leave_one_out(data: SequenceData) -> Split:
+    lo, hi = data.offsets[:-1], data.offsets[1:]
+    n = hi - lo
+    ok = n >= 3
+    users = np.flatnonzero(ok)
+    short = int((~ok).sum())
+    notes = []
+    if short:
+        notes.append(f"{short:,} users with fewer than 3 interactions are used for training only")
+    train_end = np.where(ok, hi - 2, hi)
+    valid = EvalSet(users, lo[ok], hi[ok] - 2, data.items[hi[ok] - 2], "valid")
+    test = EvalSet(users, lo[ok], hi[ok] - 1, data.items[hi[ok] - 1], "test")
+    return Split(data, lo.copy(), train_end, valid, test, "leave-one-out", notes)
+
+
+def temporal_split(data: SequenceData, test_time, valid_time=None) -> Split:
+    """Global time split: train on events before ``valid_time`` (or ``test_time``).
+
+    A user with events on both sides of a cut gives one example at that cut: the input is
+    everything before the cut, the target is the first event at or after it.
+    """
+    if data.times is None:
+        raise DataError(f"{data.name}: a temporal split needs timestamps, and this data has none")
+    valid_time = test_time if valid_time is None else valid_time
+    if valid_time > test_time:
+        raise DataError(f"valid_time {valid_time} is after test_time {test_time}")
+    lo, hi = data.offsets[:-1], data.offsets[1:]
+    seg = np.repeat(np.arange(data.num_users), hi - lo)
+
+    def first_at_or_after(t):
+        # per user: index of the first event with time >= t (hi if none); times sorted per user
+        after = data.times >= t
+        idx = np.where(after, np.arange(len(data.items)), np.iinfo(np.int64).max)
+        first = np.full(data.num_users, np.iinfo(np.int64).max)
+        np.minimum.at(first, seg, idx)
+        return np.minimum(first, hi)
+
+    def at(t, name):
+        cut = first_at_or_after(t)
+        ok = (cut > lo) & (cut < hi)
+        return EvalSet(np.flatnonzero(ok), lo[ok], cut[ok], data.items[cut[ok]], name), cut
+
+    valid, vcut = at(valid_time, "valid")
+    test, _ = at(test_time, "test")
+    notes = [f"valid cut at t={valid_time}, test cut at t={test_time}; "
+             f"{len(valid):,} valid and {len(test):,} test users"]
+    return Split(data, lo.copy(), vcut, valid, test, "temporal", notes)

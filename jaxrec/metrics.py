@@ -1,0 +1,210 @@
+"""Ranking metrics and the evaluation protocol.
+
+The protocol (and why each rule):
+
+* **Full ranking** (default): the target is ranked against every item 1..N. Sampled
+  metrics (target vs 100 negatives) inflate numbers and can even reorder models
+  (Krichene & Rendle 2020), so they exist only to compare with old papers.
+* **Seen items excluded**: items in the user's *input* sequence are removed from the
+  candidate list (the common protocol of SASRec/BERT4Rec re-evaluations). The target
+  itself is never excluded, even if the user consumed it before.
+* **Ties count against the target**: ``rank = 1 + #{j != target, not excluded,
+  score_j >= score_target}``. A model that outputs a constant gets rank ~N, not 1; an
+  optimistic tie rule would reward collapsed models.
+* HR@K = [rank <= K] (= Recall@K with one target), NDCG@K = 1/log2(rank+1) if rank <= K,
+  MRR = 1/rank (untruncated), coverage@K = distinct items over all top-K lists / N.
+
+Scores are computed and ranked in JAX one batch at a time: at most one (B, N+1) score
+matrix exists at once, and shapes are bucketed so a whole evaluation compiles a handful
+of times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Protocol as TypingProtocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrec.data.splits import Split, pad_histories
+from jaxrec.errors import UserError
+
+DEFAULT_KS = (1, 5, 10, 20, 50)
+
+
+class Scorer(TypingProtocol):
+    """Anything evaluation can rank with: scores for every item given a padded history."""
+
+    max_len: int  # the model reads at most the last ``max_len`` items
+
+    def score_all(self, history: np.ndarray) -> jax.Array:
+        """(B, L) int32 left-padded item indices -> (B, N+1) scores (column 0 is ignored)."""
+
+
+@dataclasses.dataclass
+class EvalResult:
+    protocol: str
+    metrics: dict
+    ranks: np.ndarray  # (M,) one rank per evaluated user, in EvalSet order
+
+    def to_json(self) -> dict:
+        return {"protocol": self.protocol, "metrics": self.metrics}
+
+
+# ---------------------------------------------------------------- jitted kernels
+
+@jax.jit
+def _exclusion_mask(num_cols_like: jax.Array, exclude: jax.Array) -> jax.Array:
+    """(B, N+1) bool: True for padding column 0 and every item listed in ``exclude`` (B, H)."""
+    b = exclude.shape[0]
+    mask = jnp.zeros((b, num_cols_like.shape[-1]), bool)
+    mask = mask.at[jnp.arange(b)[:, None], exclude].set(True)  # index 0 (padding) lands in col 0
+    return mask.at[:, 0].set(True)
+
+
+@jax.jit
+def full_ranks(scores: jax.Array, targets: jax.Array, exclude: jax.Array) -> jax.Array:
+    """Rank of each target among non-excluded items; ties count against the target.
+
+    scores (B, N+1), targets (B,), exclude (B, H) item indices padded with 0 -> (B,) int32.
+    """
+    scores = scores.astype(jnp.float32)
+    b = scores.shape[0]
+    excluded = _exclusion_mask(scores[0], exclude)
+    cols = jnp.arange(scores.shape[1])[None, :]
+    excluded = excluded & (cols != targets[:, None])  # the target is never excluded
+    s_t = scores[jnp.arange(b), targets][:, None]  # (B, 1)
+    beats = (scores >= s_t) & ~excluded & (cols != targets[:, None])
+    return 1 + beats.sum(axis=1, dtype=jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames="k")
+def masked_top_k(scores: jax.Array, exclude: jax.Array, k: int):
+    """Top-k items after removing padding and excluded items -> (values, indices) (B, k)."""
+    excluded = _exclusion_mask(scores[0], exclude)
+    masked = jnp.where(excluded, -jnp.inf, scores.astype(jnp.float32))
+    return jax.lax.top_k(masked, k)
+
+
+@jax.jit
+def sampled_ranks(scores: jax.Array, targets: jax.Array, negatives: jax.Array) -> jax.Array:
+    """Rank of the target among (B, M) sampled negatives; ties count against it."""
+    b = scores.shape[0]
+    s_t = scores[jnp.arange(b), targets][:, None]
+    s_n = jnp.take_along_axis(scores, negatives, axis=1)
+    return 1 + (s_n >= s_t).sum(axis=1, dtype=jnp.int32)
+
+
+# ---------------------------------------------------------------- summaries
+
+def summarize(ranks: np.ndarray, ks=DEFAULT_KS) -> dict:
+    """HR@K, NDCG@K and MRR averaged over users, from ranks (1-based)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if len(ranks) == 0:
+        raise UserError("no users to evaluate")
+    out = {}
+    for k in ks:
+        hit = ranks <= k
+        out[f"HR@{k}"] = float(hit.mean())
+        out[f"NDCG@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean())
+    out["MRR"] = float((1.0 / ranks).mean())
+    return out
+
+
+def _bucket(n: int, minimum: int = 32) -> int:
+    """Next power of two >= n: few distinct shapes, so few compilations."""
+    return max(minimum, 1 << max(0, math.ceil(math.log2(max(1, n)))))
+
+
+# ---------------------------------------------------------------- the protocol
+
+def describe_protocol(split: Split, which: str, n_users: int, *, sampled: int | None,
+                      sampler: str, exclude_seen: bool) -> str:
+    ranking = (f"sampled ranking vs {sampled} {sampler} negatives not in the user's sequence"
+               if sampled else f"full ranking over all {split.data.num_items:,} items")
+    excl = "items in the user's input sequence excluded" if exclude_seen and not sampled else (
+        "no exclusion" if not sampled else "")
+    parts = [f"{split.kind} split, {which}", ranking, excl, f"{n_users:,} users"]
+    return "; ".join(p for p in parts if p)
+
+
+def evaluate(scorer: Scorer, split: Split, which: str = "test", *, ks=DEFAULT_KS,
+             batch_size: int = 256, exclude_seen: bool = True, sampled: int | None = None,
+             sampler: str = "uniform", seed: int = 0, progress: bool = False) -> EvalResult:
+    """Evaluate ``scorer`` on the valid or test examples of ``split`` under the protocol above."""
+    es = split.eval_set(which)
+    data = split.data
+    n = data.num_items
+    kmax = min(max(ks), n)
+    covered = {k: np.zeros(n + 1, bool) for k in ks}
+    ranks = np.zeros(len(es), np.int64)
+    rng = np.random.default_rng(seed)
+    pop = None
+    if sampled and sampler == "popularity":
+        pop = split.train_item_counts().astype(np.float64)
+        pop[0] = 0
+    batches = range(0, len(es), batch_size)
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, desc=f"eval {which}", unit="batch", leave=False)
+    for lo in batches:
+        hi = min(lo + batch_size, len(es))
+        b = hi - lo
+        bpad = batch_size if len(es) >= batch_size else _bucket(b, 1)
+        start, end, tgt = es.start[lo:hi], es.end[lo:hi], es.target[lo:hi]
+        hist = pad_histories(data.items, start, end, scorer.max_len)
+        hist = np.pad(hist, ((0, bpad - b), (0, 0)))
+        targets = np.pad(tgt, (0, bpad - b)).astype(np.int32)
+        scores = scorer.score_all(hist)  # (Bp, N+1)
+        if sampled:
+            negs = _sample_negatives(data, es, lo, hi, sampled, rng, pop)
+            negs = np.pad(negs, ((0, bpad - b), (0, 0)), constant_values=1)
+            r = sampled_ranks(scores, targets, negs)
+        else:
+            width = _bucket(int((end - start).max())) if exclude_seen else 1
+            excl = np.zeros((bpad, width), np.int32)
+            if exclude_seen:
+                excl[:b] = pad_histories(data.items, start, end, width)
+            r = full_ranks(scores, targets, excl)
+            vals, idx = masked_top_k(scores, excl, kmax)
+            vals, idx = np.asarray(vals)[:b], np.asarray(idx)[:b]
+            for k in ks:
+                kk = min(k, kmax)
+                covered[k][idx[:, :kk][np.isfinite(vals[:, :kk])]] = True
+        ranks[lo:hi] = np.asarray(r)[:b]
+    metrics = summarize(ranks, ks)
+    if not sampled:
+        for k in ks:
+            metrics[f"Coverage@{k}"] = float(covered[k][1:].sum() / n)
+    proto = describe_protocol(split, which, len(es), sampled=sampled, sampler=sampler,
+                              exclude_seen=exclude_seen)
+    return EvalResult(proto, metrics, ranks)
+
+
+def _sample_negatives(data, es, lo, hi, m, rng, pop) -> np.ndarray:
+    """(b, m) negatives per user, distinct, not in the user's whole sequence."""
+    n = data.num_items
+    out = np.zeros((hi - lo, m), np.int32)
+    for row, i in enumerate(range(lo, hi)):
+        u = es.user[i]
+        seen = np.zeros(n + 1, bool)
+        seen[data.sequence(u)] = True
+        seen[0] = True
+        pool = np.flatnonzero(~seen)
+        if len(pool) < m:
+            raise UserError(f"user {data.user_ids[u]} has only {len(pool)} unseen items, "
+                            f"fewer than {m} sampled negatives")
+        p = None
+        if pop is not None:
+            p = pop[pool] + 1e-12
+            p = p / p.sum()
+        out[row] = rng.choice(pool, size=m, replace=False, p=p)
+    return out
+
+
+__all__ = ["DEFAULT_KS", "EvalResult", "Scorer", "evaluate", "full_ranks", "masked_top_k",
+           "pad_histories", "sampled_ranks", "summarize"]

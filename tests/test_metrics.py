@@ -1,0 +1,97 @@
+"""Metrics against hand-computed cases and a slow NumPy reference of the protocol."""
+
+import math
+
+import numpy as np
+import pytest
+
+from jaxrec.data import Interactions, build_sequences, leave_one_out
+from jaxrec.metrics import evaluate, full_ranks, sampled_ranks, summarize
+
+
+def ref_rank(scores, target, excluded):
+    """Slow reference: 1 + #{j != target, j not excluded, j != 0, s_j >= s_target}."""
+    return 1 + sum(1 for j in range(1, len(scores))
+                   if j != target and j not in excluded and scores[j] >= scores[target])
+
+
+def test_hand_cases_ties_and_exclusion():
+    s = np.array([[9.0, 1.0, 3.0, 3.0, 2.0, 5.0]])  # column 0 is padding, never ranked
+    excl = np.zeros((1, 4), np.int32)
+    assert full_ranks(s, np.array([2]), excl).tolist() == [3]  # 5 and the tied 3 beat it
+    assert full_ranks(s, np.array([5]), excl).tolist() == [1]
+    excl[0, :2] = [5, 3]  # exclude the two items that beat item 2
+    assert full_ranks(s, np.array([2]), excl).tolist() == [1]
+    excl[0, :3] = [5, 3, 2]  # the target itself is never excluded
+    assert full_ranks(s, np.array([2]), excl).tolist() == [1]
+
+
+def test_constant_model_scores_near_zero():
+    s = np.zeros((1, 101))
+    r = full_ranks(s, np.array([7]), np.zeros((1, 1), np.int32))
+    assert r.tolist() == [100]
+
+
+def test_summarize_closed_forms_and_k_beyond_n():
+    m = summarize(np.array([1, 3, 11]), ks=(1, 10, 1000))
+    assert m["HR@1"] == pytest.approx(1 / 3)
+    assert m["HR@10"] == pytest.approx(2 / 3)
+    assert m["NDCG@10"] == pytest.approx((1 + 1 / math.log2(4)) / 3)
+    assert m["HR@1000"] == 1.0
+    assert m["MRR"] == pytest.approx((1 + 1 / 3 + 1 / 11) / 3)
+
+
+def test_against_numpy_reference_random():
+    rng = np.random.default_rng(0)
+    b, n = 64, 40
+    scores = rng.integers(0, 6, (b, n + 1)).astype(np.float32)  # many ties
+    targets = rng.integers(1, n + 1, b)
+    excl = rng.integers(0, n + 1, (b, 7)).astype(np.int32)
+    got = np.asarray(full_ranks(scores, targets, excl))
+    want = [ref_rank(scores[i], targets[i], set(excl[i].tolist()) - {0}) for i in range(b)]
+    assert got.tolist() == want
+    negs = rng.integers(1, n + 1, (b, 10))
+    got_s = np.asarray(sampled_ranks(scores, targets, negs))
+    want_s = [1 + int((scores[i, negs[i]] >= scores[i, targets[i]]).sum()) for i in range(b)]
+    assert got_s.tolist() == want_s
+
+
+class TableScorer:
+    """Scores from a fixed (N+1,) vector plus the last history item's row of a transition table."""
+
+    max_len = 3
+
+    def __init__(self, table):
+        self.table = table
+
+    def score_all(self, history):
+        return self.table[history[:, -1]]
+
+
+def test_evaluate_end_to_end_matches_reference():
+    rng = np.random.default_rng(1)
+    u = np.repeat(np.arange(30), rng.integers(3, 12, 30))
+    d = build_sequences(Interactions(u, rng.integers(1, 25, len(u))))
+    split = leave_one_out(d)
+    table = rng.integers(0, 4, (d.num_items + 1, d.num_items + 1)).astype(np.float32)
+    res = evaluate(TableScorer(table), split, "test", ks=(1, 5, 10, 100), batch_size=8)
+    ranks = []
+    for k in range(len(split.test)):
+        hist = d.items[split.test.start[k]:split.test.end[k]]
+        ranks.append(ref_rank(table[hist[-1]], split.test.target[k], set(hist.tolist())))
+    assert res.ranks.tolist() == ranks
+    assert res.metrics["HR@10"] == pytest.approx(np.mean(np.array(ranks) <= 10))
+    assert res.metrics["HR@100"] == 1.0  # K > N
+    assert 0 < res.metrics["Coverage@1"] <= res.metrics["Coverage@10"] <= 1
+    assert "full ranking" in res.protocol and "excluded" in res.protocol
+
+
+def test_sampled_protocol_negatives_not_in_sequence():
+    rng = np.random.default_rng(2)
+    u = np.repeat(np.arange(20), 6)
+    d = build_sequences(Interactions(u, rng.integers(1, 200, len(u))))
+    split = leave_one_out(d)
+    table = np.tile(np.arange(d.num_items + 1, dtype=np.float32), (d.num_items + 1, 1))
+    res = evaluate(TableScorer(table), split, "test", sampled=20, sampler="popularity")
+    assert "sampled" in res.protocol
+    assert res.ranks.min() >= 1 and res.ranks.max() <= 21
