@@ -64,6 +64,7 @@ class TrainBatches:
     num_negatives: int = 0
     sampler: str = "uniform"
     seed: int = 0
+    shared_negatives: bool = False  # (B, 1, K): one negative set per sequence, cheaper for large K
 
     def __post_init__(self):
         s = self.split
@@ -100,7 +101,11 @@ class TrainBatches:
                      "weights": (targets > 0).astype(np.float32)}
             if self.num_negatives:
                 rng = np.random.default_rng([self.seed, epoch, bi])
-                batch["negatives"] = self.neg.sample(rng, batch["targets"], self.num_negatives)
+                if self.shared_negatives:  # avoid each row's own targets at any position
+                    negs = self.neg.sample(rng, np.zeros(B, np.int64), self.num_negatives)[:, None, :]
+                else:
+                    negs = self.neg.sample(rng, batch["targets"], self.num_negatives)
+                batch["negatives"] = negs
             yield batch
 
 

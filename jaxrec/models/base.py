@@ -1,0 +1,64 @@
+"""The retrieval-model interface and its configuration.
+
+Every retrieval model maps a left-padded history (B, L) to hidden states (B, L, D); the
+user vector is the state at the last position, and an item's score is its dot product
+with the (shared) item embedding table. So training (all positions), evaluation and
+serving (last position, all items) use the same two methods:
+
+    hidden(items, key) -> (B, L, D)        # key=None: deterministic (eval/serving)
+    item_table()       -> (N+1, D)         # row 0 is padding and is never recommended
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture settings shared by the self-attention family (unused fields are ignored)."""
+
+    num_items: int
+    max_len: int = 200
+    dim: int = 64
+    heads: int = 1
+    blocks: int = 2
+    dropout: float = 0.2
+    ffn_mult: int = 1  # FFN hidden = ffn_mult * dim (SASRec: 1, BERT4Rec: 4)
+    layout: str = "pre"  # "pre" or "sasrec" (see layers.TransformerBlock)
+    act: str = "relu"
+    mask_prob: float = 0.2  # BERT4Rec cloze masking
+    dtype: str = "float32"  # compute dtype; parameters stay float32
+
+    @property
+    def compute_dtype(self):
+        return jnp.dtype(self.dtype)
+
+
+class RetrievalModel(nnx.Module):
+    """Base class: scoring from hidden states against the item table."""
+
+    config: ModelConfig
+
+    def hidden(self, items: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        raise NotImplementedError
+
+    def item_table(self) -> jax.Array:
+        raise NotImplementedError
+
+    def encode(self, history: jax.Array) -> jax.Array:
+        """(B, L) left-padded history -> (B, D) user vector (deterministic)."""
+        return self.hidden(history)[:, -1, :]
+
+    def score_all(self, history: jax.Array) -> jax.Array:
+        """(B, L) -> (B, N+1) scores over the catalog (column 0 is padding)."""
+        u = self.encode(history)
+        return (u @ self.item_table()[: self.config.num_items + 1].T.astype(u.dtype)).astype(jnp.float32)
+
+    def attention_weights(self, history: jax.Array) -> jax.Array:
+        """(B, L) -> (B, L) the last layer's attention from the last position, averaged over heads."""
+        raise NotImplementedError

@@ -1,0 +1,116 @@
+"""Shared transformer pieces for the self-attention recommenders (Flax NNX).
+
+Dropout takes an explicit PRNG key (``None`` = deterministic), so the jitted train step
+owns all randomness through one key argument and a model call is a pure function of
+(params, inputs, key). Attention returns its weights too: the server's explanations read
+the last layer's weights over the history.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+NEG_INF = -1e9  # finite, so a fully masked row gives a uniform (ignored) row instead of NaN
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def split_key(key: jax.Array | None, n: int):
+    return [None] * n if key is None else list(jax.random.split(key, n))
+
+
+def positions_from_first_item(items: jax.Array) -> jax.Array:
+    """(B, L) left-padded items -> positions 0, 1, ... counted from the first real item.
+
+    Counting from the first real item (not from the window's left edge) makes every output
+    at a real position independent of how much padding precedes it: the same history gives
+    the same user vector in any length bucket, and training prefixes match inference.
+    """
+    real = items > 0
+    return jnp.maximum(jnp.cumsum(real, axis=1) - 1, 0)  # (B, L)
+
+
+def attention_mask(items: jax.Array, causal: bool) -> jax.Array:
+    """(B, L) items -> (B, 1, L, L) bool: query i may attend to key j (j real, j <= i if causal)."""
+    real = items > 0
+    mask = real[:, None, None, :]  # keys must be real
+    if causal:
+        l = items.shape[1]
+        mask = mask & jnp.tril(jnp.ones((l, l), bool))[None, None]
+    return mask
+
+
+class MultiHeadAttention(nnx.Module):
+    """Softmax multi-head self-attention returning (output, weights)."""
+
+    def __init__(self, dim: int, heads: int, dropout_rate: float, *, rngs: nnx.Rngs):
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.rate = heads, dropout_rate
+        self.q = nnx.Linear(dim, dim, rngs=rngs)
+        self.kv = nnx.Linear(dim, 2 * dim, rngs=rngs)
+        self.out = nnx.Linear(dim, dim, rngs=rngs)
+
+    def __call__(self, x, kv, mask, key=None):
+        """x (B, L, D) queries, kv (B, L, D) keys/values, mask (B, 1, L, L) -> (B, L, D), (B, H, L, L)."""
+        b, l, d = x.shape
+        h = self.heads
+        q = self.q(x)
+        k, v = jnp.split(self.kv(kv), 2, axis=-1)
+        q, k, v = (t.reshape(b, l, h, d // h) for t in (q, k, v))  # (B, L, H, Dh)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(d // h).astype(x.dtype)
+        logits = jnp.where(mask, logits, NEG_INF)
+        w = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)  # (B, H, L, L)
+        y = jnp.einsum("bhqk,bkhd->bqhd", dropout(w, self.rate, key), v).reshape(b, l, d)
+        return self.out(y), w
+
+
+class FeedForward(nnx.Module):
+    def __init__(self, dim: int, hidden: int, dropout_rate: float, act: str, *, rngs: nnx.Rngs):
+        self.up = nnx.Linear(dim, hidden, rngs=rngs)
+        self.down = nnx.Linear(hidden, dim, rngs=rngs)
+        self.rate, self.act = dropout_rate, {"relu": jax.nn.relu, "gelu": jax.nn.gelu}[act]
+
+    def __call__(self, x, key=None):
+        k1, k2 = split_key(key, 2)
+        return dropout(self.down(dropout(self.act(self.up(x)), self.rate, k1)), self.rate, k2)
+
+
+class TransformerBlock(nnx.Module):
+    """One encoder block in one of two layouts.
+
+    ``pre``: x + attn(LN(x)), then x + ffn(LN(x)) - the stable modern layout.
+    ``sasrec``: the original SASRec code's layout: q = LN(x); x = q + attn(q, x, x);
+    x = LN(x); x = x + ffn(x) (queries normalised, keys/values not).
+    """
+
+    def __init__(self, dim: int, heads: int, hidden: int, dropout_rate: float, layout: str,
+                 act: str, *, rngs: nnx.Rngs):
+        if layout not in ("pre", "sasrec"):
+            raise ValueError(f"unknown block layout {layout!r}")
+        self.layout, self.rate = layout, dropout_rate
+        self.ln1 = nnx.LayerNorm(dim, epsilon=1e-8, rngs=rngs)
+        self.ln2 = nnx.LayerNorm(dim, epsilon=1e-8, rngs=rngs)
+        self.attn = MultiHeadAttention(dim, heads, dropout_rate, rngs=rngs)
+        self.ffn = FeedForward(dim, hidden, dropout_rate, act, rngs=rngs)
+
+    def __call__(self, x, mask, key=None):
+        k1, k2, k3 = split_key(key, 3)
+        if self.layout == "pre":
+            h = self.ln1(x)
+            a, w = self.attn(h, h, mask, k1)
+            x = x + dropout(a, self.rate, k2)
+            x = x + self.ffn(self.ln2(x), k3)
+        else:
+            q = self.ln1(x)
+            a, w = self.attn(q, x, mask, k1)
+            x = self.ln2(q + dropout(a, self.rate, k2))
+            x = x + self.ffn(x, k3)
+        return x, w

@@ -1,0 +1,75 @@
+"""Model registry: name -> class, default training loss, and named size variants.
+
+Each variant records the paper its numbers come from, so ``sasrec/base`` means the same
+architecture everywhere (configs, checkpoints, the server's model info).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from flax import nnx
+
+from jaxrec.errors import UserError
+from jaxrec.models.base import ModelConfig, RetrievalModel
+from jaxrec.models.bert4rec import BERT4Rec
+from jaxrec.models.hstu import HSTU
+from jaxrec.models.sasrec import SASRec
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    cls: type
+    loss: str  # default training loss
+    variants: dict  # variant name -> (ModelConfig overrides, source)
+
+
+REGISTRY: dict[str, Entry] = {
+    "sasrec": Entry(SASRec, "bce", {
+        "base": (dict(dim=50, heads=1, blocks=2, dropout=0.2, max_len=200, layout="sasrec"),
+                 "Kang & McAuley 2018, ML-1M settings"),
+        "plus": (dict(dim=64, heads=1, blocks=2, dropout=0.1, max_len=200, layout="pre"),
+                 "Klenitskiy & Vasilev 2023 (SASRec+, CE loss)"),
+        "small": (dict(dim=32, heads=1, blocks=1, dropout=0.1, max_len=50), "tests and quickstart"),
+    }),
+    "gsasrec": Entry(SASRec, "gbce", {
+        "base": (dict(dim=128, heads=1, blocks=2, dropout=0.5, max_len=200, layout="pre"),
+                 "Petrov & Macdonald 2023, ML-1M config (256 negatives, t=0.75)"),
+        "small": (dict(dim=32, heads=1, blocks=1, dropout=0.1, max_len=50), "tests"),
+    }),
+    "bert4rec": Entry(BERT4Rec, "cloze", {
+        "base": (dict(dim=64, heads=2, blocks=2, dropout=0.1, max_len=200, ffn_mult=4, act="gelu",
+                      mask_prob=0.2, layout="pre"), "Sun et al. 2019, ML-1M settings"),
+        "small": (dict(dim=32, heads=2, blocks=1, dropout=0.1, max_len=50, ffn_mult=2, act="gelu",
+                       mask_prob=0.2), "tests"),
+    }),
+    "hstu": Entry(HSTU, "sampled_softmax", {
+        "base": (dict(dim=50, heads=1, blocks=2, dropout=0.2, max_len=200),
+                 "Zhai et al. 2024 / generative-recommenders ML-1M"),
+        "large": (dict(dim=50, heads=1, blocks=8, dropout=0.2, max_len=200),
+                  "Zhai et al. 2024 / generative-recommenders ML-1M, HSTU-large"),
+        "small": (dict(dim=32, heads=1, blocks=1, dropout=0.1, max_len=50), "tests"),
+    }),
+}
+
+
+def resolve(name: str) -> tuple[Entry, str, dict]:
+    """``sasrec`` or ``sasrec/plus`` -> (entry, variant, overrides)."""
+    base, _, variant = name.partition("/")
+    if base not in REGISTRY:
+        raise UserError(f"unknown model {base!r}; available: {', '.join(REGISTRY)}")
+    entry = REGISTRY[base]
+    variant = variant or "base"
+    if variant not in entry.variants:
+        raise UserError(f"unknown variant {name!r}; variants of {base}: {', '.join(entry.variants)}")
+    return entry, variant, dict(entry.variants[variant][0])
+
+
+def build_model(name: str, num_items: int, seed: int = 0, **overrides) -> RetrievalModel:
+    entry, _, cfg = resolve(name)
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    bad = set(cfg) - fields
+    if bad:
+        raise UserError(f"unknown model settings {sorted(bad)}; known: {sorted(fields - {'num_items'})}")
+    return entry.cls(ModelConfig(num_items=num_items, **cfg), rngs=nnx.Rngs(seed))

@@ -1,0 +1,65 @@
+"""SASRec (Kang & McAuley, ICDM 2018): causal self-attention over the item sequence.
+
+Read top to bottom:
+
+    e = E[items] * sqrt(D) + P[positions]      # (B, L, D) item + learned position
+    for each block: causal self-attention, FFN  # position i sees items <= i only
+    h = LN(x)                                   # (B, L, D)
+    score(i, item j) = h_i . E[j]               # output layer shares the input table
+
+The same network is trained three ways, which is why the losses are separate
+(``jaxrec.losses``): SASRec (BCE, 1 negative), SASRec+ (full softmax CE, Klenitskiy &
+Vasilev 2023) and gSASRec (many negatives + gBCE, Petrov & Macdonald 2023).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxrec.models.base import ModelConfig, RetrievalModel
+from jaxrec.models.layers import (TransformerBlock, attention_mask, dropout,
+                                  positions_from_first_item, split_key)
+
+
+class SASRec(RetrievalModel):
+    causal = True
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, extra_tokens: int = 0):
+        self.config = config
+        d = config.dim
+        # rows: 0 = padding, 1..N items, then any extra tokens (BERT4Rec's [mask])
+        self.item_emb = nnx.Embed(config.num_items + 1 + extra_tokens, d, rngs=rngs,
+                                  embedding_init=nnx.initializers.normal(stddev=d ** -0.5))
+        self.pos_emb = nnx.Embed(config.max_len, d, rngs=rngs,
+                                 embedding_init=nnx.initializers.normal(stddev=0.02))
+        self.blocks = nnx.List([TransformerBlock(d, config.heads, config.ffn_mult * d, config.dropout,
+                                                 config.layout, config.act, rngs=rngs)
+                                for _ in range(config.blocks)])
+        self.final_ln = nnx.LayerNorm(d, epsilon=1e-8, rngs=rngs)
+
+    def item_table(self) -> jax.Array:
+        return self.item_emb.embedding[...]  # (N+1+extra, D)
+
+    def _forward(self, items, key):
+        cfg = self.config
+        dt = cfg.compute_dtype
+        keys = split_key(key, len(self.blocks) + 1)
+        real = (items > 0)[..., None]
+        x = self.item_emb(items) * jnp.sqrt(float(cfg.dim))  # (B, L, D)
+        x = x + self.pos_emb(positions_from_first_item(items))
+        x = (dropout(x, cfg.dropout, keys[0]) * real).astype(dt)
+        mask = attention_mask(items, self.causal)  # (B, 1, L, L)
+        w = None
+        for blk, k in zip(self.blocks, keys[1:]):
+            x, w = blk(x, mask, k)
+            x = x * real  # padding stays zero (the original SASRec's timeline mask)
+        return self.final_ln(x), w
+
+    def hidden(self, items, key=None):
+        return self._forward(items, key)[0]
+
+    def attention_weights(self, history):
+        w = self._forward(history, None)[1]  # (B, H, L, L)
+        return w[:, :, -1, :].mean(axis=1) * (history > 0)  # (B, L)

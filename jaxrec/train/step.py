@@ -1,0 +1,116 @@
+"""The pure, jitted train step and the loss wiring for each training objective.
+
+``train_step(state, batch, key) -> (state, metrics)`` with ``state = {"params", "opt",
+"step"}`` (a plain dict, big_vision style). The model graph is split once before the loop
+(``nnx.split``) and merged inside the jitted function, so the step is a pure function of
+arrays, compiled once for the fixed batch shapes; ``donate_argnums=0`` lets XLA update the
+parameters and optimizer state in place.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jaxrec import losses
+from jaxrec.errors import UserError
+from jaxrec.train.config import TrainConfig
+
+LOSSES = ("bce", "ce", "gbce", "sampled_softmax", "cloze")
+
+
+def needs_negatives(loss: str) -> bool:
+    return loss in ("bce", "gbce", "sampled_softmax")
+
+
+def make_loss_fn(loss: str, cfg: TrainConfig, num_items: int, sample_prob=None):
+    """(model, batch, key) -> scalar loss for the named objective."""
+    if loss not in LOSSES:
+        raise UserError(f"unknown loss {loss!r}; available: {', '.join(LOSSES)}")
+    if loss == "gbce":
+        beta = losses.gbce_beta(cfg.num_negatives, num_items, cfg.gbce_t)
+    log_q = None if sample_prob is None else jnp.log(jnp.maximum(jnp.asarray(sample_prob, jnp.float32), 1e-12))
+
+    def negatives_logits(h, table, negs):
+        e = table[negs]  # (B, L|1, K, D)
+        if negs.shape[1] == 1:  # shared per sequence
+            return jnp.einsum("bld,bkd->blk", h, e[:, 0])
+        return jnp.einsum("bld,blkd->blk", h, e)
+
+    def loss_fn(model, batch, key):
+        table = model.item_table()
+        if loss == "cloze":
+            seq = jnp.concatenate([batch["inputs"][:, 1:], batch["targets"][:, -1:]], axis=1)  # (B, L)
+            k1, key = jax.random.split(key)
+            inputs, targets, weights = model.cloze(seq, k1)
+        else:
+            inputs, targets, weights = batch["inputs"], batch["targets"], batch["weights"]
+        h = model.hidden(inputs, key)  # (B, L, D)
+        table = table.astype(h.dtype)
+        if loss in ("ce", "cloze"):
+            logits = jnp.einsum("bld,vd->blv", h, table[: num_items + 1])  # (B, L, N+1)
+            return losses.full_ce(logits, targets, weights)
+        negs = batch["negatives"]
+        pos = jnp.einsum("bld,bld->bl", h, table[targets])  # (B, L)
+        neg = negatives_logits(h, table, negs)  # (B, L, K)
+        if loss == "bce":
+            return losses.bce(pos, neg, weights)
+        if loss == "gbce":
+            return losses.gbce(pos, neg, weights, beta)
+        lq_pos = lq_neg = None
+        if log_q is not None:
+            lq_pos, lq_neg = log_q[targets], log_q[negs]
+        return losses.sampled_softmax(pos, neg, weights, neg_ids=negs, targets=targets,
+                                      log_q_pos=lq_pos, log_q_neg=lq_neg)
+
+    return loss_fn
+
+
+def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    decay_steps = max(1, total_steps - cfg.warmup_steps)
+    if cfg.schedule == "constant":
+        sched = optax.constant_schedule(cfg.lr)
+    elif cfg.schedule == "cosine":
+        sched = optax.cosine_decay_schedule(cfg.lr, decay_steps)
+    elif cfg.schedule == "linear":
+        sched = optax.linear_schedule(cfg.lr, 0.0, decay_steps)
+    else:
+        raise UserError(f"unknown schedule {cfg.schedule!r}; use constant, cosine or linear")
+    if cfg.warmup_steps:
+        sched = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), sched],
+                                     [cfg.warmup_steps])
+    opt = optax.adamw(sched, b2=0.98, weight_decay=cfg.weight_decay) if cfg.weight_decay else \
+        optax.adam(sched, b2=0.98)
+    chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm else []
+    return optax.chain(*chain, opt)
+
+
+def make_train_step(graphdef, loss_fn, tx):
+    @functools.partial(jax.jit, donate_argnums=0)
+    def train_step(state, batch, key):
+        def f(params):
+            return loss_fn(nnx.merge(graphdef, params), batch, key)
+
+        loss, grads = jax.value_and_grad(f)(state["params"])
+        updates, opt = tx.update(grads, state["opt"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+                   "param_norm": optax.global_norm(params)}
+        return {"params": params, "opt": opt, "step": state["step"] + 1}, metrics
+
+    return train_step
+
+
+class ModelScorer:
+    """Adapts a (graphdef, params) pair to the evaluation ``Scorer`` interface, jitted."""
+
+    def __init__(self, graphdef, params, max_len: int):
+        self.graphdef, self.params, self.max_len = graphdef, params, max_len
+        self._score = jax.jit(lambda p, h: nnx.merge(graphdef, p).score_all(h))
+
+    def score_all(self, history):
+        return self._score(self.params, jnp.asarray(history, jnp.int32))
