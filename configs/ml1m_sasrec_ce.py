@@ -8,5 +8,7 @@ test NDCG@10 0.1821, HR@10 0.3152.
 
 
 def get_config():
-    return dict(model="sasrec/plus", loss="ce", batch_size=128, lr=1e-3, epochs=200,
-                eval_every=2, patience=5, seed=0)
+    # Batch 32 sequences (length-bucketed: about 6,400 positions a step) gives 4x the updates
+    # of batch 128 per second on a 2-core CPU at about the same positions/s.
+    return dict(model="sasrec/plus", loss="ce", batch_size=32, lr=2e-3, warmup_steps=100,
+                epochs=200, length_buckets=[32, 64, 100, 150], eval_every=2, patience=5, seed=0)

@@ -8,6 +8,7 @@ printed as one ``error:`` line with exit status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -21,7 +22,7 @@ def _add_data_args(p: argparse.ArgumentParser, positional: bool = False) -> None
     if positional:
         p.add_argument("path", help="data file, MovieLens directory, or 'synthetic[:options]'")
     else:
-        p.add_argument("--data", required=True,
+        p.add_argument("--data", default=None,
                        help="data file, MovieLens directory, or 'synthetic[:small|users=N,items=M,seed=S]'")
     p.add_argument("--format", default=None, help="file format (default: detected)")
     p.add_argument("--min-rating", type=float, default=None, help="keep events with rating >= this")
@@ -73,42 +74,107 @@ def cmd_data_stats(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from jaxrec.data import leave_one_out
+    from jaxrec.data import leave_one_out, load_dataset
     from jaxrec.metrics import evaluate
     from jaxrec.models import MostPopular
 
-    if args.model != "popular":
-        raise UserError(f"unknown model {args.model!r}; available: popular")
-    data = _load(args)
-    split = leave_one_out(data)
-    scorer = MostPopular.fit(split)
+    if args.checkpoint:
+        from jaxrec.inference import Recommender
+        scorer = Recommender.from_checkpoint(args.checkpoint)
+        model_name = scorer.config["train"]["model"]
+        data = _load(args) if args.data else load_dataset(scorer.config["train"]["data"])
+        if data.catalog.ids.tolist() != scorer.catalog.ids.tolist():
+            raise UserError(f"{data.name}: its item catalog differs from the checkpoint's; "
+                            "evaluate on the data the model was trained on")
+        split = leave_one_out(data)
+    else:
+        if args.model != "popular":
+            raise UserError(f"unknown model {args.model!r}; use --model popular or --checkpoint DIR")
+        if not args.data:
+            raise UserError("--data is required with --model popular")
+        model_name = args.model
+        data = _load(args)
+        split = leave_one_out(data)
+        scorer = MostPopular.fit(split)
     ks = tuple(int(k) for k in args.ks.split(","))
     res = evaluate(scorer, split, args.split, ks=ks, sampled=args.sampled, sampler=args.sampler,
                    seed=args.seed, progress=not args.json)
-    out = {"model": args.model, "data": data.name, **res.to_json()}
+    out = {"model": model_name, "data": data.name, **res.to_json()}
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"{args.model} on {data.name}")
+        print(f"{model_name} on {data.name}")
         print(f"protocol: {res.protocol}")
         _print_metrics(res.metrics)
     return 0
 
 
+def cmd_train(args) -> int:
+    from jaxrec.train import TrainConfig, apply_overrides, load_config_file, train
+
+    cfg = load_config_file(args.config)
+    for key in ("model", "data"):
+        if getattr(args, key):
+            cfg[key] = getattr(args, key)
+    cfg = apply_overrides(cfg, args.set)
+    if "data" not in cfg:
+        raise UserError("--data is required (a path or 'synthetic')")
+    results = train(TrainConfig.from_dict(cfg), args.out, resume=args.resume, progress=not args.quiet)
+    print(f"wrote {args.out}/results.json")
+    return 0 if results else 1
+
+
+def cmd_recommend(args) -> int:
+    from jaxrec.inference import Recommender
+
+    rec = Recommender.from_checkpoint(args.checkpoint)
+    history = [h.strip() for h in args.history.split(",") if h.strip()]
+    out = rec.recommend(history, k=args.k, exclude_seen=not args.include_seen)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(out)))
+        return 0
+    if out.unknown:
+        print(f"({out.unknown} unknown history id(s) skipped)")
+    for rank, (item, score, title) in enumerate(zip(out.items, out.scores, out.titles), start=1):
+        print(f"{rank:>3}. {item:<12} {score:8.3f}  {title or ''}")
+    return 0
+
+
 def cmd_quickstart(args) -> int:
+    """Train a small SASRec on synthetic data, compare it with popularity, recommend."""
+    import tempfile
+
     from jaxrec.data import leave_one_out, load_dataset
+    from jaxrec.inference import Recommender
     from jaxrec.metrics import evaluate
     from jaxrec.models import MostPopular
+    from jaxrec.train import TrainConfig, train
 
     print("jaxrec quickstart: the embedded synthetic dataset (nothing is downloaded)\n")
     data = load_dataset(args.data)
     st = data.stats()
     print(f"data: {st['users']:,} users, {st['items']:,} items, {st['interactions']:,} interactions, "
-          f"length min/mean/max {st['seq_len']['min']}/{st['seq_len']['mean']}/{st['seq_len']['max']}")
+          f"length min/mean/max {st['seq_len']['min']}/{st['seq_len']['mean']}/{st['seq_len']['max']}\n")
     split = leave_one_out(data)
-    res = evaluate(MostPopular.fit(split), split, "test")
-    print(f"\nMostPopular baseline\nprotocol: {res.protocol}")
-    _print_metrics(res.metrics, ["HR@10", "NDCG@10", "MRR"])
+    out = args.out or tempfile.mkdtemp(prefix="jaxrec-quickstart-")
+    cfg = TrainConfig(model="sasrec/small", data=args.data, loss="ce", batch_size=64, lr=3e-3,
+                      epochs=args.epochs, eval_every=2, patience=3, max_minutes=args.minutes)
+    res = train(cfg, out, split=split, progress=True)
+    pop = evaluate(MostPopular.fit(split), split, "test")
+    print(f"\nprotocol: {res['protocol']}")
+    print(f"{'model':<14} {'HR@10':>7} {'NDCG@10':>8} {'MRR':>7}")
+    for name, m in (("MostPopular", pop.metrics), ("SASRec", res["metrics"])):
+        print(f"{name:<14} {m['HR@10']:>7.4f} {m['NDCG@10']:>8.4f} {m['MRR']:>7.4f}")
+    ratio = res["metrics"]["NDCG@10"] / max(pop.metrics["NDCG@10"], 1e-9)
+    print(f"SASRec / MostPopular NDCG@10: {ratio:.1f}x")
+    rec = Recommender.from_checkpoint(out)
+    u = split.test.user[0]
+    history = data.catalog.external(data.items[split.test.start[0]:split.test.end[0]])
+    top = rec.recommend(history, k=5)
+    print(f"\nuser {data.user_ids[u]}: last items {', '.join(history[-5:])} "
+          f"(next, held out: {data.catalog.ids[split.test.target[0]]})")
+    print(f"recommended: {', '.join(top.items)}")
+    print(f"\nrun directory: {out}\n  jaxrec recommend --checkpoint {out} --history {','.join(history[-5:])}")
     return 0
 
 
@@ -125,8 +191,28 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--json", action="store_true", help="print one JSON object")
     ds.set_defaults(func=cmd_data_stats)
 
+    t = sub.add_parser("train", help="train a model; writes checkpoints, metrics.jsonl, results.json")
+    t.add_argument("--model", default=None, help="registry name, e.g. sasrec, sasrec/plus, bert4rec")
+    t.add_argument("--data", default=None, help="data file or 'synthetic[:options]'")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--config", default=None, help="config file (.py with get_config() or .json)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable), e.g. --set lr=0.002 --set model_args.dim=64")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("recommend", help="top-k items for a history, from a trained run")
+    r.add_argument("--checkpoint", required=True, help="run directory written by jaxrec train")
+    r.add_argument("--history", required=True, help="external item ids, oldest first, comma-separated")
+    r.add_argument("-k", type=int, default=10)
+    r.add_argument("--include-seen", action="store_true", help="allow items of the history")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_recommend)
+
     e = sub.add_parser("eval", help="evaluate a model under the full-ranking protocol")
     e.add_argument("--model", default="popular", help="baseline model name (popular)")
+    e.add_argument("--checkpoint", default=None, help="run directory written by jaxrec train")
     _add_data_args(e)
     e.add_argument("--split", choices=("test", "valid"), default="test")
     e.add_argument("--ks", default="1,5,10,20,50", help="cut-offs, comma-separated")
@@ -139,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quickstart", help="the end-to-end demo on the embedded synthetic data")
     q.add_argument("--data", default="synthetic:small")
+    q.add_argument("--out", default=None, help="run directory (default: a new temp dir)")
+    q.add_argument("--epochs", type=int, default=20)
+    q.add_argument("--minutes", type=float, default=1.0, help="training time budget")
     q.set_defaults(func=cmd_quickstart)
     return p
 

@@ -42,7 +42,7 @@ def gbce(pos: jax.Array, neg: jax.Array, weights: jax.Array, beta: float) -> jax
 
 def full_ce(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> jax.Array:
     """Softmax cross-entropy over the whole catalog (SASRec+ / "CE"); column 0 is masked."""
-    logits = logits.astype(jnp.float32).at[..., 0].set(NEG_INF)
+    logits = jnp.asarray(logits, jnp.float32).at[..., 0].set(NEG_INF)
     lse = jax.nn.logsumexp(logits, axis=-1)  # (B, L)
     tgt = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     return _mean(lse - tgt, weights)

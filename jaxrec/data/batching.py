@@ -65,6 +65,7 @@ class TrainBatches:
     sampler: str = "uniform"
     seed: int = 0
     shared_negatives: bool = False  # (B, 1, K): one negative set per sequence, cheaper for large K
+    length_buckets: tuple = ()  # e.g. (50, 100): shorter windows for short sequences, same tokens/batch
 
     def __post_init__(self):
         s = self.split
@@ -75,10 +76,26 @@ class TrainBatches:
         self.skipped = int((lens < 2).sum())
         self.neg = NegativeSampler(s.data.num_items, self.sampler,
                                    s.train_item_counts() if self.sampler == "popularity" else None)
+        # Length buckets: a sequence goes to the shortest window that holds it; a bucket of
+        # window Lb uses batch size B * L / Lb, so every step sees about the same number of
+        # positions and the jitted step compiles once per bucket, not per batch.
+        self.windows = sorted({int(w) for w in self.length_buckets if 0 < w < self.max_len} | {self.max_len})
+        n_pos = np.minimum(lens[self.rows] - 1, self.max_len)
+        self.bucket_of = np.searchsorted(self.windows, n_pos)  # (R,) index into windows
+        self.bucket_batch = [max(1, self.batch_size * self.max_len // w) for w in self.windows]
 
     @property
     def batches_per_epoch(self) -> int:
-        return -(-len(self.rows) // self.batch_size)
+        return sum(-(-int((self.bucket_of == b).sum()) // bs) for b, bs in enumerate(self.bucket_batch))
+
+    def _plan(self, epoch: int) -> list:
+        """[(window, rows)] for one epoch: shuffled within buckets, then across batches."""
+        rng = np.random.default_rng([self.seed, epoch])
+        plan = []
+        for b, (w, bs) in enumerate(zip(self.windows, self.bucket_batch)):
+            rows = rng.permutation(self.rows[self.bucket_of == b])
+            plan += [(w, bs, rows[i:i + bs]) for i in range(0, len(rows), bs)]
+        return [plan[i] for i in rng.permutation(len(plan))]
 
     @property
     def targets_per_epoch(self) -> int:
@@ -87,10 +104,10 @@ class TrainBatches:
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
         """Batches of one epoch, from ``start_batch`` on (for resuming mid-epoch)."""
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.rows)
-        s, L, B = self.split, self.max_len, self.batch_size
-        for bi in range(start_batch, self.batches_per_epoch):
-            rows = order[bi * B:(bi + 1) * B]
+        s = self.split
+        plan = self._plan(epoch)
+        for bi in range(start_batch, len(plan)):
+            L, B, rows = plan[bi]
             start, end = s.train_start[rows], s.train_end[rows]
             seq = pad_histories(s.data.items, start, end, L + 1)  # (b, L+1)
             pad = B - len(rows)

@@ -23,6 +23,7 @@ class TrainConfig:
     sampler: str = "uniform"  # negative sampler: uniform | popularity
     shared_negatives: bool = False  # one set of negatives per sequence (B, 1, K) instead of per position
     gbce_t: float = 0.75
+    length_buckets: list = dataclasses.field(default_factory=list)  # e.g. [50, 100]: see TrainBatches
     model_args: dict = dataclasses.field(default_factory=dict)  # ModelConfig overrides
     batch_size: int = 128
     lr: float = 1e-3

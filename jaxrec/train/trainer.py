@@ -58,7 +58,7 @@ def build_run(cfg: TrainConfig, split: Split | None = None) -> Run:
     graphdef, params = nnx.split(model)
     k = cfg.num_negatives if needs_negatives(loss) else 0
     batches = TrainBatches(split, model.config.max_len, cfg.batch_size, k, cfg.sampler, cfg.seed,
-                           shared_negatives=cfg.shared_negatives)
+                           shared_negatives=cfg.shared_negatives, length_buckets=tuple(cfg.length_buckets))
     tx = make_optimizer(cfg, cfg.epochs * batches.batches_per_epoch)
     state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
     mc = dataclasses.asdict(model.config) | {"name": cfg.model, "variant": variant,

@@ -1,0 +1,88 @@
+"""A trained run directory -> a compiled ``Recommender`` (top-k, scores, explanations).
+
+Histories arrive as external item ids; unknown ids are skipped and counted, the most
+recent ``max_len`` known items are used, and the result speaks external ids (with titles
+when the catalog has them). The jitted functions are compiled per (batch, length) shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxrec.data import ItemCatalog
+from jaxrec.errors import UserError
+from jaxrec.metrics import masked_top_k
+from jaxrec.models import build_model
+from jaxrec.train.checkpoint import restore_run
+from jaxrec.train.config import TrainConfig
+from jaxrec.train.step import make_optimizer
+
+
+@dataclasses.dataclass
+class Recommendation:
+    items: list  # external ids, best first
+    scores: list
+    titles: list
+    unknown: int  # history ids not in the catalog (skipped)
+
+
+class Recommender:
+    def __init__(self, graphdef, params, catalog: ItemCatalog, config: dict, step: int | None = None):
+        self.graphdef, self.params, self.catalog, self.config = graphdef, params, catalog, config
+        self.step = step
+        self.max_len = int(config["model"]["max_len"])
+        self._score = jax.jit(lambda p, h: nnx.merge(graphdef, p).score_all(h))
+
+    @classmethod
+    def from_checkpoint(cls, run_dir: str | Path, which: str = "best") -> "Recommender":
+        d = Path(run_dir)
+        if not (d / "config.json").exists():
+            raise UserError(f"{d}: not a jaxrec run directory (no config.json)")
+        config = json.loads((d / "config.json").read_text())
+        catalog = ItemCatalog.load(d / "catalog.json")
+        tcfg = TrainConfig.from_dict(config["train"])
+        model = build_model(tcfg.model, catalog.num_items, tcfg.seed, **tcfg.model_args)
+        graphdef, params = nnx.split(model)
+        tx = make_optimizer(tcfg, 1)
+        like = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+        state, _ = restore_run(d, like, which)
+        if state is None:
+            raise UserError(f"{d}: no {which!r} checkpoint yet")
+        return cls(graphdef, state["params"], catalog, config, int(state["step"]))
+
+    def score_all(self, history: np.ndarray) -> jax.Array:
+        """The evaluation ``Scorer`` interface: (B, L) item indices -> (B, N+1) scores."""
+        return self._score(self.params, jnp.asarray(history, jnp.int32))
+
+    def encode_history(self, external_ids) -> tuple[np.ndarray, int]:
+        idx = self.catalog.index_of(external_ids)
+        unknown = int((idx == 0).sum())
+        idx = idx[idx > 0][-self.max_len:]
+        row = np.zeros(self.max_len, np.int32)
+        if len(idx):
+            row[-len(idx):] = idx
+        return row, unknown
+
+    def recommend(self, history, k: int = 10, exclude_seen: bool = True) -> Recommendation:
+        n = self.catalog.num_items
+        if not 0 < k <= n:
+            raise UserError(f"k must be in 1..{n}, got {k}")
+        row, unknown = self.encode_history(history)
+        if not row.any():
+            raise UserError("no known item ids in the history")
+        scores = self.score_all(row[None])
+        excl = row[None] if exclude_seen else np.zeros((1, 1), np.int32)
+        vals, idx = masked_top_k(scores, excl, k)
+        idx, vals = np.asarray(idx)[0], np.asarray(vals)[0]
+        keep = np.isfinite(vals)
+        idx, vals = idx[keep], vals[keep]
+        return Recommendation(self.catalog.external(idx), vals.tolist(),
+                              [self.catalog.title(i) for i in idx], unknown)

@@ -1,0 +1,72 @@
+"""Losses against closed forms and brute-force NumPy versions."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrec import losses
+
+
+def sig(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def test_bce_closed_form_and_padding():
+    pos = np.array([[0.5, 2.0]])
+    neg = np.array([[[-1.0, 0.3], [9.0, 9.0]]])
+    w = np.array([[1.0, 0.0]])  # second position is padding: ignored whatever its logits
+    want = -np.log(sig(0.5)) - np.log(1 - sig(-1.0)) - np.log(1 - sig(0.3))
+    assert float(losses.bce(pos, neg, w)) == pytest.approx(want, rel=1e-5)
+
+
+def test_gbce_beta_and_reduction_to_bce():
+    n, k = 3417, 256
+    alpha = k / (n - 1)
+    assert losses.gbce_beta(k, n, 0.0) == pytest.approx(1.0)
+    assert losses.gbce_beta(k, n, 1.0) == pytest.approx(alpha)
+    assert losses.gbce_beta(k, n, 0.75) == pytest.approx(alpha * (0.75 * (1 - 1 / alpha) + 1 / alpha))
+    rng = np.random.default_rng(0)
+    pos, neg, w = rng.normal(size=(2, 3)), rng.normal(size=(2, 3, 4)), np.ones((2, 3))
+    assert float(losses.gbce(pos, neg, w, 1.0)) == pytest.approx(float(losses.bce(pos, neg, w)), rel=1e-5)
+    beta = 0.3
+    want = np.mean(-np.log(sig(pos) ** beta) - np.log(1 - sig(neg)).sum(-1))
+    assert float(losses.gbce(pos, neg, w, beta)) == pytest.approx(want, rel=1e-5)
+
+
+def test_full_ce_brute_force():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(2, 3, 6))
+    targets = np.array([[1, 5, 0], [2, 3, 4]])
+    w = (targets > 0).astype(np.float32)
+    per = []
+    for b in range(2):
+        for l in range(3):
+            if targets[b, l]:
+                z = logits[b, l, 1:]  # column 0 (padding) is not a class
+                per.append(np.log(np.exp(z).sum()) - logits[b, l, targets[b, l]])
+    assert float(losses.full_ce(logits, targets, w)) == pytest.approx(np.mean(per), rel=1e-5)
+
+
+def test_sampled_softmax_logq_subtracted_and_hits_masked():
+    pos = np.array([[1.0]])
+    neg = np.array([[[0.5, 2.0, 1.0]]])
+    ids = np.array([[[4, 7, 9]]])
+    targets = np.array([[9]])  # the third negative is an accidental hit of the positive
+    lq_pos, lq_neg = np.array([[np.log(0.1)]]), np.log(np.array([[[0.2, 0.05, 0.1]]]))
+    got = float(losses.sampled_softmax(pos, neg, np.ones((1, 1)), neg_ids=ids, targets=targets,
+                                       log_q_pos=lq_pos, log_q_neg=lq_neg))
+    zp = 1.0 - np.log(0.1)
+    zn = np.array([0.5 - np.log(0.2), 2.0 - np.log(0.05)])
+    want = np.log(np.exp(zp) + np.exp(zn).sum()) - zp
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_uniform_logq_is_a_no_op():
+    rng = np.random.default_rng(2)
+    pos, neg = rng.normal(size=(2, 3)), rng.normal(size=(2, 3, 5))
+    ids, t, w = np.ones((2, 3, 5), int), np.zeros((2, 3), int) + 2, np.ones((2, 3))
+    lq = jnp.log(1 / 100.0)
+    a = losses.sampled_softmax(pos, neg, w, neg_ids=ids, targets=t)
+    b = losses.sampled_softmax(pos, neg, w, neg_ids=ids, targets=t,
+                               log_q_pos=jnp.full((2, 3), lq), log_q_neg=jnp.full((2, 3, 5), lq))
+    assert float(a) == pytest.approx(float(b), rel=1e-5)

@@ -1,0 +1,91 @@
+"""Trainer: resume equals uninterrupted, 8-device mesh equals 1 device, NaN guard, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from jaxrec.cli import main
+from jaxrec.train import TrainConfig, train
+
+TINY = dict(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=2,
+            eval_every=1, seed=3)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full = train(TrainConfig(**TINY), tmp_path / "full", progress=False)
+    # "killed" after the first epoch: a zero time budget stops after epoch 1's checkpoint
+    train(TrainConfig(**TINY, max_minutes=0.0), tmp_path / "cut", progress=False)
+    resumed = train(TrainConfig(**TINY), tmp_path / "cut", resume=True, progress=False)
+    assert resumed["epochs"] == full["epochs"] == 2
+    for k, v in full["metrics"].items():
+        assert resumed["metrics"][k] == pytest.approx(v, abs=1e-6), k
+
+
+def test_refuses_to_overwrite_without_resume(tmp_path):
+    train(TrainConfig(**TINY | dict(epochs=1)), tmp_path / "r", progress=False)
+    from jaxrec.errors import UserError
+    with pytest.raises(UserError, match="--resume"):
+        train(TrainConfig(**TINY | dict(epochs=1)), tmp_path / "r", progress=False)
+
+
+def test_nan_stops_with_step(tmp_path):
+    from jaxrec.train.trainer import NonFiniteLoss
+    with pytest.raises(NonFiniteLoss, match="at step"):
+        train(TrainConfig(**TINY | dict(lr=1e30, clip_norm=0.0, epochs=3)), tmp_path / "nan",
+              progress=False)
+
+
+MESH_SCRIPT = textwrap.dedent("""
+    import jax, numpy as np
+    from jaxrec.data import leave_one_out, load_dataset
+    from jaxrec.sharding import make_mesh, replicate, shard_batch
+    from jaxrec.train import TrainConfig, build_run
+    from jaxrec.train.step import make_loss_fn, make_train_step
+    assert jax.device_count() == 8
+    out = {}
+    for n in (1, 8):
+        cfg = TrainConfig(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, seed=0)
+        run = build_run(cfg, leave_one_out(load_dataset(cfg.data)))
+        mesh = make_mesh(n)
+        step = make_train_step(run.graphdef, make_loss_fn("ce", cfg, run.split.data.num_items), run.tx)
+        state, losses = replicate(run.state, mesh), []
+        for i, b in enumerate(run.batches.epoch(0)):
+            state, m = step(state, shard_batch(b, mesh), jax.random.PRNGKey(i))
+            losses.append(float(m["loss"]))
+        out[n] = losses
+    print(np.max(np.abs(np.array(out[1]) - np.array(out[8]))))
+""")
+
+
+def test_eight_device_mesh_equals_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, "-c", MESH_SCRIPT], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert float(r.stdout.strip().splitlines()[-1]) < 1e-4
+
+
+def test_cli_train_eval_recommend(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "sasrec/small", "--data", "synthetic:tiny", "--out", str(out),
+                 "--set", "epochs=1", "--set", "batch_size=32", "--set", "loss=ce", "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert "full ranking" in res["protocol"] and "NDCG@10" in res["metrics"]
+    assert (out / "metrics.jsonl").exists()
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["metrics"]["NDCG@10"] == pytest.approx(res["metrics"]["NDCG@10"], abs=1e-6)
+    assert main(["recommend", "--checkpoint", str(out), "--history", "3,5,nope", "-k", "5",
+                 "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert len(rec["items"]) == 5 and rec["unknown"] == 1
+    assert not {"3", "5"} & set(rec["items"])  # seen items excluded
+    assert main(["recommend", "--checkpoint", str(out), "--history", "3", "-k", "0"]) == 2
+    assert main(["train", "--data", "synthetic:tiny", "--out", str(tmp_path / "x"),
+                 "--set", "bogus=1"]) == 2
