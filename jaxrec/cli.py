@@ -140,6 +140,52 @@ def cmd_recommend(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import asyncio
+    import logging
+
+    from jaxrec_server.main import ServeConfig, serve_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    ints = lambda s: [int(x) for x in s.split(",")] if s else None  # noqa: E731
+    cfg = ServeConfig(args.checkpoint, port=args.port, host=args.host, max_batch_size=args.max_batch_size,
+                      max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
+                      length_buckets=ints(args.length_buckets), k_buckets=ints(args.k_buckets),
+                      metrics_port=args.metrics_port, watch=args.watch, tls_cert=args.tls_cert,
+                      tls_key=args.tls_key, auth_token_file=args.auth_token_file, grace_s=args.grace_s)
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise UserError("--tls-cert and --tls-key go together")
+    asyncio.run(serve_forever(cfg))
+    return 0
+
+
+def cmd_query(args) -> int:
+    import grpc
+
+    from jaxrec_server.client import Client
+
+    token = open(args.auth_token_file).read().strip() if args.auth_token_file else None
+    ca = open(args.tls_ca, "rb").read() if args.tls_ca else None
+    history = [h.strip() for h in args.history.split(",") if h.strip()]
+    try:
+        with Client(args.target, token=token, tls_ca=ca, timeout=args.timeout) as c:
+            r = c.recommend(history, k=args.k, exclude_seen=not args.include_seen, explain=args.explain)
+    except grpc.RpcError as e:
+        raise UserError(f"{args.target}: {e.code().name}: {e.details()}") from None
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+        print(json.dumps(MessageToDict(r)))
+        return 0
+    print(f"{r.model} (step {r.model_step})" + (f"; {r.unknown_history_items} unknown history id(s) skipped"
+                                                if r.unknown_history_items else "")
+          + ("; cold start: popular items" if r.cold_start else ""))
+    for rank, it in enumerate(r.items, start=1):
+        print(f"{rank:>3}. {it.item_id:<12} {it.score:8.3f}  {it.title}")
+        for b in it.because:
+            print(f"       because of {b.item_id} ({b.weight:.0%})")
+    return 0
+
+
 def cmd_quickstart(args) -> int:
     """Train a small SASRec on synthetic data, compare it with popularity, recommend."""
     import tempfile
@@ -222,6 +268,40 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
+
+    sv = sub.add_parser("serve", help="serve a trained run over gRPC (dynamic batching)")
+    sv.add_argument("--checkpoint", required=True, help="run directory written by jaxrec train")
+    sv.add_argument("--port", type=int, default=50051)
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
+    sv.add_argument("--max-batch-size", type=int, default=64, help="1 turns batching off")
+    sv.add_argument("--max-delay-ms", type=float, default=2.0)
+    sv.add_argument("--max-queue", type=int, default=1024, help="waiting requests before RESOURCE_EXHAUSTED")
+    sv.add_argument("--length-buckets", default=None, help="history length buckets, e.g. 16,64,200")
+    sv.add_argument("--k-buckets", default=None, help="top-k buckets, e.g. 10,100")
+    sv.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
+    sv.add_argument("--watch", action="store_true", help="hot-reload newer checkpoints from --checkpoint")
+    sv.add_argument("--tls-cert", default=None)
+    sv.add_argument("--tls-key", default=None)
+    sv.add_argument("--auth-token-file", default=None, help="require 'authorization: Bearer <token>'")
+    sv.add_argument("--grace-s", type=float, default=10.0, help="drain time on SIGTERM")
+    sv.set_defaults(func=cmd_serve)
+
+    qy = sub.add_parser("query", help="ask a running server for recommendations")
+    qy.add_argument("--target", default="localhost:50051")
+    qy.add_argument("--history", required=True, help="external item ids, oldest first, comma-separated")
+    qy.add_argument("-k", type=int, default=10)
+    qy.add_argument("--include-seen", action="store_true")
+    qy.add_argument("--explain", action="store_true", help="show which history items led to each item")
+    qy.add_argument("--timeout", type=float, default=5.0)
+    qy.add_argument("--tls-ca", default=None, help="CA certificate (PEM) for a TLS server")
+    qy.add_argument("--auth-token-file", default=None)
+    qy.add_argument("--json", action="store_true")
+    qy.set_defaults(func=cmd_query)
+
+    bn = sub.add_parser("bench", help="benchmarks: 'jaxrec bench serve --checkpoint DIR' (load test)")
+    bn.add_argument("what", choices=["serve"])
+    bn.add_argument("rest", nargs=argparse.REMAINDER, help="options of the load test (see --help)")
+    bn.set_defaults(func=lambda a: __import__("jaxrec_server.loadtest", fromlist=["main"]).main(a.rest))
 
     q = sub.add_parser("quickstart", help="the end-to-end demo on the embedded synthetic data")
     q.add_argument("--data", default="synthetic:small")

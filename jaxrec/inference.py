@@ -8,7 +8,6 @@ when the catalog has them). The jitted functions are compiled per (batch, length
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from jaxrec.metrics import masked_top_k
 from jaxrec.models import build_model
 from jaxrec.train.checkpoint import restore_run
 from jaxrec.train.config import TrainConfig
-from jaxrec.train.step import make_optimizer
+from jaxrec.train.step import ModelScorer, make_optimizer
 
 
 @dataclasses.dataclass
@@ -39,7 +38,7 @@ class Recommender:
         self.graphdef, self.params, self.catalog, self.config = graphdef, params, catalog, config
         self.step = step
         self.max_len = int(config["model"]["max_len"])
-        self._score = jax.jit(lambda p, h: nnx.merge(graphdef, p).score_all(h))
+        self._scorer = ModelScorer(graphdef, params, self.max_len, config["model"].get("dtype"))
 
     @classmethod
     def from_checkpoint(cls, run_dir: str | Path, which: str = "best") -> "Recommender":
@@ -60,7 +59,7 @@ class Recommender:
 
     def score_all(self, history: np.ndarray) -> jax.Array:
         """The evaluation ``Scorer`` interface: (B, L) item indices -> (B, N+1) scores."""
-        return self._score(self.params, jnp.asarray(history, jnp.int32))
+        return self._scorer.score_all(history)
 
     def encode_history(self, external_ids) -> tuple[np.ndarray, int]:
         idx = self.catalog.index_of(external_ids)

@@ -86,3 +86,18 @@ def test_trains_with_falling_finite_loss(name, loss, negs):
     assert np.isfinite(seen).all()
     k = len(seen) // 4
     assert np.mean(seen[-k:]) < np.mean(seen[:k]), seen
+
+
+def test_bf16_compute_keeps_f32_params():
+    from jaxrec.data import leave_one_out, load_dataset
+    from jaxrec.train import TrainConfig, build_run
+    from jaxrec.train.step import make_loss_fn, make_train_step
+
+    cfg = TrainConfig(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32,
+                      model_args={"dtype": "bfloat16"})
+    run = build_run(cfg, leave_one_out(load_dataset(cfg.data)))
+    step = make_train_step(run.graphdef, make_loss_fn("ce", cfg, run.split.data.num_items), run.tx,
+                           "bfloat16")
+    state, m = step(run.state, next(run.batches.epoch(0)), jax.random.PRNGKey(0))
+    assert np.isfinite(float(m["loss"]))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state["params"]))

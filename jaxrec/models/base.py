@@ -32,11 +32,7 @@ class ModelConfig:
     layout: str = "pre"  # "pre" or "sasrec" (see layers.TransformerBlock)
     act: str = "relu"
     mask_prob: float = 0.2  # BERT4Rec cloze masking
-    dtype: str = "float32"  # compute dtype; parameters stay float32
-
-    @property
-    def compute_dtype(self):
-        return jnp.dtype(self.dtype)
+    dtype: str = "float32"  # compute dtype (train.step.merge casts); parameters stay float32
 
 
 class RetrievalModel(nnx.Module):
@@ -59,6 +55,10 @@ class RetrievalModel(nnx.Module):
         u = self.encode(history)
         return (u @ self.item_table()[: self.config.num_items + 1].T.astype(u.dtype)).astype(jnp.float32)
 
-    def attention_weights(self, history: jax.Array) -> jax.Array:
-        """(B, L) -> (B, L) the last layer's attention from the last position, averaged over heads."""
+    def encode_explained(self, history: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(B, L) -> user vector (B, D) and (B, L) the last layer's attention of the user position
+        over the history (averaged over heads, 0 on padding): what "because you watched" reads."""
         raise NotImplementedError
+
+    def attention_weights(self, history: jax.Array) -> jax.Array:
+        return self.encode_explained(history)[1]

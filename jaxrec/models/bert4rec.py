@@ -34,8 +34,11 @@ class BERT4Rec(SASRec):
     def encode(self, history):
         return self.hidden(self.with_mask_slot(history))[:, -1, :]
 
-    def attention_weights(self, history):
-        return super().attention_weights(self.with_mask_slot(history))
+    def encode_explained(self, history):
+        u, att = super().encode_explained(self.with_mask_slot(history))
+        # slot j of the shifted input holds history[j + 1]; the last slot is [mask] itself
+        att = jnp.concatenate([jnp.zeros_like(att[:, :1]), att[:, :-1]], axis=1)
+        return u, att * (history > 0)
 
     def cloze(self, seq: jax.Array, key: jax.Array):
         """Mask real items with prob ``mask_prob`` (and always the last one with prob 1/2 of rows).

@@ -68,7 +68,7 @@ class HSTU(RetrievalModel):
         keys = split_key(key, len(self.layers) + 1)
         real = (items > 0)[..., None]
         x = self.item_emb(items) * jnp.sqrt(float(cfg.dim)) + self.pos_emb(positions_from_first_item(items))
-        x = (dropout(x, cfg.dropout, keys[0]) * real).astype(cfg.compute_dtype)
+        x = dropout(x, cfg.dropout, keys[0]) * real
         mask = attention_mask(items, causal=True)
         a = None
         for layer, k in zip(self.layers, keys[1:]):
@@ -79,7 +79,7 @@ class HSTU(RetrievalModel):
     def hidden(self, items, key=None):
         return self._forward(items, key)[0]
 
-    def attention_weights(self, history):
-        a = self._forward(history, None)[1][:, :, -1, :].mean(axis=1)  # (B, L)
-        a = a * (history > 0)
-        return a / jnp.maximum(a.sum(-1, keepdims=True), 1e-9)
+    def encode_explained(self, history):
+        h, a = self._forward(history, None)
+        a = jnp.abs(a[:, :, -1, :]).mean(axis=1) * (history > 0)  # (B, L) SiLU weights, unnormalised
+        return h[:, -1, :], a / jnp.maximum(a.sum(-1, keepdims=True), 1e-9)

@@ -44,12 +44,11 @@ class SASRec(RetrievalModel):
 
     def _forward(self, items, key):
         cfg = self.config
-        dt = cfg.compute_dtype
         keys = split_key(key, len(self.blocks) + 1)
         real = (items > 0)[..., None]
         x = self.item_emb(items) * jnp.sqrt(float(cfg.dim))  # (B, L, D)
         x = x + self.pos_emb(positions_from_first_item(items))
-        x = (dropout(x, cfg.dropout, keys[0]) * real).astype(dt)
+        x = dropout(x, cfg.dropout, keys[0]) * real
         mask = attention_mask(items, self.causal)  # (B, 1, L, L)
         w = None
         for blk, k in zip(self.blocks, keys[1:]):
@@ -60,6 +59,6 @@ class SASRec(RetrievalModel):
     def hidden(self, items, key=None):
         return self._forward(items, key)[0]
 
-    def attention_weights(self, history):
-        w = self._forward(history, None)[1]  # (B, H, L, L)
-        return w[:, :, -1, :].mean(axis=1) * (history > 0)  # (B, L)
+    def encode_explained(self, history):
+        h, w = self._forward(history, None)  # (B, L, D), (B, H, L, L)
+        return h[:, -1, :], w[:, :, -1, :].mean(axis=1) * (history > 0)  # (B, D), (B, L)

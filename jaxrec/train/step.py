@@ -89,11 +89,23 @@ def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransfor
     return optax.chain(*chain, opt)
 
 
-def make_train_step(graphdef, loss_fn, tx):
+def merge(graphdef, params, compute_dtype=None):
+    """The model with its float parameters cast to ``compute_dtype`` (e.g. bfloat16).
+
+    Parameters (and optimizer state) stay float32; the cast sits inside the differentiated
+    function, so gradients arrive in float32. Losses upcast logits to float32 themselves.
+    """
+    if compute_dtype is not None and jnp.dtype(compute_dtype) != jnp.float32:
+        params = jax.tree.map(lambda p: p.astype(compute_dtype)
+                              if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
+    return nnx.merge(graphdef, params)
+
+
+def make_train_step(graphdef, loss_fn, tx, compute_dtype=None):
     @functools.partial(jax.jit, donate_argnums=0)
     def train_step(state, batch, key):
         def f(params):
-            return loss_fn(nnx.merge(graphdef, params), batch, key)
+            return loss_fn(merge(graphdef, params, compute_dtype), batch, key)
 
         loss, grads = jax.value_and_grad(f)(state["params"])
         updates, opt = tx.update(grads, state["opt"], state["params"])
@@ -108,9 +120,9 @@ def make_train_step(graphdef, loss_fn, tx):
 class ModelScorer:
     """Adapts a (graphdef, params) pair to the evaluation ``Scorer`` interface, jitted."""
 
-    def __init__(self, graphdef, params, max_len: int):
+    def __init__(self, graphdef, params, max_len: int, compute_dtype=None):
         self.graphdef, self.params, self.max_len = graphdef, params, max_len
-        self._score = jax.jit(lambda p, h: nnx.merge(graphdef, p).score_all(h))
+        self._score = jax.jit(lambda p, h: merge(graphdef, p, compute_dtype).score_all(h))
 
     def score_all(self, history):
         return self._score(self.params, jnp.asarray(history, jnp.int32))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 
@@ -83,17 +82,19 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
     (out / "config.json").write_text(json.dumps({"train": cfg.to_dict(), "model": run.model_config,
                                                  "loss": run.loss}, indent=2))
     split.data.catalog.save(out / "catalog.json")
+    np.save(out / "item_counts.npy", split.train_item_counts())  # the server's cold-start list
     mesh = make_mesh(cfg.num_devices)
     state = replicate(run.state, mesh)
     ckpt = RunCheckpoints(out, cfg.keep_last)
-    meta = {"epoch": 0, "batch": 0, "best": -math.inf, "best_epoch": -1, "bad_evals": 0, "elapsed": 0.0}
+    # JSON-safe meta: "best" is None until the first validation
+    meta = {"epoch": 0, "batch": 0, "best": None, "best_epoch": -1, "bad_evals": 0, "elapsed": 0.0}
     if resume:
         restored, m = RunCheckpoints.restore(ckpt.last, state)
         if restored is not None:
             state, meta = replicate(restored, mesh), m
-            meta["best"] = -math.inf if meta["best"] is None else meta["best"]
     loss_fn = make_loss_fn(run.loss, cfg, split.data.num_items, batches.neg.prob)
-    train_step = make_train_step(run.graphdef, loss_fn, run.tx)
+    dtype = run.model_config["dtype"]
+    train_step = make_train_step(run.graphdef, loss_fn, run.tx, dtype)
     base_key = jax.random.PRNGKey(cfg.seed)
     metrics_path = out / "metrics.jsonl"
     t_start = time.perf_counter() - meta["elapsed"]
@@ -104,7 +105,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
     log_every = max(1, min(50, batches.batches_per_epoch))
 
     def valid_eval(params):
-        scorer = ModelScorer(run.graphdef, params, run.model_config["max_len"])
+        scorer = ModelScorer(run.graphdef, params, run.model_config["max_len"], dtype)
         return evaluate(scorer, split, "valid", batch_size=cfg.eval_batch_size)
 
     epoch = meta["epoch"]
@@ -143,7 +144,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or over_time:
             res = valid_eval(state["params"])
             val = res.metrics[SELECT_METRIC]
-            improved = val > meta["best"]
+            improved = meta["best"] is None or val > meta["best"]
             if improved:
                 meta.update(best=val, best_epoch=epoch, bad_evals=0)
                 ckpt.save_best(int(state["step"]), state, meta)
@@ -164,7 +165,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
     train_seconds = time.perf_counter() - t_start
     best_state, best_meta = RunCheckpoints.restore(ckpt.best, state)
     ckpt.close()
-    test = evaluate(ModelScorer(run.graphdef, best_state["params"], run.model_config["max_len"]),
+    test = evaluate(ModelScorer(run.graphdef, best_state["params"], run.model_config["max_len"], dtype),
                     split, "test", batch_size=cfg.eval_batch_size)
     results = {"model": cfg.model, "loss": run.loss, "data": split.data.name,
                "protocol": test.protocol, "metrics": test.metrics,

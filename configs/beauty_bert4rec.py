@@ -1,0 +1,14 @@
+"""BERT4Rec on Amazon Beauty.
+
+Expected (leave-one-out, full ranking, seen items excluded, all users): test NDCG@10 0.0187, HR@10 0.0338 (Klenitskiy & Vasilev, RecSys 2023).
+Not yet reproduced to convergence on this project's machines; see benchmarks/RESULTS.md.
+
+    jaxrec train --config configs/beauty_bert4rec.py --data ../shared/data/beauty/beauty.txt --out runs/beauty_bert4rec
+"""
+
+EXPECTED = {"dataset": "beauty", "NDCG@10": 0.0187, "HR@10": 0.0338, "source": "Klenitskiy & Vasilev, RecSys 2023"}
+
+
+def get_config():
+    return dict(model="bert4rec/base", loss="cloze", model_args=dict(max_len=50), batch_size=128, lr=1e-3,
+                epochs=400, eval_every=5, patience=8, seed=0)

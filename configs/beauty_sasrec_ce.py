@@ -1,0 +1,14 @@
+"""SASRec+ (full softmax CE) on Amazon Beauty.
+
+Expected (leave-one-out, full ranking, seen items excluded, all users): test NDCG@10 0.0327, HR@10 0.0533 (Klenitskiy & Vasilev, RecSys 2023).
+Not yet reproduced to convergence on this project's machines; see benchmarks/RESULTS.md.
+
+    jaxrec train --config configs/beauty_sasrec_ce.py --data ../shared/data/beauty/beauty.txt --out runs/beauty_sasrec_ce
+"""
+
+EXPECTED = {"dataset": "beauty", "NDCG@10": 0.0327, "HR@10": 0.0533, "source": "Klenitskiy & Vasilev, RecSys 2023"}
+
+
+def get_config():
+    return dict(model="sasrec/plus", loss="ce", model_args=dict(max_len=50, dropout=0.5), batch_size=128,
+                lr=1e-3, epochs=200, eval_every=2, patience=5, seed=0)

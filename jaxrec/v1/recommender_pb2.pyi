@@ -1,0 +1,101 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RecommendRequest(_message.Message):
+    __slots__ = ("history", "k", "exclude_seen", "allow", "deny", "explain", "model")
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_FIELD_NUMBER: _ClassVar[int]
+    DENY_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    history: _containers.RepeatedScalarFieldContainer[str]
+    k: int
+    exclude_seen: bool
+    allow: _containers.RepeatedScalarFieldContainer[str]
+    deny: _containers.RepeatedScalarFieldContainer[str]
+    explain: bool
+    model: str
+    def __init__(self, history: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_seen: _Optional[bool] = ..., allow: _Optional[_Iterable[str]] = ..., deny: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
+
+class Because(_message.Message):
+    __slots__ = ("item_id", "weight")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    weight: float
+    def __init__(self, item_id: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class ScoredItem(_message.Message):
+    __slots__ = ("item_id", "score", "title", "because")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    BECAUSE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    score: float
+    title: str
+    because: _containers.RepeatedCompositeFieldContainer[Because]
+    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., because: _Optional[_Iterable[_Union[Because, _Mapping]]] = ...) -> None: ...
+
+class RecommendResponse(_message.Message):
+    __slots__ = ("items", "unknown_history_items", "model", "model_step", "cold_start")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_HISTORY_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_STEP_FIELD_NUMBER: _ClassVar[int]
+    COLD_START_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
+    unknown_history_items: int
+    model: str
+    model_step: int
+    cold_start: bool
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., unknown_history_items: _Optional[int] = ..., model: _Optional[str] = ..., model_step: _Optional[int] = ..., cold_start: _Optional[bool] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("history", "candidates")
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    history: _containers.RepeatedScalarFieldContainer[str]
+    candidates: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, history: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ScoreResponse(_message.Message):
+    __slots__ = ("items", "unknown_history_items", "unknown_candidates")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_HISTORY_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
+    unknown_history_items: int
+    unknown_candidates: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., unknown_history_items: _Optional[int] = ..., unknown_candidates: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetModelInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "step", "catalog_size", "max_history_length", "batch_buckets", "length_buckets", "k_buckets", "checkpoint")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_HISTORY_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    K_BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    step: int
+    catalog_size: int
+    max_history_length: int
+    batch_buckets: _containers.RepeatedScalarFieldContainer[int]
+    length_buckets: _containers.RepeatedScalarFieldContainer[int]
+    k_buckets: _containers.RepeatedScalarFieldContainer[int]
+    checkpoint: str
+    def __init__(self, name: _Optional[str] = ..., step: _Optional[int] = ..., catalog_size: _Optional[int] = ..., max_history_length: _Optional[int] = ..., batch_buckets: _Optional[_Iterable[int]] = ..., length_buckets: _Optional[_Iterable[int]] = ..., k_buckets: _Optional[_Iterable[int]] = ..., checkpoint: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,199 @@
+"""Serving load test: closed and open loop, batching on vs off, in one run.
+
+    jaxrec bench serve --checkpoint runs/ml1m_sasrec_ce                          # starts servers
+    jaxrec bench serve --target localhost:50051 --data ../shared/data/ml-1m/ml-1m.txt
+    python benchmarks/serve_load.py ...                                          # the same
+
+Histories are the test-split inputs of the run's data (leave-one-out), replayed in order.
+For each server setting (``--batch-sizes``, default 64 and 1 = batching off) it runs a
+closed loop at each concurrency (``--concurrency``), then an open loop with Poisson
+arrivals at half of the best closed-loop throughput (latency measured from the scheduled
+send time, so a slow server cannot hide queueing). Reports throughput, p50/p90/p99/p99.9
+latency and errors by status code as a table, JSON (``--out``) and a PNG
+(latency vs throughput) when matplotlib is installed. The server runs in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+
+def load_histories(data_spec: str, max_len: int, limit: int) -> list[list[str]]:
+    from jaxrec.data import leave_one_out, load_dataset
+    data = load_dataset(data_spec)
+    es = leave_one_out(data).test
+    out = []
+    for i in range(min(limit, len(es))):
+        idx = data.items[max(es.start[i], es.end[i] - max_len):es.end[i]]
+        out.append(data.catalog.external(idx))
+    return out
+
+
+def start_server(checkpoint: str, batch: int, delay_ms: float, port: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", checkpoint, "--port", str(port),
+           "--max-batch-size", str(batch), "--max-delay-ms", str(delay_ms), "--max-queue", "100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
+    for line in proc.stdout:
+        if line.startswith("serving"):
+            return proc
+    raise SystemExit(f"server did not start: {proc.wait()}")
+
+
+def summarize(lat: list[float], errors: dict, seconds: float) -> dict:
+    a = np.array(lat) * 1000 if lat else np.array([np.nan])
+    return {"throughput": len(lat) / seconds, "ok": len(lat), "errors": dict(errors),
+            "p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
+            "p99_ms": float(np.percentile(a, 99)), "p999_ms": float(np.percentile(a, 99.9))}
+
+
+async def closed_loop(stub, pb, hist, k, concurrency, seconds) -> dict:
+    lat, errors = [], collections.Counter()
+    end = time.perf_counter() + seconds
+    counter = iter(range(10**12))
+
+    async def worker():
+        while time.perf_counter() < end:
+            h = hist[next(counter) % len(hist)]
+            t = time.perf_counter()
+            try:
+                await stub.Recommend(pb.RecommendRequest(history=h, k=k, exclude_seen=True), timeout=30)
+                lat.append(time.perf_counter() - t)
+            except grpc.RpcError as e:
+                errors[e.code().name] += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return summarize(lat, errors, time.perf_counter() - t0)
+
+
+async def open_loop(stub, pb, hist, k, rate, seconds, seed=0) -> dict:
+    rng = np.random.default_rng(seed)
+    lat, errors, tasks = [], collections.Counter(), []
+
+    async def one(h, scheduled):
+        try:
+            await stub.Recommend(pb.RecommendRequest(history=h, k=k, exclude_seen=True), timeout=30)
+            lat.append(time.perf_counter() - scheduled)
+        except grpc.RpcError as e:
+            errors[e.code().name] += 1
+
+    t0 = time.perf_counter()
+    at, i = t0, 0
+    while at < t0 + seconds:
+        at += rng.exponential(1.0 / rate)
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(hist[i % len(hist)], at)))
+        i += 1
+    await asyncio.gather(*tasks)
+    return summarize(lat, errors, seconds) | {"offered_rate": rate}
+
+
+async def measure(target, hist, k, concurrencies, seconds) -> list[dict]:
+    from jaxrec.v1 import recommender_pb2 as pb
+    from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
+    rows = []
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = pb_grpc.RecommenderStub(ch)
+        await closed_loop(stub, pb, hist, k, 4, 1.0)  # warm the channel
+        for c in concurrencies:
+            rows.append({"mode": "closed", "concurrency": c} | await closed_loop(stub, pb, hist, k, c, seconds))
+        best = max(r["throughput"] for r in rows)
+        rows.append({"mode": "open", "concurrency": None}
+                    | await open_loop(stub, pb, hist, k, best / 2, seconds))
+    return rows
+
+
+def plot(results: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, rows in results.items():
+        closed = [r for r in rows if r["mode"] == "closed"]
+        ax.plot([r["throughput"] for r in closed], [r["p99_ms"] for r in closed], "o-", label=f"{name} p99")
+        ax.plot([r["throughput"] for r in closed], [r["p50_ms"] for r in closed], "x--", label=f"{name} p50")
+    ax.set_xlabel("recommendations / s")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", help="run directory: start servers from it")
+    ap.add_argument("--target", help="host:port of a running server (instead of --checkpoint)")
+    ap.add_argument("--data", help="data for histories (default: the run's training data)")
+    ap.add_argument("--batch-sizes", default="64,1", help="server --max-batch-size settings to compare")
+    ap.add_argument("--max-delay-ms", type=float, default=2.0)
+    ap.add_argument("--concurrency", default="1,8,32,64,128")
+    ap.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--users", type=int, default=6040, help="distinct histories to replay")
+    ap.add_argument("--port", type=int, default=50777)
+    ap.add_argument("--out", default="serve_load.json")
+    args = ap.parse_args(argv)
+    if not (args.checkpoint or args.target):
+        ap.error("give --checkpoint or --target")
+    max_len, data = 200, args.data
+    if args.checkpoint:
+        cfg = json.loads((Path(args.checkpoint) / "config.json").read_text())
+        max_len, data = cfg["model"]["max_len"], data or cfg["train"]["data"]
+    if data is None:
+        ap.error("--data is required with --target")
+    hist = load_histories(data, max_len, args.users)
+    conc = [int(c) for c in args.concurrency.split(",")]
+    results = {}
+    settings = [int(b) for b in args.batch_sizes.split(",")] if args.checkpoint else [None]
+    for b in settings:
+        name = "target" if b is None else ("batching off" if b == 1 else f"batch<={b}")
+        proc = start_server(args.checkpoint, b, args.max_delay_ms, args.port) if b is not None else None
+        try:
+            results[name] = asyncio.run(measure(args.target or f"127.0.0.1:{args.port}", hist, args.k, conc,
+                                                args.seconds))
+        finally:
+            if proc:
+                proc.terminate()
+                proc.wait(30)
+    print(f"top-{args.k}, {len(hist)} test histories from {data}, {args.seconds:g}s per point, "
+          f"{os.cpu_count()} CPUs, server and client on one machine")
+    print(f"{'server':<13} {'mode':<7} {'conc':>5} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+          f"{'p99.9':>7}  errors")
+    for name, rows in results.items():
+        for r in rows:
+            c = r["concurrency"] if r["concurrency"] is not None else f"{r['offered_rate']:.0f}/s"
+            print(f"{name:<13} {r['mode']:<7} {c!s:>5} {r['throughput']:>8.0f} {r['p50_ms']:>7.1f} "
+                  f"{r['p90_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['p999_ms']:>7.1f}  {r['errors'] or '-'}")
+    if len(results) == 2:
+        (a, ra), (b, rb) = results.items()
+        ta, tb = max(r["throughput"] for r in ra), max(r["throughput"] for r in rb)
+        print(f"max throughput {a} / {b}: {ta / tb:.1f}x")
+    Path(args.out).write_text(json.dumps({"k": args.k, "data": data, "seconds": args.seconds,
+                                          "results": results}, indent=2))
+    png = Path(args.out).with_suffix(".png")
+    print(f"wrote {args.out}" + (f" and {png}" if plot(results, png) else " (no matplotlib: no plot)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

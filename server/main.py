@@ -1,0 +1,220 @@
+"""Server assembly: engine + batcher + service + health + reflection + metrics + auth + TLS.
+
+    jaxrec serve --checkpoint runs/ml1m_sasrec_ce --port 50051 [--max-batch-size 64]
+        [--max-delay-ms 2] [--metrics-port 9090] [--watch] [--tls-cert C --tls-key K]
+        [--auth-token-file F]
+
+Start-up order matters: health is NOT_SERVING until every bucket is compiled. SIGTERM
+flips health to NOT_SERVING, lets in-flight calls finish (``--grace-s``), then stops.
+``--watch`` polls the run directory; a newer checkpoint is loaded and compiled in a
+thread, off the request path, and swapped in atomically between batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from jaxrec.inference import Recommender
+from jaxrec.v1 import recommender_pb2 as pb
+from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
+from jaxrec_server.batcher import Batcher
+from jaxrec_server.engine import Engine
+from jaxrec_server.metrics import ServerMetrics
+from jaxrec_server.servicer import RecommenderServicer
+
+log = logging.getLogger("jaxrec_server")
+SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
+
+
+@dataclasses.dataclass
+class ServeConfig:
+    checkpoint: str
+    port: int = 50051
+    host: str = "127.0.0.1"
+    max_batch_size: int = 64
+    max_delay_ms: float = 2.0
+    max_queue: int = 1024
+    length_buckets: list | None = None
+    k_buckets: list | None = None
+    metrics_port: int | None = None
+    watch: bool = False
+    watch_interval_s: float = 5.0
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    auth_token_file: str | None = None
+    grace_s: float = 10.0
+
+
+class ServerState:
+    """What the handlers read; ``engine`` is replaced atomically on reload."""
+
+    def __init__(self, engine: Engine | None, metrics: ServerMetrics):
+        self.engine, self.metrics = engine, metrics
+        self.batcher: Batcher | None = None
+
+
+class TokenAuth(grpc.aio.ServerInterceptor):
+    """Bearer-token check on every RPC but health checks (probes carry no token)."""
+
+    def __init__(self, token: str):
+        self.expected = f"Bearer {token}"
+
+    async def intercept_service(self, continuation, details):
+        if details.method.startswith("/grpc.health.v1.Health/"):
+            return await continuation(details)
+        md = dict(details.invocation_metadata or ())
+        if md.get("authorization") != self.expected:
+            async def deny(request, context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+            return grpc.unary_unary_rpc_method_handler(deny)
+        return await continuation(details)
+
+
+def load_engine(cfg: ServeConfig) -> Engine:
+    rec = Recommender.from_checkpoint(cfg.checkpoint)
+    return Engine(rec, max_batch_size=cfg.max_batch_size, length_buckets=cfg.length_buckets,
+                  k_buckets=cfg.k_buckets, checkpoint=cfg.checkpoint)
+
+
+def latest_step(run_dir: str) -> int | None:
+    steps = [int(p.name) for p in (Path(run_dir) / "checkpoints" / "best").glob("[0-9]*")]
+    return max(steps) if steps else None
+
+
+class Server:
+    """One serving process. ``await start()``, then ``await wait()`` or ``await stop()``."""
+
+    def __init__(self, cfg: ServeConfig, engine: Engine | None = None):
+        self.cfg = cfg
+        self.metrics = ServerMetrics()
+        self._engine = engine
+        self.health = health.aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.state: ServerState | None = None
+        self.port: int | None = None
+        self._watch_task = None
+        self.stopped = asyncio.Event()
+
+    async def _set_health(self, status) -> None:
+        for name in ("", SERVICE):
+            r = self.health.set(name, status)
+            if asyncio.iscoroutine(r):
+                await r
+
+    async def start(self) -> int:
+        cfg = self.cfg
+        interceptors = []
+        if cfg.auth_token_file:
+            token = Path(cfg.auth_token_file).read_text().strip()
+            if not token:
+                raise ValueError(f"{cfg.auth_token_file}: empty token file")
+            interceptors.append(TokenAuth(token))
+        self.server = grpc.aio.server(interceptors=interceptors)
+        # Everything is registered before start (gRPC needs that); the Recommender answers
+        # UNAVAILABLE and health NOT_SERVING until the engine is compiled.
+        self.state = ServerState(None, self.metrics)
+        pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(self.state), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
+                                            self.server)
+        addr = f"{cfg.host}:{cfg.port}"
+        if cfg.tls_cert:
+            creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(),
+                                                  Path(cfg.tls_cert).read_bytes())])
+            self.port = self.server.add_secure_port(addr, creds)
+        else:
+            self.port = self.server.add_insecure_port(addr)
+        await self.server.start()
+        loop = asyncio.get_running_loop()
+        engine = self._engine or await loop.run_in_executor(None, load_engine, cfg)
+        secs = await loop.run_in_executor(None, engine.warm_up)
+        log.info("compiled %d buckets in %.1fs", engine.compile_count(), secs)
+        self.state.batcher = Batcher(lambda: self.state.engine, max_batch_size=cfg.max_batch_size,
+                                     max_delay_ms=cfg.max_delay_ms, max_queue=cfg.max_queue,
+                                     metrics=self.metrics)
+        self.state.batcher.start()
+        self.state.engine = engine
+        self.metrics.model_step.set(engine.step or 0)
+        if cfg.metrics_port is not None:
+            self.metrics.serve_http(cfg.metrics_port)
+        if cfg.watch:
+            self._watch_task = loop.create_task(self._watch())
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def reload(self, force: bool = False) -> bool:
+        """Load the newest checkpoint, compile it off the request path, swap it in.
+
+        Returns False (and keeps the current model) when the checkpoint is not newer,
+        unless ``force``."""
+        loop = asyncio.get_running_loop()
+        engine = await loop.run_in_executor(None, load_engine, self.cfg)
+        current = self.state.engine.step
+        if not force and current is not None and engine.step is not None and engine.step <= current:
+            return False
+        await loop.run_in_executor(None, engine.warm_up)
+        self.state.engine = engine  # atomic: the next batch uses it
+        self.metrics.model_step.set(engine.step or 0)
+        log.info("now serving step %s", engine.step)
+        return True
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.watch_interval_s)
+            step = latest_step(self.cfg.checkpoint)
+            if step is not None and (self.state.engine.step is None or step > self.state.engine.step):
+                try:
+                    await self.reload()
+                except Exception:  # noqa: BLE001 - keep serving the old model
+                    log.exception("reload failed; still serving step %s", self.state.engine.step)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING, finish in-flight calls, then stop."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._watch_task:
+            self._watch_task.cancel()
+        await self.server.stop(self.cfg.grace_s if grace is None else grace)
+        if self.state and self.state.batcher:
+            await self.state.batcher.stop()
+        self.stopped.set()
+
+
+async def serve_forever(cfg: ServeConfig) -> None:
+    srv = Server(cfg)
+    port = await srv.start()
+    print(f"serving {srv.state.engine.name} step {srv.state.engine.step} on {cfg.host}:{port}"
+          + (f", metrics on :{cfg.metrics_port}/metrics" if cfg.metrics_port is not None else ""), flush=True)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: loop.create_task(srv.stop()))
+    await srv.stopped.wait()
+    print("stopped", flush=True)
+
+
+class ThreadedServer:
+    """A server on its own event loop in a background thread (tests, notebooks, benchmarks)."""
+
+    def __init__(self, cfg: ServeConfig, engine: Engine | None = None):
+        self.loop = asyncio.new_event_loop()
+        self.srv = Server(cfg, engine)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.port = self.call(self.srv.start(), timeout=600)
+
+    def call(self, coro, timeout: float = 60):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.call(self.srv.stop(grace=1.0))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)

@@ -1,0 +1,144 @@
+"""The ``jaxrec.v1.Recommender`` service: validation, status codes, wire <-> engine.
+
+Every user mistake is INVALID_ARGUMENT with a message naming the field and the value;
+a full queue is RESOURCE_EXHAUSTED; an expired deadline DEADLINE_EXCEEDED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import numpy as np
+
+from jaxrec.v1 import recommender_pb2 as pb
+from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
+from jaxrec_server.batcher import DeadlineExpired, QueueFull
+from jaxrec_server.engine import Query
+
+MAX_ID_LEN = 256
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def check_ids(field: str, ids, limit: int) -> list[str]:
+    ids = list(ids)
+    if len(ids) > limit:
+        raise BadRequest(f"{field}: {len(ids)} ids, more than the limit of {limit}")
+    for i, x in enumerate(ids):
+        if not x or len(x) > MAX_ID_LEN or not x.isprintable() or x.strip() != x:
+            raise BadRequest(f"{field}[{i}]: malformed item id {x[:40]!r}")
+    return ids
+
+
+class RecommenderServicer(pb_grpc.RecommenderServicer):
+    def __init__(self, state, *, max_request_items: int = 10_000):
+        self.state = state  # ServerState: .engine, .batcher, .metrics
+        self.max_request_items = max_request_items
+
+    # ------------------------------------------------------------ helpers
+
+    def _history(self, engine, ids) -> tuple[np.ndarray, int]:
+        idx = engine.catalog.index_of(check_ids("history", ids, self.max_request_items))
+        known = idx[idx > 0]
+        return known[-engine.max_len:].astype(np.int32), int((idx == 0).sum())
+
+    def _index_list(self, engine, field, ids) -> np.ndarray | None:
+        ids = check_ids(field, ids, self.max_request_items)
+        if not ids:
+            return None
+        idx = engine.catalog.index_of(ids)
+        return idx[idx > 0]
+
+    async def _run(self, method: str, context, make_query, respond):
+        t0 = time.perf_counter()
+        metrics = self.state.metrics
+        code = grpc.StatusCode.OK
+        try:
+            engine = self.state.engine
+            if engine is None:
+                code = grpc.StatusCode.UNAVAILABLE
+                metrics.rejects.labels("warming_up").inc()
+                await context.abort(code, "warming up: the model is still compiling")
+            query, extra = make_query(engine)
+            answer = await self.state.batcher.submit(query, context.time_remaining())
+            return respond(engine, query, answer, extra)
+        except BadRequest as e:
+            code = grpc.StatusCode.INVALID_ARGUMENT
+            metrics.rejects.labels("invalid_argument").inc()
+            await context.abort(code, str(e))
+        except QueueFull as e:
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED
+            await context.abort(code, str(e))
+        except DeadlineExpired as e:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED
+            await context.abort(code, str(e))
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            metrics.requests.labels(method, code.name).inc()
+            metrics.latency_seconds.labels(method).observe(time.perf_counter() - t0)
+
+    # ------------------------------------------------------------ RPCs
+
+    async def Recommend(self, request, context):
+        def make_query(engine):
+            n = engine.num_items
+            if request.model and request.model != engine.name:
+                raise BadRequest(f"model: {request.model!r} is not served (serving {engine.name!r})")
+            kmax = min(n, engine.k_buckets[-1])
+            if not 1 <= request.k <= kmax:
+                raise BadRequest(f"k: must be in 1..{kmax}, got {request.k}")
+            hist, unknown = self._history(engine, request.history)
+            q = Query(hist, int(request.k), bool(request.exclude_seen),
+                      self._index_list(engine, "allow", request.allow),
+                      self._index_list(engine, "deny", request.deny), bool(request.explain))
+            if request.allow and q.allow is not None and not len(q.allow):
+                raise BadRequest("allow: none of the ids is in the catalog")
+            return q, unknown
+
+        def respond(engine, q, a, unknown):
+            cat = engine.catalog
+            items = []
+            for j, (i, s) in enumerate(zip(a.items, a.scores)):
+                it = pb.ScoredItem(item_id=cat.ids[int(i)], score=float(s), title=cat.title(int(i)) or "")
+                if a.because is not None:
+                    it.because.extend(pb.Because(item_id=cat.ids[h], weight=w) for h, w in a.because[j])
+                items.append(it)
+            return pb.RecommendResponse(items=items, unknown_history_items=unknown, model=engine.name,
+                                        model_step=engine.step or 0, cold_start=a.cold_start)
+
+        return await self._run("Recommend", context, make_query, respond)
+
+    async def Score(self, request, context):
+        def make_query(engine):
+            hist, unknown = self._history(engine, request.history)
+            cands = check_ids("candidates", request.candidates, self.max_request_items)
+            if not cands:
+                raise BadRequest("candidates: empty")
+            idx = engine.catalog.index_of(cands)
+            missing = [c for c, i in zip(cands, idx) if i == 0]
+            return Query(hist, 1, False, candidates=idx[idx > 0]), (unknown, missing)
+
+        def respond(engine, q, a, extra):
+            unknown, missing = extra
+            cat = engine.catalog
+            items = [pb.ScoredItem(item_id=cat.ids[int(i)], score=float(s), title=cat.title(int(i)) or "")
+                     for i, s in zip(a.items, a.scores)]
+            return pb.ScoreResponse(items=items, unknown_history_items=unknown, unknown_candidates=missing)
+
+        return await self._run("Score", context, make_query, respond)
+
+    async def GetModelInfo(self, request, context):
+        e = self.state.engine
+        if e is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up: the model is still compiling")
+        self.state.metrics.requests.labels("GetModelInfo", "OK").inc()
+        return pb.ModelInfo(name=e.name, step=e.step or 0, catalog_size=e.num_items,
+                            max_history_length=e.max_len, batch_buckets=e.batch_buckets,
+                            length_buckets=e.length_buckets, k_buckets=e.k_buckets,
+                            checkpoint=str(e.checkpoint))

@@ -1,0 +1,254 @@
+"""The real gRPC server on a loopback port, driven by the real client."""
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from jaxrec.inference import Recommender
+from jaxrec.train import TrainConfig, train
+from jaxrec_server.client import AsyncClient, Client
+from jaxrec_server.engine import Engine
+from jaxrec_server.main import ServeConfig, Server, ThreadedServer
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVE = dict(max_batch_size=64, length_buckets=[16, 50], k_buckets=[10, 100], max_delay_ms=5.0)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("srv") / "run"
+    train(TrainConfig(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=2,
+                      seed=1), d, progress=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def server(run_dir):
+    srv = ThreadedServer(ServeConfig(str(run_dir), port=0, **SERVE))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(server):
+    with Client(f"127.0.0.1:{server.port}", timeout=20) as c:
+        yield c
+
+
+def histories(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [[str(x) for x in rng.integers(1, 101, rng.integers(1, 60))] for _ in range(n)]
+
+
+def test_topk_matches_recommender(server, client, run_dir):
+    rec = Recommender.from_checkpoint(run_dir)
+    for h in histories(5):
+        got = client.recommend(h, k=7)
+        want = rec.recommend(h, k=7)
+        assert [it.item_id for it in got.items] == want.items
+        np.testing.assert_allclose([it.score for it in got.items], want.scores, rtol=1e-4, atol=1e-5)
+
+
+def test_k_exclude_seen_allow_deny(client):
+    h = ["1", "2", "3", "4", "5"]
+    r = client.recommend(h, k=20)
+    assert len(r.items) == 20 and not {"1", "2", "3", "4", "5"} & {it.item_id for it in r.items}
+    r2 = client.recommend(h, k=100, exclude_seen=False)
+    assert len(r2.items) == 100 and {"1", "2", "3", "4", "5"} <= {it.item_id for it in r2.items}
+    r3 = client.recommend(h, k=3, allow=["7", "8", "9", "10"], deny=["8"])
+    assert {it.item_id for it in r3.items} <= {"7", "9", "10"} and len(r3.items) == 3
+    scores = [it.score for it in r.items]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_unknown_and_cold_start(client):
+    r = client.recommend(["1", "nope", "zzz"], k=5)
+    assert r.unknown_history_items == 2 and len(r.items) == 5 and not r.cold_start
+    cold = client.recommend([], k=5)
+    assert cold.cold_start and len(cold.items) == 5
+    s = client.score(["1", "2"], ["3", "4", "missing"])
+    assert [it.item_id for it in s.items] == ["3", "4"] and list(s.unknown_candidates) == ["missing"]
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(history=["1"], k=0), "k: must be in 1..100, got 0"),
+    (dict(history=["1"], k=101), "got 101"),
+    (dict(history=["1", ""], k=5), "history[1]: malformed"),
+    (dict(history=["1"] * 10_001, k=5), "history: 10001 ids"),
+    (dict(history=["1"], k=5, model="other"), "model:"),
+])
+def test_bad_input_is_invalid_argument(client, kwargs, needle):
+    with pytest.raises(grpc.RpcError) as e:
+        client.recommend(**kwargs)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in e.value.details()
+
+
+def test_concurrent_requests_are_batched_and_nothing_compiles(server):
+    engine = server.srv.state.engine
+    compiled = engine.compile_count()
+    before = server.srv.metrics.batches_served()
+
+    async def burst():
+        async with AsyncClient(f"127.0.0.1:{server.port}", timeout=30) as c:
+            return await asyncio.gather(*(c.recommend(h, k=10) for h in histories(64, seed=2)))
+
+    out = asyncio.run(burst())
+    assert all(len(r.items) == 10 for r in out)
+    batches = server.srv.metrics.batches_served() - before
+    assert batches <= 16, batches  # 64 requests in far fewer batches
+    assert engine.compile_count() == compiled  # no compilation after warm-up
+
+
+def test_explanations_name_history_items(client):
+    h = ["3", "9", "27", "41", "50"]
+    r = client.recommend(h, k=5, explain=True)
+    named = {b.item_id for it in r.items for b in it.because}
+    assert named and named <= set(h)
+    for it in r.items:
+        assert sum(b.weight for b in it.because) <= 1.0 + 1e-5
+
+
+def test_model_info(client):
+    info = client.model_info()
+    assert info.name == "sasrec/small" and info.catalog_size == 100 and info.max_history_length == 50
+    assert list(info.batch_buckets)[-1] == 64 and list(info.k_buckets) == [10, 100]
+
+
+def test_hot_reload_under_load_fails_nothing(server):
+    errors, done = [], threading.Event()
+
+    def load():
+        with Client(f"127.0.0.1:{server.port}", timeout=30) as c:
+            while not done.is_set():
+                try:
+                    c.recommend(["1", "2", "3"], k=5)
+                except grpc.RpcError as e:  # pragma: no cover - the assertion reports it
+                    errors.append(e.code())
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        assert server.call(server.srv.reload(force=True), timeout=600)
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+
+
+class SlowWarmup(Engine):
+    def warm_up(self):
+        time.sleep(1.5)
+        return super().warm_up()
+
+
+def test_health_serving_only_after_warmup(run_dir):
+    engine = SlowWarmup(Recommender.from_checkpoint(run_dir), max_batch_size=2, length_buckets=[50],
+                        k_buckets=[10])
+    loop = asyncio.new_event_loop()
+    th = threading.Thread(target=loop.run_forever, daemon=True)
+    th.start()
+    srv = Server(ServeConfig(str(run_dir), port=0, max_batch_size=2), engine)
+    fut = asyncio.run_coroutine_threadsafe(srv.start(), loop)
+    while srv.port is None or srv.server is None:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    ch = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
+    stub = health_pb2_grpc.HealthStub(ch)
+    seen = []
+    while not fut.done():
+        seen.append(stub.Check(health_pb2.HealthCheckRequest(service="")).status)
+        time.sleep(0.05)
+    seen.append(stub.Check(health_pb2.HealthCheckRequest(service="jaxrec.v1.Recommender")).status)
+    assert seen[0] == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert seen[-1] == health_pb2.HealthCheckResponse.SERVING
+    ch.close()
+    asyncio.run_coroutine_threadsafe(srv.stop(grace=0.5), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+
+
+def test_token_auth(run_dir, tmp_path):
+    tok = tmp_path / "token"
+    tok.write_text("s3cret\n")
+    srv = ThreadedServer(ServeConfig(str(run_dir), port=0, max_batch_size=2, length_buckets=[50],
+                                     k_buckets=[10], auth_token_file=str(tok)))
+    try:
+        for token in (None, "wrong"):
+            with Client(f"127.0.0.1:{srv.port}", token=token, retries=0) as c:
+                with pytest.raises(grpc.RpcError) as e:
+                    c.recommend(["1"], k=3)
+                assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with Client(f"127.0.0.1:{srv.port}", token="s3cret") as c:
+            assert len(c.recommend(["1"], k=3).items) == 3
+    finally:
+        srv.stop()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_tls(run_dir, tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    srv = ThreadedServer(ServeConfig(str(run_dir), port=0, max_batch_size=2, length_buckets=[50],
+                                     k_buckets=[10], tls_cert=str(cert), tls_key=str(key)))
+    try:
+        with Client(f"localhost:{srv.port}", tls_ca=cert.read_bytes()) as c:
+            assert len(c.recommend(["1"], k=3).items) == 3
+        with Client(f"localhost:{srv.port}", retries=0, timeout=2) as c:  # plaintext to a TLS port
+            with pytest.raises(grpc.RpcError):
+                c.recommend(["1"], k=3)
+    finally:
+        srv.stop()
+
+
+def test_sigterm_drains_in_flight(run_dir):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", str(run_dir),
+                             "--port", "0", "--max-batch-size", "64", "--length-buckets", "50",
+                             "--k-buckets", "10", "--max-delay-ms", "400", "--grace-s", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        line = ""
+        while "serving" not in line:
+            line = proc.stdout.readline()
+            assert line, "server exited before serving"
+        port = int(line.split(":")[-1].split(",")[0])
+
+        async def go():
+            async with AsyncClient(f"127.0.0.1:{port}", timeout=30, retries=0) as c:
+                tasks = [asyncio.create_task(c.recommend(h, k=5)) for h in histories(20, seed=5)]
+                await asyncio.sleep(0.2)  # all 20 are queued in the batcher's 400 ms window
+                proc.send_signal(signal.SIGTERM)
+                return await asyncio.gather(*tasks)
+
+        out = asyncio.run(go())
+        assert len(out) == 20 and all(len(r.items) == 5 for r in out)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_generated_stubs_in_sync(tmp_path):
+    from grpc_tools import protoc
+    rc = protoc.main(["protoc", f"-I{ROOT / 'protos'}", f"--python_out={tmp_path}", f"--pyi_out={tmp_path}",
+                      f"--grpc_python_out={tmp_path}", str(ROOT / "protos/jaxrec/v1/recommender.proto")])
+    assert rc == 0
+    for name in ("recommender_pb2.py", "recommender_pb2.pyi", "recommender_pb2_grpc.py"):
+        assert (tmp_path / "jaxrec/v1" / name).read_text() == (ROOT / "jaxrec/v1" / name).read_text(), (
+            f"{name} is stale: regenerate with python -m grpc_tools.protoc -Iprotos --python_out=. "
+            "--pyi_out=. --grpc_python_out=. protos/jaxrec/v1/recommender.proto")
