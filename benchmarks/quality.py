@@ -38,7 +38,9 @@ def collect(runs: Path) -> list[dict]:
     rows = []
     for res_path in sorted(runs.glob("*/results.json")):
         name = res_path.parent.name
-        cfg_file = ROOT / "configs" / f"{name}.py"
+        # runs/<config>[_suffix]: the longest config name that prefixes the run's name
+        names = sorted((p.stem for p in (ROOT / "configs").glob("*.py")), key=len, reverse=True)
+        cfg_file = ROOT / "configs" / f"{next((n for n in names if name.startswith(n)), name)}.py"
         exp = runpy.run_path(str(cfg_file)).get("EXPECTED", {}) if cfg_file.exists() else {}
         res = json.loads(res_path.read_text())
         pub = exp.get("NDCG@10")

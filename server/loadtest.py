@@ -40,9 +40,10 @@ def load_histories(data_spec: str, max_len: int, limit: int) -> list[list[str]]:
     return out
 
 
-def start_server(checkpoint: str, batch: int, delay_ms: float, port: int) -> subprocess.Popen:
+def start_server(checkpoint: str, batch: int, delay_ms: float, port: int, k_buckets: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", checkpoint, "--port", str(port),
-           "--max-batch-size", str(batch), "--max-delay-ms", str(delay_ms), "--max-queue", "100000"]
+           "--max-batch-size", str(batch), "--max-delay-ms", str(delay_ms), "--max-queue", "100000",
+           "--k-buckets", k_buckets]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
     for line in proc.stdout:
@@ -149,6 +150,7 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", default="1,8,32,64,128")
     ap.add_argument("--seconds", type=float, default=8.0, help="per measurement")
     ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--k-buckets", default="10", help="server k buckets (only these are compiled)")
     ap.add_argument("--users", type=int, default=6040, help="distinct histories to replay")
     ap.add_argument("--port", type=int, default=50777)
     ap.add_argument("--out", default="serve_load.json")
@@ -167,7 +169,7 @@ def main(argv=None) -> int:
     settings = [int(b) for b in args.batch_sizes.split(",")] if args.checkpoint else [None]
     for b in settings:
         name = "target" if b is None else ("batching off" if b == 1 else f"batch<={b}")
-        proc = start_server(args.checkpoint, b, args.max_delay_ms, args.port) if b is not None else None
+        proc = start_server(args.checkpoint, b, args.max_delay_ms, args.port, args.k_buckets) if b is not None else None
         try:
             results[name] = asyncio.run(measure(args.target or f"127.0.0.1:{args.port}", hist, args.k, conc,
                                                 args.seconds))

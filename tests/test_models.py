@@ -40,6 +40,14 @@ def test_padding_does_not_change_outputs(name):
     np.testing.assert_allclose(np.asarray(m.encode(h)), np.asarray(m.encode(wide)), atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["sasrec/small", "sasrec/base", "bert4rec/small"])
+def test_last_only_serving_path_equals_full_forward(name):
+    m = build_model(name, 60)
+    h = hist(np.random.default_rng(4), 60, l=m.config.max_len)
+    full = m.hidden(m.with_mask_slot(h) if name.startswith("bert") else h)[:, -1]
+    np.testing.assert_allclose(np.asarray(m.encode(h)), np.asarray(full), atol=1e-5)
+
+
 def test_attention_matches_reference():
     rngs = nnx.Rngs(0)
     att = MultiHeadAttention(8, 2, 0.0, rngs=rngs)

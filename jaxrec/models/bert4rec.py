@@ -32,7 +32,7 @@ class BERT4Rec(SASRec):
         return jnp.concatenate([history[:, 1:], m], axis=1)
 
     def encode(self, history):
-        return self.hidden(self.with_mask_slot(history))[:, -1, :]
+        return super().encode(self.with_mask_slot(history))
 
     def encode_explained(self, history):
         u, att = super().encode_explained(self.with_mask_slot(history))

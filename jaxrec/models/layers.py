@@ -59,12 +59,11 @@ class MultiHeadAttention(nnx.Module):
         self.out = nnx.Linear(dim, dim, rngs=rngs)
 
     def __call__(self, x, kv, mask, key=None):
-        """x (B, L, D) queries, kv (B, L, D) keys/values, mask (B, 1, L, L) -> (B, L, D), (B, H, L, L)."""
+        """x (B, Lq, D) queries, kv (B, L, D) keys/values, mask (B, 1, Lq, L) -> (B, Lq, D), (B, H, Lq, L)."""
         b, l, d = x.shape
         h = self.heads
-        q = self.q(x)
-        k, v = jnp.split(self.kv(kv), 2, axis=-1)
-        q, k, v = (t.reshape(b, l, h, d // h) for t in (q, k, v))  # (B, L, H, Dh)
+        q = self.q(x).reshape(b, l, h, d // h)  # (B, Lq, H, Dh)
+        k, v = (t.reshape(b, kv.shape[1], h, d // h) for t in jnp.split(self.kv(kv), 2, axis=-1))
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(d // h).astype(x.dtype)
         logits = jnp.where(mask, logits, NEG_INF)
         w = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)  # (B, H, L, L)
@@ -101,16 +100,24 @@ class TransformerBlock(nnx.Module):
         self.attn = MultiHeadAttention(dim, heads, dropout_rate, rngs=rngs)
         self.ffn = FeedForward(dim, hidden, dropout_rate, act, rngs=rngs)
 
-    def __call__(self, x, mask, key=None):
+    def __call__(self, x, mask, key=None, last_only: bool = False):
+        """x (B, L, D) -> (B, L, D), or (B, 1, D) for the last position only (``last_only``).
+
+        ``last_only`` is the serving path of the final block: the user vector needs one
+        query row, so the block costs O(L) instead of O(L^2) and one FFN row instead of L.
+        """
         k1, k2, k3 = split_key(key, 3)
+        if last_only:
+            mask = mask[:, :, -1:, :]
         if self.layout == "pre":
             h = self.ln1(x)
-            a, w = self.attn(h, h, mask, k1)
-            x = x + dropout(a, self.rate, k2)
+            hq = h[:, -1:] if last_only else h
+            a, w = self.attn(hq, h, mask, k1)
+            x = (x[:, -1:] if last_only else x) + dropout(a, self.rate, k2)
             x = x + self.ffn(self.ln2(x), k3)
         else:
             q = self.ln1(x)
-            a, w = self.attn(q, x, mask, k1)
-            x = self.ln2(q + dropout(a, self.rate, k2))
+            a, w = self.attn(q[:, -1:] if last_only else q, x, mask, k1)
+            x = self.ln2((q[:, -1:] if last_only else q) + dropout(a, self.rate, k2))
             x = x + self.ffn(x, k3)
         return x, w

@@ -42,7 +42,7 @@ class SASRec(RetrievalModel):
     def item_table(self) -> jax.Array:
         return self.item_emb.embedding[...]  # (N+1+extra, D)
 
-    def _forward(self, items, key):
+    def _forward(self, items, key, last_only: bool = False):
         cfg = self.config
         keys = split_key(key, len(self.blocks) + 1)
         real = (items > 0)[..., None]
@@ -51,14 +51,18 @@ class SASRec(RetrievalModel):
         x = dropout(x, cfg.dropout, keys[0]) * real
         mask = attention_mask(items, self.causal)  # (B, 1, L, L)
         w = None
-        for blk, k in zip(self.blocks, keys[1:]):
-            x, w = blk(x, mask, k)
-            x = x * real  # padding stays zero (the original SASRec's timeline mask)
-        return self.final_ln(x), w
+        for i, (blk, k) in enumerate(zip(self.blocks, keys[1:])):
+            last = last_only and i == len(self.blocks) - 1
+            x, w = blk(x, mask, k, last_only=last)
+            x = x * (real[:, -1:] if last else real)  # padding stays zero (SASRec's timeline mask)
+        return self.final_ln(x), w  # (B, L, D), or (B, 1, D) with last_only
 
     def hidden(self, items, key=None):
         return self._forward(items, key)[0]
 
+    def encode(self, history):
+        return self._forward(history, None, last_only=True)[0][:, -1, :]  # (B, D)
+
     def encode_explained(self, history):
-        h, w = self._forward(history, None)  # (B, L, D), (B, H, L, L)
+        h, w = self._forward(history, None, last_only=True)  # (B, 1, D), (B, H, 1, L)
         return h[:, -1, :], w[:, :, -1, :].mean(axis=1) * (history > 0)  # (B, D), (B, L)
