@@ -59,6 +59,15 @@ def summarize(lat: list[float], errors: dict, seconds: float) -> dict:
             "p99_ms": float(np.percentile(a, 99)), "p999_ms": float(np.percentile(a, 99.9))}
 
 
+async def _send(stub, pb, h, k, start, lat, errors) -> None:
+    """One Recommend call; latency counted from ``start`` (the send or the scheduled time)."""
+    try:
+        await stub.Recommend(pb.RecommendRequest(history=h, k=k, exclude_seen=True), timeout=30)
+        lat.append(time.perf_counter() - start)
+    except grpc.RpcError as e:
+        errors[e.code().name] += 1
+
+
 async def closed_loop(stub, pb, hist, k, concurrency, seconds) -> dict:
     lat, errors = [], collections.Counter()
     end = time.perf_counter() + seconds
@@ -66,13 +75,7 @@ async def closed_loop(stub, pb, hist, k, concurrency, seconds) -> dict:
 
     async def worker():
         while time.perf_counter() < end:
-            h = hist[next(counter) % len(hist)]
-            t = time.perf_counter()
-            try:
-                await stub.Recommend(pb.RecommendRequest(history=h, k=k, exclude_seen=True), timeout=30)
-                lat.append(time.perf_counter() - t)
-            except grpc.RpcError as e:
-                errors[e.code().name] += 1
+            await _send(stub, pb, hist[next(counter) % len(hist)], k, time.perf_counter(), lat, errors)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -83,13 +86,6 @@ async def open_loop(stub, pb, hist, k, rate, seconds, seed=0) -> dict:
     rng = np.random.default_rng(seed)
     lat, errors, tasks = [], collections.Counter(), []
 
-    async def one(h, scheduled):
-        try:
-            await stub.Recommend(pb.RecommendRequest(history=h, k=k, exclude_seen=True), timeout=30)
-            lat.append(time.perf_counter() - scheduled)
-        except grpc.RpcError as e:
-            errors[e.code().name] += 1
-
     t0 = time.perf_counter()
     at, i = t0, 0
     while at < t0 + seconds:
@@ -97,7 +93,7 @@ async def open_loop(stub, pb, hist, k, rate, seconds, seed=0) -> dict:
         delay = at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(hist[i % len(hist)], at)))
+        tasks.append(asyncio.create_task(_send(stub, pb, hist[i % len(hist)], k, at, lat, errors)))
         i += 1
     await asyncio.gather(*tasks)
     return summarize(lat, errors, seconds) | {"offered_rate": rate}

@@ -252,3 +252,15 @@ def test_generated_stubs_in_sync(tmp_path):
         assert (tmp_path / "jaxrec/v1" / name).read_text() == (ROOT / "jaxrec/v1" / name).read_text(), (
             f"{name} is stale: regenerate with python -m grpc_tools.protoc -Iprotos --python_out=. "
             "--pyi_out=. --grpc_python_out=. protos/jaxrec/v1/recommender.proto")
+
+
+def test_load_test_smoke(server, tmp_path):
+    import json
+
+    from jaxrec_server.loadtest import main
+    out = tmp_path / "load.json"
+    assert main(["--target", f"127.0.0.1:{server.port}", "--data", "synthetic:tiny", "--seconds", "0.5",
+                 "--concurrency", "2", "--users", "20", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]["target"]
+    assert [r["mode"] for r in rows] == ["closed", "open"]
+    assert rows[0]["ok"] > 0 and not rows[0]["errors"]
