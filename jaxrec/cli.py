@@ -140,6 +140,14 @@ def cmd_recommend(args) -> int:
     return 0
 
 
+def _require_files(**paths) -> None:
+    """A clear error for a named file option that points nowhere (instead of a traceback)."""
+    import os
+    for opt, path in paths.items():
+        if path and not os.path.isfile(path):
+            raise UserError(f"--{opt.replace('_', '-')}: no such file {path!r}")
+
+
 def cmd_serve(args) -> int:
     import asyncio
     import logging
@@ -155,6 +163,8 @@ def cmd_serve(args) -> int:
                       tls_key=args.tls_key, auth_token_file=args.auth_token_file, grace_s=args.grace_s)
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
         raise UserError("--tls-cert and --tls-key go together")
+    _require_files(tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,
+                   auth_token_file=cfg.auth_token_file)
     asyncio.run(serve_forever(cfg))
     return 0
 
@@ -164,6 +174,7 @@ def cmd_query(args) -> int:
 
     from jaxrec_server.client import Client
 
+    _require_files(tls_ca=args.tls_ca, auth_token_file=args.auth_token_file)
     token = open(args.auth_token_file).read().strip() if args.auth_token_file else None
     ca = open(args.tls_ca, "rb").read() if args.tls_ca else None
     history = [h.strip() for h in args.history.split(",") if h.strip()]

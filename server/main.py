@@ -136,8 +136,12 @@ class Server:
             self.port = self.server.add_insecure_port(addr)
         await self.server.start()
         loop = asyncio.get_running_loop()
-        engine = self._engine or await loop.run_in_executor(None, load_engine, cfg)
-        secs = await loop.run_in_executor(None, engine.warm_up)
+        try:
+            engine = self._engine or await loop.run_in_executor(None, load_engine, cfg)
+            secs = await loop.run_in_executor(None, engine.warm_up)
+        except BaseException:
+            await self.server.stop(0)  # release the port before the error surfaces
+            raise
         log.info("compiled %d buckets in %.1fs", engine.compile_count(), secs)
         self.state.batcher = Batcher(lambda: self.state.engine, max_batch_size=cfg.max_batch_size,
                                      max_delay_ms=cfg.max_delay_ms, max_queue=cfg.max_queue,

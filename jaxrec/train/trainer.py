@@ -116,18 +116,19 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
             bar = tqdm(total=batches.batches_per_epoch, initial=meta["batch"], desc=f"epoch {epoch + 1}",
                        unit="batch", leave=False, dynamic_ncols=True)
         t_epoch, seqs, pending = time.perf_counter(), 0, []
+        step = int(state["step"])  # host copy: the step key depends on it, no device sync per step
         for bi, batch in enumerate(prefetch(batches.epoch(epoch, meta["batch"])), start=meta["batch"]):
-            step = int(state["step"]) if not pending else step + 1
             state, m = train_step(state, shard_batch(batch, mesh), jax.random.fold_in(base_key, step))
+            step += 1
             pending.append(m["loss"])
             seqs += int((batch["weights"].sum(1) > 0).sum())
             if len(pending) >= log_every or bi == batches.batches_per_epoch - 1:
                 losses = np.asarray(jax.device_get(pending))
                 if not np.isfinite(losses).all():
-                    bad = step - len(pending) + 1 + int(np.argmax(~np.isfinite(losses)))
+                    bad = step - len(pending) + 1 + int(np.argmax(~np.isfinite(losses)))  # 1-based
                     raise NonFiniteLoss(f"loss became {losses[~np.isfinite(losses)][0]} at step {bad} "
                                         f"(epoch {epoch + 1}); lower the learning rate or check the data")
-                rec = {"step": step + 1, "epoch": epoch + 1, "loss": float(losses.mean()),
+                rec = {"step": step, "epoch": epoch + 1, "loss": float(losses.mean()),
                        "grad_norm": float(m["grad_norm"]), "param_norm": float(m["param_norm"]),
                        "seq_per_s": seqs / (time.perf_counter() - t_epoch)}
                 _log(metrics_path, rec)
