@@ -116,16 +116,25 @@ class Engine:
     # ------------------------------------------------------------ the batch path
 
     def run(self, queries: list[Query]) -> list[Answer]:
-        """Answer a batch of queries with one device call (cold-start ones on the host)."""
+        """Answer a batch of queries (cold-start ones on the host).
+
+        Queries are grouped by history-length bucket first: one device call per group, so
+        short histories are not padded to the longest one in the batch (the forward pass
+        costs about batch x length, and on CPU it dominates the request).
+        """
         out: list[Answer | None] = [None] * len(queries)
-        warm = [i for i, q in enumerate(queries) if len(q.history)]
+        groups: dict[int, list[int]] = {}
         for i, q in enumerate(queries):
-            if not len(q.history):
+            if len(q.history):
+                groups.setdefault(pick(self.length_buckets, len(q.history)), []).append(i)
+            else:
                 out[i] = self._cold_start(q)
-        for lo in range(0, len(warm), self.batch_buckets[-1]):
-            chunk = warm[lo: lo + self.batch_buckets[-1]]
-            for i, a in zip(chunk, self._run_device([queries[i] for i in chunk])):
-                out[i] = a
+        cap = self.batch_buckets[-1]
+        for idx in groups.values():
+            for lo in range(0, len(idx), cap):
+                chunk = idx[lo: lo + cap]
+                for i, a in zip(chunk, self._run_device([queries[i] for i in chunk])):
+                    out[i] = a
         return out
 
     def _allowed_row(self, q: Query) -> np.ndarray:
