@@ -73,16 +73,49 @@ def cmd_data_stats(args) -> int:
     return 0
 
 
+def _add_model_options(p, required: bool) -> None:
+    p.add_argument("--checkpoint", default=None, help="run directory written by jaxrec train")
+    p.add_argument("--retriever", default=None, help="two-stage: retrieval run directory (with --ranker)")
+    p.add_argument("--ranker", default=None, help="two-stage: ranking run directory (with --retriever)")
+    p.add_argument("--candidates", type=int, default=200, help="two-stage: items retrieved for re-ranking")
+    p.add_argument("--blend", type=float, default=0.0,
+                   help="two-stage: final score = ranker + BLEND * retriever (0: the ranker alone)")
+    p.set_defaults(model_required=required)
+
+
+def _open_model(args):
+    """``--checkpoint DIR`` or ``--retriever DIR --ranker DIR [--candidates N]`` -> (model, name).
+
+    The model is a ``Recommender`` or a two-stage ``Pipeline``; both recommend and evaluate alike.
+    """
+    from jaxrec.inference import Recommender
+
+    two = (args.retriever, args.ranker)
+    if args.checkpoint and any(two):
+        raise UserError("give --checkpoint, or --retriever with --ranker, not both")
+    if any(two):
+        if not all(two):
+            raise UserError("the two-stage pipeline needs both --retriever and --ranker")
+        from jaxrec.pipeline import Pipeline
+        retr, rank = Recommender.from_checkpoint(args.retriever), Recommender.from_checkpoint(args.ranker)
+        name = f"{retr.config['train']['model']} -> top {args.candidates} -> {rank.config['train']['model']}"
+        return Pipeline(retr, rank, args.candidates, blend=args.blend), name, retr.config
+    if args.checkpoint:
+        rec = Recommender.from_checkpoint(args.checkpoint)
+        return rec, rec.config["train"]["model"], rec.config
+    if args.model_required:
+        raise UserError("give --checkpoint DIR, or --retriever DIR --ranker DIR")
+    return None, None, None
+
+
 def cmd_eval(args) -> int:
     from jaxrec.data import leave_one_out, load_dataset
-    from jaxrec.metrics import evaluate
+    from jaxrec.metrics import evaluate, evaluate_lists
     from jaxrec.models import MostPopular
 
-    if args.checkpoint:
-        from jaxrec.inference import Recommender
-        scorer = Recommender.from_checkpoint(args.checkpoint)
-        model_name = scorer.config["train"]["model"]
-        data = _load(args) if args.data else load_dataset(scorer.config["train"]["data"])
+    scorer, model_name, config = _open_model(args)
+    if scorer is not None:
+        data = _load(args) if args.data else load_dataset(config["train"]["data"])
         if data.catalog.ids.tolist() != scorer.catalog.ids.tolist():
             raise UserError(f"{data.name}: its item catalog differs from the checkpoint's; "
                             "evaluate on the data the model was trained on")
@@ -97,8 +130,13 @@ def cmd_eval(args) -> int:
         split = leave_one_out(data)
         scorer = MostPopular.fit(split)
     ks = tuple(int(k) for k in args.ks.split(","))
-    res = evaluate(scorer, split, args.split, ks=ks, sampled=args.sampled, sampler=args.sampler,
-                   seed=args.seed, progress=not args.json)
+    if getattr(scorer, "kind", None) == "ranking":  # a ranker alone: held-out candidate lists
+        res = evaluate_lists(scorer.score, split, args.split, max_len=scorer.max_len, ks=ks,
+                             negatives=args.sampled or 100, sampler=args.sampler or "popularity",
+                             seed=args.seed)
+    else:
+        res = evaluate(scorer, split, args.split, ks=ks, sampled=args.sampled, sampler=args.sampler or "uniform",
+                       seed=args.seed, progress=not args.json)
     out = {"model": model_name, "data": data.name, **res.to_json()}
     if args.json:
         print(json.dumps(out))
@@ -125,9 +163,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_recommend(args) -> int:
-    from jaxrec.inference import Recommender
-
-    rec = Recommender.from_checkpoint(args.checkpoint)
+    rec, _, _ = _open_model(args)
+    if rec.kind == "ranking":
+        raise UserError("a ranker alone cannot recommend from the whole catalog; "
+                        "use --retriever DIR --ranker DIR")
     history = [h.strip() for h in args.history.split(",") if h.strip()]
     out = rec.recommend(history, k=args.k, exclude_seen=not args.include_seen)
     if args.json:
@@ -156,7 +195,10 @@ def cmd_serve(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ints = lambda s: [int(x) for x in s.split(",")] if s else None  # noqa: E731
-    cfg = ServeConfig(args.checkpoint, port=args.port, host=args.host, max_batch_size=args.max_batch_size,
+    if bool(args.checkpoint) == bool(args.retriever):
+        raise UserError("give --checkpoint DIR (or --retriever DIR), once")
+    cfg = ServeConfig(args.checkpoint or args.retriever, ranker=args.ranker, candidates=args.candidates,
+                      blend=args.blend, port=args.port, host=args.host, max_batch_size=args.max_batch_size,
                       max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
                       length_buckets=ints(args.length_buckets), k_buckets=ints(args.k_buckets),
                       metrics_port=args.metrics_port, watch=args.watch, tls_cert=args.tls_cert,
@@ -260,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("recommend", help="top-k items for a history, from a trained run")
-    r.add_argument("--checkpoint", required=True, help="run directory written by jaxrec train")
+    _add_model_options(r, required=True)
     r.add_argument("--history", required=True, help="external item ids, oldest first, comma-separated")
     r.add_argument("-k", type=int, default=10)
     r.add_argument("--include-seen", action="store_true", help="allow items of the history")
@@ -269,19 +311,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a model under the full-ranking protocol")
     e.add_argument("--model", default="popular", help="baseline model name (popular)")
-    e.add_argument("--checkpoint", default=None, help="run directory written by jaxrec train")
+    _add_model_options(e, required=False)
     _add_data_args(e)
     e.add_argument("--split", choices=("test", "valid"), default="test")
     e.add_argument("--ks", default="1,5,10,20,50", help="cut-offs, comma-separated")
     e.add_argument("--sampled", type=int, default=None,
                    help="sampled protocol: rank against N negatives (old papers only)")
-    e.add_argument("--sampler", choices=("uniform", "popularity"), default="uniform")
+    e.add_argument("--sampler", choices=("uniform", "popularity"), default=None,
+                   help="negatives of the sampled protocol (default uniform; popularity for a ranker's lists)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
 
     sv = sub.add_parser("serve", help="serve a trained run over gRPC (dynamic batching)")
-    sv.add_argument("--checkpoint", required=True, help="run directory written by jaxrec train")
+    _add_model_options(sv, required=True)
     sv.add_argument("--port", type=int, default=50051)
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
     sv.add_argument("--max-batch-size", type=int, default=64, help="1 turns batching off")

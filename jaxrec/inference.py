@@ -22,7 +22,7 @@ from jaxrec.metrics import masked_top_k
 from jaxrec.models import build_model
 from jaxrec.train.checkpoint import restore_run
 from jaxrec.train.config import TrainConfig
-from jaxrec.train.step import ModelScorer, make_optimizer
+from jaxrec.train.step import ModelScorer, RankScorer, make_optimizer
 
 
 @dataclasses.dataclass
@@ -33,33 +33,12 @@ class Recommendation:
     unknown: int  # history ids not in the catalog (skipped)
 
 
-class Recommender:
-    def __init__(self, graphdef, params, catalog: ItemCatalog, config: dict, step: int | None = None):
-        self.graphdef, self.params, self.catalog, self.config = graphdef, params, catalog, config
-        self.step = step
-        self.max_len = int(config["model"]["max_len"])
-        self._scorer = ModelScorer(graphdef, params, self.max_len, config["model"].get("dtype"))
+class Recommends:
+    """External ids in, ``Recommendation`` out, for anything with a catalog, ``max_len`` and
+    ``top_k(history (B, L), k, exclude_seen) -> (values, items)`` (a model or a pipeline)."""
 
-    @classmethod
-    def from_checkpoint(cls, run_dir: str | Path, which: str = "best") -> "Recommender":
-        d = Path(run_dir)
-        if not (d / "config.json").exists():
-            raise UserError(f"{d}: not a jaxrec run directory (no config.json)")
-        config = json.loads((d / "config.json").read_text())
-        catalog = ItemCatalog.load(d / "catalog.json")
-        tcfg = TrainConfig.from_dict(config["train"])
-        model = build_model(tcfg.model, catalog.num_items, tcfg.seed, **tcfg.model_args)
-        graphdef, params = nnx.split(model)
-        tx = make_optimizer(tcfg, 1)
-        like = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
-        state, _ = restore_run(d, like, which)
-        if state is None:
-            raise UserError(f"{d}: no {which!r} checkpoint yet")
-        return cls(graphdef, state["params"], catalog, config, int(state["step"]))
-
-    def score_all(self, history: np.ndarray) -> jax.Array:
-        """The evaluation ``Scorer`` interface: (B, L) item indices -> (B, N+1) scores."""
-        return self._scorer.score_all(history)
+    catalog: ItemCatalog
+    max_len: int
 
     def encode_history(self, external_ids) -> tuple[np.ndarray, int]:
         idx = self.catalog.index_of(external_ids)
@@ -77,11 +56,56 @@ class Recommender:
         row, unknown = self.encode_history(history)
         if not row.any():
             raise UserError("no known item ids in the history")
-        scores = self.score_all(row[None])
-        excl = row[None] if exclude_seen else np.zeros((1, 1), np.int32)
-        vals, idx = masked_top_k(scores, excl, k)
+        vals, idx = self.top_k(row[None], k, exclude_seen)
         idx, vals = np.asarray(idx)[0], np.asarray(vals)[0]
         keep = np.isfinite(vals)
         idx, vals = idx[keep], vals[keep]
         return Recommendation(self.catalog.external(idx), vals.tolist(),
                               [self.catalog.title(i) for i in idx], unknown)
+
+
+class Recommender(Recommends):
+    def __init__(self, graphdef, params, catalog: ItemCatalog, config: dict, step: int | None = None):
+        self.graphdef, self.params, self.catalog, self.config = graphdef, params, catalog, config
+        self.step = step
+        self.max_len = int(config["model"]["max_len"])
+        self.kind = nnx.merge(graphdef, params).kind  # "retrieval" or "ranking"
+        dtype = config["model"].get("dtype")
+        self._scorer = (ModelScorer if self.kind == "retrieval" else RankScorer)(graphdef, params,
+                                                                                 self.max_len, dtype)
+
+    @classmethod
+    def from_checkpoint(cls, run_dir: str | Path, which: str = "best") -> "Recommender":
+        d = Path(run_dir)
+        if not (d / "config.json").exists():
+            raise UserError(f"{d}: not a jaxrec run directory (no config.json)")
+        config = json.loads((d / "config.json").read_text())
+        catalog = ItemCatalog.load(d / "catalog.json")
+        tcfg = TrainConfig.from_dict(config["train"])
+        model = build_model(tcfg.model, catalog.num_items, tcfg.seed, catalog=catalog, **tcfg.model_args)
+        graphdef, params = nnx.split(model)
+        tx = make_optimizer(tcfg, 1)
+        like = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+        state, _ = restore_run(d, like, which)
+        if state is None:
+            raise UserError(f"{d}: no {which!r} checkpoint yet")
+        return cls(graphdef, state["params"], catalog, config, int(state["step"]))
+
+    def score_all(self, history: np.ndarray) -> jax.Array:
+        """The evaluation ``Scorer`` interface: (B, L) item indices -> (B, N+1) scores."""
+        if self.kind != "retrieval":
+            raise UserError("a ranking model scores given candidates (score), not the whole catalog; "
+                            "pair it with a retrieval model (jaxrec.pipeline.Pipeline)")
+        return self._scorer.score_all(history)
+
+    def score(self, history: np.ndarray, candidates: np.ndarray) -> jax.Array:
+        """(B, L) history, (B, C) candidate indices -> (B, C) scores (any model kind)."""
+        if self.kind == "ranking":
+            return self._scorer.score(history, candidates)
+        return jnp.take_along_axis(self._scorer.score_all(history), jnp.asarray(candidates), axis=1)
+
+    def top_k(self, history: np.ndarray, k: int, exclude_seen: bool = True):
+        """(B, L) -> (values, items) (B, k) over the whole catalog, seen items removed if asked."""
+        scores = self.score_all(history)
+        excl = history if exclude_seen else np.zeros((len(history), 1), np.int32)
+        return masked_top_k(scores, excl, k)

@@ -206,5 +206,69 @@ def _sample_negatives(data, es, lo, hi, m, rng, pop) -> np.ndarray:
     return out
 
 
+# ---------------------------------------------------------------- candidate lists (rankers)
+
+def list_metrics(scores: np.ndarray, valid: np.ndarray, ks=DEFAULT_KS) -> dict:
+    """Metrics of lists whose column 0 is the positive: GAUC, AUC and the sampled HR/NDCG/MRR.
+
+    scores, valid (M, C). GAUC = mean over users of the user's AUC (the share of its
+    negatives scored below its positive, ties half); AUC pools every (positive, negative)
+    pair of all users. The positive's rank counts ties against it, as everywhere here.
+    """
+    scores = np.asarray(scores, np.float64)
+    pos, neg, ok = scores[:, :1], scores[:, 1:], np.asarray(valid, bool)[:, 1:]
+    greater = ((neg > pos) & ok).sum(1)
+    ties = ((neg == pos) & ok).sum(1)
+    n_neg = ok.sum(1)
+    if (n_neg == 0).any():
+        raise UserError("a candidate list has no negatives")
+    out = summarize(1 + greater + ties, ks)
+    out["GAUC"] = float((1.0 - (greater + 0.5 * ties) / n_neg).mean())
+    out["AUC"] = pooled_auc(scores[:, 0], neg[ok])
+    return out
+
+
+def pooled_auc(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
+    """P(score of a random positive > score of a random negative), ties half (Mann-Whitney)."""
+    from scipy.stats import rankdata
+
+    allv = np.concatenate([pos_scores, neg_scores])
+    r = rankdata(allv)[: len(pos_scores)]  # midranks handle ties
+    p, n = len(pos_scores), len(neg_scores)
+    return float((r.sum() - p * (p + 1) / 2) / (p * n))
+
+
+def candidate_lists(split: Split, which: str, negatives: int = 100, sampler: str = "popularity",
+                    seed: int = 0) -> np.ndarray:
+    """(M, 1 + negatives) held-out lists: the target, then negatives not in the user's sequence."""
+    es = split.eval_set(which)
+    pop = None
+    if sampler == "popularity":
+        pop = split.train_item_counts().astype(np.float64)
+        pop[0] = 0
+    negs = _sample_negatives(split.data, es, 0, len(es), negatives, np.random.default_rng(seed), pop)
+    return np.concatenate([es.target[:, None].astype(np.int32), negs], axis=1)
+
+
+def evaluate_lists(score_fn, split: Split, which: str, *, max_len: int, negatives: int = 100,
+                   sampler: str = "popularity", seed: int = 0, batch_size: int = 256,
+                   ks=DEFAULT_KS, lists: np.ndarray | None = None) -> EvalResult:
+    """Score held-out candidate lists with ``score_fn(history (B, L), candidates (B, C)) -> (B, C)``."""
+    es = split.eval_set(which)
+    lists = candidate_lists(split, which, negatives, sampler, seed) if lists is None else lists
+    scores = np.zeros(lists.shape, np.float32)
+    for lo in range(0, len(es), batch_size):
+        hi = min(lo + batch_size, len(es))
+        hist = pad_histories(split.data.items, es.start[lo:hi], es.end[lo:hi], max_len)
+        pad = batch_size - (hi - lo)
+        out = score_fn(np.pad(hist, ((0, pad), (0, 0))), np.pad(lists[lo:hi], ((0, pad), (0, 0))))
+        scores[lo:hi] = np.asarray(out)[: hi - lo]
+    metrics = list_metrics(scores, lists > 0, ks)
+    proto = (f"{split.kind} split, {which}; lists of the target + {negatives} {sampler} negatives "
+             f"not in the user's sequence; {len(es):,} users")
+    return EvalResult(proto, metrics, 1 + (scores[:, 1:] >= scores[:, :1]).sum(1))
+
+
 __all__ = ["DEFAULT_KS", "EvalResult", "Scorer", "evaluate", "full_ranks", "masked_top_k",
-           "pad_histories", "sampled_ranks", "summarize"]
+           "pad_histories", "sampled_ranks", "summarize", "list_metrics", "pooled_auc", "candidate_lists",
+           "evaluate_lists"]

@@ -6,6 +6,10 @@ One jitted function does the whole request path on device:
     scores = where(allowed, scores, -inf)     # exclude-seen, allow and deny lists
     top-k (lax.top_k) + last-layer attention  # (B, K), (B, L)
 
+With a ranker (two-stage), the top-k step is ``jaxrec.pipeline.rerank``: the retriever's
+top-N allowed items are re-scored by the ranker and the best k of those returned, inside
+the same jitted call. Score requests still read the retrieval scores.
+
 Shapes are padded up to buckets (batch size, history length, k), and every bucket is
 compiled in ``warm_up`` before health reports SERVING, so no request ever waits for XLA.
 ``compile_count`` reads the jitted function's cache size: tests assert it does not grow
@@ -24,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec.inference import Recommender
+from jaxrec.pipeline import Pipeline, rerank
 from jaxrec.train.step import merge
 
 
@@ -66,35 +71,46 @@ class Answer:
 
 class Engine:
     def __init__(self, rec: Recommender, *, max_batch_size: int = 64, length_buckets=None,
-                 k_buckets=None, checkpoint: str = ""):
+                 k_buckets=None, checkpoint: str = "", ranker: Recommender | None = None,
+                 candidates: int = 200, blend: float = 0.0):
         self.rec, self.catalog, self.checkpoint = rec, rec.catalog, checkpoint
         self.num_items = rec.catalog.num_items
-        self.max_len = rec.max_len
-        self.name = rec.config["train"]["model"]
+        if ranker is not None:  # two-stage: validates kinds, catalogs and the candidate count
+            Pipeline(rec, ranker, candidates, blend=blend)
+        self.max_len = max(rec.max_len, ranker.max_len if ranker else 0)
+        self.name = rec.config["train"]["model"] + (f"+{ranker.config['train']['model']}" if ranker else "")
         self.step = rec.step
         self.batch_buckets = default_buckets(max_batch_size)
         # every history fits a bucket (the largest is the model's max_len); k is capped by the
-        # largest k bucket, which by default is the catalog size
+        # largest k bucket, which by default is the catalog size (the candidate count, two-stage)
         lb = length_buckets or default_buckets(self.max_len, 16)
         self.length_buckets = sorted({min(int(b), self.max_len) for b in lb} | {self.max_len})
-        kb = k_buckets or [100, self.num_items]
-        self.k_buckets = sorted({min(int(k), self.num_items) for k in kb})
+        kmax = candidates if ranker is not None else self.num_items
+        kb = k_buckets or [100, kmax]
+        self.k_buckets = sorted({min(int(k), kmax) for k in kb})
         counts = Path(checkpoint) / "item_counts.npy" if checkpoint else None
         pop = np.load(counts) if counts is not None and counts.exists() else np.zeros(self.num_items + 1)
         self.popularity = pop.astype(np.float32)
         self.popularity[0] = -np.inf
         graphdef, dtype = rec.graphdef, rec.config["model"].get("dtype")
+        lr = rec.max_len
 
         def serve(params, history, allowed, k):
-            model = merge(graphdef, params, dtype)
-            user, att = model.encode_explained(history)  # (B, D), (B, L)
+            model = merge(graphdef, params["retriever"], dtype)
+            user, att = model.encode_explained(history[:, -lr:])  # (B, D), (B, <=Lr)
+            att = jnp.pad(att, ((0, 0), (history.shape[1] - att.shape[1], 0)))  # (B, L)
             items = model.item_table()[: self.num_items + 1]
             scores = (user @ items.T.astype(user.dtype)).astype(jnp.float32)  # (B, N+1)
-            vals, idx = jax.lax.top_k(jnp.where(allowed, scores, -jnp.inf), k)
+            masked = jnp.where(allowed, scores, -jnp.inf)
+            if ranker is None:
+                vals, idx = jax.lax.top_k(masked, k)
+            else:  # the same two-stage function as evaluation and `jaxrec recommend`
+                rmodel = merge(ranker.graphdef, params["ranker"], ranker.config["model"].get("dtype"))
+                vals, idx, _ = rerank(rmodel, history, masked, candidates, k, blend)
             return vals, idx, att, scores
 
         self._serve = jax.jit(serve, static_argnums=3)
-        self._params = rec.params
+        self._params = {"retriever": rec.params, "ranker": ranker.params if ranker else None}
         self._items = np.asarray(merge(graphdef, rec.params).item_table())[: self.num_items + 1]
         norms = np.linalg.norm(self._items, axis=1, keepdims=True)
         self._unit = self._items / np.maximum(norms, 1e-9)

@@ -52,6 +52,9 @@ class ServeConfig:
     tls_key: str | None = None
     auth_token_file: str | None = None
     grace_s: float = 10.0
+    ranker: str | None = None  # two-stage: a ranking run re-ranks the checkpoint's top candidates
+    candidates: int = 200
+    blend: float = 0.0
 
 
 class ServerState:
@@ -81,8 +84,10 @@ class TokenAuth(grpc.aio.ServerInterceptor):
 
 def load_engine(cfg: ServeConfig) -> Engine:
     rec = Recommender.from_checkpoint(cfg.checkpoint)
+    ranker = Recommender.from_checkpoint(cfg.ranker) if cfg.ranker else None
     return Engine(rec, max_batch_size=cfg.max_batch_size, length_buckets=cfg.length_buckets,
-                  k_buckets=cfg.k_buckets, checkpoint=cfg.checkpoint)
+                  k_buckets=cfg.k_buckets, checkpoint=cfg.checkpoint, ranker=ranker,
+                  candidates=cfg.candidates, blend=cfg.blend)
 
 
 def latest_step(run_dir: str) -> int | None:

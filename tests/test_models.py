@@ -75,7 +75,10 @@ def test_attention_matches_reference():
 @pytest.mark.parametrize("name,loss,negs", [("sasrec/small", "bce", 1), ("sasrec/small", "ce", 0),
                                             ("gsasrec/small", "gbce", 16),
                                             ("hstu/small", "sampled_softmax", 16),
-                                            ("bert4rec/small", "cloze", 0)])
+                                            ("bert4rec/small", "cloze", 0),
+                                            ("target_attention/small", "listwise", 15),
+                                            ("bst/small", "pointwise", 7),
+                                            ("encdec/small", "listwise", 15)])
 def test_trains_with_falling_finite_loss(name, loss, negs):
     from jaxrec.data import leave_one_out, load_dataset
     from jaxrec.train import TrainConfig, build_run

@@ -264,3 +264,28 @@ def test_load_test_smoke(server, tmp_path):
     rows = json.loads(out.read_text())["results"]["target"]
     assert [r["mode"] for r in rows] == ["closed", "open"]
     assert rows[0]["ok"] > 0 and not rows[0]["errors"]
+
+
+def test_two_stage_server_matches_pipeline(run_dir, tmp_path):
+    """--ranker: the server's lists equal the Pipeline's (retrieve top-N, re-rank, top-k)."""
+    from jaxrec.pipeline import Pipeline
+
+    rank_dir = tmp_path / "ranker"
+    train(TrainConfig(model="target_attention/small", data="synthetic:tiny", num_negatives=7, eval_negatives=20,
+                      batch_size=32, epochs=1, seed=2), rank_dir, progress=False)
+    srv = ThreadedServer(ServeConfig(str(run_dir), ranker=str(rank_dir), candidates=30,
+                                     port=0, **{**SERVE, "k_buckets": [10, 30]}))
+    try:
+        pipe = Pipeline(Recommender.from_checkpoint(run_dir), Recommender.from_checkpoint(rank_dir), 30)
+        with Client(f"127.0.0.1:{srv.port}", timeout=20) as c:
+            assert c.model_info().k_buckets == [10, 30]
+            for h in histories(4, seed=3):
+                got = c.recommend(h, k=8)
+                want = pipe.recommend(h, k=8)
+                assert [it.item_id for it in got.items] == want.items
+                np.testing.assert_allclose([it.score for it in got.items], want.scores, rtol=1e-4, atol=1e-4)
+            with pytest.raises(grpc.RpcError) as e:
+                c.recommend(["1"], k=31)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        srv.stop()

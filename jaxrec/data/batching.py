@@ -157,3 +157,76 @@ def prefetch(it: Iterator, size: int = 2) -> Iterator:
             yield x
     finally:
         stop.set()
+
+
+@dataclasses.dataclass
+class RankBatches:
+    """Fixed-shape candidate-list batches for training rankers.
+
+    An example is a cut of a training sequence: history ``s[:t]`` (the last L items), and the
+    candidate list ``[s[t], K negatives]`` with the positive in column 0 (losses know this).
+    Each epoch draws ``cuts_per_user`` cuts per sequence, uniformly over its positions, so a
+    ranker sees every part of every history over a few epochs at a cost per epoch that does
+    not grow with sequence length. Negatives come from ``sampler`` (uniform / popularity),
+    and with ``hard`` a fraction ``hard_fraction`` of them from a retrieval model's top-N
+    for the same history (``hard(items, start, end) -> (B, N)`` item indices, seen items
+    already removed): the negatives a re-ranker must learn to push down. A sampled negative
+    equal to the positive is redrawn; a hard one equal to it is replaced by a sampled one.
+    """
+
+    split: Split
+    max_len: int
+    batch_size: int
+    num_negatives: int
+    sampler: str = "popularity"
+    seed: int = 0
+    cuts_per_user: int = 4
+    hard: object = None
+    hard_fraction: float = 0.5
+
+    def __post_init__(self):
+        s = self.split
+        lens = s.train_end - s.train_start
+        self.rows = np.flatnonzero(lens >= 2)
+        if len(self.rows) == 0:
+            raise UserError("no training sequence has 2 or more items")
+        if self.num_negatives < 1:
+            raise UserError(f"rankers train on candidate lists: num_negatives must be >= 1, got "
+                            f"{self.num_negatives}")
+        self.neg = NegativeSampler(s.data.num_items, self.sampler,
+                                   s.train_item_counts() if self.sampler == "popularity" else None)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return -(-len(self.rows) * self.cuts_per_user // self.batch_size)
+
+    @property
+    def targets_per_epoch(self) -> int:
+        return len(self.rows) * self.cuts_per_user
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
+        s, B, K = self.split, self.batch_size, self.num_negatives
+        rng = np.random.default_rng([self.seed, epoch])
+        rows = np.repeat(self.rows, self.cuts_per_user)
+        lens = s.train_end[rows] - s.train_start[rows]
+        cut = 1 + (rng.random(len(rows)) * (lens - 1)).astype(np.int64)  # t in 1..n-1
+        order = rng.permutation(len(rows))
+        start, end = s.train_start[rows][order], (s.train_start[rows] + cut)[order]
+        for bi in range(start_batch, self.batches_per_epoch):
+            sl = slice(bi * B, (bi + 1) * B)
+            st, en = start[sl], end[sl]
+            pad = B - len(st)
+            brng = np.random.default_rng([self.seed, epoch, bi])
+            pos = s.data.items[en].astype(np.int64)
+            negs = self.neg.sample(brng, pos, K)  # (b, K)
+            if self.hard is not None:
+                k_hard = int(round(K * self.hard_fraction))
+                pool = np.asarray(self.hard(s.data.items, st, en))  # (b, N)
+                pick = np.argsort(brng.random(pool.shape), axis=1)[:, :k_hard]
+                hard = np.take_along_axis(pool, pick, axis=1)
+                negs[:, :k_hard] = np.where(hard == pos[:, None], negs[:, :k_hard], hard)
+            cands = np.concatenate([pos[:, None], negs], axis=1).astype(np.int32)  # (b, 1+K)
+            hist = pad_histories(s.data.items, st, en, self.max_len)
+            yield {"history": np.pad(hist, ((0, pad), (0, 0))),
+                   "candidates": np.pad(cands, ((0, pad), (0, 0))),
+                   "weights": np.pad(np.ones(len(st), np.float32), (0, pad))}

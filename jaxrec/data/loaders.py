@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from jaxrec.data.features import categorical_feature
 from jaxrec.data.types import Interactions, ItemCatalog
 from jaxrec.errors import DataError, bad_line
 
@@ -347,10 +348,5 @@ def catalog_with_metadata(ids: np.ndarray, titles: list | None, genres: list | N
     """Build a catalog (ids[0] is padding) with optional titles and a ``genres`` feature."""
     feats = {}
     if genres is not None:
-        vocab = sorted({g for gs in genres for g in gs})
-        code = {g: i for i, g in enumerate(vocab)}
-        lens = np.array([len(g) for g in genres], np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lens)])
-        values = np.array([code[g] for gs in genres for g in gs], np.int32)
-        feats["genres"] = {"vocab": vocab, "offsets": offsets, "values": values}
+        feats["genres"] = categorical_feature(genres)
     return ItemCatalog(ids, None if titles is None else np.asarray(titles, dtype=object), feats)

@@ -23,6 +23,7 @@ import dataclasses
 
 import numpy as np
 
+from jaxrec.data.features import categorical_feature
 from jaxrec.data.types import ItemCatalog, SequenceData
 from jaxrec.errors import DataError
 
@@ -140,7 +141,10 @@ def generate(cfg: SyntheticConfig) -> SequenceData:
     seg_first = np.repeat(offsets[:-1], lens)
     csum = np.cumsum(gaps)
     times = start_t + csum - csum[seg_first] + gaps[seg_first]
-    catalog = ItemCatalog(np.array([""] + [str(i) for i in range(1, n + 1)], dtype=object))
+    # the generating topic is the items' side feature (``--set model_args.features=["topic"]``)
+    topic_feature = categorical_feature([[]] + [[int(x)] for x in topic], vocab=list(range(t)))
+    catalog = ItemCatalog(np.array([""] + [str(i) for i in range(1, n + 1)], dtype=object),
+                          features={"topic": topic_feature})
     users = np.arange(1, cfg.users + 1)
     name = "synthetic:" + ",".join(f"{k}={v}" for k, v in dataclasses.asdict(cfg).items())
     return SequenceData(offsets, items, catalog, users, times=times, name=name)

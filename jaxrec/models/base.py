@@ -33,17 +33,28 @@ class ModelConfig:
     act: str = "relu"
     mask_prob: float = 0.2  # BERT4Rec cloze masking
     dtype: str = "float32"  # compute dtype (train.step.merge casts); parameters stay float32
+    features: tuple = ()  # catalog item features embedded into the item table (e.g. ("genres",))
+    attention: str = "dot"  # target attention: "dot" (multi-head) or "din" (DIN's activation unit)
+    candidate_attention: bool = False  # encoder-decoder: candidates also attend to each other
 
 
-class RetrievalModel(nnx.Module):
-    """Base class: scoring from hidden states against the item table."""
+class ItemModel(nnx.Module):
+    """Any model with an item table: id embeddings (``item_emb``) plus optional side features."""
 
     config: ModelConfig
 
-    def hidden(self, items: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        raise NotImplementedError
-
     def item_table(self) -> jax.Array:
+        """(rows, D): id embeddings, plus side-feature embeddings when configured."""
+        t = self.item_emb.embedding[...]
+        return t if self.item_feats is None else t + self.item_feats().astype(t.dtype)
+
+
+class RetrievalModel(ItemModel):
+    """Base class: scoring from hidden states against the item table."""
+
+    kind = "retrieval"
+
+    def hidden(self, items: jax.Array, key: jax.Array | None = None) -> jax.Array:
         raise NotImplementedError
 
     def encode(self, history: jax.Array) -> jax.Array:

@@ -19,8 +19,8 @@ from jaxrec.models.sasrec import SASRec
 class BERT4Rec(SASRec):
     causal = False
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        super().__init__(config, rngs=rngs, extra_tokens=1)
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, item_features=None):
+        super().__init__(config, rngs=rngs, extra_tokens=1, item_features=item_features)
 
     @property
     def mask_token(self) -> int:

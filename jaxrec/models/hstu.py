@@ -21,7 +21,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrec.models.base import ModelConfig, RetrievalModel
-from jaxrec.models.layers import attention_mask, dropout, positions_from_first_item, split_key
+from jaxrec.models.layers import (attention_mask, dropout, item_embeddings, positions_from_first_item,
+                                  split_key)
 
 
 class HSTULayer(nnx.Module):
@@ -49,25 +50,22 @@ class HSTULayer(nnx.Module):
 
 
 class HSTU(RetrievalModel):
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, item_features=None):
         self.config = config
         d = config.dim
-        self.item_emb = nnx.Embed(config.num_items + 1, d, rngs=rngs,
-                                  embedding_init=nnx.initializers.normal(stddev=d ** -0.5))
+        self.item_emb, self.item_feats = item_embeddings(config.num_items + 1, d, item_features, rngs)
         self.pos_emb = nnx.Embed(config.max_len, d, rngs=rngs,
                                  embedding_init=nnx.initializers.normal(stddev=0.02))
         self.layers = nnx.List([HSTULayer(d, config.heads, config.max_len, config.dropout, rngs=rngs)
                                 for _ in range(config.blocks)])
         self.final_ln = nnx.LayerNorm(d, epsilon=1e-6, rngs=rngs)
 
-    def item_table(self):
-        return self.item_emb.embedding[...]
-
     def _forward(self, items, key):
         cfg = self.config
         keys = split_key(key, len(self.layers) + 1)
         real = (items > 0)[..., None]
-        x = self.item_emb(items) * jnp.sqrt(float(cfg.dim)) + self.pos_emb(positions_from_first_item(items))
+        x = jnp.take(self.item_table(), items, axis=0) * jnp.sqrt(float(cfg.dim))
+        x = x + self.pos_emb(positions_from_first_item(items))
         x = dropout(x, cfg.dropout, keys[0]) * real
         mask = attention_mask(items, causal=True)
         a = None

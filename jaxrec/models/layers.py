@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxrec.data.features import ItemFeatures
+
 NEG_INF = -1e9  # finite, so a fully masked row gives a uniform (ignored) row instead of NaN
 
 
@@ -121,3 +123,29 @@ class TransformerBlock(nnx.Module):
             x = self.ln2((q[:, -1:] if last_only else q) + dropout(a, self.rate, k2))
             x = x + self.ffn(x, k3)
         return x, w
+
+
+class FeatureEmbedding(nnx.Module):
+    """Side features -> one (rows, D) table: the mean of each item's feature-value embeddings.
+
+    Added to the item-id embedding, so items that share values (a genre, a category) share
+    part of their representation, and an item never seen in training still gets a learned
+    vector. The id matrix is static data (``ItemFeatures``), never a parameter.
+    """
+
+    def __init__(self, features: ItemFeatures, rows: int, dim: int, *, rngs: nnx.Rngs):
+        self.features = features.with_rows(rows)
+        self.emb = nnx.Embed(features.vocab_size + 1, dim, rngs=rngs,
+                             embedding_init=nnx.initializers.normal(stddev=dim ** -0.5))
+
+    def __call__(self) -> jax.Array:
+        ids = jnp.asarray(self.features.ids)  # (rows, F)
+        has = (ids > 0)[..., None]
+        e = jnp.where(has, self.emb(ids), 0.0)  # (rows, F, D)
+        return e.sum(1) / jnp.maximum(has.sum(1), 1)  # (rows, D)
+
+
+def item_embeddings(rows: int, dim: int, features: ItemFeatures | None, rngs: nnx.Rngs):
+    """(id embedding, feature embedding or None) with the initialisation all models share."""
+    ids = nnx.Embed(rows, dim, rngs=rngs, embedding_init=nnx.initializers.normal(stddev=dim ** -0.5))
+    return ids, (None if features is None else FeatureEmbedding(features, rows, dim, rngs=rngs))

@@ -10,10 +10,13 @@ import dataclasses
 
 from flax import nnx
 
+from jaxrec.data.features import item_features
+from jaxrec.data.types import ItemCatalog
 from jaxrec.errors import UserError
-from jaxrec.models.base import ModelConfig, RetrievalModel
+from jaxrec.models.base import ModelConfig
 from jaxrec.models.bert4rec import BERT4Rec
 from jaxrec.models.hstu import HSTU
+from jaxrec.models.rankers import BST, EncoderDecoder, TargetAttention
 from jaxrec.models.sasrec import SASRec
 
 
@@ -50,6 +53,25 @@ REGISTRY: dict[str, Entry] = {
                   "Zhai et al. 2024 / generative-recommenders ML-1M, HSTU-large"),
         "small": (dict(dim=32, heads=1, blocks=1, dropout=0.1, max_len=50), "tests"),
     }),
+    # ranking models (cross-attention): score(history, candidates); trained on candidate lists
+    "target_attention": Entry(TargetAttention, "listwise", {
+        "base": (dict(dim=64, heads=2, dropout=0.2, max_len=200), "multi-head target attention"),
+        "din": (dict(dim=64, attention="din", dropout=0.2, max_len=50),
+                "Zhou et al. 2018 (DIN activation unit), 50 most recent items"),
+        "small": (dict(dim=32, heads=2, dropout=0.1, max_len=50), "tests"),
+    }),
+    "bst": Entry(BST, "listwise", {
+        "base": (dict(dim=64, heads=8, blocks=1, ffn_mult=4, dropout=0.2, max_len=20),
+                 "Chen et al. 2019: 1 block, 8 heads, the 20 most recent items"),
+        "small": (dict(dim=32, heads=2, blocks=1, ffn_mult=2, dropout=0.1, max_len=10), "tests"),
+    }),
+    "encdec": Entry(EncoderDecoder, "listwise", {
+        "base": (dict(dim=64, heads=2, blocks=2, ffn_mult=2, dropout=0.2, max_len=200),
+                 "history encoder + candidate decoder (cross-attention only)"),
+        "listaware": (dict(dim=64, heads=2, blocks=2, ffn_mult=2, dropout=0.2, max_len=200,
+                           candidate_attention=True), "decoder with candidate self-attention"),
+        "small": (dict(dim=32, heads=2, blocks=1, ffn_mult=2, dropout=0.1, max_len=50), "tests"),
+    }),
 }
 
 
@@ -65,11 +87,20 @@ def resolve(name: str) -> tuple[Entry, str, dict]:
     return entry, variant, dict(entry.variants[variant][0])
 
 
-def build_model(name: str, num_items: int, seed: int = 0, **overrides) -> RetrievalModel:
+def build_model(name: str, num_items: int, seed: int = 0, catalog: ItemCatalog | None = None,
+                **overrides):
+    """A fresh model by registry name; ``catalog`` supplies side features when configured."""
     entry, _, cfg = resolve(name)
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     bad = set(cfg) - fields
     if bad:
         raise UserError(f"unknown model settings {sorted(bad)}; known: {sorted(fields - {'num_items'})}")
-    return entry.cls(ModelConfig(num_items=num_items, **cfg), rngs=nnx.Rngs(seed))
+    cfg["features"] = tuple(cfg.get("features", ()))
+    feats = None
+    if cfg["features"]:
+        if catalog is None:
+            raise UserError(f"model settings ask for item features {list(cfg['features'])}, "
+                            "but no catalog was given")
+        feats = item_features(catalog, cfg["features"])
+    return entry.cls(ModelConfig(num_items=num_items, **cfg), rngs=nnx.Rngs(seed), item_features=feats)

@@ -18,20 +18,22 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxrec.data.features import ItemFeatures
 from jaxrec.models.base import ModelConfig, RetrievalModel
-from jaxrec.models.layers import (TransformerBlock, attention_mask, dropout,
+from jaxrec.models.layers import (TransformerBlock, attention_mask, dropout, item_embeddings,
                                   positions_from_first_item, split_key)
 
 
 class SASRec(RetrievalModel):
     causal = True
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, extra_tokens: int = 0):
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, extra_tokens: int = 0,
+                 item_features: ItemFeatures | None = None):
         self.config = config
         d = config.dim
         # rows: 0 = padding, 1..N items, then any extra tokens (BERT4Rec's [mask])
-        self.item_emb = nnx.Embed(config.num_items + 1 + extra_tokens, d, rngs=rngs,
-                                  embedding_init=nnx.initializers.normal(stddev=d ** -0.5))
+        self.item_emb, self.item_feats = item_embeddings(config.num_items + 1 + extra_tokens, d,
+                                                         item_features, rngs)
         self.pos_emb = nnx.Embed(config.max_len, d, rngs=rngs,
                                  embedding_init=nnx.initializers.normal(stddev=0.02))
         self.blocks = nnx.List([TransformerBlock(d, config.heads, config.ffn_mult * d, config.dropout,
@@ -39,14 +41,11 @@ class SASRec(RetrievalModel):
                                 for _ in range(config.blocks)])
         self.final_ln = nnx.LayerNorm(d, epsilon=1e-8, rngs=rngs)
 
-    def item_table(self) -> jax.Array:
-        return self.item_emb.embedding[...]  # (N+1+extra, D)
-
     def _forward(self, items, key, last_only: bool = False):
         cfg = self.config
         keys = split_key(key, len(self.blocks) + 1)
         real = (items > 0)[..., None]
-        x = self.item_emb(items) * jnp.sqrt(float(cfg.dim))  # (B, L, D)
+        x = jnp.take(self.item_table(), items, axis=0) * jnp.sqrt(float(cfg.dim))  # (B, L, D)
         x = x + self.pos_emb(positions_from_first_item(items))
         x = dropout(x, cfg.dropout, keys[0]) * real
         mask = attention_mask(items, self.causal)  # (B, 1, L, L)

@@ -18,11 +18,18 @@ from jaxrec.errors import UserError
 class TrainConfig:
     model: str = "sasrec"  # registry name, optionally /variant
     data: str = "synthetic"
-    loss: str | None = None  # bce | ce | gbce | sampled_softmax | cloze (None: the model's default)
+    loss: str | None = None  # bce|ce|gbce|sampled_softmax|cloze; rankers: listwise|pointwise (None: default)
     num_negatives: int = 1
     sampler: str = "uniform"  # negative sampler: uniform | popularity
     shared_negatives: bool = False  # one set of negatives per sequence (B, 1, K) instead of per position
     gbce_t: float = 0.75
+    # rankers: candidate-list training (see data.batching.RankBatches) and held-out list evaluation
+    cuts_per_user: int = 4  # training examples drawn per sequence per epoch
+    retriever: str | None = None  # run dir of a retrieval model: mine hard negatives from its top-N
+    hard_pool: int = 200  # N of that top-N
+    hard_fraction: float = 0.5  # share of the negatives that are hard
+    eval_negatives: int = 100  # popularity negatives per held-out list
+    init_from: str | None = None  # run dir whose item-id embeddings (same catalog and dim) start ours
     length_buckets: list = dataclasses.field(default_factory=list)  # e.g. [50, 100]: see TrainBatches
     model_args: dict = dataclasses.field(default_factory=dict)  # ModelConfig overrides
     batch_size: int = 128

@@ -20,11 +20,19 @@ from jaxrec import losses
 from jaxrec.errors import UserError
 from jaxrec.train.config import TrainConfig
 
-LOSSES = ("bce", "ce", "gbce", "sampled_softmax", "cloze")
+RETRIEVAL_LOSSES = ("bce", "ce", "gbce", "sampled_softmax", "cloze")
+RANKING_LOSSES = ("listwise", "pointwise")  # over a candidate list whose column 0 is the positive
+LOSSES = RETRIEVAL_LOSSES + RANKING_LOSSES
 
 
 def needs_negatives(loss: str) -> bool:
-    return loss in ("bce", "gbce", "sampled_softmax")
+    return loss in ("bce", "gbce", "sampled_softmax") + RANKING_LOSSES
+
+
+def check_loss(loss: str, kind: str) -> None:
+    allowed = RANKING_LOSSES if kind == "ranking" else RETRIEVAL_LOSSES
+    if loss not in allowed:
+        raise UserError(f"loss {loss!r} does not apply to a {kind} model; use one of {', '.join(allowed)}")
 
 
 def make_loss_fn(loss: str, cfg: TrainConfig, num_items: int, sample_prob=None):
@@ -42,6 +50,13 @@ def make_loss_fn(loss: str, cfg: TrainConfig, num_items: int, sample_prob=None):
         return jnp.einsum("bld,blkd->blk", h, e)
 
     def loss_fn(model, batch, key):
+        if loss in RANKING_LOSSES:
+            logits = model.score(batch["history"], batch["candidates"], key)  # (B, C), padding NEG_INF
+            pos, neg, w = logits[:, 0], logits[:, 1:], batch["weights"]
+            if loss == "pointwise":
+                return losses.bce(pos, neg, w)
+            return losses.sampled_softmax(pos, neg, w, neg_ids=batch["candidates"][:, 1:],
+                                          targets=batch["candidates"][:, 0])
         table = model.item_table()
         if loss == "cloze":
             seq = jnp.concatenate([batch["inputs"][:, 1:], batch["targets"][:, -1:]], axis=1)  # (B, L)
@@ -115,6 +130,17 @@ def make_train_step(graphdef, loss_fn, tx, compute_dtype=None):
         return {"params": params, "opt": opt, "step": state["step"] + 1}, metrics
 
     return train_step
+
+
+class RankScorer:
+    """A ranking model as ``score(history (B, L), candidates (B, C)) -> (B, C)``, jitted."""
+
+    def __init__(self, graphdef, params, max_len: int, compute_dtype=None):
+        self.graphdef, self.params, self.max_len = graphdef, params, max_len
+        self._score = jax.jit(lambda p, h, c: merge(graphdef, p, compute_dtype).score(h, c))
+
+    def score(self, history, candidates):
+        return self._score(self.params, jnp.asarray(history, jnp.int32), jnp.asarray(candidates, jnp.int32))
 
 
 class ModelScorer:

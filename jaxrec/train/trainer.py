@@ -19,16 +19,19 @@ import numpy as np
 from flax import nnx
 
 from jaxrec.data import Split, leave_one_out, load_dataset
-from jaxrec.data.batching import TrainBatches, prefetch
+from jaxrec.data.batching import RankBatches, TrainBatches, prefetch
+from jaxrec.data.splits import pad_histories
 from jaxrec.errors import UserError
-from jaxrec.metrics import evaluate
+from jaxrec.metrics import candidate_lists, evaluate, evaluate_lists, masked_top_k
 from jaxrec.models import build_model, resolve
 from jaxrec.sharding import make_mesh, replicate, shard_batch
 from jaxrec.train.checkpoint import RunCheckpoints
 from jaxrec.train.config import TrainConfig
-from jaxrec.train.step import ModelScorer, make_loss_fn, make_optimizer, make_train_step, needs_negatives
+from jaxrec.train.step import (ModelScorer, RankScorer, check_loss, make_loss_fn, make_optimizer,
+                               make_train_step, needs_negatives)
 
-SELECT_METRIC = "NDCG@10"
+# validation metric that selects the best checkpoint, by model kind
+SELECT_METRIC = {"retrieval": "NDCG@10", "ranking": "GAUC"}
 
 
 class NonFiniteLoss(UserError):
@@ -45,24 +48,89 @@ class Run:
     graphdef: object
     state: dict
     tx: object
-    batches: TrainBatches
+    batches: TrainBatches | RankBatches
     model_config: dict
+    kind: str  # "retrieval" (full-ranking evaluation) or "ranking" (held-out candidate lists)
+
+    @property
+    def select(self) -> str:
+        return SELECT_METRIC[self.kind]
+
+    def evaluate(self, params, which: str):
+        """The kind's protocol on the valid or test split (an ``EvalResult``)."""
+        cfg, mc = self.cfg, self.model_config
+        if self.kind == "retrieval":
+            scorer = ModelScorer(self.graphdef, params, mc["max_len"], mc["dtype"])
+            return evaluate(scorer, self.split, which, batch_size=cfg.eval_batch_size)
+        if which not in self._lists:  # the same lists at every validation
+            self._lists[which] = candidate_lists(self.split, which, cfg.eval_negatives, "popularity", cfg.seed)
+        scorer = RankScorer(self.graphdef, params, mc["max_len"], mc["dtype"])
+        return evaluate_lists(scorer.score, self.split, which, max_len=mc["max_len"],
+                              negatives=cfg.eval_negatives, batch_size=cfg.eval_batch_size,
+                              lists=self._lists[which])
+
+    def __post_init__(self):
+        self._lists = {}
+
+
+def _open_same_catalog(run_dir: str, split: Split):
+    from jaxrec.inference import Recommender
+
+    rec = Recommender.from_checkpoint(run_dir)
+    if list(rec.catalog.ids) != list(split.data.catalog.ids):
+        raise UserError(f"{run_dir} was trained on another catalog than {split.data.name}")
+    return rec
+
+
+def warm_start_items(model, run_dir: str, split: Split) -> None:
+    """Start ``model``'s item-id embeddings from another run's (a ranker from its retriever)."""
+    rec = _open_same_catalog(run_dir, split)
+    src = nnx.merge(rec.graphdef, rec.params).item_emb.embedding[...]
+    dst = model.item_emb.embedding
+    n = split.data.num_items + 1
+    if src.shape[1] != dst.shape[1]:
+        raise UserError(f"init_from {run_dir}: its item embeddings have dim {src.shape[1]}, "
+                        f"this model {dst.shape[1]}")
+    dst.value = dst.value.at[:n].set(src[:n])
+
+
+def hard_negative_miner(run_dir: str, split: Split, pool: int):
+    """``(items, start, end) -> (B, pool)``: a retrieval checkpoint's top-``pool`` unseen items."""
+    rec = _open_same_catalog(run_dir, split)
+    if rec.kind != "retrieval":
+        raise UserError(f"retriever {run_dir} holds a {rec.kind} model; hard negatives need a retrieval model")
+
+    def mine(items, start, end):
+        hist = pad_histories(items, start, end, rec.max_len)
+        return np.asarray(masked_top_k(rec.score_all(hist), hist, pool)[1])
+
+    return mine
 
 
 def build_run(cfg: TrainConfig, split: Split | None = None) -> Run:
     split = split or leave_one_out(load_dataset(cfg.data))
     entry, variant, _ = resolve(cfg.model)
     loss = cfg.loss or entry.loss
-    model = build_model(cfg.model, split.data.num_items, cfg.seed, **cfg.model_args)
+    model = build_model(cfg.model, split.data.num_items, cfg.seed, catalog=split.data.catalog,
+                        **cfg.model_args)
+    check_loss(loss, model.kind)
+    if cfg.init_from:
+        warm_start_items(model, cfg.init_from, split)
     graphdef, params = nnx.split(model)
     k = cfg.num_negatives if needs_negatives(loss) else 0
-    batches = TrainBatches(split, model.config.max_len, cfg.batch_size, k, cfg.sampler, cfg.seed,
-                           shared_negatives=cfg.shared_negatives, length_buckets=tuple(cfg.length_buckets))
+    if model.kind == "ranking":
+        hard = hard_negative_miner(cfg.retriever, split, cfg.hard_pool) if cfg.retriever else None
+        batches = RankBatches(split, model.config.max_len, cfg.batch_size, k, cfg.sampler, cfg.seed,
+                              cfg.cuts_per_user, hard, cfg.hard_fraction)
+    else:
+        batches = TrainBatches(split, model.config.max_len, cfg.batch_size, k, cfg.sampler, cfg.seed,
+                               shared_negatives=cfg.shared_negatives,
+                               length_buckets=tuple(cfg.length_buckets))
     tx = make_optimizer(cfg, cfg.epochs * batches.batches_per_epoch)
     state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
     mc = dataclasses.asdict(model.config) | {"name": cfg.model, "variant": variant,
                                              "class": type(model).__name__}
-    return Run(cfg, split, loss, graphdef, state, tx, batches, mc)
+    return Run(cfg, split, loss, graphdef, state, tx, batches, mc, model.kind)
 
 
 def _log(path: Path, record: dict) -> None:
@@ -104,10 +172,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
           f"{jax.device_count()} {jax.default_backend()} device(s)")
     log_every = max(1, min(50, batches.batches_per_epoch))
 
-    def valid_eval(params):
-        scorer = ModelScorer(run.graphdef, params, run.model_config["max_len"], dtype)
-        return evaluate(scorer, split, "valid", batch_size=cfg.eval_batch_size)
-
     epoch = meta["epoch"]
     while epoch < cfg.epochs:
         bar = None
@@ -121,7 +185,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
             state, m = train_step(state, shard_batch(batch, mesh), jax.random.fold_in(base_key, step))
             step += 1
             pending.append(m["loss"])
-            seqs += int((batch["weights"].sum(1) > 0).sum())
+            seqs += int((batch["weights"].reshape(len(batch["weights"]), -1).sum(1) > 0).sum())
             if len(pending) >= log_every or bi == batches.batches_per_epoch - 1:
                 losses = np.asarray(jax.device_get(pending))
                 if not np.isfinite(losses).all():
@@ -143,8 +207,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
         meta.update(epoch=epoch, batch=0, elapsed=time.perf_counter() - t_start)
         over_time = cfg.max_minutes is not None and meta["elapsed"] > 60 * cfg.max_minutes
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or over_time:
-            res = valid_eval(state["params"])
-            val = res.metrics[SELECT_METRIC]
+            res = run.evaluate(state["params"], "valid")
+            val = res.metrics[run.select]
             improved = meta["best"] is None or val > meta["best"]
             if improved:
                 meta.update(best=val, best_epoch=epoch, bad_evals=0)
@@ -154,8 +218,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
             meta["elapsed"] = time.perf_counter() - t_start
             _log(metrics_path, {"epoch": epoch, "step": int(state["step"]), "split": "valid",
                                 "elapsed_s": meta["elapsed"], **res.metrics})
-            print(f"epoch {epoch:>3}  loss {rec['loss']:.4f}  valid NDCG@10 {val:.4f}  HR@10 "
-                  f"{res.metrics['HR@10']:.4f}{'  *' if improved else ''}  [{meta['elapsed']:.0f}s]")
+            print(f"epoch {epoch:>3}  loss {rec['loss']:.4f}  valid {run.select} {val:.4f}  NDCG@10 "
+                  f"{res.metrics['NDCG@10']:.4f}{'  *' if improved else ''}  [{meta['elapsed']:.0f}s]")
             if meta["bad_evals"] >= cfg.patience:
                 stop_reason = f"early stop: no improvement in {cfg.patience} validations"
         ckpt.save_last(int(state["step"]), state, meta)
@@ -166,15 +230,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
     train_seconds = time.perf_counter() - t_start
     best_state, best_meta = RunCheckpoints.restore(ckpt.best, state)
     ckpt.close()
-    test = evaluate(ModelScorer(run.graphdef, best_state["params"], run.model_config["max_len"], dtype),
-                    split, "test", batch_size=cfg.eval_batch_size)
+    test = run.evaluate(best_state["params"], "test")
     results = {"model": cfg.model, "loss": run.loss, "data": split.data.name,
                "protocol": test.protocol, "metrics": test.metrics,
-               "best_valid": {"epoch": best_meta["best_epoch"], SELECT_METRIC: best_meta["best"]},
+               "best_valid": {"epoch": best_meta["best_epoch"], run.select: best_meta["best"]},
                "epochs": epoch, "stop_reason": stop_reason, "train_seconds": round(train_seconds, 1),
                "device": f"{jax.device_count()}x {jax.devices()[0].device_kind}"}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     _log(metrics_path, {"split": "test", "epoch": best_meta["best_epoch"], **test.metrics})
+    extra = f"  GAUC {test.metrics['GAUC']:.4f}" if run.kind == "ranking" else ""
     print(f"test ({test.protocol}): NDCG@10 {test.metrics['NDCG@10']:.4f}  HR@10 "
-          f"{test.metrics['HR@10']:.4f}  (best epoch {best_meta['best_epoch']}, {stop_reason})")
+          f"{test.metrics['HR@10']:.4f}{extra}  (best epoch {best_meta['best_epoch']}, {stop_reason})")
     return results

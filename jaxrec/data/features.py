@@ -1,0 +1,86 @@
+"""Item side features as one dense id matrix that every model can embed.
+
+The catalog stores each multi-valued categorical feature CSR-style (``ItemCatalog.features``:
+vocab, offsets, values). Models want fixed shapes, so the chosen features are packed into
+one (N+1, F) int32 matrix: row i lists item i's feature values as ids into one shared
+vocabulary (feature ``genres`` value ``Comedy`` and feature ``topic`` value ``3`` get
+different ids), padded with 0. Row 0 (padding) and items without values are all zeros.
+
+Why a shared id space: an item's feature vector is then one gather and one masked mean,
+whatever the number of features, and a new item with no interactions still has a
+representation learned from the items that share its values (the cold-start case).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+
+from jaxrec.data.types import ItemCatalog
+from jaxrec.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ItemFeatures:
+    """(N+1+extra, F) feature ids (0 = none) and the vocabulary size (ids are 1..vocab_size).
+
+    Hashable by content so a model can hold it as a static (non-trainable) attribute: the
+    matrix is data, not a parameter, and must never reach the optimizer.
+    """
+
+    ids: np.ndarray  # (rows, F) int32
+    vocab_size: int
+    names: tuple = ()
+
+    def __hash__(self) -> int:
+        return int(hashlib.sha1(self.ids.tobytes() + repr(self.ids.shape).encode()).hexdigest()[:15], 16)
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, ItemFeatures) and self.vocab_size == other.vocab_size
+                and self.ids.shape == other.ids.shape and bool((self.ids == other.ids).all()))
+
+    def with_rows(self, rows: int) -> "ItemFeatures":
+        """Pad (or keep) to ``rows`` rows; extra rows (e.g. BERT4Rec's [mask]) have no features."""
+        if rows < len(self.ids):
+            raise ValueError(f"cannot shrink feature rows from {len(self.ids)} to {rows}")
+        ids = np.pad(self.ids, ((0, rows - len(self.ids)), (0, 0)))
+        return ItemFeatures(ids, self.vocab_size, self.names)
+
+
+def item_features(catalog: ItemCatalog, names) -> ItemFeatures:
+    """Pack the catalog's features ``names`` (e.g. ``["genres"]``) into one id matrix."""
+    names = list(names)
+    missing = [n for n in names if n not in catalog.features]
+    if missing:
+        have = ", ".join(catalog.features) or "none"
+        raise UserError(f"item feature(s) {missing} not in the catalog (it has: {have}); "
+                        "ml-1m gets 'genres' from movies.dat, synthetic data has 'topic'")
+    n1 = catalog.num_items + 1
+    cols, base = [], 0
+    for name in names:
+        f = catalog.features[name]
+        offsets, values = np.asarray(f["offsets"], np.int64), np.asarray(f["values"], np.int64)
+        if len(offsets) != n1 + 1:
+            raise UserError(f"feature {name!r} has {len(offsets) - 1} rows, the catalog {n1}")
+        counts = np.diff(offsets)  # (N+1,)
+        width = max(1, int(counts.max()))
+        mat = np.zeros((n1, width), np.int64)
+        row = np.repeat(np.arange(n1), counts)
+        col = np.arange(len(values)) - np.repeat(offsets[:-1], counts)
+        mat[row, col] = values + base + 1
+        cols.append(mat)
+        base += len(f["vocab"])
+    ids = np.concatenate(cols, axis=1).astype(np.int32)
+    ids[0] = 0
+    return ItemFeatures(ids, base, tuple(names))
+
+
+def categorical_feature(values_per_item: list, vocab: list | None = None) -> dict:
+    """A catalog feature column from per-item value lists (index 0 = padding, usually [])."""
+    vocab = sorted({v for vs in values_per_item for v in vs}, key=str) if vocab is None else list(vocab)
+    code = {v: i for i, v in enumerate(vocab)}
+    lens = np.array([len(vs) for vs in values_per_item], np.int64)
+    return {"vocab": [str(v) for v in vocab], "offsets": np.r_[0, np.cumsum(lens)].astype(np.int64),
+            "values": np.array([code[v] for vs in values_per_item for v in vs], np.int32)}
