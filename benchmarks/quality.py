@@ -42,6 +42,8 @@ def collect(runs: Path) -> list[dict]:
         names = sorted((p.stem for p in (ROOT / "configs").glob("*.py")), key=len, reverse=True)
         cfg_file = ROOT / "configs" / f"{next((n for n in names if name.startswith(n)), name)}.py"
         exp = runpy.run_path(str(cfg_file)).get("EXPECTED", {}) if cfg_file.exists() else {}
+        if exp.get("ranker"):  # rankers are reported by benchmarks/rankers.py
+            continue
         res = json.loads(res_path.read_text())
         pub = exp.get("NDCG@10")
         ours = res["metrics"]["NDCG@10"]
