@@ -18,10 +18,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from results_md import write_block
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = {"ml-1m": ROOT.parent / "shared" / "data" / "ml-1m" / "ml-1m.txt",
         "beauty": ROOT.parent / "shared" / "data" / "beauty" / "beauty.txt"}
-BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
 
 
 def train(name: str, minutes: float | None, runs: Path) -> None:
@@ -82,15 +83,7 @@ def main() -> None:
     print(md)
     print("\nprotocol: " + rows[0]["protocol"])
     (ROOT / "benchmarks" / "quality.json").write_text(json.dumps(rows, indent=2))
-    results = ROOT / "benchmarks" / "RESULTS.md"
-    text = results.read_text()
-    block = f"{BEGIN}\n{md}\n{END}"
-    if BEGIN in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text += "\n## Quality vs published (written by benchmarks/quality.py)\n\n" + block + "\n"
-    results.write_text(text)
-    print(f"updated {results}")
+    print(f"updated {write_block('quality', md, 'Quality vs published (written by benchmarks/quality.py)')}")
 
 
 if __name__ == "__main__":

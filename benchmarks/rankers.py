@@ -26,12 +26,12 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from results_md import write_block
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 ML1M = ROOT.parent / "shared" / "data" / "ml-1m" / "ml-1m.txt"
 RANKERS = ["target_attention", "target_attention/din", "bst", "encdec", "encdec/listaware"]
-BEGIN, END = "<!-- rankers:begin -->", "<!-- rankers:end -->"
 
 
 def _median_s(fn, repeats: int) -> float:
@@ -154,14 +154,7 @@ def main() -> None:
     prev.write_text(json.dumps(res, indent=2))
     text = tables(res)
     print(text)
-    md = ROOT / "benchmarks" / "RESULTS.md"
-    body = md.read_text()
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in body:
-        body = body[:body.index(BEGIN)] + block + body[body.index(END) + len(END):]
-    else:
-        body += f"\n## Rankers and the two-stage pipeline\n\n{block}\n"
-    md.write_text(body)
+    print(f"updated {write_block('rankers', text, 'Rankers and the two-stage pipeline')}")
 
 
 if __name__ == "__main__":
