@@ -65,7 +65,7 @@ def cost(ns=(100, 500, 1000), num_items: int = 3416, repeats: int = 7) -> list[d
         h = h200[:, -m.config.max_len:]
         for n in ns:
             c = rng.integers(1, num_items + 1, (1, n)).astype(np.int32)
-            s = _median_s(lambda: fn(p, h, c), repeats)
+            s = _median_s(lambda fn=fn, p=p, h=h, c=c: fn(p, h, c), repeats)
             rows.append({"model": name, "history": m.config.max_len, "N": n, "ms": s * 1e3,
                          "candidates_per_s": n / s})
             print(f"{name:<22} N={n:<5} {s * 1e3:8.2f} ms  {n / s:12,.0f} candidates/s", flush=True)

@@ -41,7 +41,7 @@ class ItemFeatures:
         return (isinstance(other, ItemFeatures) and self.vocab_size == other.vocab_size
                 and self.ids.shape == other.ids.shape and bool((self.ids == other.ids).all()))
 
-    def with_rows(self, rows: int) -> "ItemFeatures":
+    def with_rows(self, rows: int) -> ItemFeatures:
         """Pad (or keep) to ``rows`` rows; extra rows (e.g. BERT4Rec's [mask]) have no features."""
         if rows < len(self.ids):
             raise ValueError(f"cannot shrink feature rows from {len(self.ids)} to {rows}")

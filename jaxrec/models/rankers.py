@@ -33,8 +33,16 @@ from flax import nnx
 
 from jaxrec.data.features import ItemFeatures
 from jaxrec.models.base import ItemModel, ModelConfig
-from jaxrec.models.layers import (NEG_INF, FeedForward, MultiHeadAttention, TransformerBlock,
-                                  attention_mask, dropout, item_embeddings, split_key)
+from jaxrec.models.layers import (
+    NEG_INF,
+    FeedForward,
+    MultiHeadAttention,
+    TransformerBlock,
+    attention_mask,
+    dropout,
+    item_embeddings,
+    split_key,
+)
 
 
 def recency_positions(items: jax.Array) -> jax.Array:
