@@ -81,7 +81,8 @@ def main() -> None:
         raise SystemExit(f"no results.json under {runs}")
     md = table(rows)
     print(md)
-    print("\nprotocol: " + rows[0]["protocol"])
+    for proto in dict.fromkeys(r["protocol"] for r in rows):
+        print("protocol: " + proto)
     (ROOT / "benchmarks" / "quality.json").write_text(json.dumps(rows, indent=2))
     print(f"updated {write_block('quality', md, 'Quality vs published (written by benchmarks/quality.py)')}")
 

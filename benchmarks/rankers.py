@@ -72,13 +72,13 @@ def cost(ns=(100, 500, 1000), num_items: int = 3416, repeats: int = 7) -> list[d
     return rows
 
 
-def quality(retriever: str, rankers: list[str], n: int, blends) -> dict:
+def quality(retriever: str, rankers: list[str], n: int, blends, data: str) -> dict:
     from jaxrec.data import leave_one_out, load_dataset
     from jaxrec.inference import Recommender
     from jaxrec.metrics import evaluate, evaluate_lists
     from jaxrec.pipeline import Pipeline
 
-    split = leave_one_out(load_dataset(str(ML1M)))
+    split = leave_one_out(load_dataset(data))
     retr = Recommender.from_checkpoint(retriever)
     t = time.perf_counter()
     base = evaluate(retr, split, "test").metrics
@@ -139,6 +139,7 @@ def main() -> None:
     ap.add_argument("--quality", action="store_true")
     ap.add_argument("--retriever", default=str(ROOT / "runs" / "ml1m_sasrec_ce"))
     ap.add_argument("--rankers", default="")
+    ap.add_argument("--data", default=str(ML1M), help="ml-1m.txt (movies.dat beside it for genres)")
     ap.add_argument("--candidates", type=int, default=200)
     ap.add_argument("--blends", default="0,0.5,1,2")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "rankers.json"))
@@ -150,7 +151,7 @@ def main() -> None:
         res["cost"] = cost()
     if args.quality:
         res["quality"] = quality(args.retriever, [r for r in args.rankers.split(",") if r], args.candidates,
-                                 [float(w) for w in args.blends.split(",")])
+                                 [float(w) for w in args.blends.split(",")], args.data)
     prev.write_text(json.dumps(res, indent=2))
     text = tables(res)
     print(text)
