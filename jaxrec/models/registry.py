@@ -36,8 +36,8 @@ REGISTRY: dict[str, Entry] = {
         "small": (dict(dim=32, heads=1, blocks=1, dropout=0.1, max_len=50), "tests and quickstart"),
     }),
     "gsasrec": Entry(SASRec, "gbce", {
-        "base": (dict(dim=128, heads=1, blocks=2, dropout=0.5, max_len=200, layout="pre"),
-                 "Petrov & Macdonald 2023, ML-1M config (256 negatives, t=0.75)"),
+        "base": (dict(dim=128, heads=1, blocks=2, dropout=0.0, max_len=200, layout="pre"),
+                 "Petrov & Macdonald 2023, ML-1M config (256 negatives, t=0.75, no dropout)"),
         "small": (dict(dim=32, heads=1, blocks=1, dropout=0.1, max_len=50), "tests"),
     }),
     "bert4rec": Entry(BERT4Rec, "cloze", {
