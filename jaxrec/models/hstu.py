@@ -39,12 +39,13 @@ class HSTULayer(nnx.Module):
         h = self.heads
         k1, k2 = split_key(key, 2)
         u, v, q, k = jnp.split(jax.nn.silu(self.uvqk(self.ln_in(x))), 4, axis=-1)
-        q, k, v = (t.reshape(b, l, h, d // h) for t in (q, k, v))  # (B, L, H, Dh)
+        q, k, v = (t.reshape(b, l, h, d // h).transpose(0, 2, 1, 3) for t in (q, k, v))  # (B, H, L, Dh)
         rel = jnp.arange(l)[:, None] - jnp.arange(l)[None, :] + self.max_len - 1  # (L, L)
         bias = self.rab[...][:, jnp.clip(rel, 0, 2 * self.max_len - 2)]  # (H, L, L)
-        a = jax.nn.silu(jnp.einsum("bqhd,bkhd->bhqk", q, k) + bias[None]) / self.max_len
+        a = jax.nn.silu(jnp.einsum("bhqd,bhkd->bhqk", q, k) + bias[None]) / self.max_len
         a = jnp.where(mask, a, 0.0)  # (B, H, L, L)
-        av = jnp.einsum("bhqk,bkhd->bqhd", dropout(a, self.rate, k1), v).reshape(b, l, d)
+        av = jnp.einsum("bhqk,bhkd->bhqd", dropout(a, self.rate, k1), v)  # (B, H, L, Dh)
+        av = av.transpose(0, 2, 1, 3).reshape(b, l, d)
         y = self.out(self.ln_av(av) * u)
         return x + dropout(y, self.rate, k2), a
 
