@@ -146,7 +146,8 @@ def main() -> None:
     ap.add_argument("--recbole", action="store_true", help="also measure RecBole 1.2.1 SASRec")
     ap.add_argument("--out", default=str(HERE / "train_throughput.json"))
     args = ap.parse_args()
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    # the CPU unless JAX_PLATFORMS says otherwise (JAX_PLATFORMS=cuda on a GPU machine)
+    env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
     peak = float(subprocess.run([sys.executable, "-c", PEAK], capture_output=True, text=True,
                                 env=env, check=True).stdout.strip())
     buckets = [int(b) for b in args.buckets.split(",") if b]
