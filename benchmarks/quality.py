@@ -22,7 +22,8 @@ from results_md import write_block
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = {"ml-1m": ROOT.parent / "shared" / "data" / "ml-1m" / "ml-1m.txt",
-        "beauty": ROOT.parent / "shared" / "data" / "beauty" / "beauty.txt"}
+        "beauty": ROOT.parent / "shared" / "data" / "beauty" / "beauty.txt",
+        "ml-1m-raw": ROOT.parent / "shared" / "data" / "ml-1m" / "user_movie_time_ordered_original_ids.txt"}
 
 
 def train(name: str, minutes: float | None, runs: Path) -> None:

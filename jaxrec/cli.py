@@ -109,7 +109,7 @@ def _open_model(args):
 
 
 def cmd_eval(args) -> int:
-    from jaxrec.data import leave_one_out, load_dataset
+    from jaxrec.data import leave_one_out, load_dataset, make_split
     from jaxrec.metrics import evaluate, evaluate_lists
     from jaxrec.models import MostPopular
 
@@ -119,7 +119,7 @@ def cmd_eval(args) -> int:
         if data.catalog.ids.tolist() != scorer.catalog.ids.tolist():
             raise UserError(f"{data.name}: its item catalog differs from the checkpoint's; "
                             "evaluate on the data the model was trained on")
-        split = leave_one_out(data)
+        split = make_split(data, config["train"].get("split", "leave_one_out"))  # the run's protocol
     else:
         if args.model != "popular":
             raise UserError(f"unknown model {args.model!r}; use --model popular or --checkpoint DIR")

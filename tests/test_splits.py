@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from jaxrec.data import Interactions, build_sequences, leave_one_out, temporal_split
+from jaxrec.data import Interactions, build_sequences, last_out, leave_one_out, make_split, temporal_split
 from jaxrec.errors import DataError
 
 
@@ -24,6 +24,23 @@ def test_leave_one_out():
     assert d.items[s.train_start[1]:s.train_end[1]].tolist() == [6, 7]  # short user: all train
     counts = s.train_item_counts()
     assert counts[4] == 0 and counts[5] == 0 and counts[1] == 1 and counts[7] == 1
+
+
+def test_last_out():
+    d = data()
+    s = last_out(d)
+    # every user with 2+ events is tested on its last item; training keeps everything before it
+    assert s.test.user.tolist() == [0, 1, 2]
+    assert s.test.target.tolist() == [5, 7, 10]
+    assert d.items[s.test.start[0]:s.test.end[0]].tolist() == [1, 2, 3, 4]
+    assert d.items[s.train_start[0]:s.train_end[0]].tolist() == [1, 2, 3, 4]
+    assert d.items[s.train_start[1]:s.train_end[1]].tolist() == [6]
+    assert s.valid is s.test and "selection on test" in s.kind  # no validation split, and it says so
+    assert s.train_item_counts()[5] == 0  # test targets never train
+    assert make_split(d, "last_out").test.target.tolist() == [5, 7, 10]
+    assert make_split(d).kind == "leave-one-out"
+    with pytest.raises(DataError, match="unknown split"):
+        make_split(d, "random")
 
 
 def test_temporal_split():

@@ -88,3 +88,21 @@ def test_cli_train_eval_recommend(tmp_path, capsys):
     assert main(["recommend", "--checkpoint", str(out), "--history", "3", "-k", "0"]) == 2
     assert main(["train", "--data", "synthetic:tiny", "--out", str(tmp_path / "x"),
                  "--set", "bogus=1"]) == 2
+
+
+def test_last_out_protocol_end_to_end(tmp_path, capsys):
+    """split=last_out trains on all but each user's last item, and `jaxrec eval` reuses the run's
+    protocol (its string names it) and reproduces the trainer's test metrics."""
+    out = tmp_path / "run"
+    assert main(["train", "--model", "sasrec/small", "--data", "synthetic:tiny", "--out", str(out),
+                 "--set", "epochs=1", "--set", "batch_size=32", "--set", "loss=ce",
+                 "--set", "split=last_out", "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["protocol"].startswith("last-out")
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["protocol"] == res["protocol"]
+    assert ev["metrics"]["NDCG@10"] == pytest.approx(res["metrics"]["NDCG@10"], abs=1e-6)
+    assert main(["train", "--data", "synthetic:tiny", "--out", str(tmp_path / "y"),
+                 "--set", "split=random"]) == 2

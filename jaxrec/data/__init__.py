@@ -10,7 +10,7 @@ from pathlib import Path
 
 from jaxrec.data.loaders import FORMATS, movielens_item_metadata, read_interactions
 from jaxrec.data.preprocess import build_sequences
-from jaxrec.data.splits import EvalSet, Split, leave_one_out, temporal_split
+from jaxrec.data.splits import EvalSet, Split, last_out, leave_one_out, make_split, temporal_split
 from jaxrec.data.synthetic import SyntheticConfig, generate, parse_spec
 from jaxrec.data.types import PAD, FilterReport, Interactions, ItemCatalog, SequenceData
 
@@ -45,6 +45,6 @@ def load_dataset(spec: str, fmt: str | None = None, *, min_rating: float | None 
 
 __all__ = [
     "FORMATS", "PAD", "EvalSet", "FilterReport", "Interactions", "ItemCatalog", "SequenceData",
-    "Split", "SyntheticConfig", "build_sequences", "generate", "leave_one_out", "load_dataset",
-    "parse_spec", "read_interactions", "temporal_split",
+    "Split", "SyntheticConfig", "build_sequences", "generate", "last_out", "leave_one_out", "load_dataset",
+    "make_split", "parse_spec", "read_interactions", "temporal_split",
 ]

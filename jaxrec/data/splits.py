@@ -7,6 +7,12 @@ arrays, never a copy of the data.
 Leave-one-out (the protocol of SASRec, BERT4Rec and most papers since): for a sequence s
 of length n >= 3, test = (s[:n-1] -> s[n-1]), valid = (s[:n-2] -> s[n-2]), train = s[:n-2].
 Users with n < 3 cannot give both held-out targets; they are reported and kept for training.
+
+Last-out (the "raw" protocol of generative-recommenders, which reports HSTU on ML-1M this
+way): test = (s[:n-1] -> s[n-1]), train = s[:n-1], and no validation split. That code base
+evaluates the same held-out targets while training, so here ``valid`` IS the test set and
+the protocol string says so: numbers from it are comparable with theirs, not with
+leave-one-out ones.
 """
 
 from __future__ import annotations
@@ -82,6 +88,28 @@ def leave_one_out(data: SequenceData) -> Split:
     valid = EvalSet(users, lo[ok], hi[ok] - 2, data.items[hi[ok] - 2], "valid")
     test = EvalSet(users, lo[ok], hi[ok] - 1, data.items[hi[ok] - 1], "test")
     return Split(data, lo.copy(), train_end, valid, test, "leave-one-out", notes)
+
+
+def last_out(data: SequenceData) -> Split:
+    lo, hi = data.offsets[:-1], data.offsets[1:]
+    ok = hi - lo >= 2
+    short = int((~ok).sum())
+    notes = ["no validation split: selection reads the test targets (generative-recommenders' protocol)"]
+    if short:
+        notes.append(f"{short:,} users with fewer than 2 interactions are used for training only")
+    test = EvalSet(np.flatnonzero(ok), lo[ok], hi[ok] - 1, data.items[hi[ok] - 1], "test")
+    return Split(data, lo.copy(), np.where(ok, hi - 1, hi), test, test,
+                 "last-out (no validation; selection on test)", notes)
+
+
+SPLITS = {"leave_one_out": leave_one_out, "last_out": last_out}
+
+
+def make_split(data: SequenceData, name: str = "leave_one_out") -> Split:
+    """The named held-out protocol (``TrainConfig.split``): leave_one_out or last_out."""
+    if name not in SPLITS:
+        raise DataError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}")
+    return SPLITS[name](data)
 
 
 def temporal_split(data: SequenceData, test_time, valid_time=None) -> Split:

@@ -18,6 +18,7 @@ from jaxrec.errors import UserError
 class TrainConfig:
     model: str = "sasrec"  # registry name, optionally /variant
     data: str = "synthetic"
+    split: str = "leave_one_out"  # held-out protocol: leave_one_out | last_out (see data.splits)
     loss: str | None = None  # bce|ce|gbce|sampled_softmax|cloze; rankers: listwise|pointwise (None: default)
     num_negatives: int = 1
     sampler: str = "uniform"  # negative sampler: uniform | popularity

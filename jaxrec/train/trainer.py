@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxrec.data import Split, leave_one_out, load_dataset
+from jaxrec.data import Split, load_dataset, make_split
 from jaxrec.data.batching import RankBatches, TrainBatches, prefetch
 from jaxrec.data.splits import pad_histories
 from jaxrec.errors import UserError
@@ -108,7 +108,7 @@ def hard_negative_miner(run_dir: str, split: Split, pool: int):
 
 
 def build_run(cfg: TrainConfig, split: Split | None = None) -> Run:
-    split = split or leave_one_out(load_dataset(cfg.data))
+    split = split or make_split(load_dataset(cfg.data), cfg.split)
     entry, variant, _ = resolve(cfg.model)
     loss = cfg.loss or entry.loss
     model = build_model(cfg.model, split.data.num_items, cfg.seed, catalog=split.data.catalog,

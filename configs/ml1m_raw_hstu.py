@@ -1,0 +1,24 @@
+"""HSTU on the raw ML-1M under generative-recommenders' protocol ("raw protocol").
+
+Data: ``user_movie_time_ordered_original_ids.txt`` (6,040 users, 3,706 items, no 5-rating
+filter). Protocol (``split="last_out"``): each user's last item is the test target, training
+uses everything before it, there is no validation split and selection reads the test
+targets, as that code base does; full ranking, seen items excluded. It differs from theirs
+in two details: the candidates are the 3,706 rated items (theirs: every movie in movies.dat)
+and the exclusion covers the whole input history (theirs: its last 200 items).
+
+Expected (generative-recommenders, HSTU on ML-1M): NDCG@10 0.1720, HR@10 0.3097.
+Not measured yet (needs a GPU session; see benchmarks/RESULTS.md).
+
+    jaxrec train --config configs/ml1m_raw_hstu.py \
+        --data ../shared/data/ml-1m/user_movie_time_ordered_original_ids.txt --out runs/ml1m_raw_hstu
+"""
+
+EXPECTED = {"dataset": "ml-1m-raw", "NDCG@10": 0.1720, "HR@10": 0.3097,
+            "source": "generative-recommenders (Zhai et al. 2024), raw ML-1M, last item held out"}
+
+
+def get_config():
+    return dict(model="hstu/base", split="last_out", loss="sampled_softmax", num_negatives=128,
+                shared_negatives=True, batch_size=128, lr=1e-3, epochs=400,
+                length_buckets=[32, 64, 100, 150], eval_every=5, patience=5, seed=0)
