@@ -44,20 +44,25 @@ def rerank(ranker, history: jax.Array, masked: jax.Array, n: int, k: int, blend:
     return top, jnp.take_along_axis(cand, j, axis=1), cand
 
 
+def check_stages(retriever, ranker, candidates: int) -> None:
+    """The two checkpoints fit together: model kinds, one catalog, 1 <= N <= catalog size."""
+    if retriever.kind != "retrieval":
+        raise UserError("the first stage must be a retrieval model (sasrec, bert4rec, gsasrec, hstu)")
+    if ranker.kind != "ranking":
+        raise UserError("the second stage must be a ranking model (target_attention, bst, encdec)")
+    if list(retriever.catalog.ids) != list(ranker.catalog.ids):
+        raise UserError("retriever and ranker were trained on different catalogs")
+    n_items = retriever.catalog.num_items
+    if not 0 < candidates <= n_items:
+        raise UserError(f"candidates must be in 1..{n_items}, got {candidates}")
+
+
 class Pipeline(Recommends):
     """A retrieval ``Recommender`` and a ranking ``Recommender`` as one compiled scorer."""
 
     def __init__(self, retriever, ranker, candidates: int = 200, exclude_seen: bool = True,
                  blend: float = 0.0):
-        if retriever.kind != "retrieval":
-            raise UserError("the first stage must be a retrieval model (sasrec, bert4rec, gsasrec, hstu)")
-        if ranker.kind != "ranking":
-            raise UserError("the second stage must be a ranking model (target_attention, bst, encdec)")
-        if list(retriever.catalog.ids) != list(ranker.catalog.ids):
-            raise UserError("retriever and ranker were trained on different catalogs")
-        n_items = retriever.catalog.num_items
-        if not 0 < candidates <= n_items:
-            raise UserError(f"candidates must be in 1..{n_items}, got {candidates}")
+        check_stages(retriever, ranker, candidates)
         self.retriever, self.ranker, self.n, self.blend = retriever, ranker, candidates, float(blend)
         self.catalog, self.exclude_seen = retriever.catalog, exclude_seen
         self.max_len = max(retriever.max_len, ranker.max_len)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec.inference import Recommender
-from jaxrec.pipeline import Pipeline, rerank
+from jaxrec.pipeline import check_stages, rerank
 from jaxrec.train.step import merge
 
 
@@ -75,8 +75,8 @@ class Engine:
                  candidates: int = 200, blend: float = 0.0):
         self.rec, self.catalog, self.checkpoint = rec, rec.catalog, checkpoint
         self.num_items = rec.catalog.num_items
-        if ranker is not None:  # two-stage: validates kinds, catalogs and the candidate count
-            Pipeline(rec, ranker, candidates, blend=blend)
+        if ranker is not None:  # two-stage: kinds, catalogs and the candidate count fit
+            check_stages(rec, ranker, candidates)
         self.max_len = max(rec.max_len, ranker.max_len if ranker else 0)
         self.name = rec.config["train"]["model"] + (f"+{ranker.config['train']['model']}" if ranker else "")
         self.step = rec.step

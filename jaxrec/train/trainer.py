@@ -82,9 +82,8 @@ def _open_same_catalog(run_dir: str, split: Split):
     return rec
 
 
-def warm_start_items(model, run_dir: str, split: Split) -> None:
+def warm_start_items(model, rec, run_dir: str, split: Split) -> None:
     """Start ``model``'s item-id embeddings from another run's (a ranker from its retriever)."""
-    rec = _open_same_catalog(run_dir, split)
     src = nnx.merge(rec.graphdef, rec.params).item_emb.embedding[...]
     dst = model.item_emb.embedding
     n = split.data.num_items + 1
@@ -94,9 +93,8 @@ def warm_start_items(model, run_dir: str, split: Split) -> None:
     dst.value = dst.value.at[:n].set(src[:n])
 
 
-def hard_negative_miner(run_dir: str, split: Split, pool: int):
+def hard_negative_miner(rec, run_dir: str, pool: int):
     """``(items, start, end) -> (B, pool)``: a retrieval checkpoint's top-``pool`` unseen items."""
-    rec = _open_same_catalog(run_dir, split)
     if rec.kind != "retrieval":
         raise UserError(f"retriever {run_dir} holds a {rec.kind} model; hard negatives need a retrieval model")
 
@@ -114,12 +112,19 @@ def build_run(cfg: TrainConfig, split: Split | None = None) -> Run:
     model = build_model(cfg.model, split.data.num_items, cfg.seed, catalog=split.data.catalog,
                         **cfg.model_args)
     check_loss(loss, model.kind)
+    opened: dict = {}  # run dir -> Recommender: init_from and retriever are often the same run
+
+    def other_run(run_dir: str):
+        if run_dir not in opened:
+            opened[run_dir] = _open_same_catalog(run_dir, split)
+        return opened[run_dir]
+
     if cfg.init_from:
-        warm_start_items(model, cfg.init_from, split)
+        warm_start_items(model, other_run(cfg.init_from), cfg.init_from, split)
     graphdef, params = nnx.split(model)
     k = cfg.num_negatives if needs_negatives(loss) else 0
     if model.kind == "ranking":
-        hard = hard_negative_miner(cfg.retriever, split, cfg.hard_pool) if cfg.retriever else None
+        hard = hard_negative_miner(other_run(cfg.retriever), cfg.retriever, cfg.hard_pool) if cfg.retriever else None
         batches = RankBatches(split, model.config.max_len, cfg.batch_size, k, cfg.sampler, cfg.seed,
                               cfg.cuts_per_user, hard, cfg.hard_fraction)
     else:
