@@ -259,3 +259,30 @@ def test_pipeline_rejects_wrong_kinds_and_k():
         Pipeline(retr, rank, candidates=5).top_k(np.ones((1, 50), np.int32), 6)
     with pytest.raises(Exception, match="ranking model scores"):
         rank.score_all(np.ones((1, 10), np.int32))
+
+
+def test_ranker_run_warm_started_and_mined_from_one_retriever_run(tmp_path):
+    """``init_from`` and ``retriever`` naming the same run: the ranker's item-id embeddings start
+    as the retriever's, and its hard negatives come from the retriever's top ``hard_pool``."""
+    from jaxrec.train import TrainConfig, build_run, train
+
+    retr_dir = tmp_path / "retriever"
+    train(TrainConfig(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1),
+          retr_dir, progress=False)
+    cfg = TrainConfig(model="target_attention/small", data="synthetic:tiny", num_negatives=8,
+                      retriever=str(retr_dir), init_from=str(retr_dir), hard_pool=10, hard_fraction=1.0,
+                      batch_size=16, epochs=1)
+    run = build_run(cfg)
+    retr = Recommender.from_checkpoint(retr_dir)
+    n = run.split.data.num_items + 1
+    src = nnx.merge(retr.graphdef, retr.params).item_emb.embedding[...][:n]
+    dst = nnx.merge(run.graphdef, run.state["params"]).item_emb.embedding[...][:n]
+    np.testing.assert_array_equal(np.asarray(src), np.asarray(dst))
+    b = next(iter(run.batches.epoch(0)))
+    h, c = b["history"], b["candidates"]
+    pool = np.asarray(masked_top_k(retr.score_all(h[:, -retr.max_len:]), h[:, -retr.max_len:], 10)[1])
+    real = b["weights"] > 0
+    in_pool = [np.isin(c[i, 1:], pool[i]).mean() for i in np.flatnonzero(real)]
+    assert np.mean(in_pool) > 0.9
+    with pytest.raises(Exception, match="dim"):
+        build_run(dataclasses.replace(cfg, model_args={"dim": 48}, retriever=None))
