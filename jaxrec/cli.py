@@ -201,7 +201,7 @@ def cmd_serve(args) -> int:
                       blend=args.blend, port=args.port, host=args.host, max_batch_size=args.max_batch_size,
                       max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
                       length_buckets=ints(args.length_buckets), k_buckets=ints(args.k_buckets),
-                      metrics_port=args.metrics_port, watch=args.watch, tls_cert=args.tls_cert,
+                      max_history=args.max_history, metrics_port=args.metrics_port, watch=args.watch, tls_cert=args.tls_cert,
                       tls_key=args.tls_key, auth_token_file=args.auth_token_file, grace_s=args.grace_s)
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
         raise UserError("--tls-cert and --tls-key go together")
@@ -332,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-queue", type=int, default=1024, help="waiting requests before RESOURCE_EXHAUSTED")
     sv.add_argument("--length-buckets", default=None, help="history length buckets, e.g. 16,64,200")
     sv.add_argument("--k-buckets", default=None, help="top-k buckets, e.g. 10,100")
+    sv.add_argument("--max-history", type=int, default=None,
+                    help="the model reads only the latest N items (default: its max_len); "
+                         "exclude-seen still covers the whole request history")
     sv.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
     sv.add_argument("--watch", action="store_true", help="hot-reload newer checkpoints from --checkpoint")
     sv.add_argument("--tls-cert", default=None)

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrec.errors import UserError
 from jaxrec.inference import Recommender
 from jaxrec.pipeline import check_stages, rerank
 from jaxrec.train.step import merge
@@ -52,13 +53,14 @@ def pick(buckets: list[int], n: int) -> int:
 class Query:
     """One validated request, in catalog indices."""
 
-    history: np.ndarray  # (<= max_len,) int32 known item indices, oldest first
+    history: np.ndarray  # (<= max_len,) int32 known item indices, oldest first: what the model reads
     k: int
     exclude_seen: bool = True
     allow: np.ndarray | None = None  # int32 indices, or None for "all"
     deny: np.ndarray | None = None
     explain: bool = False
     candidates: np.ndarray | None = None  # Score requests: return these items' scores
+    seen: np.ndarray | None = None  # every known history item, for exclude_seen (None: ``history``)
 
 
 @dataclasses.dataclass
@@ -72,12 +74,16 @@ class Answer:
 class Engine:
     def __init__(self, rec: Recommender, *, max_batch_size: int = 64, length_buckets=None,
                  k_buckets=None, checkpoint: str = "", ranker: Recommender | None = None,
-                 candidates: int = 200, blend: float = 0.0):
+                 candidates: int = 200, blend: float = 0.0, max_history: int | None = None):
         self.rec, self.catalog, self.checkpoint = rec, rec.catalog, checkpoint
         self.num_items = rec.catalog.num_items
         if ranker is not None:  # two-stage: kinds, catalogs and the candidate count fit
             check_stages(rec, ranker, candidates)
         self.max_len = max(rec.max_len, ranker.max_len if ranker else 0)
+        if max_history is not None:  # read fewer items than the model can: cheaper on CPU
+            if max_history < 1:
+                raise UserError(f"max_history must be at least 1, got {max_history}")
+            self.max_len = min(self.max_len, int(max_history))
         self.name = rec.config["train"]["model"] + (f"+{ranker.config['train']['model']}" if ranker else "")
         self.step = rec.step
         self.batch_buckets = default_buckets(max_batch_size)
@@ -161,7 +167,7 @@ class Engine:
         if q.deny is not None:
             row[q.deny] = False
         if q.exclude_seen:
-            row[q.history] = False
+            row[q.history if q.seen is None else q.seen] = False
         row[0] = False
         return row
 

@@ -40,10 +40,11 @@ def load_histories(data_spec: str, max_len: int, limit: int) -> list[list[str]]:
     return out
 
 
-def start_server(checkpoint: str, batch: int, delay_ms: float, port: int, k_buckets: str) -> subprocess.Popen:
+def start_server(checkpoint: str, batch: int, delay_ms: float, port: int, k_buckets: str,
+                 max_history: int | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", checkpoint, "--port", str(port),
            "--max-batch-size", str(batch), "--max-delay-ms", str(delay_ms), "--max-queue", "100000",
-           "--k-buckets", k_buckets]
+           "--k-buckets", k_buckets] + (["--max-history", str(max_history)] if max_history else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
     for line in proc.stdout:
@@ -147,6 +148,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=8.0, help="per measurement")
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--k-buckets", default="10", help="server k buckets (only these are compiled)")
+    ap.add_argument("--max-history", type=int, default=None,
+                    help="server --max-history (the model reads the latest N items; requests still "
+                         "carry the whole history)")
     ap.add_argument("--users", type=int, default=6040, help="distinct histories to replay")
     ap.add_argument("--port", type=int, default=50777)
     ap.add_argument("--out", default="serve_load.json")
@@ -165,7 +169,8 @@ def main(argv=None) -> int:
     settings = [int(b) for b in args.batch_sizes.split(",")] if args.checkpoint else [None]
     for b in settings:
         name = "target" if b is None else ("batching off" if b == 1 else f"batch<={b}")
-        proc = start_server(args.checkpoint, b, args.max_delay_ms, args.port, args.k_buckets) if b is not None else None
+        proc = (start_server(args.checkpoint, b, args.max_delay_ms, args.port, args.k_buckets, args.max_history)
+                if b is not None else None)
         try:
             results[name] = asyncio.run(measure(args.target or f"127.0.0.1:{args.port}", hist, args.k, conc,
                                                 args.seconds))
@@ -174,7 +179,8 @@ def main(argv=None) -> int:
                 proc.terminate()
                 proc.wait(30)
     print(f"top-{args.k}, {len(hist)} test histories from {data}, {args.seconds:g}s per point, "
-          f"{os.cpu_count()} CPUs, server and client on one machine")
+          f"{os.cpu_count()} CPUs, server and client on one machine"
+          + (f", server --max-history {args.max_history}" if args.max_history else ""))
     print(f"{'server':<13} {'mode':<7} {'conc':>5} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
           f"{'p99.9':>7}  errors")
     for name, rows in results.items():
@@ -187,7 +193,7 @@ def main(argv=None) -> int:
         ta, tb = max(r["throughput"] for r in ra), max(r["throughput"] for r in rb)
         print(f"max throughput {a} / {b}: {ta / tb:.1f}x")
     Path(args.out).write_text(json.dumps({"k": args.k, "data": data, "seconds": args.seconds,
-                                          "results": results}, indent=2))
+                                          "max_history": args.max_history, "results": results}, indent=2))
     png = Path(args.out).with_suffix(".png")
     print(f"wrote {args.out}" + (f" and {png}" if plot(results, png) else " (no matplotlib: no plot)"))
     return 0

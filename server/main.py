@@ -45,6 +45,7 @@ class ServeConfig:
     max_queue: int = 1024
     length_buckets: list | None = None
     k_buckets: list | None = None
+    max_history: int | None = None  # the model reads the latest N items (None: its max_len)
     metrics_port: int | None = None
     watch: bool = False
     watch_interval_s: float = 5.0
@@ -87,7 +88,7 @@ def load_engine(cfg: ServeConfig) -> Engine:
     ranker = Recommender.from_checkpoint(cfg.ranker) if cfg.ranker else None
     return Engine(rec, max_batch_size=cfg.max_batch_size, length_buckets=cfg.length_buckets,
                   k_buckets=cfg.k_buckets, checkpoint=cfg.checkpoint, ranker=ranker,
-                  candidates=cfg.candidates, blend=cfg.blend)
+                  candidates=cfg.candidates, blend=cfg.blend, max_history=cfg.max_history)
 
 
 def latest_step(run_dir: str) -> int | None:

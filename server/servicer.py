@@ -41,10 +41,11 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     # ------------------------------------------------------------ helpers
 
-    def _history(self, engine, ids) -> tuple[np.ndarray, int]:
+    def _history(self, engine, ids) -> tuple[np.ndarray, np.ndarray, int]:
+        """(the latest items the model reads, every known item, count of unknown ids)."""
         idx = engine.catalog.index_of(check_ids("history", ids, self.max_request_items))
-        known = idx[idx > 0]
-        return known[-engine.max_len:].astype(np.int32), int((idx == 0).sum())
+        known = idx[idx > 0].astype(np.int32)
+        return known[-engine.max_len:], known, int((idx == 0).sum())
 
     def _index_list(self, engine, field, ids) -> np.ndarray | None:
         ids = check_ids(field, ids, self.max_request_items)
@@ -93,10 +94,10 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             kmax = min(n, engine.k_buckets[-1])
             if not 1 <= request.k <= kmax:
                 raise BadRequest(f"k: must be in 1..{kmax}, got {request.k}")
-            hist, unknown = self._history(engine, request.history)
+            hist, seen, unknown = self._history(engine, request.history)
             q = Query(hist, int(request.k), bool(request.exclude_seen),
                       self._index_list(engine, "allow", request.allow),
-                      self._index_list(engine, "deny", request.deny), bool(request.explain))
+                      self._index_list(engine, "deny", request.deny), bool(request.explain), seen=seen)
             if request.allow and q.allow is not None and not len(q.allow):
                 raise BadRequest("allow: none of the ids is in the catalog")
             return q, unknown
@@ -116,7 +117,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     async def Score(self, request, context):
         def make_query(engine):
-            hist, unknown = self._history(engine, request.history)
+            hist, _, unknown = self._history(engine, request.history)
             cands = check_ids("candidates", request.candidates, self.max_request_items)
             if not cands:
                 raise BadRequest("candidates: empty")

@@ -289,3 +289,28 @@ def test_two_stage_server_matches_pipeline(run_dir, tmp_path):
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         srv.stop()
+
+
+def test_max_history_reads_latest_items_but_excludes_all_seen(run_dir):
+    """--max-history 8: scores come from the latest 8 items only, and exclude-seen still removes
+    every item of the request's history (also those the model did not read)."""
+    rec = Recommender.from_checkpoint(run_dir)
+    srv = ThreadedServer(ServeConfig(str(run_dir), port=0, max_history=8,
+                                     **{**SERVE, "length_buckets": [8], "k_buckets": [20]}))
+    try:
+        with Client(f"127.0.0.1:{srv.port}", timeout=20) as c:
+            assert c.model_info().max_history_length == 8
+            for h in histories(4, seed=5):
+                h = (h * 4)[:40]  # long enough to have items beyond the window
+                idx = rec.catalog.index_of(h)
+                scores = np.array(rec.score_all(idx[None, -8:].astype(np.int32)))[0]
+                scores[0] = -np.inf
+                scores[idx] = -np.inf  # the whole history is seen
+                want = [rec.catalog.external([i])[0] for i in np.argsort(-scores, kind="stable")[:20]]
+                got = c.recommend(h, k=20)
+                assert [it.item_id for it in got.items] == want
+                assert not set(h) & {it.item_id for it in got.items}
+    finally:
+        srv.stop()
+    with pytest.raises(Exception, match="max_history"):
+        Engine(rec, max_history=0)
