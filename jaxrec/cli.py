@@ -162,13 +162,24 @@ def cmd_train(args) -> int:
     return 0 if results else 1
 
 
+def _parse_times(spec: str | None) -> list[int] | None:
+    """``--times 978300760,978302109`` -> ints (event times, one per history id)."""
+    if not spec:
+        return None
+    try:
+        return [int(t) for t in spec.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--times: integers (e.g. unix seconds) comma-separated, got {spec!r}") from None
+
+
 def cmd_recommend(args) -> int:
     rec, _, _ = _open_model(args)
     if rec.kind == "ranking":
         raise UserError("a ranker alone cannot recommend from the whole catalog; "
                         "use --retriever DIR --ranker DIR")
     history = [h.strip() for h in args.history.split(",") if h.strip()]
-    out = rec.recommend(history, k=args.k, exclude_seen=not args.include_seen)
+    times = _parse_times(args.times)
+    out = rec.recommend(history, k=args.k, exclude_seen=not args.include_seen, times=times, now=args.now)
     if args.json:
         print(json.dumps(dataclasses.asdict(out)))
         return 0
@@ -222,7 +233,8 @@ def cmd_query(args) -> int:
     history = [h.strip() for h in args.history.split(",") if h.strip()]
     try:
         with Client(args.target, token=token, tls_ca=ca, timeout=args.timeout) as c:
-            r = c.recommend(history, k=args.k, exclude_seen=not args.include_seen, explain=args.explain)
+            r = c.recommend(history, k=args.k, exclude_seen=not args.include_seen, explain=args.explain,
+                            times=_parse_times(args.times), now=args.now)
     except grpc.RpcError as e:
         raise UserError(f"{args.target}: {e.code().name}: {e.details()}") from None
     if args.json:
@@ -305,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(r, required=True)
     r.add_argument("--history", required=True, help="external item ids, oldest first, comma-separated")
     r.add_argument("-k", type=int, default=10)
+    r.add_argument("--times", default=None,
+                   help="event times, one per history id (time-aware models, e.g. hstu/time)")
+    r.add_argument("--now", type=int, default=None, help="prediction time (default: the last event's)")
     r.add_argument("--include-seen", action="store_true", help="allow items of the history")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_recommend)
@@ -347,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     qy.add_argument("--target", default="localhost:50051")
     qy.add_argument("--history", required=True, help="external item ids, oldest first, comma-separated")
     qy.add_argument("-k", type=int, default=10)
+    qy.add_argument("--times", default=None, help="event times, one per history id (time-aware models)")
+    qy.add_argument("--now", type=int, default=None, help="prediction time (default: the last event's)")
     qy.add_argument("--include-seen", action="store_true")
     qy.add_argument("--explain", action="store_true", help="show which history items led to each item")
     qy.add_argument("--timeout", type=float, default=5.0)

@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from jaxrec.data import ItemCatalog
+from jaxrec.data.splits import query_times
 from jaxrec.errors import UserError
 from jaxrec.metrics import masked_top_k
 from jaxrec.models import build_model
@@ -39,6 +40,7 @@ class Recommends:
 
     catalog: ItemCatalog
     max_len: int
+    uses_time: bool = False  # the model reads event times (HSTU relative time bias)
 
     def encode_history(self, external_ids) -> tuple[np.ndarray, int]:
         idx = self.catalog.index_of(external_ids)
@@ -49,14 +51,37 @@ class Recommends:
             row[-len(idx):] = idx
         return row, unknown
 
-    def recommend(self, history, k: int = 10, exclude_seen: bool = True) -> Recommendation:
+    def encode_times(self, external_ids, times, now=None) -> np.ndarray:
+        """(max_len + 1,) int32 times aligned with ``encode_history``, relative to the last known
+        item's time; the last entry is the prediction time ``now`` (default: the last item's)."""
+        times = np.asarray(times, np.int64)
+        if times.shape != (len(external_ids),):
+            raise UserError(f"times: need one per history item ({len(external_ids)}), got {times.size}")
+        try:
+            rel = query_times(times[self.catalog.index_of(external_ids) > 0][-self.max_len:], now)
+        except ValueError as e:
+            raise UserError(f"times: {e}") from None
+        row = np.zeros(self.max_len + 1, np.int32)
+        row[-len(rel):] = rel
+        return row
+
+    def recommend(self, history, k: int = 10, exclude_seen: bool = True, times=None,
+                  now=None) -> Recommendation:
+        """Top-k for one history of external ids; ``times`` (one per id, e.g. unix seconds) and
+        ``now`` are read by time-aware models and required by them."""
         n = self.catalog.num_items
         if not 0 < k <= n:
             raise UserError(f"k must be in 1..{n}, got {k}")
         row, unknown = self.encode_history(history)
         if not row.any():
             raise UserError("no known item ids in the history")
-        vals, idx = self.top_k(row[None], k, exclude_seen)
+        t = None
+        if self.uses_time:
+            if times is None:
+                raise UserError("this model uses event times (relative time bias): give times, "
+                                "one per history item")
+            t = self.encode_times(history, times, now)[None]
+        vals, idx = self.top_k(row[None], k, exclude_seen, times=t)
         idx, vals = np.asarray(idx)[0], np.asarray(vals)[0]
         keep = np.isfinite(vals)
         idx, vals = idx[keep], vals[keep]
@@ -70,9 +95,10 @@ class Recommender(Recommends):
         self.step = step
         self.max_len = int(config["model"]["max_len"])
         self.kind = nnx.merge(graphdef, params).kind  # "retrieval" or "ranking"
+        self.uses_time = int(config["model"].get("time_buckets", 0)) > 0
         dtype = config["model"].get("dtype")
-        self._scorer = (ModelScorer if self.kind == "retrieval" else RankScorer)(graphdef, params,
-                                                                                 self.max_len, dtype)
+        self._scorer = (ModelScorer(graphdef, params, self.max_len, dtype, uses_time=self.uses_time)
+                        if self.kind == "retrieval" else RankScorer(graphdef, params, self.max_len, dtype))
 
     @classmethod
     def from_checkpoint(cls, run_dir: str | Path, which: str = "best") -> "Recommender":
@@ -91,21 +117,22 @@ class Recommender(Recommends):
             raise UserError(f"{d}: no {which!r} checkpoint yet")
         return cls(graphdef, state["params"], catalog, config, int(state["step"]))
 
-    def score_all(self, history: np.ndarray) -> jax.Array:
-        """The evaluation ``Scorer`` interface: (B, L) item indices -> (B, N+1) scores."""
+    def score_all(self, history: np.ndarray, times=None) -> jax.Array:
+        """The evaluation ``Scorer`` interface: (B, L) item indices -> (B, N+1) scores.
+        ``times`` (B, L + 1): event times, for a model with ``uses_time``."""
         if self.kind != "retrieval":
             raise UserError("a ranking model scores given candidates (score), not the whole catalog; "
                             "pair it with a retrieval model (jaxrec.pipeline.Pipeline)")
-        return self._scorer.score_all(history)
+        return self._scorer.score_all(history, times)
 
-    def score(self, history: np.ndarray, candidates: np.ndarray) -> jax.Array:
+    def score(self, history: np.ndarray, candidates: np.ndarray, times=None) -> jax.Array:
         """(B, L) history, (B, C) candidate indices -> (B, C) scores (any model kind)."""
         if self.kind == "ranking":
             return self._scorer.score(history, candidates)
-        return jnp.take_along_axis(self._scorer.score_all(history), jnp.asarray(candidates), axis=1)
+        return jnp.take_along_axis(self._scorer.score_all(history, times), jnp.asarray(candidates), axis=1)
 
-    def top_k(self, history: np.ndarray, k: int, exclude_seen: bool = True):
+    def top_k(self, history: np.ndarray, k: int, exclude_seen: bool = True, times=None):
         """(B, L) -> (values, items) (B, k) over the whole catalog, seen items removed if asked."""
-        scores = self.score_all(history)
+        scores = self.score_all(history, times)
         excl = history if exclude_seen else np.zeros((len(history), 1), np.int32)
         return masked_top_k(scores, excl, k)

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec.data.splits import Split, pad_histories
+from jaxrec.data.splits import Split, pad_histories, pad_times
 from jaxrec.errors import UserError
 
 DEFAULT_KS = (1, 5, 10, 20, 50)
@@ -42,7 +42,10 @@ class Scorer(TypingProtocol):
     max_len: int  # the model reads at most the last ``max_len`` items
 
     def score_all(self, history: np.ndarray) -> jax.Array:
-        """(B, L) int32 left-padded item indices -> (B, N+1) scores (column 0 is ignored)."""
+        """(B, L) int32 left-padded item indices -> (B, N+1) scores (column 0 is ignored).
+
+        A scorer with a true ``uses_time`` attribute is called as ``score_all(history, times)``
+        with ``times`` from ``pad_times(.., query="last")``: (B, L + 1)."""
 
 
 @dataclasses.dataclass
@@ -159,7 +162,11 @@ def evaluate(scorer: Scorer, split: Split, which: str = "test", *, ks=DEFAULT_KS
         hist = pad_histories(data.items, start, end, scorer.max_len)
         hist = np.pad(hist, ((0, bpad - b), (0, 0)))
         targets = np.pad(tgt, (0, bpad - b)).astype(np.int32)
-        scores = scorer.score_all(hist)  # (Bp, N+1)
+        if getattr(scorer, "uses_time", False):
+            times = pad_times(data.times, start, end, scorer.max_len, query="last")
+            scores = scorer.score_all(hist, np.pad(times, ((0, bpad - b), (0, 0))))  # (Bp, N+1)
+        else:
+            scores = scorer.score_all(hist)  # (Bp, N+1)
         if sampled:
             negs = _sample_negatives(data, es, lo, hi, sampled, rng, pop)
             negs = np.pad(negs, ((0, bpad - b), (0, 0)), constant_values=1)

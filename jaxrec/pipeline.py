@@ -52,6 +52,9 @@ def check_stages(retriever, ranker, candidates: int) -> None:
         raise UserError("the second stage must be a ranking model (target_attention, bst, encdec)")
     if list(retriever.catalog.ids) != list(ranker.catalog.ids):
         raise UserError("retriever and ranker were trained on different catalogs")
+    if getattr(retriever, "uses_time", False):
+        raise UserError("the two-stage pipeline does not pass event times yet: use a retriever "
+                        "without relative time bias (time_buckets=0)")
     n_items = retriever.catalog.num_items
     if not 0 < candidates <= n_items:
         raise UserError(f"candidates must be in 1..{n_items}, got {candidates}")
@@ -108,5 +111,5 @@ class Pipeline(Recommends):
         return self._stages(self.retriever.params, self.ranker.params, history,
                             self._exclude(history, exclude_seen), k)
 
-    def top_k(self, history: np.ndarray, k: int, exclude_seen: bool = True):
-        return self.stages(history, k, exclude_seen)[1:3]
+    def top_k(self, history: np.ndarray, k: int, exclude_seen: bool = True, times=None):
+        return self.stages(history, k, exclude_seen)[1:3]  # times: the stages read none

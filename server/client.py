@@ -26,10 +26,16 @@ def _channel_args(tls_ca: bytes | None, token: str | None):
     return creds, metadata
 
 
-def _recommend_request(history, k, exclude_seen, allow, deny, explain, model) -> pb.RecommendRequest:
+def _recommend_request(history, k, exclude_seen, allow, deny, explain, model, times, now) -> pb.RecommendRequest:
     return pb.RecommendRequest(history=[str(h) for h in history], k=k, exclude_seen=exclude_seen,
                                allow=[str(a) for a in allow or ()], deny=[str(d) for d in deny or ()],
-                               explain=explain, model=model or "")
+                               explain=explain, model=model or "", history_times=[int(t) for t in times or ()],
+                               now=int(now or 0))
+
+
+def _score_request(history, candidates, times, now) -> pb.ScoreRequest:
+    return pb.ScoreRequest(history=[str(h) for h in history], candidates=[str(c) for c in candidates],
+                           history_times=[int(t) for t in times or ()], now=int(now or 0))
 
 
 class Client:
@@ -54,13 +60,15 @@ class Client:
                 delay *= 2
 
     def recommend(self, history, k: int = 10, *, exclude_seen: bool = True, allow=None, deny=None,
-                  explain: bool = False, model: str | None = None, timeout: float | None = None):
-        return self._call(self.stub.Recommend,
-                          _recommend_request(history, k, exclude_seen, allow, deny, explain, model), timeout)
+                  explain: bool = False, model: str | None = None, times=None, now: int | None = None,
+                  timeout: float | None = None):
+        """``times``/``now``: event times per history id and the prediction time, for a
+        time-aware model (``model_info().uses_time``)."""
+        req = _recommend_request(history, k, exclude_seen, allow, deny, explain, model, times, now)
+        return self._call(self.stub.Recommend, req, timeout)
 
-    def score(self, history, candidates, timeout: float | None = None):
-        return self._call(self.stub.Score, pb.ScoreRequest(history=[str(h) for h in history],
-                                                           candidates=[str(c) for c in candidates]), timeout)
+    def score(self, history, candidates, *, times=None, now: int | None = None, timeout: float | None = None):
+        return self._call(self.stub.Score, _score_request(history, candidates, times, now), timeout)
 
     def model_info(self, timeout: float | None = None):
         return self._call(self.stub.GetModelInfo, pb.GetModelInfoRequest(), timeout)
@@ -97,15 +105,14 @@ class AsyncClient:
                 delay *= 2
 
     async def recommend(self, history, k: int = 10, *, exclude_seen: bool = True, allow=None, deny=None,
-                        explain: bool = False, model: str | None = None, timeout: float | None = None):
-        return await self._call(self.stub.Recommend,
-                                _recommend_request(history, k, exclude_seen, allow, deny, explain, model),
-                                timeout)
+                        explain: bool = False, model: str | None = None, times=None, now: int | None = None,
+                        timeout: float | None = None):
+        req = _recommend_request(history, k, exclude_seen, allow, deny, explain, model, times, now)
+        return await self._call(self.stub.Recommend, req, timeout)
 
-    async def score(self, history, candidates, timeout: float | None = None):
-        return await self._call(self.stub.Score, pb.ScoreRequest(history=[str(h) for h in history],
-                                                                 candidates=[str(c) for c in candidates]),
-                                timeout)
+    async def score(self, history, candidates, *, times=None, now: int | None = None,
+                    timeout: float | None = None):
+        return await self._call(self.stub.Score, _score_request(history, candidates, times, now), timeout)
 
     async def model_info(self, timeout: float | None = None):
         return await self._call(self.stub.GetModelInfo, pb.GetModelInfoRequest(), timeout)

@@ -61,6 +61,7 @@ class Query:
     explain: bool = False
     candidates: np.ndarray | None = None  # Score requests: return these items' scores
     seen: np.ndarray | None = None  # every known history item, for exclude_seen (None: ``history``)
+    times: np.ndarray | None = None  # (len(history) + 1,) int32 relative times (time-aware models)
 
 
 @dataclasses.dataclass
@@ -80,6 +81,7 @@ class Engine:
         if ranker is not None:  # two-stage: kinds, catalogs and the candidate count fit
             check_stages(rec, ranker, candidates)
         self.max_len = max(rec.max_len, ranker.max_len if ranker else 0)
+        self.uses_time = bool(getattr(rec, "uses_time", False))  # queries carry times
         if max_history is not None:  # read fewer items than the model can: cheaper on CPU
             if max_history < 1:
                 raise UserError(f"max_history must be at least 1, got {max_history}")
@@ -101,9 +103,10 @@ class Engine:
         graphdef, dtype = rec.graphdef, rec.config["model"].get("dtype")
         lr = rec.max_len
 
-        def serve(params, history, allowed, k):
+        def serve(params, history, allowed, k, times=None):
             model = merge(graphdef, params["retriever"], dtype)
-            user, att = model.encode_explained(history[:, -lr:])  # (B, D), (B, <=Lr)
+            t = None if times is None else times[:, -(lr + 1):]  # (B, <=Lr + 1)
+            user, att = model.encode_explained(history[:, -lr:], t)  # (B, D), (B, <=Lr)
             att = jnp.pad(att, ((0, 0), (history.shape[1] - att.shape[1], 0)))  # (B, L)
             items = model.item_table()[: self.num_items + 1]
             scores = (user @ items.T.astype(user.dtype)).astype(jnp.float32)  # (B, N+1)
@@ -129,7 +132,8 @@ class Engine:
         for b, l, k in itertools.product(self.batch_buckets, self.length_buckets, self.k_buckets):
             hist = np.zeros((b, l), np.int32)
             allowed = np.ones((b, self.num_items + 1), bool)
-            jax.block_until_ready(self._serve(self._params, hist, allowed, k))
+            times = np.zeros((b, l + 1), np.int32) if self.uses_time else None
+            jax.block_until_ready(self._serve(self._params, hist, allowed, k, times))
         return time.perf_counter() - t
 
     def compile_count(self) -> int:
@@ -179,11 +183,14 @@ class Engine:
         hist = np.zeros((b, l), np.int32)
         allowed = np.zeros((b, self.num_items + 1), bool)
         allowed[:, 1] = True  # padding rows: anything valid, results are discarded
+        times = np.zeros((b, l + 1), np.int32) if self.uses_time else None
         for i, q in enumerate(queries):
             h = q.history[-l:]
             hist[i, l - len(h):] = h
             allowed[i] = self._allowed_row(q)
-        vals, idx, att, scores = jax.device_get(self._serve(self._params, hist, allowed, k))
+            if times is not None:
+                times[i, l - len(h):] = q.times[-(len(h) + 1):]
+        vals, idx, att, scores = jax.device_get(self._serve(self._params, hist, allowed, k, times))
         answers = []
         for i, q in enumerate(queries):
             if q.candidates is not None:

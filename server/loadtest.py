@@ -29,14 +29,20 @@ import grpc
 import numpy as np
 
 
-def load_histories(data_spec: str, max_len: int, limit: int) -> list[list[str]]:
+def load_requests(data_spec: str, max_len: int, limit: int, k: int) -> list:
+    """One ``RecommendRequest`` per test history (the last ``max_len`` items), built once so the
+    client spends its CPU on calls, not on building messages. Event times ride along when the
+    data has them (time-aware models need them; the others ignore them)."""
     from jaxrec.data import leave_one_out, load_dataset
+    from jaxrec.v1 import recommender_pb2 as pb
     data = load_dataset(data_spec)
     es = leave_one_out(data).test
     out = []
     for i in range(min(limit, len(es))):
-        idx = data.items[max(es.start[i], es.end[i] - max_len):es.end[i]]
-        out.append(data.catalog.external(idx))
+        lo, hi = max(es.start[i], es.end[i] - max_len), es.end[i]
+        times = [] if data.times is None else data.times[lo:hi].astype(np.int64).tolist()
+        out.append(pb.RecommendRequest(history=data.catalog.external(data.items[lo:hi]), k=k,
+                                       exclude_seen=True, history_times=times))
     return out
 
 
@@ -60,30 +66,30 @@ def summarize(lat: list[float], errors: dict, seconds: float) -> dict:
             "p99_ms": float(np.percentile(a, 99)), "p999_ms": float(np.percentile(a, 99.9))}
 
 
-async def _send(stub, pb, h, k, start, lat, errors) -> None:
+async def _send(stub, req, start, lat, errors) -> None:
     """One Recommend call; latency counted from ``start`` (the send or the scheduled time)."""
     try:
-        await stub.Recommend(pb.RecommendRequest(history=h, k=k, exclude_seen=True), timeout=30)
+        await stub.Recommend(req, timeout=30)
         lat.append(time.perf_counter() - start)
     except grpc.RpcError as e:
         errors[e.code().name] += 1
 
 
-async def closed_loop(stub, pb, hist, k, concurrency, seconds) -> dict:
+async def closed_loop(stub, reqs, concurrency, seconds) -> dict:
     lat, errors = [], collections.Counter()
     end = time.perf_counter() + seconds
     counter = iter(range(10**12))
 
     async def worker():
         while time.perf_counter() < end:
-            await _send(stub, pb, hist[next(counter) % len(hist)], k, time.perf_counter(), lat, errors)
+            await _send(stub, reqs[next(counter) % len(reqs)], time.perf_counter(), lat, errors)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return summarize(lat, errors, time.perf_counter() - t0)
 
 
-async def open_loop(stub, pb, hist, k, rate, seconds, seed=0) -> dict:
+async def open_loop(stub, reqs, rate, seconds, seed=0) -> dict:
     rng = np.random.default_rng(seed)
     lat, errors, tasks = [], collections.Counter(), []
 
@@ -94,24 +100,22 @@ async def open_loop(stub, pb, hist, k, rate, seconds, seed=0) -> dict:
         delay = at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(_send(stub, pb, hist[i % len(hist)], k, at, lat, errors)))
+        tasks.append(asyncio.create_task(_send(stub, reqs[i % len(reqs)], at, lat, errors)))
         i += 1
     await asyncio.gather(*tasks)
     return summarize(lat, errors, seconds) | {"offered_rate": rate}
 
 
-async def measure(target, hist, k, concurrencies, seconds) -> list[dict]:
-    from jaxrec.v1 import recommender_pb2 as pb
+async def measure(target, reqs, concurrencies, seconds) -> list[dict]:
     from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
     rows = []
     async with grpc.aio.insecure_channel(target) as ch:
         stub = pb_grpc.RecommenderStub(ch)
-        await closed_loop(stub, pb, hist, k, 4, 1.0)  # warm the channel
+        await closed_loop(stub, reqs, 4, 1.0)  # warm the channel
         for c in concurrencies:
-            rows.append({"mode": "closed", "concurrency": c} | await closed_loop(stub, pb, hist, k, c, seconds))
+            rows.append({"mode": "closed", "concurrency": c} | await closed_loop(stub, reqs, c, seconds))
         best = max(r["throughput"] for r in rows)
-        rows.append({"mode": "open", "concurrency": None}
-                    | await open_loop(stub, pb, hist, k, best / 2, seconds))
+        rows.append({"mode": "open", "concurrency": None} | await open_loop(stub, reqs, best / 2, seconds))
     return rows
 
 
@@ -163,7 +167,7 @@ def main(argv=None) -> int:
         max_len, data = cfg["model"]["max_len"], data or cfg["train"]["data"]
     if data is None:
         ap.error("--data is required with --target")
-    hist = load_histories(data, max_len, args.users)
+    reqs = load_requests(data, max_len, args.users, args.k)
     conc = [int(c) for c in args.concurrency.split(",")]
     results = {}
     settings = [int(b) for b in args.batch_sizes.split(",")] if args.checkpoint else [None]
@@ -172,13 +176,13 @@ def main(argv=None) -> int:
         proc = (start_server(args.checkpoint, b, args.max_delay_ms, args.port, args.k_buckets, args.max_history)
                 if b is not None else None)
         try:
-            results[name] = asyncio.run(measure(args.target or f"127.0.0.1:{args.port}", hist, args.k, conc,
+            results[name] = asyncio.run(measure(args.target or f"127.0.0.1:{args.port}", reqs, conc,
                                                 args.seconds))
         finally:
             if proc:
                 proc.terminate()
                 proc.wait(30)
-    print(f"top-{args.k}, {len(hist)} test histories from {data}, {args.seconds:g}s per point, "
+    print(f"top-{args.k}, {len(reqs)} test histories from {data}, {args.seconds:g}s per point, "
           f"{os.cpu_count()} CPUs, server and client on one machine"
           + (f", server --max-history {args.max_history}" if args.max_history else ""))
     print(f"{'server':<13} {'mode':<7} {'conc':>5} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "

@@ -12,6 +12,7 @@ import time
 import grpc
 import numpy as np
 
+from jaxrec.data.splits import query_times
 from jaxrec.v1 import recommender_pb2 as pb
 from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
 from jaxrec_server.batcher import DeadlineExpired, QueueFull
@@ -41,11 +42,24 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     # ------------------------------------------------------------ helpers
 
-    def _history(self, engine, ids) -> tuple[np.ndarray, np.ndarray, int]:
-        """(the latest items the model reads, every known item, count of unknown ids)."""
+    def _history(self, engine, request) -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None]:
+        """(the latest items the model reads, every known item, count of unknown ids, their
+        relative times + the prediction time for a time-aware model, else None)."""
+        ids = request.history
         idx = engine.catalog.index_of(check_ids("history", ids, self.max_request_items))
         known = idx[idx > 0].astype(np.int32)
-        return known[-engine.max_len:], known, int((idx == 0).sum())
+        hist = known[-engine.max_len:]
+        times = None
+        if engine.uses_time:
+            if len(request.history_times) != len(ids):
+                raise BadRequest(f"history_times: {len(request.history_times)} times for {len(ids)} "
+                                 f"history ids; {engine.name} reads event times, one per id")
+            t = np.asarray(request.history_times, np.int64)[idx > 0][-engine.max_len:]
+            try:
+                times = query_times(t, request.now or None)
+            except ValueError as e:
+                raise BadRequest(f"history_times: {e}") from None
+        return hist, known, int((idx == 0).sum()), times
 
     def _index_list(self, engine, field, ids) -> np.ndarray | None:
         ids = check_ids(field, ids, self.max_request_items)
@@ -94,10 +108,11 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             kmax = min(n, engine.k_buckets[-1])
             if not 1 <= request.k <= kmax:
                 raise BadRequest(f"k: must be in 1..{kmax}, got {request.k}")
-            hist, seen, unknown = self._history(engine, request.history)
+            hist, seen, unknown, times = self._history(engine, request)
             q = Query(hist, int(request.k), bool(request.exclude_seen),
                       self._index_list(engine, "allow", request.allow),
-                      self._index_list(engine, "deny", request.deny), bool(request.explain), seen=seen)
+                      self._index_list(engine, "deny", request.deny), bool(request.explain), seen=seen,
+                      times=times)
             if request.allow and q.allow is not None and not len(q.allow):
                 raise BadRequest("allow: none of the ids is in the catalog")
             return q, unknown
@@ -117,13 +132,13 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     async def Score(self, request, context):
         def make_query(engine):
-            hist, _, unknown = self._history(engine, request.history)
+            hist, _, unknown, times = self._history(engine, request)
             cands = check_ids("candidates", request.candidates, self.max_request_items)
             if not cands:
                 raise BadRequest("candidates: empty")
             idx = engine.catalog.index_of(cands)
             missing = [c for c, i in zip(cands, idx) if i == 0]
-            return Query(hist, 1, False, candidates=idx[idx > 0]), (unknown, missing)
+            return Query(hist, 1, False, candidates=idx[idx > 0], times=times), (unknown, missing)
 
         def respond(engine, q, a, extra):
             unknown, missing = extra
@@ -140,6 +155,6 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up: the model is still compiling")
         self.state.metrics.requests.labels("GetModelInfo", "OK").inc()
         return pb.ModelInfo(name=e.name, step=e.step or 0, catalog_size=e.num_items,
-                            max_history_length=e.max_len, batch_buckets=e.batch_buckets,
+                            max_history_length=e.max_len, batch_buckets=e.batch_buckets, uses_time=e.uses_time,
                             length_buckets=e.length_buckets, k_buckets=e.k_buckets,
                             checkpoint=str(e.checkpoint))

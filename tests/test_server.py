@@ -314,3 +314,33 @@ def test_max_history_reads_latest_items_but_excludes_all_seen(run_dir):
         srv.stop()
     with pytest.raises(Exception, match="max_history"):
         Engine(rec, max_history=0)
+
+
+def test_time_aware_model_reads_history_times(tmp_path):
+    """An HSTU with relative time bias: requests must carry one time per history id; the
+    server's answer equals ``Recommender.recommend`` with the same times."""
+    d = tmp_path / "hstu_time"
+    train(TrainConfig(model="hstu/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1,
+                      seed=0, model_args={"time_buckets": 16}), d, progress=False)
+    rec = Recommender.from_checkpoint(d)
+    srv = ThreadedServer(ServeConfig(str(d), port=0, **SERVE))
+    try:
+        with Client(f"127.0.0.1:{srv.port}", timeout=20) as c:
+            assert c.model_info().uses_time
+            h = ["3", "9", "27", "nope", "40"]
+            times = [1000, 4000, 90000, 90001, 10**6]
+            for now in (None, 10**6 + 3600 * 24 * 30):
+                got = c.recommend(h, k=5, times=times, now=now)
+                want = rec.recommend(h, k=5, times=times, now=now)
+                assert [it.item_id for it in got.items] == want.items and got.unknown_history_items == 1
+                np.testing.assert_allclose([it.score for it in got.items], want.scores, rtol=1e-4, atol=1e-5)
+            s = c.score(h, ["1", "2"], times=times)
+            assert len(s.items) == 2
+            for kwargs, needle in [({}, "history_times: 0 times for 5"),
+                                   ({"times": [5, 4, 3, 2, 1]}, "history_times: must not decrease"),
+                                   ({"times": times, "now": 10}, "before the last event")]:
+                with pytest.raises(grpc.RpcError) as e:
+                    c.recommend(h, k=5, **kwargs)
+                assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in e.value.details()
+    finally:
+        srv.stop()

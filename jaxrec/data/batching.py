@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from jaxrec.data.splits import Split, pad_histories
+from jaxrec.data.splits import Split, pad_histories, pad_times
 from jaxrec.errors import UserError
 
 
@@ -66,9 +66,13 @@ class TrainBatches:
     seed: int = 0
     shared_negatives: bool = False  # (B, 1, K): one negative set per sequence, cheaper for large K
     length_buckets: tuple = ()  # e.g. (50, 100): shorter windows for short sequences, same tokens/batch
+    with_times: bool = False  # add "times" (B, L + 1): event times of inputs + last target
 
     def __post_init__(self):
         s = self.split
+        if self.with_times and s.data.times is None:
+            raise UserError(f"{s.data.name}: the model uses event times (relative time bias), "
+                            "and this data has no timestamps")
         lens = s.train_end - s.train_start
         self.rows = np.flatnonzero(lens >= 2)  # a sequence needs one input and one target
         if len(self.rows) == 0:
@@ -116,6 +120,8 @@ class TrainBatches:
             targets = np.where(inputs > 0, seq[:, 1:], 0)  # (B, L); no target without an input
             batch = {"inputs": inputs, "targets": targets,
                      "weights": (targets > 0).astype(np.float32)}
+            if self.with_times:  # position i's query time is its target's time
+                batch["times"] = np.pad(pad_times(s.data.times, start, end, L + 1), ((0, pad), (0, 0)))
             if self.num_negatives:
                 rng = np.random.default_rng([self.seed, epoch, bi])
                 if self.shared_negatives:  # avoid each row's own targets at any position

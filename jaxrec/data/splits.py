@@ -38,6 +38,49 @@ def pad_histories(items: np.ndarray, start: np.ndarray, end: np.ndarray, length:
     return np.where(ok, items[np.clip(pos, 0, len(items) - 1)], 0).astype(np.int32)
 
 
+def pad_times(times: np.ndarray, start: np.ndarray, end: np.ndarray, length: int,
+              query: str = "window") -> np.ndarray:
+    """Event times for time-aware models, aligned with ``pad_histories(.., length)``.
+
+    int32 seconds relative to the last event of each slice (0 on padding), so int32 holds
+    any span of 68 years and the epoch does not matter. ``query="window"``: (B, length), the
+    times of the window itself (training: the window is inputs + the last target, so the
+    query time of position i is the time of its target). ``query="last"``: (B, length + 1),
+    the window's times plus the time of the prediction taken as the last event's time
+    (evaluation: the held-out event's own time is never read).
+    """
+    if times is None:
+        raise DataError("this model uses event times (relative time bias), and the data has none")
+    pos = end[:, None] - length + np.arange(length)[None, :]  # (B, L)
+    ok = pos >= start[:, None]
+    t = np.asarray(times)
+    last = t[np.clip(end - 1, 0, len(t) - 1)].astype(np.int64)[:, None]
+    rel = np.where(ok, t[np.clip(pos, 0, len(t) - 1)].astype(np.int64) - last, 0)
+    rel = np.clip(rel, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
+    if query == "last":
+        return np.concatenate([rel, np.zeros((len(rel), 1), np.int32)], axis=1)
+    if query != "window":
+        raise ValueError(f"query must be 'window' or 'last', got {query!r}")
+    return rel
+
+
+def query_times(times, now=None) -> np.ndarray:
+    """One history's event times (oldest first) and the prediction time ``now`` (default: the
+    last event's) -> (n + 1,) int32 relative to the last event: a row of ``pad_times(..,
+    query="last")`` for a request. Raises ValueError on decreasing times or a ``now`` before
+    the last event."""
+    t = np.asarray(times, np.int64)
+    if not len(t):
+        return np.zeros(1, np.int32)
+    if np.any(np.diff(t) < 0):
+        raise ValueError("must not decrease (the history is oldest first)")
+    now = t[-1] if now is None else int(now)
+    if now < t[-1]:
+        raise ValueError(f"the prediction time {now} is before the last event ({t[-1]})")
+    rel = np.r_[t, now] - t[-1]
+    return np.clip(rel, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
+
+
 @dataclasses.dataclass
 class EvalSet:
     """Held-out next-item examples: input ``items[start:end]``, target ``items[end]``."""

@@ -5,8 +5,12 @@ user vector is the state at the last position, and an item's score is its dot pr
 with the (shared) item embedding table. So training (all positions), evaluation and
 serving (last position, all items) use the same two methods:
 
-    hidden(items, key) -> (B, L, D)        # key=None: deterministic (eval/serving)
-    item_table()       -> (N+1, D)         # row 0 is padding and is never recommended
+    hidden(items, key, times) -> (B, L, D)  # key=None: deterministic (eval/serving)
+    item_table()       -> (N+1, D)          # row 0 is padding and is never recommended
+
+``times`` (B, L + 1) are event times: the history's plus the prediction time (see
+``jaxrec.models.hstu``). Only models with ``uses_time`` read them (HSTU with
+``time_buckets``); the others accept and ignore them, so callers treat all models alike.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class ModelConfig:
     features: tuple = ()  # catalog item features embedded into the item table (e.g. ("genres",))
     attention: str = "dot"  # target attention: "dot" (multi-head) or "din" (DIN's activation unit)
     candidate_attention: bool = False  # encoder-decoder: candidates also attend to each other
+    time_buckets: int = 0  # HSTU relative time bias: number of log-time buckets (0: off; paper: 128)
 
 
 class ItemModel(nnx.Module):
@@ -54,22 +59,27 @@ class RetrievalModel(ItemModel):
 
     kind = "retrieval"
 
-    def hidden(self, items: jax.Array, key: jax.Array | None = None) -> jax.Array:
+    @property
+    def uses_time(self) -> bool:
+        """Whether ``times`` must be given (HSTU with relative time bias)."""
+        return self.config.time_buckets > 0
+
+    def hidden(self, items: jax.Array, key: jax.Array | None = None, times=None) -> jax.Array:
         raise NotImplementedError
 
-    def encode(self, history: jax.Array) -> jax.Array:
+    def encode(self, history: jax.Array, times=None) -> jax.Array:
         """(B, L) left-padded history -> (B, D) user vector (deterministic)."""
-        return self.hidden(history)[:, -1, :]
+        return self.hidden(history, None, times)[:, -1, :]
 
-    def score_all(self, history: jax.Array) -> jax.Array:
+    def score_all(self, history: jax.Array, times=None) -> jax.Array:
         """(B, L) -> (B, N+1) scores over the catalog (column 0 is padding)."""
-        u = self.encode(history)
+        u = self.encode(history, times)
         return (u @ self.item_table()[: self.config.num_items + 1].T.astype(u.dtype)).astype(jnp.float32)
 
-    def encode_explained(self, history: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def encode_explained(self, history: jax.Array, times=None) -> tuple[jax.Array, jax.Array]:
         """(B, L) -> user vector (B, D) and (B, L) the last layer's attention of the user position
         over the history (averaged over heads, 0 on padding): what "because you watched" reads."""
         raise NotImplementedError
 
-    def attention_weights(self, history: jax.Array) -> jax.Array:
-        return self.encode_explained(history)[1]
+    def attention_weights(self, history: jax.Array, times=None) -> jax.Array:
+        return self.encode_explained(history, times)[1]

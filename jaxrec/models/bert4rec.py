@@ -31,10 +31,10 @@ class BERT4Rec(SASRec):
         m = jnp.full((history.shape[0], 1), self.mask_token, history.dtype)
         return jnp.concatenate([history[:, 1:], m], axis=1)
 
-    def encode(self, history):
+    def encode(self, history, times=None):
         return super().encode(self.with_mask_slot(history))
 
-    def encode_explained(self, history):
+    def encode_explained(self, history, times=None):
         u, att = super().encode_explained(self.with_mask_slot(history))
         # slot j of the shifted input holds history[j + 1]; the last slot is [mask] itself
         att = jnp.concatenate([jnp.zeros_like(att[:, :1]), att[:, :-1]], axis=1)

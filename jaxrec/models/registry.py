@@ -51,6 +51,9 @@ REGISTRY: dict[str, Entry] = {
                  "Zhai et al. 2024 / generative-recommenders ML-1M"),
         "large": (dict(dim=50, heads=1, blocks=8, dropout=0.2, max_len=200),
                   "Zhai et al. 2024 / generative-recommenders ML-1M, HSTU-large"),
+        "time": (dict(dim=50, heads=1, blocks=2, dropout=0.2, max_len=200, time_buckets=128),
+                 "Zhai et al. 2024: relative position and time bias (128 log-time buckets); "
+                 "needs timestamps"),
         "small": (dict(dim=32, heads=1, blocks=1, dropout=0.1, max_len=50), "tests"),
     }),
     # ranking models (cross-attention): score(history, candidates); trained on candidate lists
@@ -97,6 +100,8 @@ def build_model(name: str, num_items: int, seed: int = 0, catalog: ItemCatalog |
     if bad:
         raise UserError(f"unknown model settings {sorted(bad)}; known: {sorted(fields - {'num_items'})}")
     cfg["features"] = tuple(cfg.get("features", ()))
+    if cfg.get("time_buckets") and entry.cls is not HSTU:
+        raise UserError(f"time_buckets (relative time bias) is an HSTU setting; {name} has none")
     feats = None
     if cfg["features"]:
         if catalog is None:

@@ -56,12 +56,12 @@ class SASRec(RetrievalModel):
             x = x * (real[:, -1:] if last else real)  # padding stays zero (SASRec's timeline mask)
         return self.final_ln(x), w  # (B, L, D), or (B, 1, D) with last_only
 
-    def hidden(self, items, key=None):
+    def hidden(self, items, key=None, times=None):  # times: unused (no time bias)
         return self._forward(items, key)[0]
 
-    def encode(self, history):
+    def encode(self, history, times=None):
         return self._forward(history, None, last_only=True)[0][:, -1, :]  # (B, D)
 
-    def encode_explained(self, history):
+    def encode_explained(self, history, times=None):
         h, w = self._forward(history, None, last_only=True)  # (B, 1, D), (B, H, 1, L)
         return h[:, -1, :], w[:, :, -1, :].mean(axis=1) * (history > 0)  # (B, D), (B, L)

@@ -64,7 +64,7 @@ def make_loss_fn(loss: str, cfg: TrainConfig, num_items: int, sample_prob=None):
             inputs, targets, weights = model.cloze(seq, k1)
         else:
             inputs, targets, weights = batch["inputs"], batch["targets"], batch["weights"]
-        h = model.hidden(inputs, key)  # (B, L, D)
+        h = model.hidden(inputs, key, batch.get("times"))  # (B, L, D)
         table = table.astype(h.dtype)
         if loss in ("ce", "cloze"):
             logits = jnp.einsum("bld,vd->blv", h, table[: num_items + 1])  # (B, L, N+1)
@@ -146,9 +146,13 @@ class RankScorer:
 class ModelScorer:
     """Adapts a (graphdef, params) pair to the evaluation ``Scorer`` interface, jitted."""
 
-    def __init__(self, graphdef, params, max_len: int, compute_dtype=None):
+    def __init__(self, graphdef, params, max_len: int, compute_dtype=None, uses_time: bool = False):
         self.graphdef, self.params, self.max_len = graphdef, params, max_len
-        self._score = jax.jit(lambda p, h: merge(graphdef, p, compute_dtype).score_all(h))
+        self.uses_time = uses_time  # score_all needs (B, L + 1) event times
+        self._score = jax.jit(lambda p, h, t: merge(graphdef, p, compute_dtype).score_all(h, t))
 
-    def score_all(self, history):
-        return self._score(self.params, jnp.asarray(history, jnp.int32))
+    def score_all(self, history, times=None):
+        if self.uses_time and times is None:
+            raise UserError("this model uses event times (relative time bias): pass times (B, L + 1)")
+        t = None if times is None else jnp.asarray(times, jnp.int32)
+        return self._score(self.params, jnp.asarray(history, jnp.int32), t)

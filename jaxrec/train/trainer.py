@@ -20,7 +20,7 @@ from flax import nnx
 
 from jaxrec.data import Split, load_dataset, make_split
 from jaxrec.data.batching import RankBatches, TrainBatches, prefetch
-from jaxrec.data.splits import pad_histories
+from jaxrec.data.splits import pad_histories, pad_times
 from jaxrec.errors import UserError
 from jaxrec.metrics import candidate_lists, evaluate, evaluate_lists, masked_top_k
 from jaxrec.models import build_model, resolve
@@ -60,7 +60,8 @@ class Run:
         """The kind's protocol on the valid or test split (an ``EvalResult``)."""
         cfg, mc = self.cfg, self.model_config
         if self.kind == "retrieval":
-            scorer = ModelScorer(self.graphdef, params, mc["max_len"], mc["dtype"])
+            scorer = ModelScorer(self.graphdef, params, mc["max_len"], mc["dtype"],
+                                 uses_time=mc.get("time_buckets", 0) > 0)
             return evaluate(scorer, self.split, which, batch_size=cfg.eval_batch_size)
         if which not in self._lists:  # the same lists at every validation
             self._lists[which] = candidate_lists(self.split, which, cfg.eval_negatives, "popularity", cfg.seed)
@@ -93,14 +94,17 @@ def warm_start_items(model, rec, run_dir: str, split: Split) -> None:
     dst.value = dst.value.at[:n].set(src[:n])
 
 
-def hard_negative_miner(rec, run_dir: str, pool: int):
-    """``(items, start, end) -> (B, pool)``: a retrieval checkpoint's top-``pool`` unseen items."""
+def hard_negative_miner(rec, run_dir: str, pool: int, times=None):
+    """``(items, start, end) -> (B, pool)``: a retrieval checkpoint's top-``pool`` unseen items.
+
+    ``times``: the data's event times, for a retriever that uses them."""
     if rec.kind != "retrieval":
         raise UserError(f"retriever {run_dir} holds a {rec.kind} model; hard negatives need a retrieval model")
 
     def mine(items, start, end):
         hist = pad_histories(items, start, end, rec.max_len)
-        return np.asarray(masked_top_k(rec.score_all(hist), hist, pool)[1])
+        t = pad_times(times, start, end, rec.max_len, query="last") if rec.uses_time else None
+        return np.asarray(masked_top_k(rec.score_all(hist, t), hist, pool)[1])
 
     return mine
 
@@ -112,6 +116,9 @@ def build_run(cfg: TrainConfig, split: Split | None = None) -> Run:
     model = build_model(cfg.model, split.data.num_items, cfg.seed, catalog=split.data.catalog,
                         **cfg.model_args)
     check_loss(loss, model.kind)
+    uses_time = getattr(model, "uses_time", False)
+    if uses_time and loss == "cloze":
+        raise UserError("relative time bias (time_buckets) does not combine with the cloze loss")
     opened: dict = {}  # run dir -> Recommender: init_from and retriever are often the same run
 
     def other_run(run_dir: str):
@@ -124,13 +131,14 @@ def build_run(cfg: TrainConfig, split: Split | None = None) -> Run:
     graphdef, params = nnx.split(model)
     k = cfg.num_negatives if needs_negatives(loss) else 0
     if model.kind == "ranking":
-        hard = hard_negative_miner(other_run(cfg.retriever), cfg.retriever, cfg.hard_pool) if cfg.retriever else None
+        hard = hard_negative_miner(other_run(cfg.retriever), cfg.retriever, cfg.hard_pool,
+                                   split.data.times) if cfg.retriever else None
         batches = RankBatches(split, model.config.max_len, cfg.batch_size, k, cfg.sampler, cfg.seed,
                               cfg.cuts_per_user, hard, cfg.hard_fraction)
     else:
         batches = TrainBatches(split, model.config.max_len, cfg.batch_size, k, cfg.sampler, cfg.seed,
                                shared_negatives=cfg.shared_negatives,
-                               length_buckets=tuple(cfg.length_buckets))
+                               length_buckets=tuple(cfg.length_buckets), with_times=uses_time)
     tx = make_optimizer(cfg, cfg.epochs * batches.batches_per_epoch)
     state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
     mc = dataclasses.asdict(model.config) | {"name": cfg.model, "variant": variant,

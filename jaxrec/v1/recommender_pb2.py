@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bjaxrec/v1/recommender.proto\x12\tjaxrec.v1\"\x81\x01\n\x10RecommendRequest\x12\x0f\n\x07history\x18\x01 \x03(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x14\n\x0c\x65xclude_seen\x18\x03 \x01(\x08\x12\r\n\x05\x61llow\x18\x04 \x03(\t\x12\x0c\n\x04\x64\x65ny\x18\x05 \x03(\t\x12\x0f\n\x07\x65xplain\x18\x06 \x01(\x08\x12\r\n\x05model\x18\x07 \x01(\t\"*\n\x07\x42\x65\x63\x61use\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"`\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12#\n\x07\x62\x65\x63\x61use\x18\x04 \x03(\x0b\x32\x12.jaxrec.v1.Because\"\x8f\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.jaxrec.v1.ScoredItem\x12\x1d\n\x15unknown_history_items\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmodel_step\x18\x04 \x01(\x03\x12\x12\n\ncold_start\x18\x05 \x01(\x08\"3\n\x0cScoreRequest\x12\x0f\n\x07history\x18\x01 \x03(\t\x12\x12\n\ncandidates\x18\x02 \x03(\t\"p\n\rScoreResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.jaxrec.v1.ScoredItem\x12\x1d\n\x15unknown_history_items\x18\x02 \x01(\x05\x12\x1a\n\x12unknown_candidates\x18\x03 \x03(\t\"\x15\n\x13GetModelInfoRequest\"\xaf\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x14\n\x0c\x63\x61talog_size\x18\x03 \x01(\x05\x12\x1a\n\x12max_history_length\x18\x04 \x01(\x05\x12\x15\n\rbatch_buckets\x18\x05 \x03(\x05\x12\x16\n\x0elength_buckets\x18\x06 \x03(\x05\x12\x11\n\tk_buckets\x18\x07 \x03(\x05\x12\x12\n\ncheckpoint\x18\x08 \x01(\t2\xd7\x01\n\x0bRecommender\x12\x46\n\tRecommend\x12\x1b.jaxrec.v1.RecommendRequest\x1a\x1c.jaxrec.v1.RecommendResponse\x12:\n\x05Score\x12\x17.jaxrec.v1.ScoreRequest\x1a\x18.jaxrec.v1.ScoreResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.jaxrec.v1.GetModelInfoRequest\x1a\x14.jaxrec.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bjaxrec/v1/recommender.proto\x12\tjaxrec.v1\"\xa5\x01\n\x10RecommendRequest\x12\x0f\n\x07history\x18\x01 \x03(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x14\n\x0c\x65xclude_seen\x18\x03 \x01(\x08\x12\r\n\x05\x61llow\x18\x04 \x03(\t\x12\x0c\n\x04\x64\x65ny\x18\x05 \x03(\t\x12\x0f\n\x07\x65xplain\x18\x06 \x01(\x08\x12\r\n\x05model\x18\x07 \x01(\t\x12\x15\n\rhistory_times\x18\x08 \x03(\x03\x12\x0b\n\x03now\x18\t \x01(\x03\"*\n\x07\x42\x65\x63\x61use\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"`\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12#\n\x07\x62\x65\x63\x61use\x18\x04 \x03(\x0b\x32\x12.jaxrec.v1.Because\"\x8f\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.jaxrec.v1.ScoredItem\x12\x1d\n\x15unknown_history_items\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmodel_step\x18\x04 \x01(\x03\x12\x12\n\ncold_start\x18\x05 \x01(\x08\"W\n\x0cScoreRequest\x12\x0f\n\x07history\x18\x01 \x03(\t\x12\x12\n\ncandidates\x18\x02 \x03(\t\x12\x15\n\rhistory_times\x18\x03 \x03(\x03\x12\x0b\n\x03now\x18\x04 \x01(\x03\"p\n\rScoreResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.jaxrec.v1.ScoredItem\x12\x1d\n\x15unknown_history_items\x18\x02 \x01(\x05\x12\x1a\n\x12unknown_candidates\x18\x03 \x03(\t\"\x15\n\x13GetModelInfoRequest\"\xc2\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x14\n\x0c\x63\x61talog_size\x18\x03 \x01(\x05\x12\x1a\n\x12max_history_length\x18\x04 \x01(\x05\x12\x15\n\rbatch_buckets\x18\x05 \x03(\x05\x12\x16\n\x0elength_buckets\x18\x06 \x03(\x05\x12\x11\n\tk_buckets\x18\x07 \x03(\x05\x12\x12\n\ncheckpoint\x18\x08 \x01(\t\x12\x11\n\tuses_time\x18\t \x01(\x08\x32\xd7\x01\n\x0bRecommender\x12\x46\n\tRecommend\x12\x1b.jaxrec.v1.RecommendRequest\x1a\x1c.jaxrec.v1.RecommendResponse\x12:\n\x05Score\x12\x17.jaxrec.v1.ScoreRequest\x1a\x18.jaxrec.v1.ScoreResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.jaxrec.v1.GetModelInfoRequest\x1a\x14.jaxrec.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,21 +32,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jaxrec.v1.recommender_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECOMMENDREQUEST']._serialized_start=43
-  _globals['_RECOMMENDREQUEST']._serialized_end=172
-  _globals['_BECAUSE']._serialized_start=174
-  _globals['_BECAUSE']._serialized_end=216
-  _globals['_SCOREDITEM']._serialized_start=218
-  _globals['_SCOREDITEM']._serialized_end=314
-  _globals['_RECOMMENDRESPONSE']._serialized_start=317
-  _globals['_RECOMMENDRESPONSE']._serialized_end=460
-  _globals['_SCOREREQUEST']._serialized_start=462
-  _globals['_SCOREREQUEST']._serialized_end=513
-  _globals['_SCORERESPONSE']._serialized_start=515
-  _globals['_SCORERESPONSE']._serialized_end=627
-  _globals['_GETMODELINFOREQUEST']._serialized_start=629
-  _globals['_GETMODELINFOREQUEST']._serialized_end=650
-  _globals['_MODELINFO']._serialized_start=653
-  _globals['_MODELINFO']._serialized_end=828
-  _globals['_RECOMMENDER']._serialized_start=831
-  _globals['_RECOMMENDER']._serialized_end=1046
+  _globals['_RECOMMENDREQUEST']._serialized_end=208
+  _globals['_BECAUSE']._serialized_start=210
+  _globals['_BECAUSE']._serialized_end=252
+  _globals['_SCOREDITEM']._serialized_start=254
+  _globals['_SCOREDITEM']._serialized_end=350
+  _globals['_RECOMMENDRESPONSE']._serialized_start=353
+  _globals['_RECOMMENDRESPONSE']._serialized_end=496
+  _globals['_SCOREREQUEST']._serialized_start=498
+  _globals['_SCOREREQUEST']._serialized_end=585
+  _globals['_SCORERESPONSE']._serialized_start=587
+  _globals['_SCORERESPONSE']._serialized_end=699
+  _globals['_GETMODELINFOREQUEST']._serialized_start=701
+  _globals['_GETMODELINFOREQUEST']._serialized_end=722
+  _globals['_MODELINFO']._serialized_start=725
+  _globals['_MODELINFO']._serialized_end=919
+  _globals['_RECOMMENDER']._serialized_start=922
+  _globals['_RECOMMENDER']._serialized_end=1137
 # @@protoc_insertion_point(module_scope)

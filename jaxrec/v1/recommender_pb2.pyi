@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("history", "k", "exclude_seen", "allow", "deny", "explain", "model")
+    __slots__ = ("history", "k", "exclude_seen", "allow", "deny", "explain", "model", "history_times", "now")
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +15,8 @@ class RecommendRequest(_message.Message):
     DENY_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_TIMES_FIELD_NUMBER: _ClassVar[int]
+    NOW_FIELD_NUMBER: _ClassVar[int]
     history: _containers.RepeatedScalarFieldContainer[str]
     k: int
     exclude_seen: bool
@@ -22,7 +24,9 @@ class RecommendRequest(_message.Message):
     deny: _containers.RepeatedScalarFieldContainer[str]
     explain: bool
     model: str
-    def __init__(self, history: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_seen: _Optional[bool] = ..., allow: _Optional[_Iterable[str]] = ..., deny: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., model: _Optional[str] = ...) -> None: ...
+    history_times: _containers.RepeatedScalarFieldContainer[int]
+    now: int
+    def __init__(self, history: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_seen: _Optional[bool] = ..., allow: _Optional[_Iterable[str]] = ..., deny: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., model: _Optional[str] = ..., history_times: _Optional[_Iterable[int]] = ..., now: _Optional[int] = ...) -> None: ...
 
 class Because(_message.Message):
     __slots__ = ("item_id", "weight")
@@ -59,12 +63,16 @@ class RecommendResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., unknown_history_items: _Optional[int] = ..., model: _Optional[str] = ..., model_step: _Optional[int] = ..., cold_start: _Optional[bool] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("history", "candidates")
+    __slots__ = ("history", "candidates", "history_times", "now")
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_TIMES_FIELD_NUMBER: _ClassVar[int]
+    NOW_FIELD_NUMBER: _ClassVar[int]
     history: _containers.RepeatedScalarFieldContainer[str]
     candidates: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, history: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[str]] = ...) -> None: ...
+    history_times: _containers.RepeatedScalarFieldContainer[int]
+    now: int
+    def __init__(self, history: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[str]] = ..., history_times: _Optional[_Iterable[int]] = ..., now: _Optional[int] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("items", "unknown_history_items", "unknown_candidates")
@@ -81,7 +89,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "step", "catalog_size", "max_history_length", "batch_buckets", "length_buckets", "k_buckets", "checkpoint")
+    __slots__ = ("name", "step", "catalog_size", "max_history_length", "batch_buckets", "length_buckets", "k_buckets", "checkpoint", "uses_time")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     CATALOG_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +98,7 @@ class ModelInfo(_message.Message):
     LENGTH_BUCKETS_FIELD_NUMBER: _ClassVar[int]
     K_BUCKETS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    USES_TIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     step: int
     catalog_size: int
@@ -98,4 +107,5 @@ class ModelInfo(_message.Message):
     length_buckets: _containers.RepeatedScalarFieldContainer[int]
     k_buckets: _containers.RepeatedScalarFieldContainer[int]
     checkpoint: str
-    def __init__(self, name: _Optional[str] = ..., step: _Optional[int] = ..., catalog_size: _Optional[int] = ..., max_history_length: _Optional[int] = ..., batch_buckets: _Optional[_Iterable[int]] = ..., length_buckets: _Optional[_Iterable[int]] = ..., k_buckets: _Optional[_Iterable[int]] = ..., checkpoint: _Optional[str] = ...) -> None: ...
+    uses_time: bool
+    def __init__(self, name: _Optional[str] = ..., step: _Optional[int] = ..., catalog_size: _Optional[int] = ..., max_history_length: _Optional[int] = ..., batch_buckets: _Optional[_Iterable[int]] = ..., length_buckets: _Optional[_Iterable[int]] = ..., k_buckets: _Optional[_Iterable[int]] = ..., checkpoint: _Optional[str] = ..., uses_time: _Optional[bool] = ...) -> None: ...
