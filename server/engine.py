@@ -78,6 +78,10 @@ class Engine:
                  candidates: int = 200, blend: float = 0.0, max_history: int | None = None):
         self.rec, self.catalog, self.checkpoint = rec, rec.catalog, checkpoint
         self.num_items = rec.catalog.num_items
+        # plain lists and a dict: the per-request wire <-> index work on the event loop is cheapest so
+        self.id_list = rec.catalog.ids.tolist()
+        self.title_list = [rec.catalog.title(i) or "" for i in range(self.num_items + 1)]
+        self.id_index = {x: i for i, x in enumerate(self.id_list) if i > 0}
         if ranker is not None:  # two-stage: kinds, catalogs and the candidate count fit
             check_stages(rec, ranker, candidates)
         self.max_len = max(rec.max_len, ranker.max_len if ranker else 0)
@@ -181,15 +185,23 @@ class Engine:
         l = pick(self.length_buckets, max(len(q.history) for q in queries))
         k = pick(self.k_buckets, max(q.k for q in queries))
         hist = np.zeros((b, l), np.int32)
-        allowed = np.zeros((b, self.num_items + 1), bool)
-        allowed[:, 1] = True  # padding rows: anything valid, results are discarded
+        allowed = np.ones((b, self.num_items + 1), bool)  # padding rows too: results discarded
+        allowed[:, 0] = False
+        seen_rows, seen_cols = [], []  # exclude-seen of all plain queries in one scatter
         times = np.zeros((b, l + 1), np.int32) if self.uses_time else None
         for i, q in enumerate(queries):
             h = q.history[-l:]
             hist[i, l - len(h):] = h
-            allowed[i] = self._allowed_row(q)
+            if q.allow is not None or q.deny is not None:
+                allowed[i] = self._allowed_row(q)
+            elif q.exclude_seen:
+                seen = q.history if q.seen is None else q.seen
+                seen_rows.append(np.full(len(seen), i))
+                seen_cols.append(seen)
             if times is not None:
                 times[i, l - len(h):] = q.times[-(len(h) + 1):]
+        if seen_rows:
+            allowed[np.concatenate(seen_rows), np.concatenate(seen_cols)] = False
         vals, idx, att, scores = jax.device_get(self._serve(self._params, hist, allowed, k, times))
         answers = []
         for i, q in enumerate(queries):

@@ -25,14 +25,19 @@ class BadRequest(ValueError):
     pass
 
 
-def check_ids(field: str, ids, limit: int) -> list[str]:
-    ids = list(ids)
+def lookup_ids(field: str, ids, engine, limit: int) -> np.ndarray:
+    """Catalog indices of a request's ids (0: unknown). Only unknown ids are checked for form
+    (catalog ids are well-formed by construction), so a valid request pays one dict lookup
+    per id: this runs on the event loop for every request."""
     if len(ids) > limit:
         raise BadRequest(f"{field}: {len(ids)} ids, more than the limit of {limit}")
-    for i, x in enumerate(ids):
+    get = engine.id_index.get
+    idx = np.array([get(x, 0) for x in ids], np.int32)
+    for i in np.flatnonzero(idx == 0).tolist():
+        x = ids[i]
         if not x or len(x) > MAX_ID_LEN or not x.isprintable() or x.strip() != x:
             raise BadRequest(f"{field}[{i}]: malformed item id {x[:40]!r}")
-    return ids
+    return idx
 
 
 class RecommenderServicer(pb_grpc.RecommenderServicer):
@@ -46,7 +51,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         """(the latest items the model reads, every known item, count of unknown ids, their
         relative times + the prediction time for a time-aware model, else None)."""
         ids = request.history
-        idx = engine.catalog.index_of(check_ids("history", ids, self.max_request_items))
+        idx = lookup_ids("history", ids, engine, self.max_request_items)
         known = idx[idx > 0].astype(np.int32)
         hist = known[-engine.max_len:]
         times = None
@@ -62,10 +67,9 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         return hist, known, int((idx == 0).sum()), times
 
     def _index_list(self, engine, field, ids) -> np.ndarray | None:
-        ids = check_ids(field, ids, self.max_request_items)
-        if not ids:
+        if not len(ids):
             return None
-        idx = engine.catalog.index_of(ids)
+        idx = lookup_ids(field, ids, engine, self.max_request_items)
         return idx[idx > 0]
 
     async def _run(self, method: str, context, make_query, respond):
@@ -118,26 +122,26 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             return q, unknown
 
         def respond(engine, q, a, unknown):
-            cat = engine.catalog
-            items = []
-            for j, (i, s) in enumerate(zip(a.items, a.scores)):
-                it = pb.ScoredItem(item_id=cat.ids[int(i)], score=float(s), title=cat.title(int(i)) or "")
+            ids, titles = engine.id_list, engine.title_list
+            r = pb.RecommendResponse(unknown_history_items=unknown, model=engine.name,
+                                     model_step=engine.step or 0, cold_start=a.cold_start)
+            add = r.items.add  # cheaper than building ScoredItem objects and a list
+            for j, (i, s) in enumerate(zip(a.items.tolist(), a.scores.tolist())):
+                it = add(item_id=ids[i], score=s, title=titles[i])
                 if a.because is not None:
-                    it.because.extend(pb.Because(item_id=cat.ids[h], weight=w) for h, w in a.because[j])
-                items.append(it)
-            return pb.RecommendResponse(items=items, unknown_history_items=unknown, model=engine.name,
-                                        model_step=engine.step or 0, cold_start=a.cold_start)
+                    it.because.extend(pb.Because(item_id=ids[h], weight=w) for h, w in a.because[j])
+            return r
 
         return await self._run("Recommend", context, make_query, respond)
 
     async def Score(self, request, context):
         def make_query(engine):
             hist, _, unknown, times = self._history(engine, request)
-            cands = check_ids("candidates", request.candidates, self.max_request_items)
-            if not cands:
+            cands = request.candidates
+            if not len(cands):
                 raise BadRequest("candidates: empty")
-            idx = engine.catalog.index_of(cands)
-            missing = [c for c, i in zip(cands, idx) if i == 0]
+            idx = lookup_ids("candidates", cands, engine, self.max_request_items)
+            missing = [c for c, i in zip(cands, idx.tolist()) if i == 0]
             return Query(hist, 1, False, candidates=idx[idx > 0], times=times), (unknown, missing)
 
         def respond(engine, q, a, extra):
