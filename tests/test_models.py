@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from jaxrec.models import build_model
-from jaxrec.models.layers import MultiHeadAttention, attention_mask
+from jaxrec.models.layers import MultiHeadAttention, attention_mask, dropout
 
 MODELS = ["sasrec/small", "bert4rec/small", "hstu/small", "gsasrec/small"]
 
@@ -112,3 +112,18 @@ def test_bf16_compute_keeps_f32_params():
     state, m = step(run.state, next(run.batches.epoch(0)), jax.random.PRNGKey(0))
     assert np.isfinite(float(m["loss"]))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state["params"]))
+
+
+def test_dropout_mask_rate_scale_and_determinism():
+    x = jnp.ones((64, 1, 100, 100))
+    a = dropout(x, 0.1, jax.random.PRNGKey(3))
+    dropped = float((a == 0).mean())
+    assert abs(dropped - 0.1) < 0.005  # 640k draws: 5 sigma is about 0.002
+    np.testing.assert_allclose(np.asarray(a)[np.asarray(a) != 0], 1 / 0.9, rtol=1e-6)  # inverted scaling
+    np.testing.assert_array_equal(a, dropout(x, 0.1, jax.random.PRNGKey(3)))  # same key, same mask
+    b = dropout(x, 0.1, jax.random.PRNGKey(4))
+    both = float(((a == 0) & (b == 0)).mean())
+    assert abs(both - 0.01) < 0.002  # two keys drop independently
+    rows = np.asarray(a == 0).reshape(64, -1).mean(1)
+    assert rows.std() < 0.02  # no row-level structure in the mask
+    assert dropout(x, 0.1, None) is x and dropout(x, 0.0, jax.random.PRNGKey(0)) is x

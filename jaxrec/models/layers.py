@@ -17,10 +17,28 @@ from jaxrec.data.features import ItemFeatures
 NEG_INF = -1e9  # finite, so a fully masked row gives a uniform (ignored) row instead of NaN
 
 
+def _mix32(x: jax.Array) -> jax.Array:
+    """A 32-bit integer bijection with good avalanche ("lowbias32", C. Wellons)."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout whose keep-mask is a hash of (element index, one word drawn from key).
+
+    ``jax.random.bernoulli`` runs threefry per element: on a CPU that was ~100 ms of a 730 ms
+    SASRec+ step at L=200 (the (B, H, L, L) attention masks dominate); the hash mask is ~13x
+    cheaper, fuses into the consumer, and is still a pure function of the key, so runs stay
+    deterministic. Two keys give pseudo-randomly permuted masks, which is all dropout needs.
+    """
     if key is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    seed = jax.random.bits(key, (), jnp.uint32)
+    index = jax.lax.iota(jnp.uint32, x.size).reshape(x.shape)
+    keep = _mix32(_mix32(index) ^ seed) >= jnp.uint32(min(int(rate * 2**32), 2**32 - 1))
     return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 

@@ -67,8 +67,7 @@ def make_loss_fn(loss: str, cfg: TrainConfig, num_items: int, sample_prob=None):
         h = model.hidden(inputs, key, batch.get("times"))  # (B, L, D)
         table = table.astype(h.dtype)
         if loss in ("ce", "cloze"):
-            logits = jnp.einsum("bld,vd->blv", h, table[: num_items + 1])  # (B, L, N+1)
-            return losses.full_ce(logits, targets, weights)
+            return losses.catalog_ce(h, table[: num_items + 1], targets, weights)
         negs = batch["negatives"]
         pos = jnp.einsum("bld,bld->bl", h, table[targets])  # (B, L)
         neg = negatives_logits(h, table, negs)  # (B, L, K)
