@@ -153,6 +153,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=200)
     ap.add_argument("--buckets", default="32,64,100,150", help="jaxrec length buckets ('' for none)")
+    ap.add_argument("--batch", type=int, default=128, help="jaxrec sequences per batch (RecBole: 128)")
     ap.add_argument("--recbole", action="store_true", help="also measure RecBole 1.2.1 SASRec")
     ap.add_argument("--out", default=str(HERE / "train_throughput.json"))
     args = ap.parse_args()
@@ -162,7 +163,7 @@ def main() -> None:
                                 env=env, check=True).stdout.strip())
     buckets = [int(b) for b in args.buckets.split(",") if b]
     common = dict(data=args.data, steps=args.steps, dim=args.dim, max_len=args.max_len)
-    rows = [_last_json([sys.executable, "-c", JAXREC, json.dumps(common | {"buckets": buckets})], env)]
+    rows = [_last_json([sys.executable, "-c", JAXREC, json.dumps(common | {"buckets": buckets, "batch": args.batch})], env)]
     if args.recbole:
         atomic = write_atomic(Path(args.data), HERE / ".recbole-data")
         rb = _last_json([recbole_python(), "-c", RECBOLE,
@@ -170,7 +171,7 @@ def main() -> None:
         rb["flop_per_s"] = rb["targets_per_s"] * recbole_flop_per_sample(args.dim, args.max_len, rb["num_items"])
         rows.append(rb)
     print(f"machine f32 matmul peak: {peak / 1e9:.1f} GFLOP/s; SASRec CE, d={args.dim}, L={args.max_len}, "
-          f"batch 128, 2 blocks, data {Path(args.data).name}")
+          f"batch {args.batch} (RecBole 128), 2 blocks, data {Path(args.data).name}")
     print(f"{'impl':<8} {'targets/s':>10} {'seq/s':>8} {'epoch s':>8} {'peak MiB':>9} {'GFLOP/s':>8} {'of peak':>8}")
     for r in rows:
         fl = r.get("flop_per_s")
