@@ -60,18 +60,22 @@ class Run:
         """The kind's protocol on the valid or test split (an ``EvalResult``)."""
         cfg, mc = self.cfg, self.model_config
         if self.kind == "retrieval":
-            scorer = ModelScorer(self.graphdef, params, mc["max_len"], mc["dtype"],
-                                 uses_time=mc.get("time_buckets", 0) > 0)
-            return evaluate(scorer, self.split, which, batch_size=cfg.eval_batch_size)
+            if self._scorer is None:  # one jitted scorer per run: a new one would recompile per validation
+                self._scorer = ModelScorer(self.graphdef, params, mc["max_len"], mc["dtype"],
+                                           uses_time=mc.get("time_buckets", 0) > 0)
+            self._scorer.params = params
+            return evaluate(self._scorer, self.split, which, batch_size=cfg.eval_batch_size)
         if which not in self._lists:  # the same lists at every validation
             self._lists[which] = candidate_lists(self.split, which, cfg.eval_negatives, "popularity", cfg.seed)
-        scorer = RankScorer(self.graphdef, params, mc["max_len"], mc["dtype"])
-        return evaluate_lists(scorer.score, self.split, which, max_len=mc["max_len"],
+        if self._scorer is None:
+            self._scorer = RankScorer(self.graphdef, params, mc["max_len"], mc["dtype"])
+        self._scorer.params = params
+        return evaluate_lists(self._scorer.score, self.split, which, max_len=mc["max_len"],
                               negatives=cfg.eval_negatives, batch_size=cfg.eval_batch_size,
                               lists=self._lists[which])
 
     def __post_init__(self):
-        self._lists = {}
+        self._lists, self._scorer = {}, None
 
 
 def _open_same_catalog(run_dir: str, split: Split):
