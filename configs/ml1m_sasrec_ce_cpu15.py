@@ -7,7 +7,8 @@ epochs the model does not overfit ML-1M and each epoch is cheaper) and a linear 
 over the 20 epochs that about fit in 15 minutes. For full convergence use ml1m_sasrec_ce.py.
 
 Expected: the published SASRec+ figure is the reference (test NDCG@10 0.1821); the target
-for this budget is 0.17. Measured: see benchmarks/RESULTS.md (row ``ml1m_sasrec_ce_cpu15``).
+for this budget is 0.17. Measured on the 2-core CPU: 0.1622 (15 epochs, best valid 0.1713),
+not yet the target; see benchmarks/RESULTS.md (row ``ml1m_sasrec_ce_cpu15``).
 
     jaxrec train --config configs/ml1m_sasrec_ce_cpu15.py --data ../shared/data/ml-1m/ml-1m.txt \\
         --out runs/ml1m_sasrec_ce_cpu15
