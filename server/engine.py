@@ -63,6 +63,11 @@ class Query:
     seen: np.ndarray | None = None  # every known history item, for exclude_seen (None: ``history``)
     times: np.ndarray | None = None  # (len(history) + 1,) int32 relative times (time-aware models)
 
+    @property
+    def excluded(self) -> np.ndarray:
+        """The items exclude_seen removes: every known history item, not only those read."""
+        return self.history if self.seen is None else self.seen
+
 
 @dataclasses.dataclass
 class Answer:
@@ -78,10 +83,9 @@ class Engine:
                  candidates: int = 200, blend: float = 0.0, max_history: int | None = None):
         self.rec, self.catalog, self.checkpoint = rec, rec.catalog, checkpoint
         self.num_items = rec.catalog.num_items
-        # plain lists and a dict: the per-request wire <-> index work on the event loop is cheapest so
+        # plain lists: building responses on the event loop indexes them per item
         self.id_list = rec.catalog.ids.tolist()
         self.title_list = [rec.catalog.title(i) or "" for i in range(self.num_items + 1)]
-        self.id_index = {x: i for i, x in enumerate(self.id_list) if i > 0}
         if ranker is not None:  # two-stage: kinds, catalogs and the candidate count fit
             check_stages(rec, ranker, candidates)
         self.max_len = max(rec.max_len, ranker.max_len if ranker else 0)
@@ -175,7 +179,7 @@ class Engine:
         if q.deny is not None:
             row[q.deny] = False
         if q.exclude_seen:
-            row[q.history if q.seen is None else q.seen] = False
+            row[q.excluded] = False
         row[0] = False
         return row
 
@@ -195,9 +199,8 @@ class Engine:
             if q.allow is not None or q.deny is not None:
                 allowed[i] = self._allowed_row(q)
             elif q.exclude_seen:
-                seen = q.history if q.seen is None else q.seen
-                seen_rows.append(np.full(len(seen), i))
-                seen_cols.append(seen)
+                seen_rows.append(np.full(len(q.excluded), i))
+                seen_cols.append(q.excluded)
             if times is not None:
                 times[i, l - len(h):] = q.times[-(len(h) + 1):]
         if seen_rows:

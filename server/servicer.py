@@ -31,8 +31,7 @@ def lookup_ids(field: str, ids, engine, limit: int) -> np.ndarray:
     per id: this runs on the event loop for every request."""
     if len(ids) > limit:
         raise BadRequest(f"{field}: {len(ids)} ids, more than the limit of {limit}")
-    get = engine.id_index.get
-    idx = np.array([get(x, 0) for x in ids], np.int32)
+    idx = engine.catalog.index_of(ids)
     for i in np.flatnonzero(idx == 0).tolist():
         x = ids[i]
         if not x or len(x) > MAX_ID_LEN or not x.isprintable() or x.strip() != x:
