@@ -27,6 +27,32 @@ def test_resume_equals_uninterrupted(tmp_path):
         assert resumed["metrics"][k] == pytest.approx(v, abs=1e-6), k
 
 
+def test_lr_scale_is_a_learning_rate_factor_and_linear_time_needs_a_budget(tmp_path):
+    """The wall-clock schedule reaches the step as one factor on the update: 0 freezes the
+    parameters, 0.5 halves Adam's step exactly; and it refuses to run without a budget."""
+    import jax
+    import numpy as np
+    from jaxrec.data import leave_one_out, load_dataset
+    from jaxrec.errors import UserError
+    from jaxrec.train import build_run
+    from jaxrec.train.step import make_loss_fn, make_train_step
+    cfg = TrainConfig(**TINY)
+    run = build_run(cfg, leave_one_out(load_dataset(cfg.data)))
+    step = make_train_step(run.graphdef, make_loss_fn("ce", cfg, run.split.data.num_items), run.tx)
+    batch, key = next(iter(run.batches.epoch(0))), jax.random.PRNGKey(0)
+    p0 = jax.tree.map(np.asarray, run.state["params"])
+    deltas = {}
+    for scale in (1.0, 0.5, 0.0):
+        state = jax.tree.map(lambda x: x.copy(), run.state)
+        new, _ = step(state, batch, key, np.float32(scale))
+        deltas[scale] = jax.tree.map(lambda a, b: np.asarray(a) - b, new["params"], p0)
+    for full, half, zero in zip(*(jax.tree.leaves(deltas[s]) for s in (1.0, 0.5, 0.0))):
+        np.testing.assert_allclose(half, 0.5 * full, rtol=1e-4, atol=1e-7)
+        assert not np.any(zero)
+    with pytest.raises(UserError, match="max_minutes"):
+        train(TrainConfig(**TINY | dict(schedule="linear_time")), tmp_path / "t", progress=False)
+
+
 def test_refuses_to_overwrite_without_resume(tmp_path):
     train(TrainConfig(**TINY | dict(epochs=1)), tmp_path / "r", progress=False)
     from jaxrec.errors import UserError

@@ -36,7 +36,10 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | cosine | linear (after warmup)
+    # after warmup: constant | cosine | linear (to 0 at the last epoch's end) | linear_time (to 0
+    # at max_minutes of wall time: uses a time budget fully on any machine, but the schedule,
+    # and so the metrics, then depend on the machine's speed)
+    schedule: str = "constant"
     warmup_steps: int = 0
     clip_norm: float = 1.0
     epochs: int = 200

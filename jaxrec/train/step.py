@@ -1,7 +1,7 @@
 """The pure, jitted train step and the loss wiring for each training objective.
 
-``train_step(state, batch, key) -> (state, metrics)`` with ``state = {"params", "opt",
-"step"}`` (a plain dict, big_vision style). The model graph is split once before the loop
+``train_step(state, batch, key, lr_scale) -> (state, metrics)`` with ``state = {"params",
+"opt", "step"}`` (a plain dict, big_vision style). The model graph is split once before the loop
 (``nnx.split``) and merged inside the jitted function, so the step is a pure function of
 arrays, compiled once for the fixed batch shapes; ``donate_argnums=0`` lets XLA update the
 parameters and optimizer state in place.
@@ -86,14 +86,16 @@ def make_loss_fn(loss: str, cfg: TrainConfig, num_items: int, sample_prob=None):
 
 def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
     decay_steps = max(1, total_steps - cfg.warmup_steps)
-    if cfg.schedule == "constant":
+    if cfg.schedule in ("constant", "linear_time"):  # linear_time: decayed by the trainer's clock
         sched = optax.constant_schedule(cfg.lr)
     elif cfg.schedule == "cosine":
         sched = optax.cosine_decay_schedule(cfg.lr, decay_steps)
     elif cfg.schedule == "linear":
         sched = optax.linear_schedule(cfg.lr, 0.0, decay_steps)
     else:
-        raise UserError(f"unknown schedule {cfg.schedule!r}; use constant, cosine or linear")
+        raise UserError(f"unknown schedule {cfg.schedule!r}; use constant, cosine, linear or linear_time")
+    if cfg.schedule == "linear_time" and not cfg.max_minutes:
+        raise UserError("schedule=linear_time decays the learning rate to 0 at max_minutes: set max_minutes")
     if cfg.warmup_steps:
         sched = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), sched],
                                      [cfg.warmup_steps])
@@ -117,12 +119,15 @@ def merge(graphdef, params, compute_dtype=None):
 
 def make_train_step(graphdef, loss_fn, tx, compute_dtype=None):
     @functools.partial(jax.jit, donate_argnums=0)
-    def train_step(state, batch, key):
+    def train_step(state, batch, key, lr_scale=1.0):
+        """``lr_scale`` multiplies the step's updates, i.e. the learning rate (Adam's update is
+        linear in it): the host's wall-clock factor of ``schedule="linear_time"``."""
         def f(params):
             return loss_fn(merge(graphdef, params, compute_dtype), batch, key)
 
         loss, grads = jax.value_and_grad(f)(state["params"])
         updates, opt = tx.update(grads, state["opt"], state["params"])
+        updates = jax.tree.map(lambda u: u * jnp.asarray(lr_scale, u.dtype), updates)
         params = optax.apply_updates(state["params"], updates)
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
                    "param_norm": optax.global_norm(params)}

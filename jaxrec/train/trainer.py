@@ -183,6 +183,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
     base_key = jax.random.PRNGKey(cfg.seed)
     metrics_path = out / "metrics.jsonl"
     t_start = time.perf_counter() - meta["elapsed"]
+    budget_s = None if cfg.max_minutes is None else 60 * cfg.max_minutes
+    deadline = None if budget_s is None else t_start + budget_s
+    time_decay = cfg.schedule == "linear_time"  # lr factor: the share of the budget left
     stop_reason = "epochs"
     print(f"training {cfg.model} ({run.loss}) on {split.data.name}: {split.data.num_users:,} users, "
           f"{split.data.num_items:,} items, {batches.batches_per_epoch} batches/epoch, "
@@ -198,12 +201,18 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
                        unit="batch", leave=False, dynamic_ncols=True)
         t_epoch, seqs, pending = time.perf_counter(), 0, []
         step = int(state["step"])  # host copy: the step key depends on it, no device sync per step
+        done = meta["batch"]  # batches of this epoch finished
+        over_time = False
         for bi, batch in enumerate(prefetch(batches.epoch(epoch, meta["batch"])), start=meta["batch"]):
-            state, m = train_step(state, shard_batch(batch, mesh), jax.random.fold_in(base_key, step))
-            step += 1
+            state, m = train_step(state, shard_batch(batch, mesh), jax.random.fold_in(base_key, step),
+                                  np.float32(1.0 if not time_decay else
+                                             max(0.0, (deadline - time.perf_counter()) / budget_s)))
+            step, done = step + 1, bi + 1
             pending.append(m["loss"])
             seqs += int((batch["weights"].reshape(len(batch["weights"]), -1).sum(1) > 0).sum())
-            if len(pending) >= log_every or bi == batches.batches_per_epoch - 1:
+            # the budget is a hard limit on training: checked every step, not at epoch ends
+            over_time = deadline is not None and time.perf_counter() > deadline
+            if len(pending) >= log_every or done == batches.batches_per_epoch or over_time:
                 losses = np.asarray(jax.device_get(pending))
                 if not np.isfinite(losses).all():
                     bad = step - len(pending) + 1 + int(np.argmax(~np.isfinite(losses)))  # 1-based
@@ -218,24 +227,28 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", seq_s=f"{rec['seq_per_s']:.0f}")
             if bar is not None:
                 bar.update(1)
+            if over_time:
+                break
         if bar is not None:
             bar.close()
-        epoch += 1
-        meta.update(epoch=epoch, batch=0, elapsed=time.perf_counter() - t_start)
-        over_time = cfg.max_minutes is not None and meta["elapsed"] > 60 * cfg.max_minutes
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or over_time:
+        if done == batches.batches_per_epoch:
+            epoch, done = epoch + 1, 0
+        # a budget stop mid-epoch keeps the batch position, so --resume continues from there
+        meta.update(epoch=epoch, batch=done, elapsed=time.perf_counter() - t_start)
+        epoch_done = epoch + done / batches.batches_per_epoch  # fractional after a budget stop
+        if (not done and epoch % cfg.eval_every == 0) or epoch == cfg.epochs or over_time:
             res = run.evaluate(state["params"], "valid")
             val = res.metrics[run.select]
             improved = meta["best"] is None or val > meta["best"]
             if improved:
-                meta.update(best=val, best_epoch=epoch, bad_evals=0)
+                meta.update(best=val, best_epoch=round(epoch_done, 2), bad_evals=0)
                 ckpt.save_best(int(state["step"]), state, meta)
             else:
                 meta["bad_evals"] += 1
             meta["elapsed"] = time.perf_counter() - t_start
-            _log(metrics_path, {"epoch": epoch, "step": int(state["step"]), "split": "valid",
+            _log(metrics_path, {"epoch": round(epoch_done, 2), "step": int(state["step"]), "split": "valid",
                                 "elapsed_s": meta["elapsed"], **res.metrics})
-            print(f"epoch {epoch:>3}  loss {rec['loss']:.4f}  valid {run.select} {val:.4f}  NDCG@10 "
+            print(f"epoch {epoch_done:>6g}  loss {rec['loss']:.4f}  valid {run.select} {val:.4f}  NDCG@10 "
                   f"{res.metrics['NDCG@10']:.4f}{'  *' if improved else ''}  [{meta['elapsed']:.0f}s]")
             if meta["bad_evals"] >= cfg.patience:
                 stop_reason = f"early stop: no improvement in {cfg.patience} validations"
@@ -251,7 +264,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
     results = {"model": cfg.model, "loss": run.loss, "data": split.data.name,
                "protocol": test.protocol, "metrics": test.metrics,
                "best_valid": {"epoch": best_meta["best_epoch"], run.select: best_meta["best"]},
-               "epochs": epoch, "stop_reason": stop_reason, "train_seconds": round(train_seconds, 1),
+               "epochs": round(epoch_done, 2), "stop_reason": stop_reason, "train_seconds": round(train_seconds, 1),
                "device": f"{jax.device_count()}x {jax.devices()[0].device_kind}"}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     _log(metrics_path, {"split": "test", "epoch": best_meta["best_epoch"], **test.metrics})
