@@ -2,7 +2,7 @@
 
 The model is the paper's (``sasrec/plus``: d=64, 2 blocks, 1 head, L=200, dropout 0.1); only
 the schedule is for a fixed time budget:
-- batch 8 sequences instead of 32: four times the updates per epoch at about the same
+- batch 8 sequences instead of 32: four times the updates per epoch at ~10% fewer
   positions/s on 2 cores, so the model leaves the popularity plateau of the first epochs
   sooner (validation NDCG@10 0.137 after 2 epochs vs 0.098);
 - twice the learning rate of ``ml1m_sasrec_ce.py`` (4e-3);
@@ -13,8 +13,8 @@ the schedule is for a fixed time budget:
 For full convergence use ml1m_sasrec_ce.py.
 
 Expected: the published SASRec+ figure is the reference (test NDCG@10 0.1821); the target
-for this budget is 0.17. Measured on the 2-core CPU: 0.1745 (HR@10 0.3046) after 15.1 min,
-18.2 epochs; see benchmarks/RESULTS.md (row ``ml1m_sasrec_ce_cpu15``).
+for this budget is 0.17. Measured on the 2-core CPU: 0.1731 (HR@10 0.3028; 18 epochs,
+15.1 min) for this file as committed, 0.1745 for the probe run it came from; see benchmarks/RESULTS.md (row ``ml1m_sasrec_ce_cpu15``).
 
     jaxrec train --config configs/ml1m_sasrec_ce_cpu15.py --data ../shared/data/ml-1m/ml-1m.txt \\
         --out runs/ml1m_sasrec_ce_cpu15
