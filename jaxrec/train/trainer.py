@@ -210,7 +210,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
             step, done = step + 1, bi + 1
             pending.append(m["loss"])
             seqs += int((batch["weights"].reshape(len(batch["weights"]), -1).sum(1) > 0).sum())
-            # the budget is a hard limit on training: checked every step, not at epoch ends
+            # the budget is a hard limit on training: checked after every step, not at epoch ends
             over_time = deadline is not None and time.perf_counter() > deadline
             if len(pending) >= log_every or done == batches.batches_per_epoch or over_time:
                 losses = np.asarray(jax.device_get(pending))
@@ -236,7 +236,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
         # a budget stop mid-epoch keeps the batch position, so --resume continues from there
         meta.update(epoch=epoch, batch=done, elapsed=time.perf_counter() - t_start)
         epoch_done = epoch + done / batches.batches_per_epoch  # fractional after a budget stop
-        if (not done and epoch % cfg.eval_every == 0) or epoch == cfg.epochs or over_time:
+        evaluated = (not done and epoch % cfg.eval_every == 0) or epoch == cfg.epochs or over_time
+        if evaluated:
             res = run.evaluate(state["params"], "valid")
             val = res.metrics[run.select]
             improved = meta["best"] is None or val > meta["best"]
@@ -253,6 +254,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, progre
             if meta["bad_evals"] >= cfg.patience:
                 stop_reason = f"early stop: no improvement in {cfg.patience} validations"
         ckpt.save_last(int(state["step"]), state, meta)
+        # a validation that ran past the deadline ends the run here, not one step into the next
+        # epoch (which would only buy a second validation of nearly the same parameters)
+        over_time = over_time or (evaluated and deadline is not None and time.perf_counter() > deadline)
         if over_time:
             stop_reason = f"time budget of {cfg.max_minutes} min"
         if stop_reason != "epochs":
