@@ -116,7 +116,7 @@ class Engine:
             t = None if times is None else times[:, -(lr + 1):]  # (B, <=Lr + 1)
             user, att = model.encode_explained(history[:, -lr:], t)  # (B, D), (B, <=Lr)
             att = jnp.pad(att, ((0, 0), (history.shape[1] - att.shape[1], 0)))  # (B, L)
-            items = model.item_table()[: self.num_items + 1]
+            items = model.output_table()  # (N+1, D)
             scores = (user @ items.T.astype(user.dtype)).astype(jnp.float32)  # (B, N+1)
             masked = jnp.where(allowed, scores, -jnp.inf)
             if ranker is None:
@@ -128,7 +128,7 @@ class Engine:
 
         self._serve = jax.jit(serve, static_argnums=3)
         self._params = {"retriever": rec.params, "ranker": ranker.params if ranker else None}
-        self._items = np.asarray(merge(graphdef, rec.params).item_table())[: self.num_items + 1]
+        self._items = np.asarray(merge(graphdef, rec.params).output_table())
         norms = np.linalg.norm(self._items, axis=1, keepdims=True)
         self._unit = self._items / np.maximum(norms, 1e-9)
 

@@ -127,3 +127,22 @@ def test_dropout_mask_rate_scale_and_determinism():
     rows = np.asarray(a == 0).reshape(64, -1).mean(1)
     assert rows.std() < 0.02  # no row-level structure in the mask
     assert dropout(x, 0.1, None) is x and dropout(x, 0.0, jax.random.PRNGKey(0)) is x
+
+
+def test_separate_output_table_scores_against_its_own_table():
+    """``tied_output=False`` (gSASRec): scores are user . out_emb, the input table only feeds the
+    encoder; the tied default scores against the input table's item rows."""
+    h = hist(np.random.default_rng(5), 60)
+    tied = build_model("gsasrec/small", 60, tied_output=True)
+    sep = build_model("gsasrec/small", 60)
+    assert tied.out_emb is None and sep.out_emb.embedding[...].shape == (61, 32)
+    u = np.asarray(sep.encode(h))
+    np.testing.assert_allclose(np.asarray(sep.score_all(h)), u @ np.asarray(sep.out_emb.embedding[...]).T,
+                               rtol=1e-5, atol=1e-5)
+    before = np.asarray(sep.score_all(h))
+    sep.out_emb.embedding[...] = sep.out_emb.embedding[...] * 2.0  # only the output side changes
+    np.testing.assert_allclose(np.asarray(sep.encode(h)), u, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(sep.score_all(h)), 2 * before, rtol=1e-5, atol=1e-5)
+    ut = np.asarray(tied.encode(h))
+    np.testing.assert_allclose(np.asarray(tied.score_all(h)), ut @ np.asarray(tied.item_table()).T,
+                               rtol=1e-5, atol=1e-5)

@@ -2,11 +2,13 @@
 
 Every retrieval model maps a left-padded history (B, L) to hidden states (B, L, D); the
 user vector is the state at the last position, and an item's score is its dot product
-with the (shared) item embedding table. So training (all positions), evaluation and
-serving (last position, all items) use the same two methods:
+with the output table: the input item table itself (tied, the default and SASRec's
+choice) or a separate one (``tied_output=False``: gSASRec's default, which its authors
+found to converge better). So training (all positions), evaluation and serving (last
+position, all items) use the same two methods:
 
     hidden(items, key, times) -> (B, L, D)  # key=None: deterministic (eval/serving)
-    item_table()       -> (N+1, D)          # row 0 is padding and is never recommended
+    output_table()     -> (N+1, D)          # row 0 is padding and is never recommended
 
 ``times`` (B, L + 1) are event times: the history's plus the prediction time (see
 ``jaxrec.models.hstu``). Only models with ``uses_time`` read them (HSTU with
@@ -41,6 +43,7 @@ class ModelConfig:
     attention: str = "dot"  # target attention: "dot" (multi-head) or "din" (DIN's activation unit)
     candidate_attention: bool = False  # encoder-decoder: candidates also attend to each other
     time_buckets: int = 0  # HSTU relative time bias: number of log-time buckets (0: off; paper: 128)
+    tied_output: bool = True  # retrieval: score against the input item table (False: a separate table)
 
 
 class ItemModel(nnx.Module):
@@ -67,6 +70,14 @@ class RetrievalModel(ItemModel):
     def hidden(self, items: jax.Array, key: jax.Array | None = None, times=None) -> jax.Array:
         raise NotImplementedError
 
+    def output_table(self) -> jax.Array:
+        """(N+1, D): the item vectors scores are dot products with (see the module docstring)."""
+        rows = self.config.num_items + 1
+        if self.out_emb is None:
+            return self.item_table()[:rows]
+        t = self.out_emb.embedding[...]
+        return t if self.item_feats is None else t + self.item_feats()[:rows].astype(t.dtype)
+
     def encode(self, history: jax.Array, times=None) -> jax.Array:
         """(B, L) left-padded history -> (B, D) user vector (deterministic)."""
         return self.hidden(history, None, times)[:, -1, :]
@@ -74,7 +85,7 @@ class RetrievalModel(ItemModel):
     def score_all(self, history: jax.Array, times=None) -> jax.Array:
         """(B, L) -> (B, N+1) scores over the catalog (column 0 is padding)."""
         u = self.encode(history, times)
-        return (u @ self.item_table()[: self.config.num_items + 1].T.astype(u.dtype)).astype(jnp.float32)
+        return (u @ self.output_table().T.astype(u.dtype)).astype(jnp.float32)
 
     def encode_explained(self, history: jax.Array, times=None) -> tuple[jax.Array, jax.Array]:
         """(B, L) -> user vector (B, D) and (B, L) the last layer's attention of the user position

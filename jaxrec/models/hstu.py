@@ -29,8 +29,8 @@ from flax import nnx
 
 from jaxrec.errors import UserError
 from jaxrec.models.base import ModelConfig, RetrievalModel
-from jaxrec.models.layers import (attention_mask, dropout, item_embeddings, positions_from_first_item,
-                                  split_key)
+from jaxrec.models.layers import (attention_mask, dropout, item_embeddings, output_embeddings,
+                                  positions_from_first_item, split_key)
 
 
 TIME_BUCKET_SCALE = 0.301  # bucket width in ln(seconds): each bucket spans 1.35x the previous
@@ -79,6 +79,7 @@ class HSTU(RetrievalModel):
         self.config = config
         d = config.dim
         self.item_emb, self.item_feats = item_embeddings(config.num_items + 1, d, item_features, rngs)
+        self.out_emb = output_embeddings(config, rngs)
         self.pos_emb = nnx.Embed(config.max_len, d, rngs=rngs,
                                  embedding_init=nnx.initializers.normal(stddev=0.02))
         self.layers = nnx.List([HSTULayer(d, config.heads, config.max_len, config.dropout, rngs=rngs,

@@ -170,3 +170,14 @@ def item_embeddings(rows: int, dim: int, features: ItemFeatures | None, rngs: nn
     """(id embedding, feature embedding or None) with the initialisation all models share."""
     ids = nnx.Embed(rows, dim, rngs=rngs, embedding_init=nnx.initializers.normal(stddev=dim ** -0.5))
     return ids, (None if features is None else FeatureEmbedding(features, rows, dim, rngs=rngs))
+
+
+def output_embeddings(config, rngs: nnx.Rngs) -> nnx.Embed | None:
+    """The separate output table of a retrieval model with ``tied_output=False`` (else None).
+
+    Only item rows 0..N: extra input tokens (BERT4Rec's [mask]) are never scored.
+    """
+    if config.tied_output:
+        return None
+    return nnx.Embed(config.num_items + 1, config.dim, rngs=rngs,
+                     embedding_init=nnx.initializers.normal(stddev=config.dim ** -0.5))

@@ -36,9 +36,9 @@ REGISTRY: dict[str, Entry] = {
         "small": (dict(dim=32, heads=1, blocks=1, dropout=0.1, max_len=50), "tests and quickstart"),
     }),
     "gsasrec": Entry(SASRec, "gbce", {
-        "base": (dict(dim=128, heads=1, blocks=2, dropout=0.0, max_len=200, layout="pre"),
-                 "Petrov & Macdonald 2023, ML-1M config (256 negatives, t=0.75, no dropout)"),
-        "small": (dict(dim=32, heads=1, blocks=1, dropout=0.1, max_len=50), "tests"),
+        "base": (dict(dim=128, heads=1, blocks=2, dropout=0.5, max_len=200, layout="pre", tied_output=False),
+                 "Petrov & Macdonald 2023, ML-1M (256 negatives, t=0.75, dropout 0.5, separate output table)"),
+        "small": (dict(dim=32, heads=1, blocks=1, dropout=0.1, max_len=50, tied_output=False), "tests"),
     }),
     "bert4rec": Entry(BERT4Rec, "cloze", {
         "base": (dict(dim=64, heads=2, blocks=2, dropout=0.1, max_len=200, ffn_mult=4, act="gelu",

@@ -6,6 +6,7 @@ Read top to bottom:
     for each block: causal self-attention, FFN  # position i sees items <= i only
     h = LN(x)                                   # (B, L, D)
     score(i, item j) = h_i . E[j]               # output layer shares the input table
+                                                # (tied_output=False: its own table, gSASRec)
 
 The same network is trained three ways, which is why the losses are separate
 (``jaxrec.losses``): SASRec (BCE, 1 negative), SASRec+ (full softmax CE, Klenitskiy &
@@ -21,7 +22,7 @@ from flax import nnx
 from jaxrec.data.features import ItemFeatures
 from jaxrec.models.base import ModelConfig, RetrievalModel
 from jaxrec.models.layers import (TransformerBlock, attention_mask, dropout, item_embeddings,
-                                  positions_from_first_item, split_key)
+                                  output_embeddings, positions_from_first_item, split_key)
 
 
 class SASRec(RetrievalModel):
@@ -34,6 +35,7 @@ class SASRec(RetrievalModel):
         # rows: 0 = padding, 1..N items, then any extra tokens (BERT4Rec's [mask])
         self.item_emb, self.item_feats = item_embeddings(config.num_items + 1 + extra_tokens, d,
                                                          item_features, rngs)
+        self.out_emb = output_embeddings(config, rngs)
         self.pos_emb = nnx.Embed(config.max_len, d, rngs=rngs,
                                  embedding_init=nnx.initializers.normal(stddev=0.02))
         self.blocks = nnx.List([TransformerBlock(d, config.heads, config.ffn_mult * d, config.dropout,

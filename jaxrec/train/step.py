@@ -57,7 +57,7 @@ def make_loss_fn(loss: str, cfg: TrainConfig, num_items: int, sample_prob=None):
                 return losses.bce(pos, neg, w)
             return losses.sampled_softmax(pos, neg, w, neg_ids=batch["candidates"][:, 1:],
                                           targets=batch["candidates"][:, 0])
-        table = model.item_table()
+        table = model.output_table()  # (N+1, D)
         if loss == "cloze":
             seq = jnp.concatenate([batch["inputs"][:, 1:], batch["targets"][:, -1:]], axis=1)  # (B, L)
             k1, key = jax.random.split(key)
@@ -67,7 +67,7 @@ def make_loss_fn(loss: str, cfg: TrainConfig, num_items: int, sample_prob=None):
         h = model.hidden(inputs, key, batch.get("times"))  # (B, L, D)
         table = table.astype(h.dtype)
         if loss in ("ce", "cloze"):
-            return losses.catalog_ce(h, table[: num_items + 1], targets, weights)
+            return losses.catalog_ce(h, table, targets, weights)
         negs = batch["negatives"]
         pos = jnp.einsum("bld,bld->bl", h, table[targets])  # (B, L)
         neg = negatives_logits(h, table, negs)  # (B, L, K)
