@@ -28,6 +28,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from jaxrec_server.main import EVENT_LOOPS, run_on_loop
+
 
 def load_requests(data_spec: str, max_len: int, limit: int, k: int) -> list:
     """One ``RecommendRequest`` per test history (the last ``max_len`` items), built once so the
@@ -47,10 +49,11 @@ def load_requests(data_spec: str, max_len: int, limit: int, k: int) -> list:
 
 
 def start_server(checkpoint: str, batch: int, delay_ms: float, port: int, k_buckets: str,
-                 max_history: int | None = None) -> subprocess.Popen:
+                 max_history: int | None = None, event_loop: str = "asyncio") -> subprocess.Popen:
     cmd = [sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", checkpoint, "--port", str(port),
            "--max-batch-size", str(batch), "--max-delay-ms", str(delay_ms), "--max-queue", "100000",
-           "--k-buckets", k_buckets] + (["--max-history", str(max_history)] if max_history else [])
+           "--k-buckets", k_buckets, "--event-loop", event_loop]
+    cmd += ["--max-history", str(max_history)] if max_history else []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
     for line in proc.stdout:
@@ -156,6 +159,8 @@ def main(argv=None) -> int:
                     help="server --max-history (the model reads the latest N items; requests still "
                          "carry the whole history)")
     ap.add_argument("--users", type=int, default=6040, help="distinct histories to replay")
+    ap.add_argument("--event-loop", choices=EVENT_LOOPS, default="asyncio",
+                    help="event loop of the server and of this load client")
     ap.add_argument("--port", type=int, default=50777)
     ap.add_argument("--out", default="serve_load.json")
     args = ap.parse_args(argv)
@@ -173,18 +178,19 @@ def main(argv=None) -> int:
     settings = [int(b) for b in args.batch_sizes.split(",")] if args.checkpoint else [None]
     for b in settings:
         name = "target" if b is None else ("batching off" if b == 1 else f"batch<={b}")
-        proc = (start_server(args.checkpoint, b, args.max_delay_ms, args.port, args.k_buckets, args.max_history)
-                if b is not None else None)
+        proc = (start_server(args.checkpoint, b, args.max_delay_ms, args.port, args.k_buckets, args.max_history,
+                             args.event_loop) if b is not None else None)
         try:
-            results[name] = asyncio.run(measure(args.target or f"127.0.0.1:{args.port}", reqs, conc,
-                                                args.seconds))
+            results[name] = run_on_loop(measure(args.target or f"127.0.0.1:{args.port}", reqs, conc,
+                                                args.seconds), args.event_loop)
         finally:
             if proc:
                 proc.terminate()
                 proc.wait(30)
     print(f"top-{args.k}, {len(reqs)} test histories from {data}, {args.seconds:g}s per point, "
           f"{os.cpu_count()} CPUs, server and client on one machine"
-          + (f", server --max-history {args.max_history}" if args.max_history else ""))
+          + (f", server --max-history {args.max_history}" if args.max_history else "")
+          + f", {args.event_loop} event loop")
     print(f"{'server':<13} {'mode':<7} {'conc':>5} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
           f"{'p99.9':>7}  errors")
     for name, rows in results.items():
@@ -197,7 +203,8 @@ def main(argv=None) -> int:
         ta, tb = max(r["throughput"] for r in ra), max(r["throughput"] for r in rb)
         print(f"max throughput {a} / {b}: {ta / tb:.1f}x")
     Path(args.out).write_text(json.dumps({"k": args.k, "data": data, "seconds": args.seconds,
-                                          "max_history": args.max_history, "results": results}, indent=2))
+                                          "max_history": args.max_history,
+                                          "event_loop": args.event_loop, "results": results}, indent=2))
     png = Path(args.out).with_suffix(".png")
     print(f"wrote {args.out}" + (f" and {png}" if plot(results, png) else " (no matplotlib: no plot)"))
     return 0

@@ -211,6 +211,24 @@ async def serve_forever(cfg: ServeConfig) -> None:
     print("stopped", flush=True)
 
 
+EVENT_LOOPS = ("asyncio", "uvloop")
+
+
+def run_on_loop(coro, event_loop: str = "asyncio"):
+    """Run ``coro`` to completion on the named event loop.
+
+    ``uvloop`` (libuv, written in Cython) does the loop's own per-callback work faster than
+    the standard library's; on a small machine the gRPC server's event-loop thread is the
+    bottleneck (see benchmarks/RESULTS.md, Serving), so this is what a throughput run picks.
+    """
+    if event_loop not in EVENT_LOOPS:
+        raise ValueError(f"event_loop={event_loop!r}; use one of {', '.join(EVENT_LOOPS)}")
+    if event_loop == "uvloop":
+        import uvloop
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
 class ThreadedServer:
     """A server on its own event loop in a background thread (tests, notebooks, benchmarks)."""
 

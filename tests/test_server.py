@@ -215,11 +215,13 @@ def test_tls(run_dir, tmp_path):
         srv.stop()
 
 
-def test_sigterm_drains_in_flight(run_dir):
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_sigterm_drains_in_flight(run_dir, event_loop):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", str(run_dir),
                              "--port", "0", "--max-batch-size", "64", "--length-buckets", "50",
-                             "--k-buckets", "10", "--max-delay-ms", "400", "--grace-s", "20"],
+                             "--k-buckets", "10", "--max-delay-ms", "400", "--grace-s", "20",
+                             "--event-loop", event_loop],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         line = ""
@@ -260,7 +262,7 @@ def test_load_test_smoke(server, tmp_path):
     from jaxrec_server.loadtest import main
     out = tmp_path / "load.json"
     assert main(["--target", f"127.0.0.1:{server.port}", "--data", "synthetic:tiny", "--seconds", "0.5",
-                 "--concurrency", "2", "--users", "20", "--out", str(out)]) == 0
+                 "--concurrency", "2", "--users", "20", "--out", str(out), "--event-loop", "uvloop"]) == 0
     rows = json.loads(out.read_text())["results"]["target"]
     assert [r["mode"] for r in rows] == ["closed", "open"]
     assert rows[0]["ok"] > 0 and not rows[0]["errors"]

@@ -15,7 +15,6 @@ Vasilev 2023) and gSASRec (many negatives + gBCE, Petrov & Macdonald 2023).
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
