@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--auth-token-file", default=None, help="require 'authorization: Bearer <token>'")
     sv.add_argument("--grace-s", type=float, default=10.0, help="drain time on SIGTERM")
     sv.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
-                    help="the server's event loop (uvloop: less per-request CPU)")
+                    help="the server's event loop (jaxrec_server.main.run_on_loop)")
     sv.set_defaults(func=cmd_serve)
 
     qy = sub.add_parser("query", help="ask a running server for recommendations")

@@ -28,8 +28,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from jaxrec_server.main import EVENT_LOOPS, run_on_loop
-
 
 def load_requests(data_spec: str, max_len: int, limit: int, k: int) -> list:
     """One ``RecommendRequest`` per test history (the last ``max_len`` items), built once so the
@@ -145,6 +143,7 @@ def plot(results: dict, path: Path) -> bool:
 
 
 def main(argv=None) -> int:
+    from jaxrec_server.main import EVENT_LOOPS, run_on_loop  # the model side, only when run
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", help="run directory: start servers from it")
     ap.add_argument("--target", help="host:port of a running server (instead of --checkpoint)")
