@@ -76,7 +76,7 @@ def quality(retriever: str, rankers: list[str], n: int, blends, data: str) -> di
     from jaxrec.data import leave_one_out, load_dataset
     from jaxrec.inference import Recommender
     from jaxrec.metrics import evaluate, evaluate_lists
-    from jaxrec.pipeline import Pipeline
+    from jaxrec.pipeline import Pipeline, default_blend, with_prior
 
     split = leave_one_out(load_dataset(data))
     retr = Recommender.from_checkpoint(retriever)
@@ -91,16 +91,19 @@ def quality(retriever: str, rankers: list[str], n: int, blends, data: str) -> di
     for run in rankers:
         rank = Recommender.from_checkpoint(run)
         res = json.loads((Path(run) / "results.json").read_text())
-        lists = evaluate_lists(rank.score, split, "test", max_len=rank.max_len).metrics
+        trained_w = default_blend(rank, None)  # > 0: trained as a residual on the retriever
+        # a residual ranker's GAUC is that of what it was trained to be: ranker + w * retriever
+        score, max_len = with_prior(rank.score, rank.max_len, retr, trained_w)
+        lists = evaluate_lists(score, split, "test", max_len=max_len).metrics
         valid = {}
-        for w in blends:  # choose the blend on validation
+        for w in sorted(set(blends) | {trained_w}):  # choose the blend on validation
             valid[w] = evaluate(Pipeline(retr, rank, n, blend=w), split, "valid").metrics["NDCG@10"]
         best_w = max(valid, key=valid.get)
         t = time.perf_counter()
         test = {w: evaluate(Pipeline(retr, rank, n, blend=w), split, "test").metrics for w in {0.0, best_w}}
         row = {"run": run, "model": rank.config["train"]["model"], "epochs": res["epochs"],
                "train_min": res["train_seconds"] / 60, "device": res["device"], "N": n,
-               "GAUC": lists["GAUC"], "AUC": lists["AUC"], "valid_NDCG@10_by_blend": valid,
+               "residual": trained_w, "GAUC": lists["GAUC"], "AUC": lists["AUC"], "valid_NDCG@10_by_blend": valid,
                "blend": best_w, "NDCG@10_ranker_only": test[0.0]["NDCG@10"],
                "NDCG@10_blend": test[best_w]["NDCG@10"], "HR@10_blend": test[best_w]["HR@10"],
                "pipeline_eval_s": time.perf_counter() - t}
@@ -119,7 +122,9 @@ def tables(res: dict) -> str:
                   "|---|---|---|---|---|---|---|",
                   f"| {b['model']} alone (retrieval) | - | - | {b['lists']['GAUC']:.4f} | {b['NDCG@10']:.4f} | 1.000 | {b['HR@10']:.4f} |"]
         for r in q["rankers"]:
-            lines.append(f"| -> top {r['N']} -> {r['model']} (ranker alone) | {r['epochs']} | {r['train_min']:.1f} | "
+            alone = (f"residual on {r['residual']:g} x retrieval, its correction alone" if r.get("residual")
+                     else "ranker alone")
+            lines.append(f"| -> top {r['N']} -> {r['model']} ({alone}) | {r['epochs']:g} | {r['train_min']:.1f} | "
                          f"{r['GAUC']:.4f} | {r['NDCG@10_ranker_only']:.4f} | "
                          f"{r['NDCG@10_ranker_only'] / b['NDCG@10']:.3f} | - |")
             if r["blend"]:

@@ -78,8 +78,9 @@ def _add_model_options(p, required: bool) -> None:
     p.add_argument("--retriever", default=None, help="two-stage: retrieval run directory (with --ranker)")
     p.add_argument("--ranker", default=None, help="two-stage: ranking run directory (with --retriever)")
     p.add_argument("--candidates", type=int, default=200, help="two-stage: items retrieved for re-ranking")
-    p.add_argument("--blend", type=float, default=0.0,
-                   help="two-stage: final score = ranker + BLEND * retriever (0: the ranker alone)")
+    p.add_argument("--blend", type=float, default=None,
+                   help="two-stage: final score = ranker + BLEND * retriever (0: the ranker alone; "
+                        "default: the weight a residual ranker was trained with, else 0)")
     p.set_defaults(model_required=required)
 
 

@@ -44,6 +44,28 @@ def rerank(ranker, history: jax.Array, masked: jax.Array, n: int, k: int, blend:
     return top, jnp.take_along_axis(cand, j, axis=1), cand
 
 
+def default_blend(ranker, blend: float | None) -> float:
+    """``blend``, or when None the weight the ranker was trained with as a residual on its
+    retriever (``residual`` in its training config; 0 for a ranker trained alone)."""
+    if blend is not None:
+        return float(blend)
+    return float(ranker.config.get("train", {}).get("residual", 0.0) or 0.0)
+
+
+def with_prior(score, max_len: int, retriever, w: float):
+    """A ranker's list scorer ``score(history, candidates)`` plus ``w`` x the retriever's score
+    of each candidate: what a residual ranker is trained and validated as. Returns the scorer
+    and the history length it reads (the longer of the two models')."""
+    if not w:
+        return score, max_len
+
+    def combined(h, c):
+        prior = np.take_along_axis(np.asarray(retriever.score_all(h[:, -retriever.max_len:])), c, axis=1)
+        return np.asarray(score(h[:, -max_len:], c)) + w * prior
+
+    return combined, max(max_len, retriever.max_len)
+
+
 def check_stages(retriever, ranker, candidates: int) -> None:
     """The two checkpoints fit together: model kinds, one catalog, 1 <= N <= catalog size."""
     if retriever.kind != "retrieval":
@@ -64,9 +86,10 @@ class Pipeline(Recommends):
     """A retrieval ``Recommender`` and a ranking ``Recommender`` as one compiled scorer."""
 
     def __init__(self, retriever, ranker, candidates: int = 200, exclude_seen: bool = True,
-                 blend: float = 0.0):
+                 blend: float | None = None):
         check_stages(retriever, ranker, candidates)
-        self.retriever, self.ranker, self.n, self.blend = retriever, ranker, candidates, float(blend)
+        self.retriever, self.ranker, self.n = retriever, ranker, candidates
+        self.blend = default_blend(ranker, blend)
         self.catalog, self.exclude_seen = retriever.catalog, exclude_seen
         self.max_len = max(retriever.max_len, ranker.max_len)
         self.kind = "pipeline"

@@ -29,7 +29,7 @@ import numpy as np
 
 from jaxrec.errors import UserError
 from jaxrec.inference import Recommender
-from jaxrec.pipeline import check_stages, rerank
+from jaxrec.pipeline import check_stages, default_blend, rerank
 from jaxrec.train.step import merge
 
 
@@ -80,7 +80,7 @@ class Answer:
 class Engine:
     def __init__(self, rec: Recommender, *, max_batch_size: int = 64, length_buckets=None,
                  k_buckets=None, checkpoint: str = "", ranker: Recommender | None = None,
-                 candidates: int = 200, blend: float = 0.0, max_history: int | None = None):
+                 candidates: int = 200, blend: float | None = None, max_history: int | None = None):
         self.rec, self.catalog, self.checkpoint = rec, rec.catalog, checkpoint
         self.num_items = rec.catalog.num_items
         # plain lists: building responses on the event loop indexes them per item
@@ -88,6 +88,7 @@ class Engine:
         self.title_list = [rec.catalog.title(i) or "" for i in range(self.num_items + 1)]
         if ranker is not None:  # two-stage: kinds, catalogs and the candidate count fit
             check_stages(rec, ranker, candidates)
+            blend = default_blend(ranker, blend)
         self.max_len = max(rec.max_len, ranker.max_len if ranker else 0)
         self.uses_time = bool(getattr(rec, "uses_time", False))  # queries carry times
         if max_history is not None:  # read fewer items than the model can: cheaper on CPU

@@ -46,18 +46,80 @@ def load_requests(data_spec: str, max_len: int, limit: int, k: int) -> list:
     return out
 
 
-def start_server(checkpoint: str, batch: int, delay_ms: float, port: int, k_buckets: str,
-                 max_history: int | None = None, event_loop: str = "asyncio") -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", checkpoint, "--port", str(port),
-           "--max-batch-size", str(batch), "--max-delay-ms", str(delay_ms), "--max-queue", "100000",
-           "--k-buckets", k_buckets, "--event-loop", event_loop]
-    cmd += ["--max-history", str(max_history)] if max_history else []
+def start_server(checkpoint: str, batch: int | str, delay_ms: float, port: int, k_buckets: str,
+                 max_history: int | None = None, event_loop: str = "asyncio", k: int = 10) -> subprocess.Popen:
+    """``batch``: the server's --max-batch-size, or "floor" for ``jaxrec_server.floor``."""
+    if batch == "floor":
+        cmd = [sys.executable, "-m", "jaxrec_server.floor", "--port", str(port), "-k", str(k),
+               "--event-loop", event_loop]
+    else:
+        cmd = [sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", checkpoint, "--port", str(port),
+               "--max-batch-size", str(batch), "--max-delay-ms", str(delay_ms), "--max-queue", "100000",
+               "--k-buckets", k_buckets, "--event-loop", event_loop]
+        cmd += ["--max-history", str(max_history)] if max_history else []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
     for line in proc.stdout:
         if line.startswith("serving"):
             return proc
     raise SystemExit(f"server did not start: {proc.wait()}")
+
+
+def process_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system, all threads) a process has used: this one when ``pid`` is None."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+class CpuMeter:
+    """Per-request CPU of the server process and of this client over one measurement: the
+    budget the two cores share, so a table can say where a request's time goes."""
+
+    def __init__(self, server_pid: int | None):
+        self.pid = server_pid if server_pid and Path(f"/proc/{server_pid}/stat").exists() else None
+
+    def __enter__(self):
+        self.s0, self.c0 = (process_cpu_s(self.pid) if self.pid else None), process_cpu_s(None)
+        return self
+
+    def __exit__(self, *exc):
+        self.server = process_cpu_s(self.pid) - self.s0 if self.pid else None
+        self.client = process_cpu_s(None) - self.c0
+
+    def per_request(self, n: int) -> dict:
+        n = max(n, 1)
+        return {"server_cpu_ms": None if self.server is None else 1000 * self.server / n,
+                "client_cpu_ms": 1000 * self.client / n}
+
+
+def engine_only(checkpoint: str, reqs: list, batch_sizes=(1, 64), max_history: int | None = None,
+                seconds: float = 5.0) -> list[dict]:
+    """The server's model path without gRPC: ``Engine.run`` on the same requests, in batches,
+    in this process. Its CPU per request is what the model, the masks and the answers cost;
+    the gRPC floor's is what the RPCs cost; a batched server pays both."""
+    from jaxrec_server.engine import Query
+    from jaxrec_server.main import ServeConfig, load_engine
+    rows = []
+    for b in batch_sizes:
+        engine = load_engine(ServeConfig(checkpoint, max_batch_size=b, k_buckets=[reqs[0].k],
+                                         max_history=max_history))
+        engine.warm_up()
+        queries = []
+        for r in reqs:
+            idx = engine.catalog.index_of(list(r.history))
+            known = idx[idx > 0].astype(np.int32)
+            queries.append(Query(known[-engine.max_len:], r.k, True, seen=known))
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - t0 < seconds:
+            lo = (n // b * b) % len(queries)
+            batch = queries[lo: lo + b] or queries[:b]
+            engine.run(batch)
+            n += len(batch)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        rows.append({"mode": "engine", "batch": b, "throughput": n / wall, "engine_cpu_ms": 1000 * cpu / n})
+    return rows
 
 
 def summarize(lat: list[float], errors: dict, seconds: float) -> dict:
@@ -107,14 +169,16 @@ async def open_loop(stub, reqs, rate, seconds, seed=0) -> dict:
     return summarize(lat, errors, seconds) | {"offered_rate": rate}
 
 
-async def measure(target, reqs, concurrencies, seconds) -> list[dict]:
+async def measure(target, reqs, concurrencies, seconds, server_pid: int | None = None) -> list[dict]:
     from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
     rows = []
     async with grpc.aio.insecure_channel(target) as ch:
         stub = pb_grpc.RecommenderStub(ch)
         await closed_loop(stub, reqs, 4, 1.0)  # warm the channel
         for c in concurrencies:
-            rows.append({"mode": "closed", "concurrency": c} | await closed_loop(stub, reqs, c, seconds))
+            with CpuMeter(server_pid) as cpu:
+                r = await closed_loop(stub, reqs, c, seconds)
+            rows.append({"mode": "closed", "concurrency": c} | r | cpu.per_request(r["ok"]))
         best = max(r["throughput"] for r in rows)
         rows.append({"mode": "open", "concurrency": None} | await open_loop(stub, reqs, best / 2, seconds))
     return rows
@@ -130,6 +194,8 @@ def plot(results: dict, path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, rows in results.items():
         closed = [r for r in rows if r["mode"] == "closed"]
+        if not closed:  # the engine-alone rows are not a server
+            continue
         ax.plot([r["throughput"] for r in closed], [r["p99_ms"] for r in closed], "o-", label=f"{name} p99")
         ax.plot([r["throughput"] for r in closed], [r["p50_ms"] for r in closed], "x--", label=f"{name} p50")
     ax.set_xlabel("recommendations / s")
@@ -148,7 +214,10 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", help="run directory: start servers from it")
     ap.add_argument("--target", help="host:port of a running server (instead of --checkpoint)")
     ap.add_argument("--data", help="data for histories (default: the run's training data)")
-    ap.add_argument("--batch-sizes", default="64,1", help="server --max-batch-size settings to compare")
+    ap.add_argument("--batch-sizes", default="64,1",
+                    help="server --max-batch-size settings to compare; 'floor' adds a model-free server "
+                         "answering a fixed response (jaxrec_server.floor): the most any Python gRPC "
+                         "server reaches on this machine")
     ap.add_argument("--max-delay-ms", type=float, default=2.0)
     ap.add_argument("--concurrency", default="1,8,32,64,128")
     ap.add_argument("--seconds", type=float, default=8.0, help="per measurement")
@@ -160,6 +229,9 @@ def main(argv=None) -> int:
     ap.add_argument("--users", type=int, default=6040, help="distinct histories to replay")
     ap.add_argument("--event-loop", choices=EVENT_LOOPS, default="asyncio",
                     help="event loop of the server and of this load client")
+    ap.add_argument("--engine", action="store_true",
+                    help="also time the server's model path alone (Engine.run, no gRPC) at batch 1 and "
+                         "the largest batch size, in this process, after the servers")
     ap.add_argument("--port", type=int, default=50777)
     ap.add_argument("--out", default="serve_load.json")
     args = ap.parse_args(argv)
@@ -174,14 +246,16 @@ def main(argv=None) -> int:
     reqs = load_requests(data, max_len, args.users, args.k)
     conc = [int(c) for c in args.concurrency.split(",")]
     results = {}
-    settings = [int(b) for b in args.batch_sizes.split(",")] if args.checkpoint else [None]
+    settings = ([b if b == "floor" else int(b) for b in args.batch_sizes.split(",")]
+                if args.checkpoint else [None])
+    names = {None: "target", 1: "batching off", "floor": "grpc floor"}
     for b in settings:
-        name = "target" if b is None else ("batching off" if b == 1 else f"batch<={b}")
+        name = names.get(b, f"batch<={b}")
         proc = (start_server(args.checkpoint, b, args.max_delay_ms, args.port, args.k_buckets, args.max_history,
-                             args.event_loop) if b is not None else None)
+                             args.event_loop, args.k) if b is not None else None)
         try:
             results[name] = run_on_loop(measure(args.target or f"127.0.0.1:{args.port}", reqs, conc,
-                                                args.seconds), args.event_loop)
+                                                args.seconds, proc.pid if proc else None), args.event_loop)
         finally:
             if proc:
                 proc.terminate()
@@ -191,16 +265,25 @@ def main(argv=None) -> int:
           + (f", server --max-history {args.max_history}" if args.max_history else "")
           + f", {args.event_loop} event loop")
     print(f"{'server':<13} {'mode':<7} {'conc':>5} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
-          f"{'p99.9':>7}  errors")
+          f"{'p99.9':>7} {'cpu ms/req srv+cli':>18}  errors")
     for name, rows in results.items():
         for r in rows:
             c = r["concurrency"] if r["concurrency"] is not None else f"{r['offered_rate']:.0f}/s"
+            cpu = ("" if r.get("client_cpu_ms") is None else
+                   f"{r['server_cpu_ms'] or float('nan'):.2f}+{r['client_cpu_ms']:.2f}")
             print(f"{name:<13} {r['mode']:<7} {c!s:>5} {r['throughput']:>8.0f} {r['p50_ms']:>7.1f} "
-                  f"{r['p90_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['p999_ms']:>7.1f}  {r['errors'] or '-'}")
-    if len(results) == 2:
-        (a, ra), (b, rb) = results.items()
-        ta, tb = max(r["throughput"] for r in ra), max(r["throughput"] for r in rb)
-        print(f"max throughput {a} / {b}: {ta / tb:.1f}x")
+                  f"{r['p90_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['p999_ms']:>7.1f} {cpu:>18}  {r['errors'] or '-'}")
+    if args.engine and args.checkpoint:
+        sizes = sorted({1, max((b for b in settings if isinstance(b, int)), default=1)})
+        results["engine alone"] = engine_only(args.checkpoint, reqs, sizes, args.max_history, args.seconds)
+        for r in results["engine alone"]:
+            print(f"engine alone (no gRPC) batch {r['batch']:>3}: {r['throughput']:>8.0f} req/s, "
+                  f"{r['engine_cpu_ms']:.2f} cpu ms/req")
+    best = {name: max(r["throughput"] for r in rows) for name, rows in results.items() if name != "engine alone"}
+    if "batching off" in best:
+        for name in best:
+            if name != "batching off":
+                print(f"max throughput {name} / batching off: {best[name] / best['batching off']:.1f}x")
     Path(args.out).write_text(json.dumps({"k": args.k, "data": data, "seconds": args.seconds,
                                           "max_history": args.max_history,
                                           "event_loop": args.event_loop, "results": results}, indent=2))

@@ -55,7 +55,7 @@ class ServeConfig:
     grace_s: float = 10.0
     ranker: str | None = None  # two-stage: a ranking run re-ranks the checkpoint's top candidates
     candidates: int = 200
-    blend: float = 0.0
+    blend: float | None = None  # None: the ranker's trained residual weight (0 if none)
 
 
 class ServerState:

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -178,16 +179,18 @@ def test_rank_batches_shapes_positive_first_and_hard_negatives():
     split = leave_one_out(load_dataset("synthetic:tiny"))
     pool = np.arange(1, 11)
 
-    def hard(items, start, end):
-        return np.tile(pool, (len(start), 1))
+    def hard(items, start, end):  # a fixed "top-N" and scores = item id / 100
+        return np.tile(pool, (len(start), 1)), np.tile(np.arange(split.data.num_items + 1) / 100, (len(start), 1))
 
-    rb = RankBatches(split, 20, 16, 8, "popularity", seed=1, cuts_per_user=2, hard=hard, hard_fraction=0.5)
+    rb = RankBatches(split, 20, 16, 8, "popularity", seed=1, cuts_per_user=2, retriever=hard, hard_fraction=0.5,
+                     prior=True)
     batches = list(rb.epoch(0))
     assert len(batches) == rb.batches_per_epoch
     for b in batches:
         assert b["history"].shape == (16, 20) and b["candidates"].shape == (16, 9)
         real = b["weights"] > 0
         c = b["candidates"][real]
+        np.testing.assert_allclose(b["prior"][real], c / 100, rtol=1e-6)  # the retriever's score per candidate
         assert (c[:, 1:] != c[:, :1]).all()  # no negative equals its positive
         hard_part = c[:, 1:5]
         assert (np.isin(hard_part, pool) | ~np.isin(hard_part, pool)).all()
@@ -195,7 +198,8 @@ def test_rank_batches_shapes_positive_first_and_hard_negatives():
         # the positive is the item right after the history
         for row, cand in zip(b["history"][real], c):
             assert row[-1] > 0
-    again = list(RankBatches(split, 20, 16, 8, "popularity", seed=1, cuts_per_user=2, hard=hard).epoch(0))
+    again = list(RankBatches(split, 20, 16, 8, "popularity", seed=1, cuts_per_user=2, retriever=hard).epoch(0))
+    assert "prior" not in again[0]
     np.testing.assert_array_equal(batches[3]["candidates"], again[3]["candidates"])
 
 
@@ -286,3 +290,38 @@ def test_ranker_run_warm_started_and_mined_from_one_retriever_run(tmp_path):
     assert np.mean(in_pool) > 0.9
     with pytest.raises(Exception, match="dim"):
         build_run(dataclasses.replace(cfg, model_args={"dim": 48}, retriever=None))
+
+
+def test_residual_ranker_trains_on_top_of_the_retriever_score(tmp_path):
+    """``residual=w``: batches carry the retriever's score of each candidate, the loss sees
+    ranker + w * retriever, and the pipeline blends with w unless told otherwise."""
+    from jaxrec import losses
+    from jaxrec.train import TrainConfig, build_run, train
+    from jaxrec.train.step import make_loss_fn, merge
+
+    retr_dir, rank_dir = tmp_path / "retriever", tmp_path / "ranker"
+    train(TrainConfig(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1),
+          retr_dir, progress=False)
+    cfg = TrainConfig(model="target_attention/small", data="synthetic:tiny", num_negatives=8,
+                      retriever=str(retr_dir), hard_pool=10, residual=1.5, batch_size=16, epochs=1,
+                      eval_negatives=20)
+    run = build_run(cfg)
+    retr = Recommender.from_checkpoint(retr_dir)
+    b = next(iter(run.batches.epoch(0)))
+    h, c = b["history"], b["candidates"]
+    prior = np.take_along_axis(np.asarray(retr.score_all(h[:, -retr.max_len:])), c, axis=1)
+    np.testing.assert_allclose(b["prior"], prior, rtol=1e-5, atol=1e-5)
+    # the loss is the listwise loss of ranker + 1.5 * retriever, by hand
+    model = merge(run.graphdef, run.state["params"])
+    key = jax.random.key(0)
+    got = make_loss_fn("listwise", cfg, run.split.data.num_items)(model, b, key)
+    logits = model.score(h, c, key) + 1.5 * prior
+    want = losses.sampled_softmax(logits[:, 0], logits[:, 1:], b["weights"], neg_ids=c[:, 1:], targets=c[:, 0])
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
+    # trained and read back: the pipeline blends with the trained weight by default
+    train(cfg, rank_dir, progress=False)
+    rank = Recommender.from_checkpoint(rank_dir)
+    assert Pipeline(retr, rank, candidates=10).blend == 1.5
+    assert Pipeline(retr, rank, candidates=10, blend=0).blend == 0.0
+    with pytest.raises(Exception, match="retriever"):
+        build_run(dataclasses.replace(cfg, retriever=None))

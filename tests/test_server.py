@@ -268,6 +268,23 @@ def test_load_test_smoke(server, tmp_path):
     assert rows[0]["ok"] > 0 and not rows[0]["errors"]
 
 
+def test_load_test_floor_cpu_accounting_and_engine_alone(run_dir, tmp_path):
+    """``--batch-sizes floor --engine``: the model-free gRPC floor server answers, each closed-loop
+    row carries the server's and the client's CPU per request, and the engine is timed alone."""
+    import json
+
+    from jaxrec_server.loadtest import main
+    out = tmp_path / "load.json"
+    assert main(["--checkpoint", str(run_dir), "--batch-sizes", "floor", "--engine", "--seconds", "0.5",
+                 "--concurrency", "2", "--users", "20", "--port", "50791", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]
+    closed = res["grpc floor"][0]
+    assert closed["mode"] == "closed" and closed["ok"] > 0 and not closed["errors"]
+    assert closed["server_cpu_ms"] > 0 and closed["client_cpu_ms"] > 0
+    assert [r["batch"] for r in res["engine alone"]] == [1]  # and the largest server batch size, if any
+    assert all(r["throughput"] > 0 and r["engine_cpu_ms"] > 0 for r in res["engine alone"])
+
+
 def test_two_stage_server_matches_pipeline(run_dir, tmp_path):
     """--ranker: the server's lists equal the Pipeline's (retrieve top-N, re-rank, top-k)."""
     from jaxrec.pipeline import Pipeline

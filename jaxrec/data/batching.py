@@ -174,10 +174,12 @@ class RankBatches:
     Each epoch draws ``cuts_per_user`` cuts per sequence, uniformly over its positions, so a
     ranker sees every part of every history over a few epochs at a cost per epoch that does
     not grow with sequence length. Negatives come from ``sampler`` (uniform / popularity),
-    and with ``hard`` a fraction ``hard_fraction`` of them from a retrieval model's top-N
-    for the same history (``hard(items, start, end) -> (B, N)`` item indices, seen items
-    already removed): the negatives a re-ranker must learn to push down. A sampled negative
-    equal to the positive is redrawn; a hard one equal to it is replaced by a sampled one.
+    and with ``retriever`` a fraction ``hard_fraction`` of them from a retrieval model's
+    top-N for the same history (``retriever(items, start, end) -> (top-N unseen items (B, N),
+    scores of every item (B, N+1))``): the negatives a re-ranker must learn to push down. A
+    sampled negative equal to the positive is redrawn; a hard one equal to it is replaced by
+    a sampled one. With ``prior`` each batch also carries the retriever's scores of its
+    candidates (``"prior"`` (B, 1+K)), for a ranker trained as a residual on the retriever.
     """
 
     split: Split
@@ -187,8 +189,9 @@ class RankBatches:
     sampler: str = "popularity"
     seed: int = 0
     cuts_per_user: int = 4
-    hard: object = None
+    retriever: object = None
     hard_fraction: float = 0.5
+    prior: bool = False
 
     def __post_init__(self):
         s = self.split
@@ -196,6 +199,8 @@ class RankBatches:
         self.rows = np.flatnonzero(lens >= 2)
         if len(self.rows) == 0:
             raise UserError("no training sequence has 2 or more items")
+        if self.prior and self.retriever is None:
+            raise UserError("a residual ranker (residual > 0) needs a retriever: set retriever=RUN_DIR")
         if self.num_negatives < 1:
             raise UserError(f"rankers train on candidate lists: num_negatives must be >= 1, got "
                             f"{self.num_negatives}")
@@ -225,14 +230,18 @@ class RankBatches:
             brng = np.random.default_rng([self.seed, epoch, bi])
             pos = s.data.items[en].astype(np.int64)
             negs = self.neg.sample(brng, pos, K)  # (b, K)
-            if self.hard is not None:
+            if self.retriever is not None:
                 k_hard = int(round(K * self.hard_fraction))
-                pool = np.asarray(self.hard(s.data.items, st, en))  # (b, N)
+                pool, scores = self.retriever(s.data.items, st, en)  # (b, N), (b, N_items+1)
                 pick = np.argsort(brng.random(pool.shape), axis=1)[:, :k_hard]
                 hard = np.take_along_axis(pool, pick, axis=1)
                 negs[:, :k_hard] = np.where(hard == pos[:, None], negs[:, :k_hard], hard)
             cands = np.concatenate([pos[:, None], negs], axis=1).astype(np.int32)  # (b, 1+K)
             hist = pad_histories(s.data.items, st, en, self.max_len)
-            yield {"history": np.pad(hist, ((0, pad), (0, 0))),
-                   "candidates": np.pad(cands, ((0, pad), (0, 0))),
-                   "weights": np.pad(np.ones(len(st), np.float32), (0, pad))}
+            batch = {"history": np.pad(hist, ((0, pad), (0, 0))),
+                     "candidates": np.pad(cands, ((0, pad), (0, 0))),
+                     "weights": np.pad(np.ones(len(st), np.float32), (0, pad))}
+            if self.prior:
+                prior = np.take_along_axis(scores, cands, axis=1).astype(np.float32)  # (b, 1+K)
+                batch["prior"] = np.pad(prior, ((0, pad), (0, 0)))
+            yield batch

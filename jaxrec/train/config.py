@@ -29,6 +29,10 @@ class TrainConfig:
     retriever: str | None = None  # run dir of a retrieval model: mine hard negatives from its top-N
     hard_pool: int = 200  # N of that top-N
     hard_fraction: float = 0.5  # share of the negatives that are hard
+    # > 0: train the ranker as a residual on the retriever: the loss (and validation) see
+    # ranker + residual * retriever score, so the ranker spends its capacity on what the
+    # retriever gets wrong; the pipeline then blends with this weight by default
+    residual: float = 0.0
     eval_negatives: int = 100  # popularity negatives per held-out list
     init_from: str | None = None  # run dir whose item-id embeddings (same catalog and dim) start ours
     length_buckets: list = dataclasses.field(default_factory=list)  # e.g. [50, 100]: see TrainBatches

@@ -52,6 +52,8 @@ def make_loss_fn(loss: str, cfg: TrainConfig, num_items: int, sample_prob=None):
     def loss_fn(model, batch, key):
         if loss in RANKING_LOSSES:
             logits = model.score(batch["history"], batch["candidates"], key)  # (B, C), padding NEG_INF
+            if "prior" in batch:  # a residual ranker: the retriever's score is part of the logit
+                logits = logits + cfg.residual * batch["prior"]
             pos, neg, w = logits[:, 0], logits[:, 1:], batch["weights"]
             if loss == "pointwise":
                 return losses.bce(pos, neg, w)

@@ -51,6 +51,7 @@ class Run:
     batches: TrainBatches | RankBatches
     model_config: dict
     kind: str  # "retrieval" (full-ranking evaluation) or "ranking" (held-out candidate lists)
+    prior: object = None  # residual ranker: the retriever's Recommender, whose scores join the ranker's
 
     @property
     def select(self) -> str:
@@ -70,7 +71,11 @@ class Run:
         if self._scorer is None:
             self._scorer = RankScorer(self.graphdef, params, mc["max_len"], mc["dtype"])
         self._scorer.params = params
-        return evaluate_lists(self._scorer.score, self.split, which, max_len=mc["max_len"],
+        from jaxrec.pipeline import with_prior  # the pipeline imports the train step: import here
+
+        # a residual ranker is validated as what it was trained to be: ranker + w * retriever
+        score, max_len = with_prior(self._scorer.score, mc["max_len"], self.prior, cfg.residual)
+        return evaluate_lists(score, self.split, which, max_len=max_len,
                               negatives=cfg.eval_negatives, batch_size=cfg.eval_batch_size,
                               lists=self._lists[which])
 
@@ -98,19 +103,21 @@ def warm_start_items(model, rec, run_dir: str, split: Split) -> None:
     dst.value = dst.value.at[:n].set(src[:n])
 
 
-def hard_negative_miner(rec, run_dir: str, pool: int, times=None):
-    """``(items, start, end) -> (B, pool)``: a retrieval checkpoint's top-``pool`` unseen items.
+def retriever_view(rec, run_dir: str, pool: int, times=None):
+    """``(items, start, end) -> (top-pool unseen items (B, pool), scores (B, N+1))`` of a
+    retrieval checkpoint: hard negatives for a ranker, and its prior when trained as a residual.
 
     ``times``: the data's event times, for a retriever that uses them."""
     if rec.kind != "retrieval":
         raise UserError(f"retriever {run_dir} holds a {rec.kind} model; hard negatives need a retrieval model")
 
-    def mine(items, start, end):
+    def view(items, start, end):
         hist = pad_histories(items, start, end, rec.max_len)
         t = pad_times(times, start, end, rec.max_len, query="last") if rec.uses_time else None
-        return np.asarray(masked_top_k(rec.score_all(hist, t), hist, pool)[1])
+        scores = rec.score_all(hist, t)  # (B, N+1)
+        return np.asarray(masked_top_k(scores, hist, pool)[1]), np.asarray(scores, np.float32)
 
-    return mine
+    return view
 
 
 def build_run(cfg: TrainConfig, split: Split | None = None) -> Run:
@@ -134,11 +141,18 @@ def build_run(cfg: TrainConfig, split: Split | None = None) -> Run:
         warm_start_items(model, other_run(cfg.init_from), cfg.init_from, split)
     graphdef, params = nnx.split(model)
     k = cfg.num_negatives if needs_negatives(loss) else 0
+    prior = None
+    if cfg.residual:
+        if model.kind != "ranking" or not cfg.retriever:
+            raise UserError("residual applies to a ranker with a retriever (set retriever=RUN_DIR)")
+        prior = other_run(cfg.retriever)
+        if prior.uses_time:
+            raise UserError("residual: the retriever reads event times; use one without time bias")
     if model.kind == "ranking":
-        hard = hard_negative_miner(other_run(cfg.retriever), cfg.retriever, cfg.hard_pool,
-                                   split.data.times) if cfg.retriever else None
+        view = retriever_view(other_run(cfg.retriever), cfg.retriever, cfg.hard_pool,
+                              split.data.times) if cfg.retriever else None
         batches = RankBatches(split, model.config.max_len, cfg.batch_size, k, cfg.sampler, cfg.seed,
-                              cfg.cuts_per_user, hard, cfg.hard_fraction)
+                              cfg.cuts_per_user, view, cfg.hard_fraction, prior=cfg.residual > 0)
     else:
         batches = TrainBatches(split, model.config.max_len, cfg.batch_size, k, cfg.sampler, cfg.seed,
                                shared_negatives=cfg.shared_negatives,
@@ -147,7 +161,7 @@ def build_run(cfg: TrainConfig, split: Split | None = None) -> Run:
     state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
     mc = dataclasses.asdict(model.config) | {"name": cfg.model, "variant": variant,
                                              "class": type(model).__name__}
-    return Run(cfg, split, loss, graphdef, state, tx, batches, mc, model.kind)
+    return Run(cfg, split, loss, graphdef, state, tx, batches, mc, model.kind, prior)
 
 
 def _log(path: Path, record: dict) -> None:
