@@ -11,6 +11,12 @@ arrivals at half of the best closed-loop throughput (latency measured from the s
 send time, so a slow server cannot hide queueing). Reports throughput, p50/p90/p99/p99.9
 latency and errors by status code as a table, JSON (``--out``) and a PNG
 (latency vs throughput) when matplotlib is installed. The server runs in its own process.
+
+Where the time goes: ``--batch-sizes 64,1,floor`` adds ``jaxrec_server.floor`` (a model-free
+server answering a fixed response: the most a Python gRPC server does on the machine); each
+closed-loop row records the CPU per request of the server process and of this client; and
+``--engine`` times the model path alone (``Engine.run``, no gRPC) at batch 1 and the largest
+batch size.
 """
 
 from __future__ import annotations
