@@ -107,22 +107,21 @@ def engine_only(checkpoint: str, reqs: list, batch_sizes=(1, 64), max_history: i
     the gRPC floor's is what the RPCs cost; a batched server pays both."""
     from jaxrec_server.engine import Query
     from jaxrec_server.main import ServeConfig, load_engine
+    from jaxrec_server.servicer import RecommenderServicer
     rows = []
     for b in batch_sizes:
         engine = load_engine(ServeConfig(checkpoint, max_batch_size=b, k_buckets=[reqs[0].k],
                                          max_history=max_history))
         engine.warm_up()
-        queries = []
-        for r in reqs:
-            idx = engine.catalog.index_of(list(r.history))
-            known = idx[idx > 0].astype(np.int32)
-            queries.append(Query(known[-engine.max_len:], r.k, True, seen=known))
-        n, t0, c0 = 0, time.perf_counter(), time.process_time()
+        queries, servicer = [], RecommenderServicer(None)
+        for r in reqs:  # the servicer's own request -> Query path, without its RPC
+            hist, seen, _, times = servicer._history(engine, r)
+            queries.append(Query(hist, r.k, r.exclude_seen, seen=seen, times=times))
+        n, lo, t0, c0 = 0, 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < seconds:
-            lo = (n // b * b) % len(queries)
-            batch = queries[lo: lo + b] or queries[:b]
+            batch = queries[lo: lo + b]
             engine.run(batch)
-            n += len(batch)
+            n, lo = n + len(batch), (lo + b) % len(queries)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         rows.append({"mode": "engine", "batch": b, "throughput": n / wall, "engine_cpu_ms": 1000 * cpu / n})
     return rows
