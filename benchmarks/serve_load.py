@@ -1,15 +1,299 @@
-"""Serving load benchmark (see ``jaxrec_server.loadtest``): writes benchmarks/serve_load.{json,png}.
+"""Serving load test: closed and open loop, batching on vs off, in one run.
 
-    python benchmarks/serve_load.py --checkpoint runs/ml1m_sasrec_ce
+    python benchmarks/serve_load.py --checkpoint runs/ml1m_sasrec_ce             # starts servers
+    python benchmarks/serve_load.py --target localhost:50051 --data ../shared/data/ml-1m/ml-1m.txt
+    jaxrec bench serve ...                                                       # the same
+
+Without ``--out`` it writes benchmarks/serve_load.{json,png}.
+
+Histories are the test-split inputs of the run's data (leave-one-out), replayed in order.
+For each server setting (``--batch-sizes``, default 64 and 1 = batching off) it runs a
+closed loop at each concurrency (``--concurrency``), then an open loop with Poisson
+arrivals at half of the best closed-loop throughput (latency measured from the scheduled
+send time, so a slow server cannot hide queueing). Reports throughput, p50/p90/p99/p99.9
+latency and errors by status code as a table, JSON (``--out``) and a PNG
+(latency vs throughput) when matplotlib is installed. The server runs in its own process.
+
+Where the time goes: ``--batch-sizes 64,1,floor`` adds ``benchmarks/grpc_floor.py`` (a model-free
+server answering a fixed response: the most a Python gRPC server does on the machine); each
+closed-loop row records the CPU per request of the server process and of this client; and
+``--engine`` times the model path alone (``Engine.run``, no gRPC) at batch 1 and the largest
+batch size.
 """
 
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-from jaxrec_server.loadtest import main
+import grpc
+import numpy as np
+
+
+def load_requests(data_spec: str, max_len: int, limit: int, k: int) -> list:
+    """One ``RecommendRequest`` per test history (the last ``max_len`` items), built once so the
+    client spends its CPU on calls, not on building messages. Event times ride along when the
+    data has them (time-aware models need them; the others ignore them)."""
+    from jaxrec.data import leave_one_out, load_dataset
+    from jaxrec.v1 import recommender_pb2 as pb
+    data = load_dataset(data_spec)
+    es = leave_one_out(data).test
+    out = []
+    for i in range(min(limit, len(es))):
+        lo, hi = max(es.start[i], es.end[i] - max_len), es.end[i]
+        times = [] if data.times is None else data.times[lo:hi].astype(np.int64).tolist()
+        out.append(pb.RecommendRequest(history=data.catalog.external(data.items[lo:hi]), k=k,
+                                       exclude_seen=True, history_times=times))
+    return out
+
+
+def start_server(checkpoint: str, batch: int | str, delay_ms: float, port: int, k_buckets: str,
+                 max_history: int | None = None, event_loop: str = "asyncio", k: int = 10) -> subprocess.Popen:
+    """``batch``: the server's --max-batch-size, or "floor" for ``grpc_floor.py``."""
+    if batch == "floor":
+        cmd = [sys.executable, str(Path(__file__).with_name("grpc_floor.py")), "--port", str(port), "-k", str(k),
+               "--event-loop", event_loop]
+    else:
+        cmd = [sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", checkpoint, "--port", str(port),
+               "--max-batch-size", str(batch), "--max-delay-ms", str(delay_ms), "--max-queue", "100000",
+               "--k-buckets", k_buckets, "--event-loop", event_loop]
+        cmd += ["--max-history", str(max_history)] if max_history else []
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
+    for line in proc.stdout:
+        if line.startswith("serving"):
+            return proc
+    raise SystemExit(f"server did not start: {proc.wait()}")
+
+
+def process_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system, all threads) a process has used: this one when ``pid`` is None."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+class CpuMeter:
+    """Per-request CPU of the server process and of this client over one measurement: the
+    budget the two cores share, so a table can say where a request's time goes."""
+
+    def __init__(self, server_pid: int | None):
+        self.pid = server_pid if server_pid and Path(f"/proc/{server_pid}/stat").exists() else None
+
+    def __enter__(self):
+        self.s0, self.c0 = (process_cpu_s(self.pid) if self.pid else None), process_cpu_s(None)
+        return self
+
+    def __exit__(self, *exc):
+        self.server = process_cpu_s(self.pid) - self.s0 if self.pid else None
+        self.client = process_cpu_s(None) - self.c0
+
+    def per_request(self, n: int) -> dict:
+        n = max(n, 1)
+        return {"server_cpu_ms": None if self.server is None else 1000 * self.server / n,
+                "client_cpu_ms": 1000 * self.client / n}
+
+
+def engine_only(checkpoint: str, reqs: list, batch_sizes=(1, 64), max_history: int | None = None,
+                seconds: float = 5.0) -> list[dict]:
+    """The server's model path without gRPC: ``Engine.run`` on the same requests, in batches,
+    in this process. Its CPU per request is what the model, the masks and the answers cost;
+    the gRPC floor's is what the RPCs cost; a batched server pays both."""
+    from jaxrec_server.main import ServeConfig, load_engine
+    from jaxrec_server.servicer import recommend_query
+    rows = []
+    for b in batch_sizes:
+        engine = load_engine(ServeConfig(checkpoint, max_batch_size=b, k_buckets=[reqs[0].k],
+                                         max_history=max_history))
+        engine.warm_up()
+        queries = [recommend_query(engine, r)[0] for r in reqs]  # the servicer's own request path
+        n, lo, t0, c0 = 0, 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - t0 < seconds:
+            batch = queries[lo: lo + b]
+            engine.run(batch)
+            n, lo = n + len(batch), (lo + b) % len(queries)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        rows.append({"mode": "engine", "batch": b, "throughput": n / wall, "engine_cpu_ms": 1000 * cpu / n})
+    return rows
+
+
+def summarize(lat: list[float], errors: dict, seconds: float) -> dict:
+    a = np.array(lat) * 1000 if lat else np.array([np.nan])
+    return {"throughput": len(lat) / seconds, "ok": len(lat), "errors": dict(errors),
+            "p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
+            "p99_ms": float(np.percentile(a, 99)), "p999_ms": float(np.percentile(a, 99.9))}
+
+
+async def _send(stub, req, start, lat, errors) -> None:
+    """One Recommend call; latency counted from ``start`` (the send or the scheduled time)."""
+    try:
+        await stub.Recommend(req, timeout=30)
+        lat.append(time.perf_counter() - start)
+    except grpc.RpcError as e:
+        errors[e.code().name] += 1
+
+
+async def closed_loop(stub, reqs, concurrency, seconds) -> dict:
+    lat, errors = [], collections.Counter()
+    end = time.perf_counter() + seconds
+    counter = iter(range(10**12))
+
+    async def worker():
+        while time.perf_counter() < end:
+            await _send(stub, reqs[next(counter) % len(reqs)], time.perf_counter(), lat, errors)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return summarize(lat, errors, time.perf_counter() - t0)
+
+
+async def open_loop(stub, reqs, rate, seconds, seed=0) -> dict:
+    rng = np.random.default_rng(seed)
+    lat, errors, tasks = [], collections.Counter(), []
+
+    t0 = time.perf_counter()
+    at, i = t0, 0
+    while at < t0 + seconds:
+        at += rng.exponential(1.0 / rate)
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(_send(stub, reqs[i % len(reqs)], at, lat, errors)))
+        i += 1
+    await asyncio.gather(*tasks)
+    return summarize(lat, errors, seconds) | {"offered_rate": rate}
+
+
+async def measure(target, reqs, concurrencies, seconds, server_pid: int | None = None) -> list[dict]:
+    from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
+    rows = []
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = pb_grpc.RecommenderStub(ch)
+        await closed_loop(stub, reqs, 4, 1.0)  # warm the channel
+        for c in concurrencies:
+            with CpuMeter(server_pid) as cpu:
+                r = await closed_loop(stub, reqs, c, seconds)
+            rows.append({"mode": "closed", "concurrency": c} | r | cpu.per_request(r["ok"]))
+        best = max(r["throughput"] for r in rows)
+        rows.append({"mode": "open", "concurrency": None} | await open_loop(stub, reqs, best / 2, seconds))
+    return rows
+
+
+def plot(results: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, rows in results.items():
+        closed = [r for r in rows if r["mode"] == "closed"]
+        if not closed:  # the engine-alone rows are not a server
+            continue
+        ax.plot([r["throughput"] for r in closed], [r["p99_ms"] for r in closed], "o-", label=f"{name} p99")
+        ax.plot([r["throughput"] for r in closed], [r["p50_ms"] for r in closed], "x--", label=f"{name} p50")
+    ax.set_xlabel("recommendations / s")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def main(argv=None) -> int:
+    from jaxrec_server.main import EVENT_LOOPS, run_on_loop  # the model side, only when run
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", help="run directory: start servers from it")
+    ap.add_argument("--target", help="host:port of a running server (instead of --checkpoint)")
+    ap.add_argument("--data", help="data for histories (default: the run's training data)")
+    ap.add_argument("--batch-sizes", default="64,1",
+                    help="server --max-batch-size settings to compare; 'floor' adds a model-free server "
+                         "answering a fixed response (benchmarks/grpc_floor.py): the most any Python gRPC "
+                         "server reaches on this machine")
+    ap.add_argument("--max-delay-ms", type=float, default=2.0)
+    ap.add_argument("--concurrency", default="1,8,32,64,128")
+    ap.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--k-buckets", default="10", help="server k buckets (only these are compiled)")
+    ap.add_argument("--max-history", type=int, default=None,
+                    help="server --max-history (the model reads the latest N items; requests still "
+                         "carry the whole history)")
+    ap.add_argument("--users", type=int, default=6040, help="distinct histories to replay")
+    ap.add_argument("--event-loop", choices=EVENT_LOOPS, default="asyncio",
+                    help="event loop of the server and of this load client")
+    ap.add_argument("--engine", action="store_true",
+                    help="also time the server's model path alone (Engine.run, no gRPC) at batch 1 and "
+                         "the largest batch size, in this process, after the servers")
+    ap.add_argument("--port", type=int, default=50777)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().with_name("serve_load.json")))
+    args = ap.parse_args(argv)
+    if not (args.checkpoint or args.target):
+        ap.error("give --checkpoint or --target")
+    max_len, data = 200, args.data
+    if args.checkpoint:
+        cfg = json.loads((Path(args.checkpoint) / "config.json").read_text())
+        max_len, data = cfg["model"]["max_len"], data or cfg["train"]["data"]
+    if data is None:
+        ap.error("--data is required with --target")
+    reqs = load_requests(data, max_len, args.users, args.k)
+    conc = [int(c) for c in args.concurrency.split(",")]
+    results = {}
+    settings = ([b if b == "floor" else int(b) for b in args.batch_sizes.split(",")]
+                if args.checkpoint else [None])
+    names = {None: "target", 1: "batching off", "floor": "grpc floor"}
+    for b in settings:
+        name = names.get(b, f"batch<={b}")
+        proc = (start_server(args.checkpoint, b, args.max_delay_ms, args.port, args.k_buckets, args.max_history,
+                             args.event_loop, args.k) if b is not None else None)
+        try:
+            results[name] = run_on_loop(measure(args.target or f"127.0.0.1:{args.port}", reqs, conc,
+                                                args.seconds, proc.pid if proc else None), args.event_loop)
+        finally:
+            if proc:
+                proc.terminate()
+                proc.wait(30)
+    print(f"top-{args.k}, {len(reqs)} test histories from {data}, {args.seconds:g}s per point, "
+          f"{os.cpu_count()} CPUs, server and client on one machine"
+          + (f", server --max-history {args.max_history}" if args.max_history else "")
+          + f", {args.event_loop} event loop")
+    print(f"{'server':<13} {'mode':<7} {'conc':>5} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+          f"{'p99.9':>7} {'cpu ms/req srv+cli':>18}  errors")
+    for name, rows in results.items():
+        for r in rows:
+            c = r["concurrency"] if r["concurrency"] is not None else f"{r['offered_rate']:.0f}/s"
+            cpu = ("" if r.get("client_cpu_ms") is None else
+                   f"{r['server_cpu_ms'] or float('nan'):.2f}+{r['client_cpu_ms']:.2f}")
+            print(f"{name:<13} {r['mode']:<7} {c!s:>5} {r['throughput']:>8.0f} {r['p50_ms']:>7.1f} "
+                  f"{r['p90_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['p999_ms']:>7.1f} {cpu:>18}  {r['errors'] or '-'}")
+    if args.engine and args.checkpoint:
+        sizes = sorted({1, max((b for b in settings if isinstance(b, int)), default=1)})
+        results["engine alone"] = engine_only(args.checkpoint, reqs, sizes, args.max_history, args.seconds)
+        for r in results["engine alone"]:
+            print(f"engine alone (no gRPC) batch {r['batch']:>3}: {r['throughput']:>8.0f} req/s, "
+                  f"{r['engine_cpu_ms']:.2f} cpu ms/req")
+    best = {name: max(r["throughput"] for r in rows) for name, rows in results.items() if name != "engine alone"}
+    if "batching off" in best:
+        for name in best:
+            if name != "batching off":
+                print(f"max throughput {name} / batching off: {best[name] / best['batching off']:.1f}x")
+    Path(args.out).write_text(json.dumps({"k": args.k, "data": data, "seconds": args.seconds,
+                                          "max_history": args.max_history,
+                                          "event_loop": args.event_loop, "results": results}, indent=2))
+    png = Path(args.out).with_suffix(".png")
+    print(f"wrote {args.out}" + (f" and {png}" if plot(results, png) else " (no matplotlib: no plot)"))
+    return 0
+
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    if "--out" not in argv:
-        argv += ["--out", str(Path(__file__).resolve().parent / "serve_load.json")]
-    sys.exit(main(argv))
+    sys.exit(main())

@@ -22,8 +22,6 @@ of times.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 from typing import Protocol as TypingProtocol
 
 import jax
@@ -32,6 +30,7 @@ import numpy as np
 
 from jaxrec.data.splits import Split, pad_histories, pad_times
 from jaxrec.errors import UserError
+from jaxrec.scoring import allowed_mask, masked_top_k, next_pow2
 
 DEFAULT_KS = (1, 5, 10, 20, 50)
 
@@ -61,15 +60,6 @@ class EvalResult:
 # ---------------------------------------------------------------- jitted kernels
 
 @jax.jit
-def _exclusion_mask(num_cols_like: jax.Array, exclude: jax.Array) -> jax.Array:
-    """(B, N+1) bool: True for padding column 0 and every item listed in ``exclude`` (B, H)."""
-    b = exclude.shape[0]
-    mask = jnp.zeros((b, num_cols_like.shape[-1]), bool)
-    mask = mask.at[jnp.arange(b)[:, None], exclude].set(True)  # index 0 (padding) lands in col 0
-    return mask.at[:, 0].set(True)
-
-
-@jax.jit
 def full_ranks(scores: jax.Array, targets: jax.Array, exclude: jax.Array) -> jax.Array:
     """Rank of each target among non-excluded items; ties count against the target.
 
@@ -77,20 +67,11 @@ def full_ranks(scores: jax.Array, targets: jax.Array, exclude: jax.Array) -> jax
     """
     scores = scores.astype(jnp.float32)
     b = scores.shape[0]
-    excluded = _exclusion_mask(scores[0], exclude)
     cols = jnp.arange(scores.shape[1])[None, :]
-    excluded = excluded & (cols != targets[:, None])  # the target is never excluded
+    not_target = cols != targets[:, None]  # the target is never excluded, and never beats itself
+    counted = allowed_mask(scores.shape[1], b, exclude) & not_target
     s_t = scores[jnp.arange(b), targets][:, None]  # (B, 1)
-    beats = (scores >= s_t) & ~excluded & (cols != targets[:, None])
-    return 1 + beats.sum(axis=1, dtype=jnp.int32)
-
-
-@functools.partial(jax.jit, static_argnames="k")
-def masked_top_k(scores: jax.Array, exclude: jax.Array, k: int):
-    """Top-k items after removing padding and excluded items -> (values, indices) (B, k)."""
-    excluded = _exclusion_mask(scores[0], exclude)
-    masked = jnp.where(excluded, -jnp.inf, scores.astype(jnp.float32))
-    return jax.lax.top_k(masked, k)
+    return 1 + ((scores >= s_t) & counted).sum(axis=1, dtype=jnp.int32)
 
 
 @jax.jit
@@ -116,11 +97,6 @@ def summarize(ranks: np.ndarray, ks=DEFAULT_KS) -> dict:
         out[f"NDCG@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean())
     out["MRR"] = float((1.0 / ranks).mean())
     return out
-
-
-def _bucket(n: int, minimum: int = 32) -> int:
-    """Next power of two >= n: few distinct shapes, so few compilations."""
-    return max(minimum, 1 << max(0, math.ceil(math.log2(max(1, n)))))
 
 
 # ---------------------------------------------------------------- the protocol
@@ -160,10 +136,10 @@ def evaluate(scorer: Scorer, split: Split, which: str = "test", *, ks=DEFAULT_KS
     for lo in batches:
         hi = min(lo + batch_size, len(es))
         b = hi - lo
-        bpad = batch_size if len(es) >= batch_size else _bucket(b, 1)
+        bpad = batch_size if len(es) >= batch_size else next_pow2(b)
         rows = order[lo:hi]
         start, end, tgt = es.start[rows], es.end[rows], es.target[rows]
-        window = min(scorer.max_len, _bucket(int((end - start).max()), 8))
+        window = min(scorer.max_len, next_pow2(int((end - start).max()), 8))
         hist = pad_histories(data.items, start, end, window)
         hist = np.pad(hist, ((0, bpad - b), (0, 0)))
         targets = np.pad(tgt, (0, bpad - b)).astype(np.int32)
@@ -177,7 +153,7 @@ def evaluate(scorer: Scorer, split: Split, which: str = "test", *, ks=DEFAULT_KS
             negs = np.pad(negs, ((0, bpad - b), (0, 0)), constant_values=1)
             r = sampled_ranks(scores, targets, negs)
         else:
-            width = _bucket(int((end - start).max())) if exclude_seen else 1
+            width = next_pow2(int((end - start).max()), 32) if exclude_seen else 1
             excl = np.zeros((bpad, width), np.int32)
             if exclude_seen:
                 excl[:b] = pad_histories(data.items, start, end, width)
@@ -280,6 +256,5 @@ def evaluate_lists(score_fn, split: Split, which: str, *, max_len: int, negative
     return EvalResult(proto, metrics, 1 + (scores[:, 1:] >= scores[:, :1]).sum(1))
 
 
-__all__ = ["DEFAULT_KS", "EvalResult", "Scorer", "evaluate", "full_ranks", "masked_top_k",
-           "pad_histories", "sampled_ranks", "summarize", "list_metrics", "pooled_auc", "candidate_lists",
+__all__ = ["DEFAULT_KS", "EvalResult", "Scorer", "evaluate", "full_ranks", "sampled_ranks", "summarize", "list_metrics", "pooled_auc", "candidate_lists",
            "evaluate_lists"]

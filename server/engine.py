@@ -1,19 +1,15 @@
-"""The compiled model behind the server: fixed shape buckets, all compiled before serving.
+"""The compiled model behind the server: shape buckets, padding and answers.
 
-One jitted function does the whole request path on device:
+Scoring is ``jaxrec.scoring``'s (the same function as evaluation and ``jaxrec recommend``):
+one jitted call per batch computes scores, applies the exclude-seen, allow and deny mask,
+takes the top-k (or, two-stage, re-ranks the retriever's top-N with the ranker) and the last
+layer's attention for explanations. What the engine adds is only serving's part:
 
-    scores = user(history) @ items.T          # (B, N+1)
-    scores = where(allowed, scores, -inf)     # exclude-seen, allow and deny lists
-    top-k (lax.top_k) + last-layer attention  # (B, K), (B, L)
-
-With a ranker (two-stage), the top-k step is ``jaxrec.pipeline.rerank``: the retriever's
-top-N allowed items are re-scored by the ranker and the best k of those returned, inside
-the same jitted call. Score requests still read the retrieval scores.
-
-Shapes are padded up to buckets (batch size, history length, k), and every bucket is
-compiled in ``warm_up`` before health reports SERVING, so no request ever waits for XLA.
-``compile_count`` reads the jitted function's cache size: tests assert it does not grow
-after warm-up.
+* shapes are padded up to buckets (batch size, history length, k), and every bucket is
+  compiled in ``warm_up`` before health reports SERVING, so no request waits for XLA;
+  ``compile_count`` reads the jitted function's cache size (tests assert it does not grow);
+* queries are grouped by history-length bucket, one device call per group;
+* cold-start queries (no known history) get popular items on the host.
 """
 
 from __future__ import annotations
@@ -21,32 +17,15 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from jaxrec.data.codec import left_pad
 from jaxrec.errors import UserError
 from jaxrec.inference import Recommender
-from jaxrec.pipeline import check_stages, default_blend, rerank
-from jaxrec.train.step import merge
-
-
-def default_buckets(limit: int, start: int = 1) -> list[int]:
-    """Powers of two from ``start`` up to ``limit`` (always including ``limit``)."""
-    out, b = [], start
-    while b < limit:
-        out.append(b)
-        b *= 2
-    return out + [limit]
-
-
-def pick(buckets: list[int], n: int) -> int:
-    for b in buckets:
-        if n <= b:
-            return b
-    return buckets[-1]
+from jaxrec.pipeline import Pipeline
+from jaxrec.scoring import host_allowed, pick, pow2_buckets
 
 
 @dataclasses.dataclass
@@ -86,52 +65,37 @@ class Engine:
         # plain lists: building responses on the event loop indexes them per item
         self.id_list = rec.catalog.ids.tolist()
         self.title_list = [rec.catalog.title(i) or "" for i in range(self.num_items + 1)]
-        if ranker is not None:  # two-stage: kinds, catalogs and the candidate count fit
-            check_stages(rec, ranker, candidates)
-            blend = default_blend(ranker, blend)
-        self.max_len = max(rec.max_len, ranker.max_len if ranker else 0)
-        self.uses_time = bool(getattr(rec, "uses_time", False))  # queries carry times
+        # two-stage: Pipeline checks kinds, catalogs and the candidate count
+        self.model = Pipeline(rec, ranker, candidates, blend=blend) if ranker is not None else rec
+        self.scorer = self.model.scorer
+        self.max_len = self.scorer.max_len
+        self.uses_time = self.scorer.uses_time  # queries carry times
         if max_history is not None:  # read fewer items than the model can: cheaper on CPU
             if max_history < 1:
                 raise UserError(f"max_history must be at least 1, got {max_history}")
             self.max_len = min(self.max_len, int(max_history))
-        self.name = rec.config["train"]["model"] + (f"+{ranker.config['train']['model']}" if ranker else "")
+        self.name = rec.name + (f"+{ranker.name}" if ranker else "")
+        # what Score requests read: the retrieval scores of the same batch call (a ranker's
+        # score of arbitrary candidates would need a compiled shape per candidate count)
+        self.score_stage = "retriever"
         self.step = rec.step
-        self.batch_buckets = default_buckets(max_batch_size)
+        self.batch_buckets = pow2_buckets(max_batch_size)
         # every history fits a bucket (the largest is the model's max_len); k is capped by the
         # largest k bucket, which by default is the catalog size (the candidate count, two-stage)
-        lb = length_buckets or default_buckets(self.max_len, 16)
+        lb = length_buckets or pow2_buckets(self.max_len, 16)
         self.length_buckets = sorted({min(int(b), self.max_len) for b in lb} | {self.max_len})
         kmax = candidates if ranker is not None else self.num_items
         kb = k_buckets or [100, kmax]
         self.k_buckets = sorted({min(int(k), kmax) for k in kb})
-        counts = Path(checkpoint) / "item_counts.npy" if checkpoint else None
-        pop = np.load(counts) if counts is not None and counts.exists() else np.zeros(self.num_items + 1)
+        pop = (rec.run.item_counts(self.num_items) if rec.run is not None else np.zeros(self.num_items + 1))
         self.popularity = pop.astype(np.float32)
         self.popularity[0] = -np.inf
-        graphdef, dtype = rec.graphdef, rec.config["model"].get("dtype")
-        lr = rec.max_len
-
-        def serve(params, history, allowed, k, times=None):
-            model = merge(graphdef, params["retriever"], dtype)
-            t = None if times is None else times[:, -(lr + 1):]  # (B, <=Lr + 1)
-            user, att = model.encode_explained(history[:, -lr:], t)  # (B, D), (B, <=Lr)
-            att = jnp.pad(att, ((0, 0), (history.shape[1] - att.shape[1], 0)))  # (B, L)
-            items = model.output_table()  # (N+1, D)
-            scores = (user @ items.T.astype(user.dtype)).astype(jnp.float32)  # (B, N+1)
-            masked = jnp.where(allowed, scores, -jnp.inf)
-            if ranker is None:
-                vals, idx = jax.lax.top_k(masked, k)
-            else:  # the same two-stage function as evaluation and `jaxrec recommend`
-                rmodel = merge(ranker.graphdef, params["ranker"], ranker.config["model"].get("dtype"))
-                vals, idx, _ = rerank(rmodel, history, masked, candidates, k, blend)
-            return vals, idx, att, scores
-
-        self._serve = jax.jit(serve, static_argnums=3)
-        self._params = {"retriever": rec.params, "ranker": ranker.params if ranker else None}
-        self._items = np.asarray(merge(graphdef, rec.params).output_table())
+        self._items = self.scorer.item_vectors()
         norms = np.linalg.norm(self._items, axis=1, keepdims=True)
         self._unit = self._items / np.maximum(norms, 1e-9)
+
+    def _call(self, hist, allowed, k, times):
+        return self.scorer.top_k(hist, k, allowed=allowed, times=times, explain=True)
 
     # ------------------------------------------------------------ compilation
 
@@ -142,11 +106,11 @@ class Engine:
             hist = np.zeros((b, l), np.int32)
             allowed = np.ones((b, self.num_items + 1), bool)
             times = np.zeros((b, l + 1), np.int32) if self.uses_time else None
-            jax.block_until_ready(self._serve(self._params, hist, allowed, k, times))
+            jax.block_until_ready(self._call(hist, allowed, k, times))
         return time.perf_counter() - t
 
     def compile_count(self) -> int:
-        return self._serve._cache_size()
+        return self.scorer.compile_count()
 
     # ------------------------------------------------------------ the batch path
 
@@ -172,41 +136,20 @@ class Engine:
                     out[i] = a
         return out
 
-    def _allowed_row(self, q: Query) -> np.ndarray:
-        row = np.ones(self.num_items + 1, bool)
-        if q.allow is not None:
-            row[:] = False
-            row[q.allow] = True
-        if q.deny is not None:
-            row[q.deny] = False
-        if q.exclude_seen:
-            row[q.excluded] = False
-        row[0] = False
-        return row
+    @staticmethod
+    def _mask_lists(q: Query):
+        return q.allow, q.deny, q.excluded if q.exclude_seen else None
 
     def _run_device(self, queries: list[Query]) -> list[Answer]:
         n = len(queries)
         b = pick(self.batch_buckets, n)
         l = pick(self.length_buckets, max(len(q.history) for q in queries))
         k = pick(self.k_buckets, max(q.k for q in queries))
-        hist = np.zeros((b, l), np.int32)
-        allowed = np.ones((b, self.num_items + 1), bool)  # padding rows too: results discarded
-        allowed[:, 0] = False
-        seen_rows, seen_cols = [], []  # exclude-seen of all plain queries in one scatter
-        times = np.zeros((b, l + 1), np.int32) if self.uses_time else None
-        for i, q in enumerate(queries):
-            h = q.history[-l:]
-            hist[i, l - len(h):] = h
-            if q.allow is not None or q.deny is not None:
-                allowed[i] = self._allowed_row(q)
-            elif q.exclude_seen:
-                seen_rows.append(np.full(len(q.excluded), i))
-                seen_cols.append(q.excluded)
-            if times is not None:
-                times[i, l - len(h):] = q.times[-(len(h) + 1):]
-        if seen_rows:
-            allowed[np.concatenate(seen_rows), np.concatenate(seen_cols)] = False
-        vals, idx, att, scores = jax.device_get(self._serve(self._params, hist, allowed, k, times))
+        hist = left_pad([q.history for q in queries], l, b)  # (b, l)
+        allowed = host_allowed(self.num_items + 1, b, [self._mask_lists(q) for q in queries])  # (b, N+1)
+        times = left_pad([q.times for q in queries], l + 1, b) if self.uses_time else None
+        out = jax.device_get(self._call(hist, allowed, k, times))
+        vals, idx, att, scores = out.values, out.items, out.attention, out.scores
         answers = []
         for i, q in enumerate(queries):
             if q.candidates is not None:
@@ -236,7 +179,8 @@ class Engine:
     def _cold_start(self, q: Query) -> Answer:
         if q.candidates is not None:
             return Answer(q.candidates, self.popularity[q.candidates], cold_start=True)
-        scores = np.where(self._allowed_row(q), self.popularity, -np.inf)
+        ok = host_allowed(self.num_items + 1, 1, [self._mask_lists(q)])[0]
+        scores = np.where(ok, self.popularity, -np.inf)
         top = np.argsort(-scores, kind="stable")[: q.k]
         top = top[np.isfinite(scores[top])]
         return Answer(top, scores[top], None, cold_start=True)

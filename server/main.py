@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from jaxrec.inference import Recommender
+from jaxrec.train.rundir import RunDir
 from jaxrec.v1 import recommender_pb2 as pb
 from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
 from jaxrec_server.batcher import Batcher
@@ -89,11 +90,6 @@ def load_engine(cfg: ServeConfig) -> Engine:
     return Engine(rec, max_batch_size=cfg.max_batch_size, length_buckets=cfg.length_buckets,
                   k_buckets=cfg.k_buckets, checkpoint=cfg.checkpoint, ranker=ranker,
                   candidates=cfg.candidates, blend=cfg.blend, max_history=cfg.max_history)
-
-
-def latest_step(run_dir: str) -> int | None:
-    steps = [int(p.name) for p in (Path(run_dir) / "checkpoints" / "best").glob("[0-9]*")]
-    return max(steps) if steps else None
 
 
 class Server:
@@ -181,7 +177,7 @@ class Server:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.watch_interval_s)
-            step = latest_step(self.cfg.checkpoint)
+            step = RunDir(self.cfg.checkpoint).latest_step("best")
             if step is not None and (self.state.engine.step is None or step > self.state.engine.step):
                 try:
                     await self.reload()

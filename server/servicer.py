@@ -12,7 +12,7 @@ import time
 import grpc
 import numpy as np
 
-from jaxrec.data.splits import query_times
+from jaxrec.data.codec import history_of_indices, history_times
 from jaxrec.v1 import recommender_pb2 as pb
 from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
 from jaxrec_server.batcher import DeadlineExpired, QueueFull
@@ -39,37 +39,63 @@ def lookup_ids(field: str, ids, engine, limit: int) -> np.ndarray:
     return idx
 
 
+def request_history(engine, request, limit: int):
+    """(the latest items the model reads, every known item, count of unknown ids, their
+    relative times + the prediction time for a time-aware model, else None)."""
+    ids = request.history
+    h = history_of_indices(lookup_ids("history", ids, engine, limit))
+    times = None
+    if engine.uses_time:
+        if len(request.history_times) != len(ids):
+            raise BadRequest(f"history_times: {len(request.history_times)} times for {len(ids)} "
+                             f"history ids; {engine.name} reads event times, one per id")
+        try:
+            times = history_times(h, request.history_times, engine.max_len, request.now or None)
+        except ValueError as e:
+            raise BadRequest(f"history_times: {e}") from None
+    return h.latest(engine.max_len), h.items, h.unknown, times
+
+
+def _index_list(engine, field, ids, limit: int) -> np.ndarray | None:
+    if not len(ids):
+        return None
+    idx = lookup_ids(field, ids, engine, limit)
+    return idx[idx > 0]
+
+
+def recommend_query(engine, request, limit: int = 10_000) -> tuple[Query, int]:
+    """A ``RecommendRequest`` -> (the engine's ``Query``, count of unknown history ids); a
+    request that is wrong in any field raises ``BadRequest`` naming it. The servicer and the
+    load test's engine-alone timing both build their queries here."""
+    n = engine.num_items
+    if request.model and request.model != engine.name:
+        raise BadRequest(f"model: {request.model!r} is not served (serving {engine.name!r})")
+    kmax = min(n, engine.k_buckets[-1])
+    if not 1 <= request.k <= kmax:
+        raise BadRequest(f"k: must be in 1..{kmax}, got {request.k}")
+    hist, seen, unknown, times = request_history(engine, request, limit)
+    q = Query(hist, int(request.k), bool(request.exclude_seen), _index_list(engine, "allow", request.allow, limit),
+              _index_list(engine, "deny", request.deny, limit), bool(request.explain), seen=seen, times=times)
+    if request.allow and q.allow is not None and not len(q.allow):
+        raise BadRequest("allow: none of the ids is in the catalog")
+    return q, unknown
+
+
+def score_query(engine, request, limit: int = 10_000) -> tuple[Query, tuple[int, list]]:
+    """A ``ScoreRequest`` -> (``Query``, (unknown history count, unknown candidate ids))."""
+    hist, _, unknown, times = request_history(engine, request, limit)
+    cands = request.candidates
+    if not len(cands):
+        raise BadRequest("candidates: empty")
+    idx = lookup_ids("candidates", cands, engine, limit)
+    missing = [c for c, i in zip(cands, idx.tolist()) if i == 0]
+    return Query(hist, 1, False, candidates=idx[idx > 0], times=times), (unknown, missing)
+
+
 class RecommenderServicer(pb_grpc.RecommenderServicer):
     def __init__(self, state, *, max_request_items: int = 10_000):
         self.state = state  # ServerState: .engine, .batcher, .metrics
         self.max_request_items = max_request_items
-
-    # ------------------------------------------------------------ helpers
-
-    def _history(self, engine, request) -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None]:
-        """(the latest items the model reads, every known item, count of unknown ids, their
-        relative times + the prediction time for a time-aware model, else None)."""
-        ids = request.history
-        idx = lookup_ids("history", ids, engine, self.max_request_items)
-        known = idx[idx > 0].astype(np.int32)
-        hist = known[-engine.max_len:]
-        times = None
-        if engine.uses_time:
-            if len(request.history_times) != len(ids):
-                raise BadRequest(f"history_times: {len(request.history_times)} times for {len(ids)} "
-                                 f"history ids; {engine.name} reads event times, one per id")
-            t = np.asarray(request.history_times, np.int64)[idx > 0][-engine.max_len:]
-            try:
-                times = query_times(t, request.now or None)
-            except ValueError as e:
-                raise BadRequest(f"history_times: {e}") from None
-        return hist, known, int((idx == 0).sum()), times
-
-    def _index_list(self, engine, field, ids) -> np.ndarray | None:
-        if not len(ids):
-            return None
-        idx = lookup_ids(field, ids, engine, self.max_request_items)
-        return idx[idx > 0]
 
     async def _run(self, method: str, context, make_query, respond):
         t0 = time.perf_counter()
@@ -105,20 +131,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     async def Recommend(self, request, context):
         def make_query(engine):
-            n = engine.num_items
-            if request.model and request.model != engine.name:
-                raise BadRequest(f"model: {request.model!r} is not served (serving {engine.name!r})")
-            kmax = min(n, engine.k_buckets[-1])
-            if not 1 <= request.k <= kmax:
-                raise BadRequest(f"k: must be in 1..{kmax}, got {request.k}")
-            hist, seen, unknown, times = self._history(engine, request)
-            q = Query(hist, int(request.k), bool(request.exclude_seen),
-                      self._index_list(engine, "allow", request.allow),
-                      self._index_list(engine, "deny", request.deny), bool(request.explain), seen=seen,
-                      times=times)
-            if request.allow and q.allow is not None and not len(q.allow):
-                raise BadRequest("allow: none of the ids is in the catalog")
-            return q, unknown
+            return recommend_query(engine, request, self.max_request_items)
 
         def respond(engine, q, a, unknown):
             ids, titles = engine.id_list, engine.title_list
@@ -135,20 +148,15 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     async def Score(self, request, context):
         def make_query(engine):
-            hist, _, unknown, times = self._history(engine, request)
-            cands = request.candidates
-            if not len(cands):
-                raise BadRequest("candidates: empty")
-            idx = lookup_ids("candidates", cands, engine, self.max_request_items)
-            missing = [c for c, i in zip(cands, idx.tolist()) if i == 0]
-            return Query(hist, 1, False, candidates=idx[idx > 0], times=times), (unknown, missing)
+            return score_query(engine, request, self.max_request_items)
 
         def respond(engine, q, a, extra):
             unknown, missing = extra
             cat = engine.catalog
             items = [pb.ScoredItem(item_id=cat.ids[int(i)], score=float(s), title=cat.title(int(i)) or "")
                      for i, s in zip(a.items, a.scores)]
-            return pb.ScoreResponse(items=items, unknown_history_items=unknown, unknown_candidates=missing)
+            return pb.ScoreResponse(items=items, unknown_history_items=unknown, unknown_candidates=missing,
+                                    stage=engine.score_stage)
 
         return await self._run("Score", context, make_query, respond)
 

@@ -81,10 +81,10 @@ def test_attention_matches_reference():
                                             ("encdec/small", "listwise", 15)])
 def test_trains_with_falling_finite_loss(name, loss, negs):
     from jaxrec.data import leave_one_out, load_dataset
-    from jaxrec.train import TrainConfig, build_run
+    from jaxrec.train import Config, build_run
     from jaxrec.train.step import make_loss_fn, make_train_step
 
-    cfg = TrainConfig(model=name, data="synthetic:tiny", loss=loss, num_negatives=max(negs, 1),
+    cfg = Config(model=name, data="synthetic:tiny", loss=loss, num_negatives=max(negs, 1),
                       batch_size=32, lr=3e-3, sampler="popularity")
     run = build_run(cfg, leave_one_out(load_dataset(cfg.data)))
     step = make_train_step(run.graphdef, make_loss_fn(loss, cfg, run.split.data.num_items,
@@ -101,10 +101,10 @@ def test_trains_with_falling_finite_loss(name, loss, negs):
 
 def test_bf16_compute_keeps_f32_params():
     from jaxrec.data import leave_one_out, load_dataset
-    from jaxrec.train import TrainConfig, build_run
+    from jaxrec.train import Config, build_run
     from jaxrec.train.step import make_loss_fn, make_train_step
 
-    cfg = TrainConfig(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32,
+    cfg = Config(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32,
                       model_args={"dtype": "bfloat16"})
     run = build_run(cfg, leave_one_out(load_dataset(cfg.data)))
     step = make_train_step(run.graphdef, make_loss_fn("ce", cfg, run.split.data.num_items), run.tx,

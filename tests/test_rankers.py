@@ -11,10 +11,12 @@ from jaxrec.data import leave_one_out, load_dataset
 from jaxrec.data.batching import RankBatches
 from jaxrec.data.features import item_features
 from jaxrec.inference import Recommender
-from jaxrec.metrics import evaluate, list_metrics, masked_top_k, pooled_auc
+from jaxrec.errors import UserError
+from jaxrec.metrics import evaluate, list_metrics, pooled_auc
 from jaxrec.models import build_model
 from jaxrec.models.layers import NEG_INF
 from jaxrec.pipeline import Pipeline
+from jaxrec.scoring import masked_top_k
 
 RANKERS = ["target_attention/small", "target_attention/din", "bst/small", "encdec/small"]
 N = 60
@@ -123,7 +125,7 @@ def _without_items(data, cold):
 def test_new_item_gets_a_sensible_score_from_its_features(tmp_path):
     """Items never seen in training: with topic features a user's own-topic cold items score
     above other cold items; without features the order is random."""
-    from jaxrec.train import TrainConfig, train
+    from jaxrec.train import Config, train
 
     data = load_dataset("synthetic:small")
     topic = item_features(data.catalog, ["topic"]).ids[:, 0]
@@ -131,7 +133,7 @@ def test_new_item_gets_a_sensible_score_from_its_features(tmp_path):
     split = leave_one_out(_without_items(data, cold))
     results = {}
     for feats in (["topic"], []):
-        cfg = TrainConfig(model="sasrec/small", data="synthetic:small", loss="ce", batch_size=64,
+        cfg = Config(model="sasrec/small", data="synthetic:small", loss="ce", batch_size=64,
                           epochs=4, lr=3e-3, model_args={"features": feats}, seed=0)
         out = tmp_path / f"run{len(feats)}"
         train(cfg, out, progress=False, split=split)
@@ -268,14 +270,14 @@ def test_pipeline_rejects_wrong_kinds_and_k():
 def test_ranker_run_warm_started_and_mined_from_one_retriever_run(tmp_path):
     """``init_from`` and ``retriever`` naming the same run: the ranker's item-id embeddings start
     as the retriever's, and its hard negatives come from the retriever's top ``hard_pool``."""
-    from jaxrec.train import TrainConfig, build_run, train
+    from jaxrec.train import Config, Ranking, build_run, train
 
     retr_dir = tmp_path / "retriever"
-    train(TrainConfig(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1),
+    train(Config(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1),
           retr_dir, progress=False)
-    cfg = TrainConfig(model="target_attention/small", data="synthetic:tiny", num_negatives=8,
-                      retriever=str(retr_dir), init_from=str(retr_dir), hard_pool=10, hard_fraction=1.0,
-                      batch_size=16, epochs=1)
+    cfg = Config(model="target_attention/small", data="synthetic:tiny", num_negatives=8, batch_size=16,
+                 epochs=1, ranking=Ranking(retriever=str(retr_dir), init_from=str(retr_dir), hard_pool=10,
+                                           hard_fraction=1.0))
     run = build_run(cfg)
     retr = Recommender.from_checkpoint(retr_dir)
     n = run.split.data.num_items + 1
@@ -288,23 +290,25 @@ def test_ranker_run_warm_started_and_mined_from_one_retriever_run(tmp_path):
     real = b["weights"] > 0
     in_pool = [np.isin(c[i, 1:], pool[i]).mean() for i in np.flatnonzero(real)]
     assert np.mean(in_pool) > 0.9
-    with pytest.raises(Exception, match="dim"):
-        build_run(dataclasses.replace(cfg, model_args={"dim": 48}, retriever=None))
+    with pytest.raises(UserError, match="dim 32, this model 48"):
+        build_run(dataclasses.replace(cfg, model_args={"dim": 48},
+                                      ranking=dataclasses.replace(cfg.ranking, retriever=None)))
 
 
 def test_residual_ranker_trains_on_top_of_the_retriever_score(tmp_path):
     """``residual=w``: batches carry the retriever's score of each candidate, the loss sees
     ranker + w * retriever, and the pipeline blends with w unless told otherwise."""
     from jaxrec import losses
-    from jaxrec.train import TrainConfig, build_run, train
-    from jaxrec.train.step import make_loss_fn, merge
+    from jaxrec.train import Config, Ranking, build_run, train
+    from jaxrec.scoring import merge
+    from jaxrec.train.step import make_loss_fn
 
     retr_dir, rank_dir = tmp_path / "retriever", tmp_path / "ranker"
-    train(TrainConfig(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1),
+    train(Config(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1),
           retr_dir, progress=False)
-    cfg = TrainConfig(model="target_attention/small", data="synthetic:tiny", num_negatives=8,
-                      retriever=str(retr_dir), hard_pool=10, residual=1.5, batch_size=16, epochs=1,
-                      eval_negatives=20)
+    cfg = Config(model="target_attention/small", data="synthetic:tiny", num_negatives=8, batch_size=16,
+                 epochs=1, ranking=Ranking(retriever=str(retr_dir), hard_pool=10, residual=1.5,
+                                           eval_negatives=20))
     run = build_run(cfg)
     retr = Recommender.from_checkpoint(retr_dir)
     b = next(iter(run.batches.epoch(0)))
@@ -323,5 +327,5 @@ def test_residual_ranker_trains_on_top_of_the_retriever_score(tmp_path):
     rank = Recommender.from_checkpoint(rank_dir)
     assert Pipeline(retr, rank, candidates=10).blend == 1.5
     assert Pipeline(retr, rank, candidates=10, blend=0).blend == 0.0
-    with pytest.raises(Exception, match="retriever"):
-        build_run(dataclasses.replace(cfg, retriever=None))
+    with pytest.raises(UserError, match="ranking.residual applies to a ranker with a retriever"):
+        build_run(dataclasses.replace(cfg, ranking=dataclasses.replace(cfg.ranking, retriever=None)))

@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jaxrec.inference import Recommender
-from jaxrec.train import TrainConfig, train
+from jaxrec.train import Config, Ranking, train
 from jaxrec_server.client import AsyncClient, Client
 from jaxrec_server.engine import Engine
 from jaxrec_server.main import ServeConfig, Server, ThreadedServer
@@ -28,7 +28,7 @@ SERVE = dict(max_batch_size=64, length_buckets=[16, 50], k_buckets=[10, 100], ma
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("srv") / "run"
-    train(TrainConfig(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=2,
+    train(Config(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=2,
                       seed=1), d, progress=False)
     return d
 
@@ -290,8 +290,8 @@ def test_two_stage_server_matches_pipeline(run_dir, tmp_path):
     from jaxrec.pipeline import Pipeline
 
     rank_dir = tmp_path / "ranker"
-    train(TrainConfig(model="target_attention/small", data="synthetic:tiny", num_negatives=7, eval_negatives=20,
-                      batch_size=32, epochs=1, seed=2), rank_dir, progress=False)
+    train(Config(model="target_attention/small", data="synthetic:tiny", num_negatives=7, batch_size=32,
+                 epochs=1, seed=2, ranking=Ranking(eval_negatives=20)), rank_dir, progress=False)
     srv = ThreadedServer(ServeConfig(str(run_dir), ranker=str(rank_dir), candidates=30,
                                      port=0, **{**SERVE, "k_buckets": [10, 30]}))
     try:
@@ -339,7 +339,7 @@ def test_time_aware_model_reads_history_times(tmp_path):
     """An HSTU with relative time bias: requests must carry one time per history id; the
     server's answer equals ``Recommender.recommend`` with the same times."""
     d = tmp_path / "hstu_time"
-    train(TrainConfig(model="hstu/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1,
+    train(Config(model="hstu/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1,
                       seed=0, model_args={"time_buckets": 16}), d, progress=False)
     rec = Recommender.from_checkpoint(d)
     srv = ThreadedServer(ServeConfig(str(d), port=0, **SERVE))

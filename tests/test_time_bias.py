@@ -111,9 +111,9 @@ def test_train_batches_carry_target_aligned_times():
 
 def test_hstu_with_time_bias_trains_evaluates_and_recommends(tmp_path):
     from jaxrec.inference import Recommender
-    from jaxrec.train import TrainConfig, train
+    from jaxrec.train import Config, train
 
-    res = train(TrainConfig(model="hstu/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=2,
+    res = train(Config(model="hstu/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=2,
                             seed=0, model_args={"time_buckets": 32}), tmp_path / "run", progress=False)
     assert np.isfinite(res["metrics"]["NDCG@10"]) and res["metrics"]["NDCG@10"] > 0
     rec = Recommender.from_checkpoint(tmp_path / "run")

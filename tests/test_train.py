@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 
 from jaxrec.cli import main
-from jaxrec.train import TrainConfig, train
+from jaxrec.train import Config, train
 
 TINY = dict(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=2,
             eval_every=1, seed=3)
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-    full = train(TrainConfig(**TINY), tmp_path / "full", progress=False)
+    full = train(Config(**TINY), tmp_path / "full", progress=False)
     # "killed" after the first epoch: a zero time budget stops after epoch 1's checkpoint
-    train(TrainConfig(**TINY, max_minutes=0.0), tmp_path / "cut", progress=False)
-    resumed = train(TrainConfig(**TINY), tmp_path / "cut", resume=True, progress=False)
+    train(Config(**TINY, max_minutes=0.0), tmp_path / "cut", progress=False)
+    resumed = train(Config(**TINY), tmp_path / "cut", resume=True, progress=False)
     assert resumed["epochs"] == full["epochs"] == 2
     for k, v in full["metrics"].items():
         assert resumed["metrics"][k] == pytest.approx(v, abs=1e-6), k
@@ -36,7 +36,7 @@ def test_lr_scale_is_a_learning_rate_factor_and_linear_time_needs_a_budget(tmp_p
     from jaxrec.errors import UserError
     from jaxrec.train import build_run
     from jaxrec.train.step import make_loss_fn, make_train_step
-    cfg = TrainConfig(**TINY)
+    cfg = Config(**TINY)
     run = build_run(cfg, leave_one_out(load_dataset(cfg.data)))
     step = make_train_step(run.graphdef, make_loss_fn("ce", cfg, run.split.data.num_items), run.tx)
     batch, key = next(iter(run.batches.epoch(0))), jax.random.PRNGKey(0)
@@ -50,20 +50,20 @@ def test_lr_scale_is_a_learning_rate_factor_and_linear_time_needs_a_budget(tmp_p
         np.testing.assert_allclose(half, 0.5 * full, rtol=1e-4, atol=1e-7)
         assert not np.any(zero)
     with pytest.raises(UserError, match="max_minutes"):
-        train(TrainConfig(**TINY | dict(schedule="linear_time")), tmp_path / "t", progress=False)
+        train(Config(**TINY | dict(schedule="linear_time")), tmp_path / "t", progress=False)
 
 
 def test_refuses_to_overwrite_without_resume(tmp_path):
-    train(TrainConfig(**TINY | dict(epochs=1)), tmp_path / "r", progress=False)
+    train(Config(**TINY | dict(epochs=1)), tmp_path / "r", progress=False)
     from jaxrec.errors import UserError
     with pytest.raises(UserError, match="--resume"):
-        train(TrainConfig(**TINY | dict(epochs=1)), tmp_path / "r", progress=False)
+        train(Config(**TINY | dict(epochs=1)), tmp_path / "r", progress=False)
 
 
 def test_nan_stops_with_step(tmp_path):
     from jaxrec.train.trainer import NonFiniteLoss
     with pytest.raises(NonFiniteLoss, match="at step"):
-        train(TrainConfig(**TINY | dict(lr=1e30, clip_norm=0.0, epochs=3)), tmp_path / "nan",
+        train(Config(**TINY | dict(lr=1e30, clip_norm=0.0, epochs=3)), tmp_path / "nan",
               progress=False)
 
 
@@ -71,12 +71,12 @@ MESH_SCRIPT = textwrap.dedent("""
     import jax, numpy as np
     from jaxrec.data import leave_one_out, load_dataset
     from jaxrec.sharding import make_mesh, replicate, shard_batch
-    from jaxrec.train import TrainConfig, build_run
+    from jaxrec.train import Config, build_run
     from jaxrec.train.step import make_loss_fn, make_train_step
     assert jax.device_count() == 8
     out = {}
     for n in (1, 8):
-        cfg = TrainConfig(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, seed=0)
+        cfg = Config(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, seed=0)
         run = build_run(cfg, leave_one_out(load_dataset(cfg.data)))
         mesh = make_mesh(n)
         step = make_train_step(run.graphdef, make_loss_fn("ce", cfg, run.split.data.num_items), run.tx)
@@ -138,11 +138,11 @@ def test_last_out_protocol_end_to_end(tmp_path, capsys):
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.py")), ids=lambda p: p.stem)
 def test_every_config_file_loads(path):
-    """Configs are code: each one builds a TrainConfig and names the figure it aims at."""
+    """Configs are code: each one builds a Config and names the figure it aims at."""
     from jaxrec.models.registry import resolve
     from jaxrec.train.config import load_config_file
 
-    cfg = TrainConfig.from_dict(load_config_file(str(path)))
+    cfg = Config.from_dict(load_config_file(str(path)))
     resolve(cfg.model)  # a registered model and variant
     spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)

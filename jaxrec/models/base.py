@@ -18,32 +18,63 @@ position, all items) use the same two methods:
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import field
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxrec.settings import at_least, between, one_of
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Architecture settings shared by the self-attention family (unused fields are ignored)."""
+    """Settings every model has. Each family adds its own (below): a setting a family does
+    not read is an error when given (``registry.build_model``), never silently ignored."""
 
     num_items: int
-    max_len: int = 200
-    dim: int = 64
-    heads: int = 1
-    blocks: int = 2
-    dropout: float = 0.2
-    ffn_mult: int = 1  # FFN hidden = ffn_mult * dim (SASRec: 1, BERT4Rec: 4)
-    layout: str = "pre"  # "pre" or "sasrec" (see layers.TransformerBlock)
-    act: str = "relu"
-    mask_prob: float = 0.2  # BERT4Rec cloze masking
-    dtype: str = "float32"  # compute dtype (train.step.merge casts); parameters stay float32
+    max_len: int = field(default=200, metadata=at_least(1))
+    dim: int = field(default=64, metadata=at_least(1))
+    dropout: float = field(default=0.2, metadata=between(0.0, 1.0, hi_exclusive=True))
+    dtype: str = field(default="float32", metadata=one_of("float32", "bfloat16", "float16"))  # compute dtype
     features: tuple = ()  # catalog item features embedded into the item table (e.g. ("genres",))
-    attention: str = "dot"  # target attention: "dot" (multi-head) or "din" (DIN's activation unit)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfAttentionConfig(ModelConfig):
+    """SASRec, gSASRec (and BERT4Rec below): a stack of transformer blocks."""
+
+    heads: int = field(default=1, metadata=at_least(1))
+    blocks: int = field(default=2, metadata=at_least(1))
+    ffn_mult: int = field(default=1, metadata=at_least(1))  # FFN hidden = ffn_mult * dim (SASRec: 1, BERT4Rec: 4)
+    layout: str = field(default="pre", metadata=one_of("pre", "sasrec"))  # see layers.TransformerBlock
+    act: str = field(default="relu", metadata=one_of("relu", "gelu"))
+    tied_output: bool = True  # score against the input item table (False: a separate table)
+
+
+@dataclasses.dataclass(frozen=True)
+class BERT4RecConfig(SelfAttentionConfig):
+    mask_prob: float = field(default=0.2, metadata=between(0.0, 1.0, hi_exclusive=True))  # cloze masking
+
+
+@dataclasses.dataclass(frozen=True)
+class HSTUConfig(ModelConfig):
+    heads: int = field(default=1, metadata=at_least(1))
+    blocks: int = field(default=2, metadata=at_least(1))
+    time_buckets: int = field(default=0, metadata=at_least(0))  # relative time bias buckets (0: off; paper: 128)
+    tied_output: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class RankerConfig(ModelConfig):
+    """The cross-attention rankers (target attention, BST, encoder-decoder)."""
+
+    heads: int = field(default=1, metadata=at_least(1))
+    blocks: int = field(default=2, metadata=at_least(1))
+    ffn_mult: int = field(default=1, metadata=at_least(1))
+    act: str = field(default="relu", metadata=one_of("relu", "gelu"))
+    attention: str = field(default="dot", metadata=one_of("dot", "din"))  # target attention's scorer
     candidate_attention: bool = False  # encoder-decoder: candidates also attend to each other
-    time_buckets: int = 0  # HSTU relative time bias: number of log-time buckets (0: off; paper: 128)
-    tied_output: bool = True  # retrieval: score against the input item table (False: a separate table)
 
 
 class ItemModel(nnx.Module):
@@ -65,7 +96,7 @@ class RetrievalModel(ItemModel):
     @property
     def uses_time(self) -> bool:
         """Whether ``times`` must be given (HSTU with relative time bias)."""
-        return self.config.time_buckets > 0
+        return getattr(self.config, "time_buckets", 0) > 0
 
     def hidden(self, items: jax.Array, key: jax.Array | None = None, times=None) -> jax.Array:
         raise NotImplementedError
@@ -91,6 +122,3 @@ class RetrievalModel(ItemModel):
         """(B, L) -> user vector (B, D) and (B, L) the last layer's attention of the user position
         over the history (averaged over heads, 0 on padding): what "because you watched" reads."""
         raise NotImplementedError
-
-    def attention_weights(self, history: jax.Array, times=None) -> jax.Array:
-        return self.encode_explained(history, times)[1]

@@ -12,11 +12,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxrec.models.base import ModelConfig
+from jaxrec.models.base import BERT4RecConfig, ModelConfig
 from jaxrec.models.sasrec import SASRec
 
 
 class BERT4Rec(SASRec):
+    config_cls = BERT4RecConfig
     causal = False
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, item_features=None):

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrec.errors import UserError
-from jaxrec.models.base import ModelConfig, RetrievalModel
+from jaxrec.models.base import HSTUConfig, ModelConfig, RetrievalModel
 from jaxrec.models.layers import (attention_mask, dropout, item_embeddings, output_embeddings,
                                   positions_from_first_item, split_key)
 
@@ -75,6 +75,8 @@ class HSTULayer(nnx.Module):
 
 
 class HSTU(RetrievalModel):
+    config_cls = HSTUConfig
+
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, item_features=None):
         self.config = config
         d = config.dim

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrec.data.features import ItemFeatures
-from jaxrec.models.base import ItemModel, ModelConfig
+from jaxrec.models.base import ItemModel, ModelConfig, RankerConfig
 from jaxrec.models.layers import (
     NEG_INF,
     FeedForward,
@@ -71,6 +71,7 @@ class RankingModel(ItemModel):
     """Shared embedding of history and candidates; subclasses implement ``_score``."""
 
     kind = "ranking"
+    config_cls = RankerConfig
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, item_features: ItemFeatures | None = None):
         self.config = config

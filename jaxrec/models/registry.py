@@ -13,7 +13,7 @@ from flax import nnx
 from jaxrec.data.features import item_features
 from jaxrec.data.types import ItemCatalog
 from jaxrec.errors import UserError
-from jaxrec.models.base import ModelConfig
+from jaxrec.settings import check_field, hints
 from jaxrec.models.bert4rec import BERT4Rec
 from jaxrec.models.hstu import HSTU
 from jaxrec.models.rankers import BST, EncoderDecoder, TargetAttention
@@ -90,22 +90,42 @@ def resolve(name: str) -> tuple[Entry, str, dict]:
     return entry, variant, dict(entry.variants[variant][0])
 
 
+def model_settings(name: str, overrides: dict | None = None) -> dict:
+    """The variant's settings with ``overrides`` (``model_args``) applied, each checked against
+    the family's config class: an unknown setting or a bad value is one error naming it."""
+    entry, _, cfg = resolve(name)
+    cls = entry.cls.config_cls
+    known = {f.name for f in dataclasses.fields(cls)} - {"num_items"}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in known:
+            family = name.partition("/")[0]
+            raise UserError(f"model_args.{key}: not a setting of {family} ({cls.__name__}); "
+                            f"its settings: {', '.join(sorted(known))}")
+        cfg[key] = value
+    for key in cfg:
+        cfg[key] = check_field(cls, key, cfg[key], "model_args.")
+    cfg["features"] = tuple(cfg.get("features", ()))
+    return cfg
+
+
+def model_setting_type(name: str, key: str):
+    """The annotated type of model setting ``key`` for model ``name`` (str if it has none:
+    ``model_settings`` then names the unknown key)."""
+    return hints(resolve(name)[0].cls.config_cls).get(key, str)
+
+
 def build_model(name: str, num_items: int, seed: int = 0, catalog: ItemCatalog | None = None,
                 **overrides):
     """A fresh model by registry name; ``catalog`` supplies side features when configured."""
-    entry, _, cfg = resolve(name)
-    cfg.update({k: v for k, v in overrides.items() if v is not None})
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    bad = set(cfg) - fields
-    if bad:
-        raise UserError(f"unknown model settings {sorted(bad)}; known: {sorted(fields - {'num_items'})}")
-    cfg["features"] = tuple(cfg.get("features", ()))
-    if cfg.get("time_buckets") and entry.cls is not HSTU:
-        raise UserError(f"time_buckets (relative time bias) is an HSTU setting; {name} has none")
+    entry = resolve(name)[0]
+    cfg = model_settings(name, overrides)
     feats = None
     if cfg["features"]:
         if catalog is None:
             raise UserError(f"model settings ask for item features {list(cfg['features'])}, "
                             "but no catalog was given")
         feats = item_features(catalog, cfg["features"])
-    return entry.cls(ModelConfig(num_items=num_items, **cfg), rngs=nnx.Rngs(seed), item_features=feats)
+    return entry.cls(entry.cls.config_cls(num_items=num_items, **cfg), rngs=nnx.Rngs(seed),
+                     item_features=feats)

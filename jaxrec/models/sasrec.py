@@ -19,12 +19,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrec.data.features import ItemFeatures
-from jaxrec.models.base import ModelConfig, RetrievalModel
+from jaxrec.models.base import ModelConfig, RetrievalModel, SelfAttentionConfig
 from jaxrec.models.layers import (TransformerBlock, attention_mask, dropout, item_embeddings,
                                   output_embeddings, positions_from_first_item, split_key)
 
 
 class SASRec(RetrievalModel):
+    config_cls = SelfAttentionConfig
     causal = True
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, extra_tokens: int = 0,

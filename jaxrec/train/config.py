@@ -1,105 +1,204 @@
-"""Training configuration: one dataclass, set from a config file and ``--set key=value``.
+"""The run configuration: one typed tree, set from a config file and ``--set a.b=c``.
 
-A config file is Python with ``get_config() -> dict`` (configs as code, big_vision style);
-its docstring holds the run command and the expected figure.
+    Config                      what every run has: model, data, optimisation, the loop
+      .model_args               overrides of the model variant's settings, checked against the
+                                family's config class (``jaxrec.models.base``)
+      .retrieval: Retrieval     settings only retrieval models read
+      .ranking: Ranking         settings only ranking models read (candidate lists, retriever)
+      .expected                 the published figure the config aims at (benchmarks read it)
+
+A config file is Python with ``get_config() -> Config`` (configs as code, big_vision style;
+a config builds on another by a plain import of its ``get_config``); its docstring holds the
+run command. Every value, from a file, an override or an old run directory, is checked
+against its annotation and bounds (``jaxrec.settings``): a bad one is one line naming the
+key, the value and the expected type.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
+import sys
+from dataclasses import field
 from pathlib import Path
 
 from jaxrec.errors import UserError
+from jaxrec.models.registry import model_setting_type, model_settings
+from jaxrec.settings import at_least, between, describe, from_text, one_of, parse_text, unknown_key, validate
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class Retrieval:
+    """Settings of retrieval training only."""
+
+    shared_negatives: bool = False  # one set of negatives per sequence (B, 1, K) instead of per position
+    gbce_t: float = field(default=0.75, metadata=between(0.0, 1.0))  # gBCE calibration (0: plain BCE)
+    # e.g. [50, 100]: batches of short sequences are cut to these windows (see TrainBatches);
+    # empty: windows from the data (powers of two up to max_len, see Config.resolved)
+    length_buckets: list[int] = field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Ranking:
+    """Settings of ranking (cross-attention) models only: candidate-list training, held-out lists."""
+
+    cuts_per_user: int = field(default=4, metadata=at_least(1))  # training examples per sequence per epoch
+    retriever: str | None = None  # run dir of a retrieval model: mine hard negatives from its top-N
+    hard_pool: int = field(default=200, metadata=at_least(1))  # N of that top-N
+    hard_fraction: float = field(default=0.5, metadata=between(0.0, 1.0))  # share of negatives that are hard
+    # > 0: train as a residual on the retriever: the loss (and validation) see ranker +
+    # residual * retriever score; the pipeline then blends with this weight by default
+    residual: float = field(default=0.0, metadata=at_least(0.0))
+    eval_negatives: int = field(default=100, metadata=at_least(1))  # popularity negatives per held-out list
+    init_from: str | None = None  # run dir whose item-id embeddings (same catalog and dim) start ours
+
+
+@dataclasses.dataclass
+class Config:
     model: str = "sasrec"  # registry name, optionally /variant
     data: str = "synthetic"
-    split: str = "leave_one_out"  # held-out protocol: leave_one_out | last_out (see data.splits)
-    loss: str | None = None  # bce|ce|gbce|sampled_softmax|cloze; rankers: listwise|pointwise (None: default)
-    num_negatives: int = 1
-    sampler: str = "uniform"  # negative sampler: uniform | popularity
-    shared_negatives: bool = False  # one set of negatives per sequence (B, 1, K) instead of per position
-    gbce_t: float = 0.75
-    # rankers: candidate-list training (see data.batching.RankBatches) and held-out list evaluation
-    cuts_per_user: int = 4  # training examples drawn per sequence per epoch
-    retriever: str | None = None  # run dir of a retrieval model: mine hard negatives from its top-N
-    hard_pool: int = 200  # N of that top-N
-    hard_fraction: float = 0.5  # share of the negatives that are hard
-    # > 0: train the ranker as a residual on the retriever: the loss (and validation) see
-    # ranker + residual * retriever score, so the ranker spends its capacity on what the
-    # retriever gets wrong; the pipeline then blends with this weight by default
-    residual: float = 0.0
-    eval_negatives: int = 100  # popularity negatives per held-out list
-    init_from: str | None = None  # run dir whose item-id embeddings (same catalog and dim) start ours
-    length_buckets: list = dataclasses.field(default_factory=list)  # e.g. [50, 100]: see TrainBatches
-    model_args: dict = dataclasses.field(default_factory=dict)  # ModelConfig overrides
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    split: str = field(default="leave_one_out", metadata=one_of("leave_one_out", "last_out"))
+    loss: str | None = None  # bce|ce|gbce|sampled_softmax|cloze; rankers: listwise|pointwise (None: the model's)
+    num_negatives: int = field(default=1, metadata=at_least(1))
+    sampler: str = field(default="uniform", metadata=one_of("uniform", "popularity"))
+    model_args: dict = field(default_factory=dict)
+    batch_size: int = field(default=128, metadata=at_least(1))
+    lr: float = field(default=1e-3, metadata=at_least(0.0, exclusive=True))
+    weight_decay: float = field(default=0.0, metadata=at_least(0.0))
     # after warmup: constant | cosine | linear (to 0 at the last epoch's end) | linear_time (to 0
     # at max_minutes of wall time: uses a time budget fully on any machine, but the schedule,
     # and so the metrics, then depend on the machine's speed)
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    clip_norm: float = 1.0
-    epochs: int = 200
-    max_minutes: float | None = None  # stop training after this much wall time
-    eval_every: int = 1  # epochs between validation runs
-    patience: int = 10  # validation runs without improvement before stopping
-    eval_batch_size: int = 256
+    schedule: str = field(default="constant", metadata=one_of("constant", "cosine", "linear", "linear_time"))
+    warmup_steps: int = field(default=0, metadata=at_least(0))
+    clip_norm: float = field(default=1.0, metadata=at_least(0.0))
+    # None: sized to the data, so a newcomer's first run finishes in minutes: 200 epochs, fewer
+    # on small data (Config.resolved); give a number for a fixed count
+    epochs: int | None = field(default=None, metadata=at_least(1))
+    max_minutes: float | None = field(default=None, metadata=at_least(0.0, exclusive=True))
+    eval_every: int = field(default=1, metadata=at_least(1))  # epochs between validation runs
+    patience: int = field(default=10, metadata=at_least(1))  # validations without improvement before stopping
+    eval_batch_size: int = field(default=256, metadata=at_least(1))
     seed: int = 0
-    keep_last: int = 2
-    num_devices: int | None = None
+    keep_last: int = field(default=2, metadata=at_least(1))
+    num_devices: int | None = field(default=None, metadata=at_least(1))
+    retrieval: Retrieval = field(default_factory=Retrieval)
+    ranking: Ranking = field(default_factory=Ranking)
+    expected: dict = field(default_factory=dict)  # the published figure: {"dataset", "NDCG@10", "source"}
+
+    # ------------------------------------------------------------ building
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        bad = set(d) - names
-        if bad:
-            raise UserError(f"unknown config keys {sorted(bad)}; known: {sorted(names)}")
-        return cls(**d)
+    def from_dict(cls, d: dict) -> "Config":
+        """A nested dict (a run directory's config.json), or the flat layout of run directories
+        and config files written before the sections existed (ranker keys at the top level)."""
+        d = _nest_legacy(dict(d))
+        kw = {}
+        for key, value in d.items():
+            if key in _SECTIONS:
+                sec = _SECTIONS[key]
+                if not isinstance(value, dict):
+                    raise UserError(f"{key}: expected a mapping of {sec.__name__} settings, got {value!r}")
+                for k in value:
+                    if k not in {f.name for f in dataclasses.fields(sec)}:
+                        raise unknown_key(key + ".", k, sec)
+                kw[key] = sec(**value)
+            elif key in _FIELDS:
+                kw[key] = value
+            else:
+                raise unknown_key("", key, cls)
+        cfg = cls(**kw)
+        cfg.validate()
+        return cfg
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def validate(self) -> "Config":
+        """Types and bounds of every field, and the model name and ``model_args`` against the
+        model family (so a bad setting fails before any data is read)."""
+        validate(self)
+        model_settings(self.model, self.model_args)
+        return self
 
-def _parse_value(v: str):
-    try:
-        return json.loads(v)
-    except json.JSONDecodeError:
-        return v
+    def with_overrides(self, sets: list[str]) -> "Config":
+        """``--set key=value`` (``retrieval.gbce_t=0.5``, ``model_args.dim=64``): each name and
+        value is checked; the value's type is the field's."""
+        cfg = dataclasses.replace(self, retrieval=dataclasses.replace(self.retrieval),
+                                  ranking=dataclasses.replace(self.ranking),
+                                  model_args=dict(self.model_args))
+        for s in sets or []:
+            key, eq, text = s.partition("=")
+            key = _LEGACY.get(key.strip(), key.strip())  # flat names of the sectioned settings
+            if not eq or not key:
+                raise UserError(f"--set expects key=value, got {s!r}")
+            head, _, rest = key.partition(".")
+            if head == "model_args" and rest:  # names and types are the model family's
+                tp = model_setting_type(cfg.model, rest)
+                try:
+                    cfg.model_args[rest] = parse_text(text, tp)
+                except ValueError:
+                    raise UserError(f"model_args.{rest}={text!r}: expected {describe(tp)}") from None
+            elif head in _SECTIONS and rest:
+                sec = getattr(cfg, head)
+                if rest not in {f.name for f in dataclasses.fields(sec)}:
+                    raise unknown_key(head + ".", rest, type(sec))
+                setattr(sec, rest, from_text(type(sec), rest, text, head + "."))
+            elif head in _FIELDS and not rest and head not in _SECTIONS:
+                setattr(cfg, head, from_text(Config, head, text))
+            else:
+                raise unknown_key("", key, Config)
+        return cfg.validate()
+
+    def check_for(self, kind: str) -> None:
+        """Settings of the other model kind are refused, not ignored."""
+        other, name = (("ranking", Ranking) if kind == "retrieval" else ("retrieval", Retrieval))
+        changed = [f.name for f in dataclasses.fields(name)
+                   if getattr(getattr(self, other), f.name) != getattr(name(), f.name)]
+        if changed:
+            raise UserError(f"{other}.{changed[0]}: a {other} setting, but {self.model} is a {kind} model")
+
+    def resolved(self, num_users: int) -> "Config":
+        """Defaults that depend on the data, made explicit (and saved with the run)."""
+        if self.epochs is not None:
+            return self
+        # ~2,000 users (or fewer) is a smoke-test-sized set: 20 epochs show learning in well under
+        # a minute; real data keeps the long default that early stopping cuts short
+        return dataclasses.replace(self, epochs=200 if num_users > 2_000 else 20)
 
 
-def apply_overrides(cfg: dict, sets: list[str]) -> dict:
-    """``key=value`` (value parsed as JSON when it can be; ``model_args.dim=64`` nests)."""
-    cfg = json.loads(json.dumps(cfg))
-    for s in sets or []:
-        if "=" not in s:
-            raise UserError(f"--set expects key=value, got {s!r}")
-        key, _, val = s.partition("=")
-        target = cfg
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            target = target.setdefault(p, {})
-        target[parts[-1]] = _parse_value(val)
-    return cfg
+_SECTIONS = {"retrieval": Retrieval, "ranking": Ranking}
+_FIELDS = {f.name for f in dataclasses.fields(Config)}
+# the flat keys of run directories and config files written before the sections existed
+_LEGACY = {f.name: f"{sec}.{f.name}" for sec, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
 
 
-def load_config_file(path: str | None) -> dict:
+def _nest_legacy(d: dict) -> dict:
+    for key in [k for k in d if k in _LEGACY]:
+        sec, name = _LEGACY[key].split(".")
+        section = d.setdefault(sec, {})
+        if not isinstance(section, dict):
+            break
+        section[name] = d.pop(key)
+    return d
+
+
+def load_config_file(path: str | None) -> Config:
+    """A config file's ``get_config()``: a ``Config`` (or a dict of its fields). The file's folder
+    is importable while it runs, so a config extends another with ``from base_config import
+    get_config as base``."""
     if path is None:
-        return {}
+        return Config()
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p}: no such config file")
-    if p.suffix == ".json":
-        return json.loads(p.read_text())
     spec = importlib.util.spec_from_file_location(f"jaxrec_config_{p.stem}", p)
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    sys.path.insert(0, str(p.parent.resolve()))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(p.parent.resolve()))
     if not hasattr(mod, "get_config"):
         raise UserError(f"{p}: a config file must define get_config()")
-    return dict(mod.get_config())
+    cfg = mod.get_config()
+    return Config.from_dict(cfg) if isinstance(cfg, dict) else cfg.validate()

@@ -14,11 +14,11 @@ import functools
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 
 from jaxrec import losses
 from jaxrec.errors import UserError
-from jaxrec.train.config import TrainConfig
+from jaxrec.scoring import merge
+from jaxrec.train.config import Config
 
 RETRIEVAL_LOSSES = ("bce", "ce", "gbce", "sampled_softmax", "cloze")
 RANKING_LOSSES = ("listwise", "pointwise")  # over a candidate list whose column 0 is the positive
@@ -35,12 +35,12 @@ def check_loss(loss: str, kind: str) -> None:
         raise UserError(f"loss {loss!r} does not apply to a {kind} model; use one of {', '.join(allowed)}")
 
 
-def make_loss_fn(loss: str, cfg: TrainConfig, num_items: int, sample_prob=None):
+def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None):
     """(model, batch, key) -> scalar loss for the named objective."""
     if loss not in LOSSES:
         raise UserError(f"unknown loss {loss!r}; available: {', '.join(LOSSES)}")
     if loss == "gbce":
-        beta = losses.gbce_beta(cfg.num_negatives, num_items, cfg.gbce_t)
+        beta = losses.gbce_beta(cfg.num_negatives, num_items, cfg.retrieval.gbce_t)
     log_q = None if sample_prob is None else jnp.log(jnp.maximum(jnp.asarray(sample_prob, jnp.float32), 1e-12))
 
     def negatives_logits(h, table, negs):
@@ -53,7 +53,7 @@ def make_loss_fn(loss: str, cfg: TrainConfig, num_items: int, sample_prob=None):
         if loss in RANKING_LOSSES:
             logits = model.score(batch["history"], batch["candidates"], key)  # (B, C), padding NEG_INF
             if "prior" in batch:  # a residual ranker: the retriever's score is part of the logit
-                logits = logits + cfg.residual * batch["prior"]
+                logits = logits + cfg.ranking.residual * batch["prior"]
             pos, neg, w = logits[:, 0], logits[:, 1:], batch["weights"]
             if loss == "pointwise":
                 return losses.bce(pos, neg, w)
@@ -86,7 +86,7 @@ def make_loss_fn(loss: str, cfg: TrainConfig, num_items: int, sample_prob=None):
     return loss_fn
 
 
-def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformation:
     decay_steps = max(1, total_steps - cfg.warmup_steps)
     if cfg.schedule in ("constant", "linear_time"):  # linear_time: decayed by the trainer's clock
         sched = optax.constant_schedule(cfg.lr)
@@ -107,18 +107,6 @@ def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransfor
     return optax.chain(*chain, opt)
 
 
-def merge(graphdef, params, compute_dtype=None):
-    """The model with its float parameters cast to ``compute_dtype`` (e.g. bfloat16).
-
-    Parameters (and optimizer state) stay float32; the cast sits inside the differentiated
-    function, so gradients arrive in float32. Losses upcast logits to float32 themselves.
-    """
-    if compute_dtype is not None and jnp.dtype(compute_dtype) != jnp.float32:
-        params = jax.tree.map(lambda p: p.astype(compute_dtype)
-                              if jnp.issubdtype(p.dtype, jnp.floating) else p, params)
-    return nnx.merge(graphdef, params)
-
-
 def make_train_step(graphdef, loss_fn, tx, compute_dtype=None):
     @functools.partial(jax.jit, donate_argnums=0)
     def train_step(state, batch, key, lr_scale=1.0):
@@ -136,29 +124,3 @@ def make_train_step(graphdef, loss_fn, tx, compute_dtype=None):
         return {"params": params, "opt": opt, "step": state["step"] + 1}, metrics
 
     return train_step
-
-
-class RankScorer:
-    """A ranking model as ``score(history (B, L), candidates (B, C)) -> (B, C)``, jitted."""
-
-    def __init__(self, graphdef, params, max_len: int, compute_dtype=None):
-        self.graphdef, self.params, self.max_len = graphdef, params, max_len
-        self._score = jax.jit(lambda p, h, c: merge(graphdef, p, compute_dtype).score(h, c))
-
-    def score(self, history, candidates):
-        return self._score(self.params, jnp.asarray(history, jnp.int32), jnp.asarray(candidates, jnp.int32))
-
-
-class ModelScorer:
-    """Adapts a (graphdef, params) pair to the evaluation ``Scorer`` interface, jitted."""
-
-    def __init__(self, graphdef, params, max_len: int, compute_dtype=None, uses_time: bool = False):
-        self.graphdef, self.params, self.max_len = graphdef, params, max_len
-        self.uses_time = uses_time  # score_all needs (B, L + 1) event times
-        self._score = jax.jit(lambda p, h, t: merge(graphdef, p, compute_dtype).score_all(h, t))
-
-    def score_all(self, history, times=None):
-        if self.uses_time and times is None:
-            raise UserError("this model uses event times (relative time bias): pass times (B, L + 1)")
-        t = None if times is None else jnp.asarray(times, jnp.int32)
-        return self._score(self.params, jnp.asarray(history, jnp.int32), t)

@@ -75,14 +75,16 @@ class ScoreRequest(_message.Message):
     def __init__(self, history: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[str]] = ..., history_times: _Optional[_Iterable[int]] = ..., now: _Optional[int] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("items", "unknown_history_items", "unknown_candidates")
+    __slots__ = ("items", "unknown_history_items", "unknown_candidates", "stage")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_HISTORY_ITEMS_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     unknown_history_items: int
     unknown_candidates: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., unknown_history_items: _Optional[int] = ..., unknown_candidates: _Optional[_Iterable[str]] = ...) -> None: ...
+    stage: str
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., unknown_history_items: _Optional[int] = ..., unknown_candidates: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()

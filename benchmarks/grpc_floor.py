@@ -1,6 +1,6 @@
 """The gRPC floor: a ``Recommender`` that answers every call with one fixed response.
 
-    python -m jaxrec_server.floor --port 50777 [--event-loop uvloop]
+    python benchmarks/grpc_floor.py --port 50777 [--event-loop uvloop]
 
 No model, no batching, no id lookups, no metrics: only what any Python gRPC server pays per
 call (grpc.aio's call handling, parsing the request, serializing a 10-item response). The load

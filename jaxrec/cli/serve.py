@@ -1,0 +1,123 @@
+"""``jaxrec serve``, ``jaxrec query`` and ``jaxrec bench serve``: the gRPC side."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from jaxrec.cli.common import add_model_options, parse_times, require_files
+from jaxrec.errors import UserError
+
+
+def cmd_serve(args) -> int:
+    import logging
+
+    from jaxrec_server.main import ServeConfig, run_on_loop, serve_forever
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if bool(args.checkpoint) == bool(args.retriever):
+        raise UserError("give --checkpoint DIR (or --retriever DIR), once")
+    args.checkpoint = args.checkpoint or args.retriever
+    # every ServeConfig field is an option of the same name (dest), so none is forgotten here
+    cfg = ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)
+                         if hasattr(args, f.name)})
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise UserError("--tls-cert and --tls-key go together")
+    require_files(tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,
+                   auth_token_file=cfg.auth_token_file)
+    run_on_loop(serve_forever(cfg), args.event_loop)
+    return 0
+
+
+def cmd_query(args) -> int:
+    import grpc
+
+    from jaxrec_server.client import Client
+
+    require_files(tls_ca=args.tls_ca, auth_token_file=args.auth_token_file)
+    token = open(args.auth_token_file).read().strip() if args.auth_token_file else None
+    ca = open(args.tls_ca, "rb").read() if args.tls_ca else None
+    history = [h.strip() for h in args.history.split(",") if h.strip()]
+    try:
+        with Client(args.target, token=token, tls_ca=ca, timeout=args.timeout) as c:
+            r = c.recommend(history, k=args.k, exclude_seen=not args.include_seen, explain=args.explain,
+                            times=parse_times(args.times), now=args.now)
+    except grpc.RpcError as e:
+        raise UserError(f"{args.target}: {e.code().name}: {e.details()}") from None
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+        print(json.dumps(MessageToDict(r)))
+        return 0
+    print(f"{r.model} (step {r.model_step})" + (f"; {r.unknown_history_items} unknown history id(s) skipped"
+                                                if r.unknown_history_items else "")
+          + ("; cold start: popular items" if r.cold_start else ""))
+    for rank, it in enumerate(r.items, start=1):
+        print(f"{rank:>3}. {it.item_id:<12} {it.score:8.3f}  {it.title}")
+        for b in it.because:
+            print(f"       because of {b.item_id} ({b.weight:.0%})")
+    return 0
+
+
+
+def cmd_bench(args) -> int:
+    """The serving load test lives in benchmarks/ (a script, not part of the installed package)."""
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "serve_load.py"
+    if not script.exists():
+        raise UserError(f"{script}: the load test ships with the source tree (benchmarks/); "
+                        "run jaxrec bench from a checkout")
+    return runpy.run_path(str(script))["main"](args.rest)
+
+
+def _ints(s: str) -> list[int]:
+    try:
+        return [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated integers, got {s!r}") from None
+
+
+def add_parsers(sub) -> None:
+    sv = sub.add_parser("serve", help="serve a trained run over gRPC (dynamic batching)")
+    add_model_options(sv, required=True)
+    sv.add_argument("--port", type=int, default=50051)
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
+    sv.add_argument("--max-batch-size", type=int, default=64, help="1 turns batching off")
+    sv.add_argument("--max-delay-ms", type=float, default=2.0)
+    sv.add_argument("--max-queue", type=int, default=1024, help="waiting requests before RESOURCE_EXHAUSTED")
+    sv.add_argument("--length-buckets", type=_ints, default=None, help="history length buckets, e.g. 16,64,200")
+    sv.add_argument("--k-buckets", type=_ints, default=None, help="top-k buckets, e.g. 10,100")
+    sv.add_argument("--max-history", type=int, default=None,
+                    help="the model reads only the latest N items (default: its max_len); "
+                         "exclude-seen still covers the whole request history")
+    sv.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
+    sv.add_argument("--watch", action="store_true", help="hot-reload newer checkpoints from --checkpoint")
+    sv.add_argument("--tls-cert", default=None)
+    sv.add_argument("--tls-key", default=None)
+    sv.add_argument("--auth-token-file", default=None, help="require 'authorization: Bearer <token>'")
+    sv.add_argument("--grace-s", type=float, default=10.0, help="drain time on SIGTERM")
+    sv.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
+                    help="the server's event loop (jaxrec_server.main.run_on_loop)")
+    sv.set_defaults(func=cmd_serve)
+
+    qy = sub.add_parser("query", help="ask a running server for recommendations")
+    qy.add_argument("--target", default="localhost:50051")
+    qy.add_argument("--history", required=True, help="external item ids, oldest first, comma-separated")
+    qy.add_argument("-k", type=int, default=10)
+    qy.add_argument("--times", default=None, help="event times, one per history id (time-aware models)")
+    qy.add_argument("--now", type=int, default=None, help="prediction time (default: the last event's)")
+    qy.add_argument("--include-seen", action="store_true")
+    qy.add_argument("--explain", action="store_true", help="show which history items led to each item")
+    qy.add_argument("--timeout", type=float, default=5.0)
+    qy.add_argument("--tls-ca", default=None, help="CA certificate (PEM) for a TLS server")
+    qy.add_argument("--auth-token-file", default=None)
+    qy.add_argument("--json", action="store_true")
+    qy.set_defaults(func=cmd_query)
+
+    bn = sub.add_parser("bench", help="benchmarks: 'jaxrec bench serve --checkpoint DIR' (load test)")
+    bn.add_argument("what", choices=["serve"])
+    bn.add_argument("rest", nargs=argparse.REMAINDER, help="options of the load test (see --help)")
+    bn.set_defaults(func=cmd_bench)
+

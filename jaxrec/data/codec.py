@@ -1,0 +1,62 @@
+"""The id codec: external item ids <-> catalog indices, and histories -> padded rows.
+
+One place for what ``Recommender``, the server and evaluation all do with a history: look the
+ids up (unknown ids become 0 and are counted, never silently dropped), keep the latest
+``max_len`` known items, left-pad rows to a shape bucket (0 = padding, the models' timeline
+mask), and align event times with the kept items (relative to the last one, plus the
+prediction time, as ``splits.pad_times(.., query="last")`` does for evaluation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from jaxrec.data.splits import query_times
+from jaxrec.data.types import ItemCatalog
+
+
+@dataclasses.dataclass
+class History:
+    """One request's history in catalog indices."""
+
+    items: np.ndarray  # (H,) int32 every known item, oldest first
+    known: np.ndarray  # (len(ids),) bool: which of the given ids the catalog has
+    unknown: int  # how many ids were not in the catalog (skipped, reported)
+
+    def latest(self, max_len: int) -> np.ndarray:
+        """The latest ``max_len`` known items: what the model reads."""
+        return self.items[-max_len:]
+
+
+def encode_history(catalog: ItemCatalog, ids: Sequence[str]) -> History:
+    return history_of_indices(catalog.index_of(ids))
+
+
+def history_of_indices(idx: np.ndarray) -> History:
+    """A history from ``catalog.index_of`` output (0 = unknown id)."""
+    known = idx > 0
+    return History(idx[known].astype(np.int32), known, int((~known).sum()))
+
+
+def history_times(history: History, times, max_len: int, now=None) -> np.ndarray:
+    """(min(H, max_len) + 1,) int32 times of the items ``history.latest(max_len)`` keeps, relative
+    to the last one, then the prediction time ``now`` (default: the last event's). ``times``
+    has one entry per given id. Raises ValueError (the caller names the field)."""
+    t = np.asarray(times, np.int64)
+    if t.shape != history.known.shape:
+        raise ValueError(f"need one time per history id ({len(history.known)}), got {t.size}")
+    return query_times(t[history.known][-max_len:], now)
+
+
+def left_pad(rows: Sequence[np.ndarray], length: int, batch: int | None = None) -> np.ndarray:
+    """Rows (each at most ``length`` long, else its last ``length`` entries) left-padded with 0
+    into a (batch, length) int32 matrix; ``batch`` >= len(rows) pads with empty rows."""
+    out = np.zeros((len(rows) if batch is None else batch, length), np.int32)
+    for i, r in enumerate(rows):
+        r = r[-length:] if length else r[:0]
+        if len(r):
+            out[i, length - len(r):] = r
+    return out

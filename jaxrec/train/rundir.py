@@ -1,0 +1,210 @@
+"""The run directory and its one owner: every file of a run is written and read here.
+
+    DIR/config.json                 {"train": Config, "model": resolved model settings, "loss"}
+    DIR/catalog.json                item catalog: external ids, titles, features
+    DIR/item_counts.npy             training popularity (the server's cold-start list)
+    DIR/checkpoints/last/<step>/    Orbax items: params, opt (optimizer state), meta (JSON)
+    DIR/checkpoints/best/<step>/    the same, for the best validation result
+    DIR/metrics.jsonl, DIR/results.json
+
+Parameters and optimizer state are separate Orbax items, so serving and evaluation restore the
+parameters alone and never build an optimizer. Run directories written before that (one
+``state`` item holding params, opt and step) still load: their parameters are read with a
+partial restore of that item. ``meta`` holds everything else a resumed run needs (the loop
+state, ``trainer.LoopState``); the RNG is derived from (seed, step), so restoring the step
+restores the random stream too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxrec.data import ItemCatalog
+from jaxrec.errors import UserError
+from jaxrec.train.config import Config
+
+CHECKPOINT_KINDS = ("best", "last")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """The resolved model of a run: what readers need without building it."""
+
+    name: str  # registry name as given, e.g. "sasrec/plus"
+    kind: str  # "retrieval" | "ranking"
+    max_len: int
+    dtype: str
+    uses_time: bool
+    settings: dict  # every setting of the family's config class, resolved
+
+    @classmethod
+    def from_json(cls, d: dict, name: str) -> "ModelInfo":
+        kind = d.get("kind") or ("ranking" if d.get("class") in ("TargetAttention", "BST", "EncoderDecoder")
+                                 else "retrieval")
+        return cls(name, kind, int(d["max_len"]), d.get("dtype") or "float32",
+                   int(d.get("time_buckets", 0) or 0) > 0, d)
+
+
+def _manager(path: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(path.resolve(), options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=not read_only, read_only=read_only, enable_async_checkpointing=False))
+
+
+def _abstract(tree):
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class RunDir:
+    """A run directory: paths, the typed config, the catalog, checkpoints."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # ------------------------------------------------------------ paths
+
+    config_path = property(lambda self: self.path / "config.json")
+    catalog_path = property(lambda self: self.path / "catalog.json")
+    counts_path = property(lambda self: self.path / "item_counts.npy")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    results_path = property(lambda self: self.path / "results.json")
+
+    def checkpoints_dir(self, which: str) -> Path:
+        if which not in CHECKPOINT_KINDS:
+            raise UserError(f"checkpoint {which!r}: use one of {', '.join(CHECKPOINT_KINDS)}")
+        return self.path / "checkpoints" / which
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        """An existing run directory (a clear error when it is not one)."""
+        rd = cls(path)
+        if not rd.config_path.exists():
+            raise UserError(f"{rd.path}: not a jaxrec run directory (no config.json)")
+        return rd
+
+    def has_checkpoints(self) -> bool:
+        root = self.path / "checkpoints"
+        return root.exists() and any(p.iterdir() for p in root.iterdir() if p.is_dir())
+
+    # ------------------------------------------------------------ config, catalog, logs
+
+    def _config_json(self) -> dict:
+        return json.loads(self.config_path.read_text())
+
+    def config(self) -> Config:
+        """The run's typed config (old, flat run directories are read into the sections)."""
+        return Config.from_dict(self._config_json()["train"])
+
+    def model_info(self) -> ModelInfo:
+        d = self._config_json()
+        return ModelInfo.from_json(d["model"], d["train"]["model"])
+
+    def loss(self) -> str:
+        return self._config_json()["loss"]
+
+    def write_config(self, cfg: Config, model: dict, loss: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(json.dumps({"train": cfg.to_dict(), "model": model, "loss": loss},
+                                               indent=2))
+
+    def catalog(self) -> ItemCatalog:
+        return ItemCatalog.load(self.catalog_path)
+
+    def write_catalog(self, catalog: ItemCatalog, item_counts: np.ndarray) -> None:
+        catalog.save(self.catalog_path)
+        np.save(self.counts_path, item_counts)
+
+    def item_counts(self, num_items: int) -> np.ndarray:
+        """(N+1,) training popularity; zeros for a run directory without the file."""
+        return np.load(self.counts_path) if self.counts_path.exists() else np.zeros(num_items + 1)
+
+    def log(self, record: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def write_results(self, results: dict) -> None:
+        self.results_path.write_text(json.dumps(results, indent=2))
+
+    # ------------------------------------------------------------ checkpoints
+
+    def latest_step(self, which: str = "best") -> int | None:
+        d = self.checkpoints_dir(which)
+        steps = [int(p.name) for p in d.glob("[0-9]*") if p.is_dir() and (p / "_CHECKPOINT_METADATA").exists()]
+        return max(steps) if steps else None
+
+    def restore_params(self, params_like, which: str = "best"):
+        """(params, step) of the ``which`` checkpoint, the parameters alone: no optimizer is
+        built. ``params_like`` gives structure, shapes and dtypes. (None, None) if none yet."""
+        step = self.latest_step(which)
+        if step is None:
+            return None, None
+        mgr = _manager(self.checkpoints_dir(which), 1, read_only=True)
+        try:
+            abstract = _abstract(params_like)
+            if (self.checkpoints_dir(which) / str(step) / "params").exists():
+                out = mgr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))
+                return out.params, step
+            # the layout before parameters had their own item: a partial restore of "state"
+            like = {"params": abstract}
+            device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), like)
+            _quiet_orbax()
+            out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                item=like, restore_args=restore_args, partial_restore=True)))
+            return out.state["params"], step
+        finally:
+            mgr.close()
+
+    def checkpoints(self, keep_last: int = 2) -> "Checkpoints":
+        return Checkpoints(self, keep_last)
+
+
+def _quiet_orbax() -> None:
+    """A partial restore makes Orbax warn about every item it was not asked for."""
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+class Checkpoints:
+    """The training side: save and restore (params, opt, step) + meta, last N and best."""
+
+    def __init__(self, rundir: RunDir, keep_last: int = 2):
+        self.rundir = rundir
+        self.managers = {"last": _manager(rundir.checkpoints_dir("last"), keep_last),
+                         "best": _manager(rundir.checkpoints_dir("best"), 1)}
+
+    def save(self, which: str, state: dict, meta: dict) -> None:
+        step = int(state["step"])
+        mgr = self.managers[which]
+        mgr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(state["params"]),
+                                               opt=ocp.args.StandardSave(state["opt"]),
+                                               meta=ocp.args.JsonSave(meta | {"step": step})), force=True)
+        mgr.wait_until_finished()
+
+    def restore(self, which: str, like: dict):
+        """(state, meta) of the latest ``which`` checkpoint with the structure, shapes and
+        shardings of ``like`` = {"params", "opt", "step"}; (None, None) when there is none."""
+        mgr = self.managers[which]
+        step = mgr.latest_step()
+        if step is None:
+            return None, None
+        if (self.rundir.checkpoints_dir(which) / str(step) / "state").exists():  # the older layout
+            out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like)),
+                                                            meta=ocp.args.JsonRestore()))
+            return out.state, out.meta
+        out = mgr.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(_abstract(like["params"])),
+            opt=ocp.args.StandardRestore(_abstract(like["opt"])), meta=ocp.args.JsonRestore()))
+        meta = dict(out.meta)
+        step_arr = jnp.asarray(meta.pop("step"), jnp.int32)
+        return {"params": out.params, "opt": out.opt, "step": step_arr}, meta
+
+    def close(self) -> None:
+        for m in self.managers.values():
+            m.close()
