@@ -5,7 +5,7 @@ write the table of ours vs published into benchmarks/RESULTS.md.
     python benchmarks/quality.py                                       # report every run under runs/
 
 A run directory ``runs/<config name>`` holds ``results.json`` (written by ``jaxrec train``);
-the published figure comes from the config's ``EXPECTED``. The table is printed, saved as
+the published figure comes from the config's ``expected``. The table is printed, saved as
 ``benchmarks/quality.json`` and placed between markers in RESULTS.md.
 """
 
@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 from results_md import write_block
+
+from jaxrec.train.config import load_config_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = {"ml-1m": ROOT.parent / "shared" / "data" / "ml-1m" / "ml-1m.txt",
@@ -27,8 +28,7 @@ DATA = {"ml-1m": ROOT.parent / "shared" / "data" / "ml-1m" / "ml-1m.txt",
 
 
 def train(name: str, minutes: float | None, runs: Path) -> None:
-    cfg = runpy.run_path(str(ROOT / "configs" / f"{name}.py"))
-    data = DATA[cfg["EXPECTED"]["dataset"]]
+    data = DATA[load_config_file(str(ROOT / "configs" / f"{name}.py")).expected["dataset"]]
     cmd = [sys.executable, "-m", "jaxrec.cli", "train", "--config", str(ROOT / "configs" / f"{name}.py"),
            "--data", str(data), "--out", str(runs / name), "--quiet"]
     if minutes:
@@ -43,7 +43,7 @@ def collect(runs: Path) -> list[dict]:
         # runs/<config>[_suffix]: the longest config name that prefixes the run's name
         names = sorted((p.stem for p in (ROOT / "configs").glob("*.py")), key=len, reverse=True)
         cfg_file = ROOT / "configs" / f"{next((n for n in names if name.startswith(n)), name)}.py"
-        exp = runpy.run_path(str(cfg_file)).get("EXPECTED", {}) if cfg_file.exists() else {}
+        exp = load_config_file(str(cfg_file)).expected if cfg_file.exists() else {}
         if exp.get("ranker"):  # rankers are reported by benchmarks/rankers.py
             continue
         res = json.loads(res_path.read_text())

@@ -82,7 +82,7 @@ def quality(retriever: str, rankers: list[str], n: int, blends, data: str) -> di
     retr = Recommender.from_checkpoint(retriever)
     t = time.perf_counter()
     base = evaluate(retr, split, "test").metrics
-    out = {"retriever": {"run": retriever, "model": retr.config["train"]["model"],
+    out = {"retriever": {"run": retriever, "model": retr.name,
                          "NDCG@10": base["NDCG@10"], "HR@10": base["HR@10"],
                          "eval_s": time.perf_counter() - t,
                          "lists": evaluate_lists(retr.score, split, "test", max_len=retr.max_len).metrics},
@@ -101,7 +101,7 @@ def quality(retriever: str, rankers: list[str], n: int, blends, data: str) -> di
         best_w = max(valid, key=valid.get)
         t = time.perf_counter()
         test = {w: evaluate(Pipeline(retr, rank, n, blend=w), split, "test").metrics for w in {0.0, best_w}}
-        row = {"run": run, "model": rank.config["train"]["model"], "epochs": res["epochs"],
+        row = {"run": run, "model": rank.name, "epochs": res["epochs"],
                "train_min": res["train_seconds"] / 60, "device": res["device"], "N": n,
                "residual": trained_w, "GAUC": lists["GAUC"], "AUC": lists["AUC"], "valid_NDCG@10_by_blend": valid,
                "blend": best_w, "NDCG@10_ranker_only": test[0.0]["NDCG@10"],

@@ -242,8 +242,9 @@ def main(argv=None) -> int:
         ap.error("give --checkpoint or --target")
     max_len, data = 200, args.data
     if args.checkpoint:
-        cfg = json.loads((Path(args.checkpoint) / "config.json").read_text())
-        max_len, data = cfg["model"]["max_len"], data or cfg["train"]["data"]
+        from jaxrec.train.rundir import RunDir
+        run = RunDir.open(args.checkpoint)
+        max_len, data = run.model_info().max_len, data or run.config().data
     if data is None:
         ap.error("--data is required with --target")
     reqs = load_requests(data, max_len, args.users, args.k)

@@ -6,9 +6,11 @@ Measured on 1x H100 (runs sharing the GPU): 0.0321 (98.2%; 48 epochs, early stop
     jaxrec train --config configs/beauty_sasrec_ce.py --data ../shared/data/beauty/beauty.txt --out runs/beauty_sasrec_ce
 """
 
-EXPECTED = {"dataset": "beauty", "NDCG@10": 0.0327, "HR@10": 0.0533, "source": "Klenitskiy & Vasilev, RecSys 2023"}
+from jaxrec.train.config import Config
 
 
 def get_config():
-    return dict(model="sasrec/plus", loss="ce", model_args=dict(max_len=50, dropout=0.5), batch_size=128,
-                lr=1e-3, epochs=200, eval_every=2, patience=5, seed=0)
+    return Config(model='sasrec/plus', loss='ce', model_args={'max_len': 50, 'dropout': 0.5},
+                  batch_size=128, lr=0.001, epochs=200, eval_every=2, patience=5, seed=0,
+                  expected={'dataset': 'beauty', 'NDCG@10': 0.0327, 'HR@10': 0.0533,
+                            'source': 'Klenitskiy & Vasilev, RecSys 2023'})

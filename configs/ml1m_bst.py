@@ -6,12 +6,11 @@ selection as configs/ml1m_target_attention.py. Pipeline figures: python benchmar
     jaxrec train --config configs/ml1m_bst.py --data ../shared/data/ml-1m/ml-1m.txt --out runs/ml1m_bst
 """
 
-import runpy
-from pathlib import Path
+import dataclasses
 
-EXPECTED = {"dataset": "ml-1m", "ranker": True}
+from ml1m_target_attention import get_config as base  # configs build on each other by import
 
 
 def get_config():
-    base = runpy.run_path(str(Path(__file__).with_name("ml1m_target_attention.py")))["get_config"]()
-    return base | {"model": "bst"}
+    cfg = base()
+    return dataclasses.replace(cfg, model='bst')

@@ -10,11 +10,13 @@ raise max_minutes). See benchmarks/RESULTS.md.
     jaxrec train --config configs/ml1m_gsasrec.py --data ../shared/data/ml-1m/ml-1m.txt --out runs/ml1m_gsasrec
 """
 
-EXPECTED = {"dataset": "ml-1m", "NDCG@10": 0.1726, "HR@10": 0.3003, "source": "Petrov & Macdonald, RecSys 2023"}
+from jaxrec.train.config import Config, Retrieval
 
 
 def get_config():
-    return dict(model="gsasrec/base", model_args=dict(dropout=0.3), loss="gbce", num_negatives=256,
-                gbce_t=0.75, shared_negatives=False, batch_size=128, lr=1e-3, epochs=2000,
-                schedule="linear_time", max_minutes=8.0, length_buckets=[32, 64, 100, 150],
-                eval_every=5, patience=20, seed=0)
+    return Config(model='gsasrec/base', model_args={'dropout': 0.3}, loss='gbce',
+                  num_negatives=256, batch_size=128, lr=0.001, epochs=2000, schedule='linear_time',
+                  max_minutes=8.0, eval_every=5, patience=20, seed=0,
+                  retrieval=Retrieval(gbce_t=0.75, shared_negatives=False, length_buckets=[32, 64, 100, 150]),
+                  expected={'dataset': 'ml-1m', 'NDCG@10': 0.1726, 'HR@10': 0.3003,
+                            'source': 'Petrov & Macdonald, RecSys 2023'})

@@ -6,10 +6,12 @@ Measured on 1x H100 (runs sharing the GPU): 0.1753 on this protocol (230 epochs,
     jaxrec train --config configs/ml1m_hstu.py --data ../shared/data/ml-1m/ml-1m.txt --out runs/ml1m_hstu
 """
 
-EXPECTED = {"dataset": "ml-1m", "NDCG@10": None, "HR@10": None, "source": "no published figure on this protocol; raw-protocol HSTU NDCG@10 0.1720 (generative-recommenders)"}
+from jaxrec.train.config import Config, Retrieval
 
 
 def get_config():
-    return dict(model="hstu/base", loss="sampled_softmax", num_negatives=128, shared_negatives=True,
-                batch_size=128, lr=1e-3, epochs=400, length_buckets=[32, 64, 100, 150], eval_every=5,
-                patience=5, seed=0)
+    return Config(model='hstu/base', loss='sampled_softmax', num_negatives=128, batch_size=128,
+                  lr=0.001, epochs=400, eval_every=5, patience=5, seed=0,
+                  retrieval=Retrieval(shared_negatives=True, length_buckets=[32, 64, 100, 150]),
+                  expected={'dataset': 'ml-1m', 'NDCG@10': None, 'HR@10': None,
+                            'source': 'no published figure on this protocol; raw-protocol HSTU NDCG@10 0.1720 (generative-recommenders)'})

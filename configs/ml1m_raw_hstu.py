@@ -13,15 +13,15 @@ Measured on the 2-core CPU in 40 minutes with a CPU schedule (--set batch_size=1
 (97.7%). The settings below are generative-recommenders' own and have not been run to the end.
 See benchmarks/RESULTS.md.
 
-    jaxrec train --config configs/ml1m_raw_hstu.py \
-        --data ../shared/data/ml-1m/user_movie_time_ordered_original_ids.txt --out runs/ml1m_raw_hstu
+    jaxrec train --config configs/ml1m_raw_hstu.py         --data ../shared/data/ml-1m/user_movie_time_ordered_original_ids.txt --out runs/ml1m_raw_hstu
 """
 
-EXPECTED = {"dataset": "ml-1m-raw", "NDCG@10": 0.1720, "HR@10": 0.3097,
-            "source": "generative-recommenders (Zhai et al. 2024), raw ML-1M, last item held out"}
+from jaxrec.train.config import Config, Retrieval
 
 
 def get_config():
-    return dict(model="hstu/base", split="last_out", loss="sampled_softmax", num_negatives=128,
-                shared_negatives=True, batch_size=128, lr=1e-3, epochs=400,
-                length_buckets=[32, 64, 100, 150], eval_every=5, patience=5, seed=0)
+    return Config(model='hstu/base', split='last_out', loss='sampled_softmax', num_negatives=128,
+                  batch_size=128, lr=0.001, epochs=400, eval_every=5, patience=5, seed=0,
+                  retrieval=Retrieval(shared_negatives=True, length_buckets=[32, 64, 100, 150]),
+                  expected={'dataset': 'ml-1m-raw', 'NDCG@10': 0.172, 'HR@10': 0.3097,
+                            'source': 'generative-recommenders (Zhai et al. 2024), raw ML-1M, last item held out'})

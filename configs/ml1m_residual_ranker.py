@@ -14,16 +14,18 @@ retriever's scores on its own training sequences are in-sample, so the correctio
 on them does not carry to held-out positions. Kept as the starting point for a residual on
 out-of-sample retrieval scores; ``ml1m_target_attention.py`` blended is the better pipeline.
 
-    jaxrec train --config configs/ml1m_residual_ranker.py --data ../shared/data/ml-1m/ml-1m.txt \\
+    jaxrec train --config configs/ml1m_residual_ranker.py --data ../shared/data/ml-1m/ml-1m.txt \
         --out runs/ml1m_residual_ranker
 """
 
-EXPECTED = {"dataset": "ml-1m", "ranker": True}
+from jaxrec.train.config import Config, Ranking
 
 
 def get_config():
-    return dict(model="target_attention", loss="listwise", num_negatives=63, sampler="popularity",
-                retriever="runs/ml1m_sasrec_ce", hard_pool=200, hard_fraction=0.5, residual=1.0,
-                cuts_per_user=4, batch_size=64, lr=1e-3, warmup_steps=100, epochs=100, max_minutes=15,
-                init_from="runs/ml1m_sasrec_ce", eval_every=1, patience=4,
-                model_args={"features": ["genres"]}, seed=0)
+    return Config(model='target_attention', loss='listwise', num_negatives=63,
+                  sampler='popularity', batch_size=64, lr=0.001, warmup_steps=100, epochs=100,
+                  max_minutes=15, eval_every=1, patience=4, model_args={'features': ['genres']},
+                  seed=0,
+                  ranking=Ranking(retriever='runs/ml1m_sasrec_ce', hard_pool=200, hard_fraction=0.5,
+                                  residual=1.0, cuts_per_user=4, init_from='runs/ml1m_sasrec_ce'),
+                  expected={'dataset': 'ml-1m', 'ranker': True})

@@ -9,15 +9,16 @@ full-ranking figures come from ``python benchmarks/rankers.py``.
         --out runs/ml1m_target_attention
 """
 
-EXPECTED = {"dataset": "ml-1m", "ranker": True}
+from jaxrec.train.config import Config, Ranking
 
 
 def get_config():
     # Half the 63 negatives from the retriever's top 200 (what the ranker must re-order at
     # serving time), half by popularity (what GAUC on held-out lists measures). Item-id
     # embeddings start from the retriever's (same catalog, same dim 64).
-    return dict(model="target_attention", loss="listwise", num_negatives=63, sampler="popularity",
-                retriever="runs/ml1m_sasrec_ce", hard_pool=200, hard_fraction=0.5,
-                cuts_per_user=4, batch_size=64, lr=1e-3, warmup_steps=100, epochs=100,
-                init_from="runs/ml1m_sasrec_ce", eval_every=1, patience=4,
-                model_args={"features": ["genres"]}, seed=0)
+    return Config(model="target_attention", loss="listwise", num_negatives=63, sampler="popularity",
+                  batch_size=64, lr=1e-3, warmup_steps=100, epochs=100, eval_every=1, patience=4,
+                  model_args={"features": ["genres"]}, seed=0,
+                  ranking=Ranking(retriever="runs/ml1m_sasrec_ce", hard_pool=200, hard_fraction=0.5,
+                                  cuts_per_user=4, init_from="runs/ml1m_sasrec_ce"),
+                  expected={"dataset": "ml-1m", "ranker": True})

@@ -103,6 +103,15 @@ class Recommender(Recommends):
         self.scorer = Scorer(self.stage)
 
     @classmethod
+    def from_model(cls, model, catalog: ItemCatalog, config: Config, step: int | None = None) -> "Recommender":
+        """A model in memory (fresh or trained elsewhere) as a Recommender."""
+        graphdef, params = nnx.split(model)
+        mc = model.config
+        info = ModelInfo(config.model, model.kind, mc.max_len, mc.dtype, getattr(model, "uses_time", False),
+                         dataclasses.asdict(mc))
+        return cls(graphdef, params, catalog, config, info, step)
+
+    @classmethod
     def from_checkpoint(cls, run_dir: str | Path, which: str = "best") -> "Recommender":
         run = RunDir.open(run_dir)
         config, info, catalog = run.config(), run.model_info(), run.catalog()

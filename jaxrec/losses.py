@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-NEG_INF = -1e9
+from jaxrec.models.layers import NEG_INF  # finite: a fully masked softmax row stays NaN-free
 
 
 def _mean(x: jax.Array, weights: jax.Array) -> jax.Array:

@@ -30,7 +30,8 @@ import numpy as np
 
 from jaxrec.data.splits import Split, pad_histories, pad_times
 from jaxrec.errors import UserError
-from jaxrec.scoring import allowed_mask, masked_top_k, next_pow2
+from jaxrec.data.codec import next_pow2
+from jaxrec.scoring import allowed_mask, masked_top_k
 
 DEFAULT_KS = (1, 5, 10, 20, 50)
 

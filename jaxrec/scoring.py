@@ -14,7 +14,6 @@ mask) reaches every caller at once. What it owns:
   followed by a ranker. ``score_all``, ``score`` (given candidates), ``top_k`` (with the
   last layer's attention for explanations) and ``final_scores`` (a pipeline's final order
   as full-catalog scores, for the full-ranking protocol).
-* the shape-bucket helpers (powers of two) that keep the number of compilations small.
 
 Shapes: B users, L history positions, N items (scores have N+1 columns; column 0 is the
 padding item and is never recommended), k results, n two-stage candidates.
@@ -24,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -35,30 +33,6 @@ from flax import nnx
 from jaxrec.errors import UserError
 
 MASKED = -jnp.inf  # the score of an item that may not be recommended
-
-
-# ---------------------------------------------------------------- shape buckets
-
-def next_pow2(n: int, minimum: int = 1) -> int:
-    """The next power of two >= n (at least ``minimum``): few distinct shapes, few compilations."""
-    return max(minimum, 1 << max(0, math.ceil(math.log2(max(1, n)))))
-
-
-def pow2_buckets(limit: int, start: int = 1) -> list[int]:
-    """Powers of two from ``start`` up to ``limit`` (always including ``limit``)."""
-    out, b = [], start
-    while b < limit:
-        out.append(b)
-        b *= 2
-    return out + [limit]
-
-
-def pick(buckets: list[int], n: int) -> int:
-    """The smallest bucket that holds ``n`` (the largest when none does)."""
-    for b in buckets:
-        if n <= b:
-            return b
-    return buckets[-1]
 
 
 # ---------------------------------------------------------------- models and masks

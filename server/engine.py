@@ -21,11 +21,11 @@ import time
 import jax
 import numpy as np
 
-from jaxrec.data.codec import left_pad
+from jaxrec.data.codec import left_pad, pick, pow2_buckets
 from jaxrec.errors import UserError
 from jaxrec.inference import Recommender
 from jaxrec.pipeline import Pipeline
-from jaxrec.scoring import host_allowed, pick, pow2_buckets
+from jaxrec.scoring import MASKED, host_allowed
 
 
 @dataclasses.dataclass
@@ -89,7 +89,7 @@ class Engine:
         self.k_buckets = sorted({min(int(k), kmax) for k in kb})
         pop = (rec.run.item_counts(self.num_items) if rec.run is not None else np.zeros(self.num_items + 1))
         self.popularity = pop.astype(np.float32)
-        self.popularity[0] = -np.inf
+        self.popularity[0] = MASKED
         self._items = self.scorer.item_vectors()
         norms = np.linalg.norm(self._items, axis=1, keepdims=True)
         self._unit = self._items / np.maximum(norms, 1e-9)
@@ -180,7 +180,7 @@ class Engine:
         if q.candidates is not None:
             return Answer(q.candidates, self.popularity[q.candidates], cold_start=True)
         ok = host_allowed(self.num_items + 1, 1, [self._mask_lists(q)])[0]
-        scores = np.where(ok, self.popularity, -np.inf)
+        scores = np.where(ok, self.popularity, MASKED)
         top = np.argsort(-scores, kind="stable")[: q.k]
         top = top[np.isfinite(scores[top])]
         return Answer(top, scores[top], None, cold_start=True)

@@ -142,9 +142,11 @@ def test_every_config_file_loads(path):
     from jaxrec.models.registry import resolve
     from jaxrec.train.config import load_config_file
 
-    cfg = Config.from_dict(load_config_file(str(path)))
+    cfg = load_config_file(str(path))
     resolve(cfg.model)  # a registered model and variant
+    assert isinstance(cfg, Config) and cfg.expected["dataset"]
+    assert Config.from_dict(cfg.to_dict()) == cfg  # what a run directory saves reads back the same
     spec = importlib.util.spec_from_file_location(path.stem, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert mod.EXPECTED["dataset"] and mod.__doc__ and "jaxrec train" in mod.__doc__
+    assert mod.__doc__ and "jaxrec train" in mod.__doc__

@@ -17,6 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
+from jaxrec.data.codec import pow2_buckets
 from jaxrec.data.splits import Split, pad_histories, pad_times
 from jaxrec.errors import UserError
 
@@ -65,7 +66,9 @@ class TrainBatches:
     sampler: str = "uniform"
     seed: int = 0
     shared_negatives: bool = False  # (B, 1, K): one negative set per sequence, cheaper for large K
-    length_buckets: tuple = ()  # e.g. (50, 100): shorter windows for short sequences, same tokens/batch
+    # e.g. (50, 100): shorter windows for short sequences, same positions per batch; None: powers
+    # of two from 16 below max_len; (): every sequence in one window of max_len
+    length_buckets: tuple | list | None = ()
     with_times: bool = False  # add "times" (B, L + 1): event times of inputs + last target
 
     def __post_init__(self):
@@ -83,7 +86,8 @@ class TrainBatches:
         # Length buckets: a sequence goes to the shortest window that holds it; a bucket of
         # window Lb uses batch size B * L / Lb, so every step sees about the same number of
         # positions and the jitted step compiles once per bucket, not per batch.
-        self.windows = sorted({int(w) for w in self.length_buckets if 0 < w < self.max_len} | {self.max_len})
+        buckets = pow2_buckets(self.max_len, 16) if self.length_buckets is None else self.length_buckets
+        self.windows = sorted({int(w) for w in buckets if 0 < w < self.max_len} | {self.max_len})
         n_pos = np.minimum(lens[self.rows] - 1, self.max_len)
         self.bucket_of = np.searchsorted(self.windows, n_pos)  # (R,) index into windows
         self.bucket_batch = [max(1, self.batch_size * self.max_len // w) for w in self.windows]
@@ -91,6 +95,11 @@ class TrainBatches:
     @property
     def batches_per_epoch(self) -> int:
         return sum(-(-int((self.bucket_of == b).sum()) // bs) for b, bs in enumerate(self.bucket_batch))
+
+    @property
+    def targets_per_epoch(self) -> int:
+        lens = self.split.train_end[self.rows] - self.split.train_start[self.rows] - 1
+        return int(np.minimum(lens, self.max_len).sum())
 
     def _plan(self, epoch: int) -> list:
         """[(window, rows)] for one epoch: shuffled within buckets, then across batches."""
@@ -101,10 +110,6 @@ class TrainBatches:
             plan += [(w, bs, rows[i:i + bs]) for i in range(0, len(rows), bs)]
         return [plan[i] for i in rng.permutation(len(plan))]
 
-    @property
-    def targets_per_epoch(self) -> int:
-        lens = self.split.train_end[self.rows] - self.split.train_start[self.rows] - 1
-        return int(np.minimum(lens, self.max_len).sum())
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
         """Batches of one epoch, from ``start_batch`` on (for resuming mid-epoch)."""
@@ -211,9 +216,6 @@ class RankBatches:
     def batches_per_epoch(self) -> int:
         return -(-len(self.rows) * self.cuts_per_user // self.batch_size)
 
-    @property
-    def targets_per_epoch(self) -> int:
-        return len(self.rows) * self.cuts_per_user
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
         s, B, K = self.split, self.batch_size, self.num_negatives

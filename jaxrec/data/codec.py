@@ -4,12 +4,14 @@ One place for what ``Recommender``, the server and evaluation all do with a hist
 ids up (unknown ids become 0 and are counted, never silently dropped), keep the latest
 ``max_len`` known items, left-pad rows to a shape bucket (0 = padding, the models' timeline
 mask), and align event times with the kept items (relative to the last one, plus the
-prediction time, as ``splits.pad_times(.., query="last")`` does for evaluation).
+prediction time, as ``splits.pad_times(.., query="last")`` does for evaluation). The shape
+buckets (powers of two) that keep the number of compilations small are here too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 import numpy as np
@@ -60,3 +62,25 @@ def left_pad(rows: Sequence[np.ndarray], length: int, batch: int | None = None) 
         if len(r):
             out[i, length - len(r):] = r
     return out
+
+
+def next_pow2(n: int, minimum: int = 1) -> int:
+    """The next power of two >= n (at least ``minimum``): few distinct shapes, few compilations."""
+    return max(minimum, 1 << max(0, math.ceil(math.log2(max(1, n)))))
+
+
+def pow2_buckets(limit: int, start: int = 1) -> list[int]:
+    """Powers of two from ``start`` up to ``limit`` (always including ``limit``)."""
+    out, b = [], start
+    while b < limit:
+        out.append(b)
+        b *= 2
+    return out + [limit]
+
+
+def pick(buckets: list[int], n: int) -> int:
+    """The smallest bucket that holds ``n`` (the largest when none does)."""
+    for b in buckets:
+        if n <= b:
+            return b
+    return buckets[-1]

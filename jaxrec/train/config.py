@@ -23,7 +23,7 @@ from dataclasses import field
 from pathlib import Path
 
 from jaxrec.errors import UserError
-from jaxrec.models.registry import model_setting_type, model_settings
+from jaxrec.models.registry import model_setting_type, model_settings, resolve
 from jaxrec.settings import at_least, between, describe, from_text, one_of, parse_text, unknown_key, validate
 
 
@@ -33,9 +33,10 @@ class Retrieval:
 
     shared_negatives: bool = False  # one set of negatives per sequence (B, 1, K) instead of per position
     gbce_t: float = field(default=0.75, metadata=between(0.0, 1.0))  # gBCE calibration (0: plain BCE)
-    # e.g. [50, 100]: batches of short sequences are cut to these windows (see TrainBatches);
-    # empty: windows from the data (powers of two up to max_len, see Config.resolved)
-    length_buckets: list[int] = field(default_factory=list)
+    # e.g. [50, 100]: batches of short sequences are cut to these windows, at the same positions
+    # per step (see TrainBatches); None: powers of two from 16 up to max_len, those the data
+    # fills; []: one window of max_len for every sequence
+    length_buckets: list[int] | None = None
 
 
 @dataclasses.dataclass
@@ -118,6 +119,7 @@ class Config:
         model family (so a bad setting fails before any data is read)."""
         validate(self)
         model_settings(self.model, self.model_args)
+        self.check_for(resolve(self.model)[0].cls.kind)
         return self
 
     def with_overrides(self, sets: list[str]) -> "Config":
@@ -157,15 +159,17 @@ class Config:
         if changed:
             raise UserError(f"{other}.{changed[0]}: a {other} setting, but {self.model} is a {kind} model")
 
-    def resolved(self, num_users: int) -> "Config":
+    def resolved(self, num_interactions: int) -> "Config":
         """Defaults that depend on the data, made explicit (and saved with the run)."""
         if self.epochs is not None:
             return self
-        # ~2,000 users (or fewer) is a smoke-test-sized set: 20 epochs show learning in well under
-        # a minute; real data keeps the long default that early stopping cuts short
-        return dataclasses.replace(self, epochs=200 if num_users > 2_000 else 20)
+        # Below 100k interactions (a smoke-test-sized set, synthetic data) 20 epochs show the
+        # model learning in a minute or two on a laptop; real data keeps the long default, which
+        # early stopping cuts short.
+        return dataclasses.replace(self, epochs=200 if num_interactions >= SMALL_DATA else 20)
 
 
+SMALL_DATA = 100_000  # interactions: below this the default epoch count is small (Config.resolved)
 _SECTIONS = {"retrieval": Retrieval, "ranking": Ranking}
 _FIELDS = {f.name for f in dataclasses.fields(Config)}
 # the flat keys of run directories and config files written before the sections existed

@@ -150,12 +150,11 @@ class Run:
 
 def build_run(cfg: Config, split: Split | None = None) -> Run:
     split = split or make_split(load_dataset(cfg.data), cfg.split)
-    cfg = cfg.resolved(split.data.num_users)
+    cfg = cfg.resolved(len(split.data.items))
     entry, variant, _ = resolve(cfg.model)
     loss = cfg.loss or entry.loss
     model = build_model(cfg.model, split.data.num_items, cfg.seed, catalog=split.data.catalog,
                         **cfg.model_args)
-    cfg.check_for(model.kind)
     check_loss(loss, model.kind)
     uses_time = getattr(model, "uses_time", False)
     if uses_time and loss == "cloze":
