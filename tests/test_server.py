@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import runpy
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,11 @@ from jaxrec_server.engine import Engine
 from jaxrec_server.main import ServeConfig, Server, ThreadedServer
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_test():
+    """benchmarks/serve_load.py's main (benchmarks are scripts, not an installed package)."""
+    return runpy.run_path(str(ROOT / "benchmarks" / "serve_load.py"))["main"]
 SERVE = dict(max_batch_size=64, length_buckets=[16, 50], k_buckets=[10, 100], max_delay_ms=5.0)
 
 
@@ -259,7 +265,7 @@ def test_generated_stubs_in_sync(tmp_path):
 def test_load_test_smoke(server, tmp_path):
     import json
 
-    from jaxrec_server.loadtest import main
+    main = _load_test()
     out = tmp_path / "load.json"
     assert main(["--target", f"127.0.0.1:{server.port}", "--data", "synthetic:tiny", "--seconds", "0.5",
                  "--concurrency", "2", "--users", "20", "--out", str(out), "--event-loop", "uvloop"]) == 0
@@ -273,7 +279,7 @@ def test_load_test_floor_cpu_accounting_and_engine_alone(run_dir, tmp_path):
     row carries the server's and the client's CPU per request, and the engine is timed alone."""
     import json
 
-    from jaxrec_server.loadtest import main
+    main = _load_test()
     out = tmp_path / "load.json"
     assert main(["--checkpoint", str(run_dir), "--batch-sizes", "floor", "--engine", "--seconds", "0.5",
                  "--concurrency", "2", "--users", "20", "--port", "50791", "--out", str(out)]) == 0

@@ -73,7 +73,7 @@ def test_time_models_require_times_and_others_ignore_them():
         _time_model().encode(h)
     sas = build_model("sasrec/small", 60)
     np.testing.assert_allclose(np.asarray(sas.encode(h)), np.asarray(sas.encode(h, t)))
-    with pytest.raises(UserError, match="HSTU setting"):
+    with pytest.raises(UserError, match="model_args.time_buckets: not a setting of sasrec"):
         build_model("sasrec/small", 60, time_buckets=8)
 
 

@@ -17,7 +17,6 @@ from typing import Iterator
 
 import numpy as np
 
-from jaxrec.data.codec import pow2_buckets
 from jaxrec.data.splits import Split, pad_histories, pad_times
 from jaxrec.errors import UserError
 
@@ -55,6 +54,17 @@ class NegativeSampler:
         return out.astype(np.int32)
 
 
+def halvings(max_len: int, minimum: int = 16) -> list[int]:
+    """The default length buckets: max_len/2, max_len/4, ... while they divide max_len and stay
+    >= ``minimum``. A window w = max_len / 2^j batches 2^j x batch_size sequences: the same
+    positions per step, and a batch size that any device count dividing batch_size divides."""
+    out, w = [], max_len
+    while w % 2 == 0 and w // 2 >= minimum:
+        w //= 2
+        out.append(w)
+    return out
+
+
 @dataclasses.dataclass
 class TrainBatches:
     """Iterates fixed-shape next-item training batches over a split's training sequences."""
@@ -66,8 +76,8 @@ class TrainBatches:
     sampler: str = "uniform"
     seed: int = 0
     shared_negatives: bool = False  # (B, 1, K): one negative set per sequence, cheaper for large K
-    # e.g. (50, 100): shorter windows for short sequences, same positions per batch; None: powers
-    # of two from 16 below max_len; (): every sequence in one window of max_len
+    # e.g. (50, 100): shorter windows for short sequences, same positions per batch; None: the
+    # halvings of max_len (``halvings``); (): every sequence in one window of max_len
     length_buckets: tuple | list | None = ()
     with_times: bool = False  # add "times" (B, L + 1): event times of inputs + last target
 
@@ -86,7 +96,7 @@ class TrainBatches:
         # Length buckets: a sequence goes to the shortest window that holds it; a bucket of
         # window Lb uses batch size B * L / Lb, so every step sees about the same number of
         # positions and the jitted step compiles once per bucket, not per batch.
-        buckets = pow2_buckets(self.max_len, 16) if self.length_buckets is None else self.length_buckets
+        buckets = halvings(self.max_len) if self.length_buckets is None else self.length_buckets
         self.windows = sorted({int(w) for w in buckets if 0 < w < self.max_len} | {self.max_len})
         n_pos = np.minimum(lens[self.rows] - 1, self.max_len)
         self.bucket_of = np.searchsorted(self.windows, n_pos)  # (R,) index into windows

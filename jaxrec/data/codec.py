@@ -49,7 +49,7 @@ def history_times(history: History, times, max_len: int, now=None) -> np.ndarray
     has one entry per given id. Raises ValueError (the caller names the field)."""
     t = np.asarray(times, np.int64)
     if t.shape != history.known.shape:
-        raise ValueError(f"need one time per history id ({len(history.known)}), got {t.size}")
+        raise ValueError(f"need one per history item ({len(history.known)}), got {t.size}")
     return query_times(t[history.known][-max_len:], now)
 
 

@@ -34,8 +34,8 @@ class Retrieval:
     shared_negatives: bool = False  # one set of negatives per sequence (B, 1, K) instead of per position
     gbce_t: float = field(default=0.75, metadata=between(0.0, 1.0))  # gBCE calibration (0: plain BCE)
     # e.g. [50, 100]: batches of short sequences are cut to these windows, at the same positions
-    # per step (see TrainBatches); None: powers of two from 16 up to max_len, those the data
-    # fills; []: one window of max_len for every sequence
+    # per step (see TrainBatches); None: max_len/2, max_len/4, ... down to 16 (batching.halvings);
+    # []: one window of max_len for every sequence
     length_buckets: list[int] | None = None
 
 

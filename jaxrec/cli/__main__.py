@@ -1,0 +1,7 @@
+"""``python -m jaxrec.cli`` = ``jaxrec``."""
+
+import sys
+
+from jaxrec.cli import main
+
+sys.exit(main())
