@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from jaxrec.errors import UserError
 from jaxrec.inference import Recommender
 from jaxrec.train import Config, Ranking, train
 from jaxrec_server.client import AsyncClient, Client
@@ -337,7 +338,7 @@ def test_max_history_reads_latest_items_but_excludes_all_seen(run_dir):
                 assert not set(h) & {it.item_id for it in got.items}
     finally:
         srv.stop()
-    with pytest.raises(Exception, match="max_history"):
+    with pytest.raises(UserError, match="max_history"):
         Engine(rec, max_history=0)
 
 
