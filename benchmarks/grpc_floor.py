@@ -12,7 +12,6 @@ therefore the most batching can gain over batch-1 there.
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 import grpc
 

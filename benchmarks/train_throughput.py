@@ -30,11 +30,11 @@ JAXREC = textwrap.dedent(r"""
     import json, resource, sys, time
     import jax, jax.numpy as jnp, numpy as np
     from jaxrec.data import leave_one_out, load_dataset
-    from jaxrec.train import Config, Retrieval, build_run
+    from jaxrec.train import Config, build_run
     from jaxrec.train.step import make_loss_fn, make_train_step
     args = json.loads(sys.argv[1])
     cfg = Config(model="sasrec/plus", data=args["data"], loss="ce", batch_size=args.get("batch", 128),
-                 retrieval=Retrieval(length_buckets=args["buckets"]),
+                 length_buckets=args["buckets"],
                  model_args=dict(dim=args["dim"], max_len=args["max_len"]))
     run = build_run(cfg, leave_one_out(load_dataset(cfg.data)))
     step = make_train_step(run.graphdef, make_loss_fn("ce", cfg, run.split.data.num_items), run.tx)

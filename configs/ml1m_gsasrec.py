@@ -17,6 +17,6 @@ def get_config():
     return Config(model='gsasrec/base', model_args={'dropout': 0.3}, loss='gbce',
                   num_negatives=256, batch_size=128, lr=0.001, epochs=2000, schedule='linear_time',
                   max_minutes=8.0, eval_every=5, patience=20, seed=0,
-                  retrieval=Retrieval(gbce_t=0.75, shared_negatives=False, length_buckets=[32, 64, 100, 150]),
+                  length_buckets=[32, 64, 100, 150], retrieval=Retrieval(gbce_t=0.75, shared_negatives=False),
                   expected={'dataset': 'ml-1m', 'NDCG@10': 0.1726, 'HR@10': 0.3003,
                             'source': 'Petrov & Macdonald, RecSys 2023'})

@@ -12,6 +12,6 @@ from jaxrec.train.config import Config, Retrieval
 def get_config():
     return Config(model='hstu/base', loss='sampled_softmax', num_negatives=128, batch_size=128,
                   lr=0.001, epochs=400, eval_every=5, patience=5, seed=0,
-                  retrieval=Retrieval(shared_negatives=True, length_buckets=[32, 64, 100, 150]),
+                  length_buckets=[32, 64, 100, 150], retrieval=Retrieval(shared_negatives=True),
                   expected={'dataset': 'ml-1m', 'NDCG@10': None, 'HR@10': None,
                             'source': 'no published figure on this protocol; raw-protocol HSTU NDCG@10 0.1720 (generative-recommenders)'})

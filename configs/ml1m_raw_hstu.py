@@ -22,6 +22,6 @@ from jaxrec.train.config import Config, Retrieval
 def get_config():
     return Config(model='hstu/base', split='last_out', loss='sampled_softmax', num_negatives=128,
                   batch_size=128, lr=0.001, epochs=400, eval_every=5, patience=5, seed=0,
-                  retrieval=Retrieval(shared_negatives=True, length_buckets=[32, 64, 100, 150]),
+                  length_buckets=[32, 64, 100, 150], retrieval=Retrieval(shared_negatives=True),
                   expected={'dataset': 'ml-1m-raw', 'NDCG@10': 0.172, 'HR@10': 0.3097,
                             'source': 'generative-recommenders (Zhai et al. 2024), raw ML-1M, last item held out'})

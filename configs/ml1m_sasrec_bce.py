@@ -6,12 +6,12 @@ Measured on 1x H100 (runs sharing the GPU): 0.1304 (97.2%; 260 epochs, early sto
     jaxrec train --config configs/ml1m_sasrec_bce.py --data ../shared/data/ml-1m/ml-1m.txt --out runs/ml1m_sasrec_bce
 """
 
-from jaxrec.train.config import Config, Retrieval
+from jaxrec.train.config import Config
 
 
 def get_config():
     return Config(model='sasrec/base', loss='bce', num_negatives=1, batch_size=128, lr=0.001,
                   epochs=400, eval_every=5, patience=5, seed=0,
-                  retrieval=Retrieval(length_buckets=[32, 64, 100, 150]),
+                  length_buckets=[32, 64, 100, 150],
                   expected={'dataset': 'ml-1m', 'NDCG@10': 0.1341, 'HR@10': 0.25,
                             'source': 'Klenitskiy & Vasilev, RecSys 2023'})

@@ -9,7 +9,7 @@ Measured: 0.1771 on 1x H100 (97.3%; 72 epochs, early stop, 5.0 min, runs sharing
     jaxrec train --config configs/ml1m_sasrec_ce.py --data ../shared/data/ml-1m/ml-1m.txt --out runs/ml1m_sasrec_ce
 """
 
-from jaxrec.train.config import Config, Retrieval
+from jaxrec.train.config import Config
 
 
 def get_config():
@@ -17,6 +17,6 @@ def get_config():
     # of batch 128 per second on a 2-core CPU at about the same positions/s.
     return Config(model='sasrec/plus', loss='ce', batch_size=32, lr=0.002, warmup_steps=100,
                   epochs=200, eval_every=2, patience=5, seed=0,
-                  retrieval=Retrieval(length_buckets=[32, 64, 100, 150]),
+                  length_buckets=[32, 64, 100, 150],
                   expected={'dataset': 'ml-1m', 'NDCG@10': 0.1821, 'HR@10': 0.3152,
                             'source': 'Klenitskiy & Vasilev, RecSys 2023'})

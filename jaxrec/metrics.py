@@ -245,12 +245,17 @@ def evaluate_lists(score_fn, split: Split, which: str, *, max_len: int, negative
     es = split.eval_set(which)
     lists = candidate_lists(split, which, negatives, sampler, seed) if lists is None else lists
     scores = np.zeros(lists.shape, np.float32)
+    # users in order of history length, each batch padded only to its own longest history (a
+    # power of two, at most max_len), as in ``evaluate``: the models are padding-invariant
+    order = np.argsort(es.end - es.start, kind="stable")
     for lo in range(0, len(es), batch_size):
-        hi = min(lo + batch_size, len(es))
-        hist = pad_histories(split.data.items, es.start[lo:hi], es.end[lo:hi], max_len)
-        pad = batch_size - (hi - lo)
-        out = score_fn(np.pad(hist, ((0, pad), (0, 0))), np.pad(lists[lo:hi], ((0, pad), (0, 0))))
-        scores[lo:hi] = np.asarray(out)[: hi - lo]
+        rows = order[lo:lo + batch_size]
+        start, end = es.start[rows], es.end[rows]
+        window = min(max_len, next_pow2(int((end - start).max()), 8))
+        hist = pad_histories(split.data.items, start, end, window)
+        pad = batch_size - len(rows)
+        out = score_fn(np.pad(hist, ((0, pad), (0, 0))), np.pad(lists[rows], ((0, pad), (0, 0))))
+        scores[rows] = np.asarray(out)[: len(rows)]
     metrics = list_metrics(scores, lists > 0, ks)
     proto = (f"{split.kind} split, {which}; lists of the target + {negatives} {sampler} negatives "
              f"not in the user's sequence; {len(es):,} users")

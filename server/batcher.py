@@ -2,9 +2,22 @@
 
 A request waits at most ``max_delay_ms`` after the first request of its batch, and a batch
 holds at most ``max_batch_size`` requests. While the device runs one batch the next one
-fills, so under load batches grow by themselves. The queue is bounded: a full queue is a
-fast RESOURCE_EXHAUSTED, not an unbounded latency. Requests whose caller has gone
-(cancelled) or whose deadline has passed are dropped before a batch forms.
+fills, so under load batches grow by themselves.
+
+Admission control keeps goodput under overload (a queue that holds more work than a
+deadline allows makes every request wait past its deadline while the server computes
+answers nobody can use):
+
+* the expected wait of a new request is the device time of the batches ahead of it (the one
+  running, the full ones queued) and of its own, from an exponential average of recent batch
+  times per batch-size bucket; a request is refused at once with RESOURCE_EXHAUSTED
+  (``Overloaded``) when that wait exceeds its remaining deadline or ``max_wait_ms`` (by
+  default four full-batch times, at least 50 ms: under overload the queue stays a few
+  batches deep, so admitted requests keep a latency of a few batches, not of the deadline);
+* the queue is bounded (``max_queue``) as a last resort;
+* when a batch forms, requests whose caller has gone (cancelled), whose deadline has passed,
+  or whose deadline ends before the batch can finish are dropped (DEADLINE_EXCEEDED), so the
+  device computes only answers someone can still use.
 """
 
 from __future__ import annotations
@@ -13,12 +26,21 @@ import asyncio
 import concurrent.futures
 import dataclasses
 
+from jaxrec.data.codec import pick, pow2_buckets
 from jaxrec_server.engine import Answer, Query
 from jaxrec_server.metrics import ServerMetrics
 
 
 class QueueFull(Exception):
     pass
+
+
+class Overloaded(QueueFull):
+    """The expected queue wait exceeds what the request (or the server's bound) allows."""
+
+    def __init__(self, message: str, pushback_ms: int):
+        super().__init__(message)
+        self.pushback_ms = pushback_ms  # when a retry has a chance: the expected wait
 
 
 class DeadlineExpired(Exception):
@@ -34,15 +56,61 @@ class _Item:
 
 
 class Batcher:
+    EWMA = 0.2  # weight of the newest batch in the batch-time averages
+
     def __init__(self, engine_ref, *, max_batch_size: int, max_delay_ms: float, max_queue: int,
-                 metrics: ServerMetrics):
+                 metrics: ServerMetrics, max_wait_ms: float | None = None):
         self.engine_ref = engine_ref  # callable -> current Engine (swapped on hot reload)
         self.max_batch_size, self.max_delay = max_batch_size, max_delay_ms / 1000.0
+        self.max_wait = None if max_wait_ms is None else max_wait_ms / 1000.0
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
         self.metrics = metrics
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxrec-device")
         self._task: asyncio.Task | None = None
         self.in_flight = 0
+        self.sizes = pow2_buckets(max_batch_size)
+        self.seconds: dict[int, float] = {}  # batch-size bucket -> average device seconds
+        self.running: int = 0  # size of the batch on the device now (0: none)
+
+    def batch_time(self, n: int) -> float | None:
+        """Expected device seconds of a batch of ``n``: its bucket's average; for a bucket not
+        measured yet, the nearest measured one's (optimistic for a larger batch: a burst is
+        admitted until batches of its size have been timed, and the deadline check when a
+        batch forms catches what the estimate let through)."""
+        b = pick(self.sizes, n)
+        if b in self.seconds:
+            return self.seconds[b]
+        if not self.seconds:
+            return None
+        return self.seconds[min(self.seconds, key=lambda s: abs(s - b))]
+
+    def _observe(self, n: int, seconds: float) -> None:
+        b = pick(self.sizes, n)
+        old = self.seconds.get(b)
+        self.seconds[b] = seconds if old is None else (1 - self.EWMA) * old + self.EWMA * seconds
+
+    def expected_wait(self, depth: int | None = None) -> float:
+        """Seconds until a request arriving now would have its answer: the batch running, the
+        full batches queued ahead of it, and its own batch."""
+        depth = self.queue.qsize() if depth is None else depth
+        full, rest = divmod(depth, self.max_batch_size)
+        parts = [self.batch_time(self.max_batch_size)] * full + [self.batch_time(rest + 1)]
+        if self.running:
+            parts.append(self.batch_time(self.running))
+        return sum(p for p in parts if p is not None) + self.max_delay
+
+    FULL_BATCHES = 4  # default bound: this many full-batch times of expected wait ...
+    MIN_WAIT_S = 0.05  # ... but never below 50 ms (a fast model's batches take a few ms)
+
+    def wait_limit(self, timeout: float | None) -> float | None:
+        """The longest expected wait a request may be admitted with (None: no limit yet)."""
+        bound = self.max_wait
+        if bound is None:
+            full = self.batch_time(self.max_batch_size)
+            bound = None if full is None else max(self.FULL_BATCHES * full + 2 * self.max_delay, self.MIN_WAIT_S)
+        if timeout is not None:
+            bound = timeout if bound is None else min(bound, timeout)
+        return bound
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -60,11 +128,19 @@ class Batcher:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         deadline = None if timeout is None else loop.time() + timeout
+        limit = self.wait_limit(timeout)
+        wait = self.expected_wait()
+        if limit is not None and wait > limit:
+            self.metrics.rejects.labels("overloaded").inc()
+            raise Overloaded(f"server overloaded: expected wait {1000 * wait:.0f} ms, more than the "
+                             f"{1000 * limit:.0f} ms this request may wait; retry with backoff",
+                             pushback_ms=max(1, int(1000 * wait)))
         try:
             self.queue.put_nowait(_Item(query, fut, loop.time(), deadline))
         except asyncio.QueueFull:
             self.metrics.rejects.labels("queue_full").inc()
             raise QueueFull(f"queue full ({self.queue.maxsize} waiting requests)") from None
+        self.metrics.queue_depth.set(self.queue.qsize())
         self.in_flight += 1
         try:
             return await fut
@@ -94,14 +170,18 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
+            self.metrics.queue_depth.set(self.queue.qsize())
             now = loop.time()
+            finish = now + (self.batch_time(len(batch)) or 0.0)  # when this batch's answers would arrive
             live = []
             for it in batch:
                 if it.future.done():  # cancelled by the caller
                     self.metrics.rejects.labels("cancelled").inc()
-                elif it.deadline is not None and now >= it.deadline:
+                elif it.deadline is not None and finish >= it.deadline:
                     self.metrics.rejects.labels("deadline").inc()
-                    it.future.set_exception(DeadlineExpired("deadline passed while queued"))
+                    it.future.set_exception(DeadlineExpired(
+                        "deadline passed while queued" if now >= it.deadline else
+                        "the deadline ends before this request's batch could finish"))
                 else:
                     live.append(it)
             if not live:
@@ -110,6 +190,7 @@ class Batcher:
                 self.metrics.queue_seconds.observe(now - it.arrived)
             self.metrics.batch_size.observe(len(live))
             engine = self.engine_ref()
+            self.running, t0 = len(live), loop.time()
             try:
                 answers = await loop.run_in_executor(self.executor, engine.run, [it.query for it in live])
             except Exception as e:  # noqa: BLE001 - delivered to every caller of the batch
@@ -117,6 +198,9 @@ class Batcher:
                     if not it.future.done():
                         it.future.set_exception(e)
                 continue
+            finally:
+                self.running = 0
+                self._observe(len(live), loop.time() - t0)
             for it, a in zip(live, answers):
                 if not it.future.done():
                     it.future.set_result(a)

@@ -1,7 +1,11 @@
 """Python clients: sync (``Client``) and asyncio (``AsyncClient``), with deadlines and retries.
 
-UNAVAILABLE (server restarting, connection refused) is retried with exponential backoff;
-every other error is raised at once as ``grpc.RpcError``.
+Retries are gRPC's own (the channel's service config, ``service_config``; any gRPC client in
+any language can use the same JSON): UNAVAILABLE (server restarting, connection refused) and
+RESOURCE_EXHAUSTED (an overloaded server refusing fast) are retried with exponential backoff,
+at most ``retries`` times, within the call's deadline. An overloaded jaxrec server sends
+``grpc-retry-pushback-ms`` with its refusal (its expected queue wait), which gRPC honours
+instead of its own backoff. Every other error is raised at once as ``grpc.RpcError``.
 
     from jaxrec_server.client import Client
     with Client("localhost:50051") as c:
@@ -11,8 +15,7 @@ every other error is raised at once as ``grpc.RpcError``.
 
 from __future__ import annotations
 
-import asyncio
-import time
+import json
 
 import grpc
 
@@ -20,8 +23,32 @@ from jaxrec.v1 import recommender_pb2 as pb
 from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
 
 
-def _channel_args(tls_ca: bytes | None, token: str | None):
-    creds = grpc.ssl_channel_credentials(root_certificates=tls_ca) if tls_ca is not None else None
+SERVICE = "jaxrec.v1.Recommender"
+
+
+def service_config(retries: int = 3) -> str:
+    """The retry policy as a gRPC service config (JSON); ``retries`` = 0 turns retries off."""
+    method = {"name": [{"service": SERVICE}]}
+    if retries > 0:
+        method["retryPolicy"] = {"maxAttempts": retries + 1, "initialBackoff": "0.05s", "maxBackoff": "1s",
+                                 "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE",
+                                                                                  "RESOURCE_EXHAUSTED"]}
+    return json.dumps({"methodConfig": [method]})
+
+
+def _options(retries: int, server_name: str | None) -> list:
+    opts = [("grpc.service_config", service_config(retries)), ("grpc.enable_retries", int(retries > 0))]
+    return opts + ([("grpc.ssl_target_name_override", server_name)] if server_name else [])
+
+
+def _channel_args(tls_ca: bytes | None, token: str | None, tls_cert: bytes | None = None,
+                  tls_key: bytes | None = None):
+    """TLS credentials (``tls_cert``/``tls_key``: this client's certificate, for a server that
+    requires mutual TLS) and the bearer-token metadata."""
+    creds = None
+    if tls_ca is not None or tls_cert is not None:
+        creds = grpc.ssl_channel_credentials(root_certificates=tls_ca, private_key=tls_key,
+                                             certificate_chain=tls_cert)
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     return creds, metadata
 
@@ -40,24 +67,17 @@ def _score_request(history, candidates, times, now) -> pb.ScoreRequest:
 
 class Client:
     def __init__(self, target: str, *, timeout: float = 5.0, retries: int = 3, tls_ca: bytes | None = None,
-                 token: str | None = None, server_name: str | None = None):
-        creds, self.metadata = _channel_args(tls_ca, token)
-        opts = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+                 token: str | None = None, server_name: str | None = None, tls_cert: bytes | None = None,
+                 tls_key: bytes | None = None):
+        creds, self.metadata = _channel_args(tls_ca, token, tls_cert, tls_key)
+        opts = _options(retries, server_name)
         self.channel = (grpc.secure_channel(target, creds, options=opts) if creds
-                        else grpc.insecure_channel(target))
+                        else grpc.insecure_channel(target, options=opts))
         self.stub = pb_grpc.RecommenderStub(self.channel)
-        self.timeout, self.retries = timeout, retries
+        self.timeout = timeout
 
     def _call(self, fn, req, timeout=None):
-        delay = 0.05
-        for attempt in range(self.retries + 1):
-            try:
-                return fn(req, timeout=timeout or self.timeout, metadata=self.metadata)
-            except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
-                    raise
-                time.sleep(delay)
-                delay *= 2
+        return fn(req, timeout=timeout or self.timeout, metadata=self.metadata)
 
     def recommend(self, history, k: int = 10, *, exclude_seen: bool = True, allow=None, deny=None,
                   explain: bool = False, model: str | None = None, times=None, now: int | None = None,
@@ -85,24 +105,17 @@ class Client:
 
 class AsyncClient:
     def __init__(self, target: str, *, timeout: float = 5.0, retries: int = 3, tls_ca: bytes | None = None,
-                 token: str | None = None, server_name: str | None = None):
-        creds, self.metadata = _channel_args(tls_ca, token)
-        opts = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+                 token: str | None = None, server_name: str | None = None, tls_cert: bytes | None = None,
+                 tls_key: bytes | None = None):
+        creds, self.metadata = _channel_args(tls_ca, token, tls_cert, tls_key)
+        opts = _options(retries, server_name)
         self.channel = (grpc.aio.secure_channel(target, creds, options=opts) if creds
-                        else grpc.aio.insecure_channel(target))
+                        else grpc.aio.insecure_channel(target, options=opts))
         self.stub = pb_grpc.RecommenderStub(self.channel)
-        self.timeout, self.retries = timeout, retries
+        self.timeout = timeout
 
     async def _call(self, fn, req, timeout=None):
-        delay = 0.05
-        for attempt in range(self.retries + 1):
-            try:
-                return await fn(req, timeout=timeout or self.timeout, metadata=self.metadata)
-            except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
-                    raise
-                await asyncio.sleep(delay)
-                delay *= 2
+        return await fn(req, timeout=timeout or self.timeout, metadata=self.metadata)
 
     async def recommend(self, history, k: int = 10, *, exclude_seen: bool = True, allow=None, deny=None,
                         explain: bool = False, model: str | None = None, times=None, now: int | None = None,

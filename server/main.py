@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -30,10 +32,9 @@ from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
 from jaxrec_server.batcher import Batcher
 from jaxrec_server.engine import Engine
 from jaxrec_server.metrics import ServerMetrics
-from jaxrec_server.servicer import RecommenderServicer
+from jaxrec_server.servicer import SERVICE, RecommenderServicer, add_to_server
 
 log = logging.getLogger("jaxrec_server")
-SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 
 
 @dataclasses.dataclass
@@ -44,6 +45,11 @@ class ServeConfig:
     max_batch_size: int = 64
     max_delay_ms: float = 2.0
     max_queue: int = 1024
+    # admission control (see batcher.py): the longest expected queue wait a request is admitted
+    # with (None: four full-batch times, measured, at least 50 ms), and the RPCs gRPC admits
+    # at once (None: max_queue + 2 batches); past either, RESOURCE_EXHAUSTED at once
+    max_wait_ms: float | None = None
+    max_concurrent_rpcs: int | None = None
     length_buckets: list | None = None
     k_buckets: list | None = None
     max_history: int | None = None  # the model reads the latest N items (None: its max_len)
@@ -52,11 +58,20 @@ class ServeConfig:
     watch_interval_s: float = 5.0
     tls_cert: str | None = None
     tls_key: str | None = None
+    tls_client_ca: str | None = None  # mutual TLS: clients must present a certificate this CA signed
     auth_token_file: str | None = None
     grace_s: float = 10.0
     ranker: str | None = None  # two-stage: a ranking run re-ranks the checkpoint's top candidates
     candidates: int = 200
     blend: float | None = None  # None: the ranker's trained residual weight (0 if none)
+
+
+def reload_failure_reason(e: Exception) -> str:
+    """A label for the refusal counter: "mismatch" (another model or catalog: shapes or
+    structure differ), else "unreadable" (partial or corrupt files)."""
+    text = f"{type(e).__name__} {e}".lower()
+    return "mismatch" if any(w in text for w in ("shape", "structure", "mismatch", "catalog", "tree")) \
+        else "unreadable"
 
 
 class ServerState:
@@ -68,16 +83,53 @@ class ServerState:
 
 
 class TokenAuth(grpc.aio.ServerInterceptor):
-    """Bearer-token check on every RPC but health checks (probes carry no token)."""
+    """Bearer-token check on every RPC but health checks (probes carry no token).
 
-    def __init__(self, token: str):
-        self.expected = f"Bearer {token}"
+    The token file holds one token per line (several at once while rotating); it is re-read
+    when it changes (checked at most once a second), so tokens rotate without a restart.
+    Tokens are compared in constant time (``hmac.compare_digest``), so response timing does
+    not reveal how much of a guess was right."""
+
+    CHECK_EVERY_S = 1.0
+
+    def __init__(self, token_file: str):
+        self.path = Path(token_file)
+        self._mtime, self._checked, self.tokens = None, 0.0, ()
+        self._reload(force=True)
+
+    def _reload(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < self.CHECK_EVERY_S:
+            return
+        self._checked = now
+        try:
+            mtime = self.path.stat().st_mtime_ns
+            if force or mtime != self._mtime:
+                self._mtime = mtime  # a bad version is reported once, not at every check
+                tokens = tuple(t.strip().encode() for t in self.path.read_text().splitlines() if t.strip())
+                if not tokens:
+                    raise ValueError(f"{self.path}: empty token file")
+                self.tokens = tokens
+                if not force:
+                    log.info("auth tokens reloaded from %s (%d token(s))", self.path, len(tokens))
+        except (OSError, ValueError) as e:
+            if force:
+                raise ValueError(str(e)) from None
+            log.error("auth token file unreadable (%s); keeping the previous tokens", e)
+
+    def allowed(self, header: str | None) -> bool:
+        self._reload()
+        given = (header or "").encode()
+        ok = False
+        for t in self.tokens:  # every token compared, so timing does not depend on which matched
+            ok |= hmac.compare_digest(given, b"Bearer " + t)
+        return ok
 
     async def intercept_service(self, continuation, details):
         if details.method.startswith("/grpc.health.v1.Health/"):
             return await continuation(details)
         md = dict(details.invocation_metadata or ())
-        if md.get("authorization") != self.expected:
+        if not self.allowed(md.get("authorization")):
             async def deny(request, context):
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
             return grpc.unary_unary_rpc_method_handler(deny)
@@ -116,23 +168,22 @@ class Server:
         cfg = self.cfg
         interceptors = []
         if cfg.auth_token_file:
-            token = Path(cfg.auth_token_file).read_text().strip()
-            if not token:
-                raise ValueError(f"{cfg.auth_token_file}: empty token file")
-            interceptors.append(TokenAuth(token))
-        self.server = grpc.aio.server(interceptors=interceptors)
+            interceptors.append(TokenAuth(cfg.auth_token_file))
+        limit = cfg.max_concurrent_rpcs or cfg.max_queue + 2 * cfg.max_batch_size
+        self.server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=limit)
         # Everything is registered before start (gRPC needs that); the Recommender answers
         # UNAVAILABLE and health NOT_SERVING until the engine is compiled.
         self.state = ServerState(None, self.metrics)
-        pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(self.state), self.server)
+        add_to_server(RecommenderServicer(self.state), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
                                             self.server)
         addr = f"{cfg.host}:{cfg.port}"
         if cfg.tls_cert:
-            creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(),
-                                                  Path(cfg.tls_cert).read_bytes())])
+            ca = Path(cfg.tls_client_ca).read_bytes() if cfg.tls_client_ca else None
+            creds = grpc.ssl_server_credentials([(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())],
+                                                root_certificates=ca, require_client_auth=ca is not None)
             self.port = self.server.add_secure_port(addr, creds)
         else:
             self.port = self.server.add_insecure_port(addr)
@@ -147,7 +198,7 @@ class Server:
         log.info("compiled %d buckets in %.1fs", engine.compile_count(), secs)
         self.state.batcher = Batcher(lambda: self.state.engine, max_batch_size=cfg.max_batch_size,
                                      max_delay_ms=cfg.max_delay_ms, max_queue=cfg.max_queue,
-                                     metrics=self.metrics)
+                                     metrics=self.metrics, max_wait_ms=cfg.max_wait_ms)
         self.state.batcher.start()
         self.state.engine = engine
         self.metrics.model_step.set(engine.step or 0)
@@ -175,14 +226,25 @@ class Server:
         return True
 
     async def _watch(self) -> None:
+        """Poll the run directory; load a newer best checkpoint. One that cannot be served (partial,
+        corrupt, another model's or catalog's) is refused with one log line and a counter, once,
+        and the current model keeps serving."""
+        refused: set[int] = set()
+        run = RunDir(self.cfg.checkpoint)
         while True:
             await asyncio.sleep(self.cfg.watch_interval_s)
-            step = RunDir(self.cfg.checkpoint).latest_step("best")
-            if step is not None and (self.state.engine.step is None or step > self.state.engine.step):
-                try:
-                    await self.reload()
-                except Exception:  # noqa: BLE001 - keep serving the old model
-                    log.exception("reload failed; still serving step %s", self.state.engine.step)
+            step, current = run.latest_step("best"), self.state.engine.step
+            if step is None or step in refused or (current is not None and step <= current):
+                continue
+            try:
+                await self.reload()
+            except Exception as e:  # noqa: BLE001 - whatever is wrong with it, keep serving the old model
+                refused.add(step)
+                reason = reload_failure_reason(e)
+                self.metrics.reload_failures.labels(reason).inc()
+                detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                log.error("refused checkpoint step %s in %s (%s: %s); still serving step %s",
+                          step, run.checkpoints_dir("best"), reason, detail, current)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING, finish in-flight calls, then stop."""

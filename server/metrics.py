@@ -23,6 +23,10 @@ class ServerMetrics:
         self.rejects = Counter("jaxrec_rejects_total", "Requests rejected before the model ran",
                                ["reason"], registry=r)
         self.model_step = Gauge("jaxrec_model_step", "Checkpoint step being served", registry=r)
+        self.queue_depth = Gauge("jaxrec_queue_depth", "Requests waiting for a device batch", registry=r)
+        self.in_flight = Gauge("jaxrec_in_flight_rpcs", "Recommender RPCs being handled", registry=r)
+        self.reload_failures = Counter("jaxrec_reload_failures_total",
+                                       "Checkpoints refused by hot reload, by reason", ["reason"], registry=r)
 
     def serve_http(self, port: int, addr: str = "127.0.0.1"):
         """Expose /metrics over HTTP; returns (server, thread)."""

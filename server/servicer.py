@@ -15,14 +15,44 @@ import numpy as np
 from jaxrec.data.codec import history_of_indices, history_times
 from jaxrec.v1 import recommender_pb2 as pb
 from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
-from jaxrec_server.batcher import DeadlineExpired, QueueFull
+from jaxrec_server.batcher import DeadlineExpired, Overloaded, QueueFull
 from jaxrec_server.engine import Query
 
 MAX_ID_LEN = 256
+SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 
 
 class BadRequest(ValueError):
     pass
+
+
+class Malformed:
+    """What a request deserializes to when its bytes are not the message: the handler answers
+    INVALID_ARGUMENT (gRPC's default would be UNKNOWN with a Python exception name)."""
+
+    def __init__(self, message_type, error: Exception):
+        self.message_type, self.error = message_type.__name__, error
+
+
+def safe_deserializer(message_type):
+    def parse(data: bytes):
+        try:
+            return message_type.FromString(data)
+        except Exception as e:  # noqa: BLE001 - any decode failure is the client's malformed bytes
+            return Malformed(message_type, e)
+    return parse
+
+
+def add_to_server(servicer, server) -> None:
+    """Register the Recommender service like the generated ``add_RecommenderServicer_to_server``,
+    with deserializers that turn malformed bytes into INVALID_ARGUMENT."""
+    methods = {"Recommend": (pb.RecommendRequest, pb.RecommendResponse),
+               "Score": (pb.ScoreRequest, pb.ScoreResponse),
+               "GetModelInfo": (pb.GetModelInfoRequest, pb.ModelInfo)}
+    handlers = {name: grpc.unary_unary_rpc_method_handler(
+        getattr(servicer, name), request_deserializer=safe_deserializer(req),
+        response_serializer=resp.SerializeToString) for name, (req, resp) in methods.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
 
 
 def lookup_ids(field: str, ids, engine, limit: int) -> np.ndarray:
@@ -97,11 +127,14 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self.state = state  # ServerState: .engine, .batcher, .metrics
         self.max_request_items = max_request_items
 
-    async def _run(self, method: str, context, make_query, respond):
+    async def _run(self, method: str, request, context, make_query, respond):
         t0 = time.perf_counter()
         metrics = self.state.metrics
         code = grpc.StatusCode.OK
+        metrics.in_flight.inc()
         try:
+            if isinstance(request, Malformed):
+                raise BadRequest(f"the request bytes are not a valid {request.message_type}: {request.error}")
             engine = self.state.engine
             if engine is None:
                 code = grpc.StatusCode.UNAVAILABLE
@@ -116,6 +149,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             await context.abort(code, str(e))
         except QueueFull as e:
             code = grpc.StatusCode.RESOURCE_EXHAUSTED
+            if isinstance(e, Overloaded):  # clients' retry policy waits this long before retrying
+                context.set_trailing_metadata((("grpc-retry-pushback-ms", str(e.pushback_ms)),))
             await context.abort(code, str(e))
         except DeadlineExpired as e:
             code = grpc.StatusCode.DEADLINE_EXCEEDED
@@ -124,6 +159,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             code = grpc.StatusCode.CANCELLED
             raise
         finally:
+            metrics.in_flight.dec()
             metrics.requests.labels(method, code.name).inc()
             metrics.latency_seconds.labels(method).observe(time.perf_counter() - t0)
 
@@ -144,7 +180,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                     it.because.extend(pb.Because(item_id=ids[h], weight=w) for h, w in a.because[j])
             return r
 
-        return await self._run("Recommend", context, make_query, respond)
+        return await self._run("Recommend", request, context, make_query, respond)
 
     async def Score(self, request, context):
         def make_query(engine):
@@ -158,7 +194,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             return pb.ScoreResponse(items=items, unknown_history_items=unknown, unknown_candidates=missing,
                                     stage=engine.score_stage)
 
-        return await self._run("Score", context, make_query, respond)
+        return await self._run("Score", request, context, make_query, respond)
 
     async def GetModelInfo(self, request, context):
         e = self.state.engine

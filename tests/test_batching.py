@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from jaxrec.data import Interactions, build_sequences, leave_one_out, load_dataset
-from jaxrec.data.batching import NegativeSampler, TrainBatches, prefetch
+from jaxrec.data.batching import NegativeSampler, RankBatches, TrainBatches, prefetch
 
 
 def test_batches_fixed_shape_aligned_and_weighted():
@@ -58,3 +58,59 @@ def test_prefetch_preserves_order_and_errors():
 
     with pytest.raises(RuntimeError, match="boom"):
         list(prefetch(bad()))
+
+
+def test_rank_batches_shapes_positive_first_and_hard_negatives():
+    split = leave_one_out(load_dataset("synthetic:tiny"))
+    pool = np.arange(1, 11)
+
+    def hard(items, start, end):  # a fixed "top-N" and scores = item id / 100
+        return np.tile(pool, (len(start), 1)), np.tile(np.arange(split.data.num_items + 1) / 100, (len(start), 1))
+
+    rb = RankBatches(split, 20, 16, 8, "popularity", seed=1, cuts_per_user=2, retriever=hard, hard_fraction=0.5,
+                     prior=True)
+    batches = list(rb.epoch(0))
+    assert len(batches) == rb.batches_per_epoch
+    s = split  # every (history window, next item) pair of the training sequences
+    cuts = set()
+    for u in range(len(s.train_start)):
+        seq = s.data.items[s.train_start[u]:s.train_end[u]]
+        cuts |= {(tuple(seq[max(0, t - 20):t].tolist()), int(seq[t])) for t in range(1, len(seq))}
+    for b in batches:
+        assert b["history"].shape == (16, 20) and b["candidates"].shape == (16, 9)
+        real = b["weights"] > 0
+        c = b["candidates"][real]
+        np.testing.assert_allclose(b["prior"][real], c / 100, rtol=1e-6)  # the retriever's score per candidate
+        assert (c[:, 1:] != c[:, :1]).all()  # no negative equals its positive
+        # the 4 hard negatives come from the pool; one is a sampled stand-in only where the
+        # positive itself is in the pool (a hard negative equal to it is replaced)
+        hard_part = c[:, 1:5]
+        outside = (~np.isin(hard_part, pool)).sum(1)
+        assert (outside <= np.isin(c[:, 0], pool)).all()
+        # the positive is the item right after the history, in some user's training sequence
+        for row, cand in zip(b["history"][real], c):
+            assert (tuple(row[row > 0].tolist()), int(cand[0])) in cuts
+    again = list(RankBatches(split, 20, 16, 8, "popularity", seed=1, cuts_per_user=2, retriever=hard).epoch(0))
+    assert "prior" not in again[0]
+    np.testing.assert_array_equal(batches[3]["candidates"], again[3]["candidates"])
+
+
+def test_rank_batches_length_buckets_keep_every_example_once_and_the_batch_count():
+    split = leave_one_out(load_dataset("synthetic:small"))
+    flat = RankBatches(split, 200, 64, 4, "popularity", seed=3, cuts_per_user=2, length_buckets=[])
+    bucketed = RankBatches(split, 200, 64, 4, "popularity", seed=3, cuts_per_user=2, length_buckets=None)
+    assert bucketed.windows == [25, 50, 100, 200] and flat.windows == [200]
+
+    def examples(rb):  # (history without padding, positive) of every real example of an epoch
+        out, widths = [], set()
+        for b in rb.epoch(0):
+            widths.add(b["history"].shape[1])
+            real = b["weights"] > 0
+            out += [(tuple(h[h > 0].tolist()), int(c[0])) for h, c in zip(b["history"][real], b["candidates"][real])]
+        return sorted(out), widths
+
+    a, wa = examples(flat)
+    b, wb = examples(bucketed)
+    assert a == b  # the same cuts, none shortened: only grouped differently
+    assert wa == {200} and wb <= {25, 50, 100, 200} and len(wb) > 1
+    assert sum(1 for _ in bucketed.epoch(0)) == bucketed.batches_per_epoch == flat.batches_per_epoch

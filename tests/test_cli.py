@@ -1,6 +1,9 @@
 import json
 
 from jaxrec.cli import main
+from jaxrec.data import leave_one_out, load_dataset
+from jaxrec.metrics import evaluate
+from jaxrec.models import MostPopular
 
 
 def test_data_stats_json(write, capsys):
@@ -11,11 +14,14 @@ def test_data_stats_json(write, capsys):
 
 
 def test_eval_popular_json(capsys):
+    """The command prints what the library computes: MostPopular under the full-ranking protocol."""
     assert main(["eval", "--model", "popular", "--data", "synthetic:tiny", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert "full ranking" in out["protocol"]
+    split = leave_one_out(load_dataset("synthetic:tiny"))
+    want = evaluate(MostPopular.fit(split), split, "test")
+    assert out["protocol"] == want.protocol and "full ranking" in out["protocol"]
     for k in ("HR@10", "NDCG@10", "MRR"):
-        assert 0 <= out["metrics"][k] <= 1
+        assert out["metrics"][k] == want.metrics[k], k
 
 
 def test_eval_unknown_model(capsys):

@@ -38,10 +38,10 @@ def test_a_bad_override_is_one_line_naming_the_key(override, words, capsys, tmp_
 
 def test_overrides_parse_to_the_fields_types():
     cfg = Config(model="sasrec/small").with_overrides(
-        ["lr=2e-3", "epochs=3", "max_minutes=none", "retrieval.length_buckets=16,32",
+        ["lr=2e-3", "epochs=3", "max_minutes=none", "length_buckets=16,32",
          "retrieval.shared_negatives=true", "model_args.dim=48", "model_args.features=[\"topic\"]"])
     assert cfg.lr == 0.002 and cfg.epochs == 3 and cfg.max_minutes is None
-    assert cfg.retrieval == Retrieval(shared_negatives=True, length_buckets=[16, 32])
+    assert cfg.retrieval == Retrieval(shared_negatives=True) and cfg.length_buckets == [16, 32]
     assert cfg.model_args == {"dim": 48, "features": ["topic"]}
     ranker = Config(model="target_attention/small").with_overrides(["ranking.retriever=runs/r", "hard_pool=50"])
     assert ranker.ranking == Ranking(retriever="runs/r", hard_pool=50)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxrec.data import Interactions, build_sequences, leave_one_out
-from jaxrec.metrics import evaluate, full_ranks, sampled_ranks, summarize
+from jaxrec.metrics import evaluate, full_ranks, list_metrics, pooled_auc, sampled_ranks, summarize
 
 
 def ref_rank(scores, target, excluded):
@@ -95,3 +95,25 @@ def test_sampled_protocol_negatives_not_in_sequence():
     res = evaluate(TableScorer(table), split, "test", sampled=20, sampler="popularity")
     assert "sampled" in res.protocol
     assert res.ranks.min() >= 1 and res.ranks.max() <= 21
+
+
+# ---------------------------------------------------------------- candidate lists (rankers)
+def test_list_metrics_hand_computed():
+    scores = np.array([[3.0, 1.0, 2.0, 5.0],    # positive beaten by one of 3: AUC 2/3, rank 2
+                       [1.0, 1.0, 0.0, 0.0]])   # tie with one of 3: AUC (2 + 0.5)/3, rank 2
+    valid = np.array([[True, True, True, True], [True, True, True, False]])  # row 2: 2 negatives
+    m = list_metrics(scores, valid, ks=(1, 2))
+    assert m["GAUC"] == pytest.approx(np.mean([2 / 3, 1.5 / 2]))
+    assert m["HR@1"] == 0 and m["HR@2"] == 1
+    assert m["NDCG@2"] == pytest.approx(1 / np.log2(3))
+    # pooled: positives 3, 1 vs negatives 1, 2, 5, 1, 0
+    pairs = [(p, n) for p in (3.0, 1.0) for n in (1.0, 2.0, 5.0, 1.0, 0.0)]
+    ref = np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p, n in pairs])
+    assert m["AUC"] == pytest.approx(ref)
+
+
+def test_pooled_auc_matches_brute_force():
+    rng = np.random.default_rng(0)
+    p, n = rng.integers(0, 5, 40).astype(float), rng.integers(0, 5, 70).astype(float)
+    ref = np.mean([(a > b) + 0.5 * (a == b) for a in p for b in n])
+    assert pooled_auc(p, n) == pytest.approx(ref)

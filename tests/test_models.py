@@ -9,7 +9,7 @@ from flax import nnx
 from jaxrec.models import build_model
 from jaxrec.models.layers import MultiHeadAttention, attention_mask, dropout
 
-MODELS = ["sasrec/small", "bert4rec/small", "hstu/small", "gsasrec/small"]
+from zoo import RETRIEVAL as MODELS
 
 
 def hist(rng, n, b=3, l=50, min_len=5):

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from jaxrec.errors import UserError
 from jaxrec.inference import Recommender
 from jaxrec.train import Config, Ranking, train
+from jaxrec.v1 import recommender_pb2 as pb
 from jaxrec_server.client import AsyncClient, Client
 from jaxrec_server.engine import Engine
 from jaxrec_server.main import ServeConfig, Server, ThreadedServer
@@ -370,3 +371,17 @@ def test_time_aware_model_reads_history_times(tmp_path):
                 assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in e.value.details()
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("method,message", [("Recommend", "RecommendRequest"), ("Score", "ScoreRequest")])
+def test_malformed_request_bytes_are_invalid_argument(server, method, message):
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        call = ch.unary_unary(f"/jaxrec.v1.Recommender/{method}")  # raw bytes in, raw bytes out
+        for junk in (b"\xff\xff\xff", b"\x0a\x05ab", b"\x12\x80"):  # bad tag, truncated, bad length
+            with pytest.raises(grpc.RpcError) as e:
+                call(junk, timeout=10)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (junk, e.value.code())
+            assert f"not a valid {message}" in e.value.details()
+        if method == "Recommend":  # well-formed bytes on the same path still work
+            assert pb.RecommendResponse.FromString(
+                call(pb.RecommendRequest(history=["1"], k=3).SerializeToString(), timeout=10)).items

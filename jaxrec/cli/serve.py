@@ -24,8 +24,10 @@ def cmd_serve(args) -> int:
                          if hasattr(args, f.name)})
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
         raise UserError("--tls-cert and --tls-key go together")
-    require_files(tls_cert=cfg.tls_cert, tls_key=cfg.tls_key,
-                   auth_token_file=cfg.auth_token_file)
+    if cfg.tls_client_ca and not cfg.tls_cert:
+        raise UserError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    require_files(tls_cert=cfg.tls_cert, tls_key=cfg.tls_key, tls_client_ca=cfg.tls_client_ca,
+                  auth_token_file=cfg.auth_token_file)
     run_on_loop(serve_forever(cfg), args.event_loop)
     return 0
 
@@ -35,12 +37,15 @@ def cmd_query(args) -> int:
 
     from jaxrec_server.client import Client
 
-    require_files(tls_ca=args.tls_ca, auth_token_file=args.auth_token_file)
-    token = open(args.auth_token_file).read().strip() if args.auth_token_file else None
+    require_files(tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                  auth_token_file=args.auth_token_file)
+    token = open(args.auth_token_file).read().strip().splitlines()[0] if args.auth_token_file else None
     ca = open(args.tls_ca, "rb").read() if args.tls_ca else None
+    cert = open(args.tls_cert, "rb").read() if args.tls_cert else None
+    key = open(args.tls_key, "rb").read() if args.tls_key else None
     history = [h.strip() for h in args.history.split(",") if h.strip()]
     try:
-        with Client(args.target, token=token, tls_ca=ca, timeout=args.timeout) as c:
+        with Client(args.target, token=token, tls_ca=ca, tls_cert=cert, tls_key=key, timeout=args.timeout) as c:
             r = c.recommend(history, k=args.k, exclude_seen=not args.include_seen, explain=args.explain,
                             times=parse_times(args.times), now=args.now)
     except grpc.RpcError as e:
@@ -87,6 +92,12 @@ def add_parsers(sub) -> None:
     sv.add_argument("--max-batch-size", type=int, default=64, help="1 turns batching off")
     sv.add_argument("--max-delay-ms", type=float, default=2.0)
     sv.add_argument("--max-queue", type=int, default=1024, help="waiting requests before RESOURCE_EXHAUSTED")
+    sv.add_argument("--max-wait-ms", type=float, default=None,
+                    help="admission control: refuse (RESOURCE_EXHAUSTED) a request whose expected queue "
+                         "wait exceeds this or its deadline (default: four full-batch times, measured, "
+                         "at least 50 ms)")
+    sv.add_argument("--max-concurrent-rpcs", type=int, default=None,
+                    help="RPCs gRPC admits at once; more are refused at once (default: max-queue + 2 batches)")
     sv.add_argument("--length-buckets", type=_ints, default=None, help="history length buckets, e.g. 16,64,200")
     sv.add_argument("--k-buckets", type=_ints, default=None, help="top-k buckets, e.g. 10,100")
     sv.add_argument("--max-history", type=int, default=None,
@@ -96,6 +107,8 @@ def add_parsers(sub) -> None:
     sv.add_argument("--watch", action="store_true", help="hot-reload newer checkpoints from --checkpoint")
     sv.add_argument("--tls-cert", default=None)
     sv.add_argument("--tls-key", default=None)
+    sv.add_argument("--tls-client-ca", default=None,
+                    help="mutual TLS: require client certificates signed by this CA (PEM)")
     sv.add_argument("--auth-token-file", default=None, help="require 'authorization: Bearer <token>'")
     sv.add_argument("--grace-s", type=float, default=10.0, help="drain time on SIGTERM")
     sv.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
@@ -112,6 +125,8 @@ def add_parsers(sub) -> None:
     qy.add_argument("--explain", action="store_true", help="show which history items led to each item")
     qy.add_argument("--timeout", type=float, default=5.0)
     qy.add_argument("--tls-ca", default=None, help="CA certificate (PEM) for a TLS server")
+    qy.add_argument("--tls-cert", default=None, help="this client's certificate (PEM), for mutual TLS")
+    qy.add_argument("--tls-key", default=None, help="this client's private key (PEM), for mutual TLS")
     qy.add_argument("--auth-token-file", default=None)
     qy.add_argument("--json", action="store_true")
     qy.set_defaults(func=cmd_query)

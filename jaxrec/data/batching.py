@@ -195,6 +195,13 @@ class RankBatches:
     sampled negative equal to the positive is redrawn; a hard one equal to it is replaced by
     a sampled one. With ``prior`` each batch also carries the retriever's scores of its
     candidates (``"prior"`` (B, 1+K)), for a ranker trained as a residual on the retriever.
+
+    Length buckets (``length_buckets``, as in ``TrainBatches``; None: ``halvings``): an
+    example goes to the shortest window that holds its history; full batches are formed within
+    a window, the remainders of all windows are batched together (at the window of each such
+    batch's longest history), and the batch order is shuffled. So an epoch is still exactly
+    ceil(examples / batch_size) batches, and short histories are not padded to max_len. With
+    one window (``length_buckets=[]``) batches are consecutive slices of the shuffled examples.
     """
 
     split: Split
@@ -207,6 +214,7 @@ class RankBatches:
     retriever: object = None
     hard_fraction: float = 0.5
     prior: bool = False
+    length_buckets: tuple | list | None = ()
 
     def __post_init__(self):
         s = self.split
@@ -221,11 +229,28 @@ class RankBatches:
                             f"{self.num_negatives}")
         self.neg = NegativeSampler(s.data.num_items, self.sampler,
                                    s.train_item_counts() if self.sampler == "popularity" else None)
+        buckets = halvings(self.max_len) if self.length_buckets is None else self.length_buckets
+        self.windows = sorted({int(w) for w in buckets if 0 < w < self.max_len} | {self.max_len})
 
     @property
     def batches_per_epoch(self) -> int:
         return -(-len(self.rows) * self.cuts_per_user // self.batch_size)
 
+    def _plan(self, hist_len: np.ndarray, rng) -> list:
+        """[(window, example indices)] for one epoch (see the class docstring)."""
+        B, n = self.batch_size, len(hist_len)
+        if len(self.windows) == 1:
+            return [(self.max_len, np.arange(lo, min(lo + B, n))) for lo in range(0, n, B)]
+        w_of = np.asarray(self.windows)[np.searchsorted(self.windows, np.minimum(hist_len, self.max_len))]
+        plan, rest = [], []
+        for w in self.windows:
+            idx = np.flatnonzero(w_of == w)
+            full = len(idx) // B * B
+            plan += [(w, idx[lo:lo + B]) for lo in range(0, full, B)]
+            rest.append(idx[full:])
+        rest = np.concatenate(rest)  # in window order, so each remainder batch is as short as it can be
+        plan += [(int(w_of[rest[lo:lo + B]].max()), rest[lo:lo + B]) for lo in range(0, len(rest), B)]
+        return [plan[i] for i in rng.permutation(len(plan))]
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
         s, B, K = self.split, self.batch_size, self.num_negatives
@@ -235,8 +260,9 @@ class RankBatches:
         cut = 1 + (rng.random(len(rows)) * (lens - 1)).astype(np.int64)  # t in 1..n-1
         order = rng.permutation(len(rows))
         start, end = s.train_start[rows][order], (s.train_start[rows] + cut)[order]
-        for bi in range(start_batch, self.batches_per_epoch):
-            sl = slice(bi * B, (bi + 1) * B)
+        plan = self._plan(end - start, rng)
+        for bi in range(start_batch, len(plan)):
+            window, sl = plan[bi]
             st, en = start[sl], end[sl]
             pad = B - len(st)
             brng = np.random.default_rng([self.seed, epoch, bi])
@@ -249,7 +275,7 @@ class RankBatches:
                 hard = np.take_along_axis(pool, pick, axis=1)
                 negs[:, :k_hard] = np.where(hard == pos[:, None], negs[:, :k_hard], hard)
             cands = np.concatenate([pos[:, None], negs], axis=1).astype(np.int32)  # (b, 1+K)
-            hist = pad_histories(s.data.items, st, en, self.max_len)
+            hist = pad_histories(s.data.items, st, en, window)
             batch = {"history": np.pad(hist, ((0, pad), (0, 0))),
                      "candidates": np.pad(cands, ((0, pad), (0, 0))),
                      "weights": np.pad(np.ones(len(st), np.float32), (0, pad))}

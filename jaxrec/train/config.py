@@ -33,10 +33,6 @@ class Retrieval:
 
     shared_negatives: bool = False  # one set of negatives per sequence (B, 1, K) instead of per position
     gbce_t: float = field(default=0.75, metadata=between(0.0, 1.0))  # gBCE calibration (0: plain BCE)
-    # e.g. [50, 100]: batches of short sequences are cut to these windows, at the same positions
-    # per step (see TrainBatches); None: max_len/2, max_len/4, ... down to 16 (batching.halvings);
-    # []: one window of max_len for every sequence
-    length_buckets: list[int] | None = None
 
 
 @dataclasses.dataclass
@@ -64,6 +60,10 @@ class Config:
     sampler: str = field(default="uniform", metadata=one_of("uniform", "popularity"))
     model_args: dict = field(default_factory=dict)
     batch_size: int = field(default=128, metadata=at_least(1))
+    # e.g. [50, 100]: batches of short histories are cut to these windows (retrieval: at the same
+    # positions per step, see TrainBatches; rankers: see RankBatches); None: max_len/2, max_len/4,
+    # ... down to 16 (batching.halvings); []: one window of max_len for every sequence
+    length_buckets: list[int] | None = None
     lr: float = field(default=1e-3, metadata=at_least(0.0, exclusive=True))
     weight_decay: float = field(default=0.0, metadata=at_least(0.0))
     # after warmup: constant | cosine | linear (to 0 at the last epoch's end) | linear_time (to 0
@@ -76,7 +76,10 @@ class Config:
     # on small data (Config.resolved); give a number for a fixed count
     epochs: int | None = field(default=None, metadata=at_least(1))
     max_minutes: float | None = field(default=None, metadata=at_least(0.0, exclusive=True))
-    eval_every: int = field(default=1, metadata=at_least(1))  # epochs between validation runs
+    # epochs between validation runs; None: 1 for retrieval models; for rankers as many epochs as
+    # make the training work at least the validation's (scoring 1 + eval_negatives candidates
+    # per user is often more than an epoch of training on a few cuts per user)
+    eval_every: int | None = field(default=None, metadata=at_least(1))
     patience: int = field(default=10, metadata=at_least(1))  # validations without improvement before stopping
     eval_batch_size: int = field(default=256, metadata=at_least(1))
     seed: int = 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import jax
@@ -32,6 +33,10 @@ from jaxrec.errors import UserError
 from jaxrec.train.config import Config
 
 CHECKPOINT_KINDS = ("best", "last")
+
+
+class CheckpointError(UserError):
+    """A checkpoint could not be written (the message names the step, directory and cause)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +141,9 @@ class RunDir:
 
     def latest_step(self, which: str = "best") -> int | None:
         d = self.checkpoints_dir(which)
-        steps = [int(p.name) for p in d.glob("[0-9]*") if p.is_dir() and (p / "_CHECKPOINT_METADATA").exists()]
+        # committed checkpoints only: Orbax writes into "<step>.orbax-checkpoint-tmp-*" and renames
+        steps = [int(p.name) for p in d.glob("[0-9]*")
+                 if p.name.isdigit() and p.is_dir() and (p / "_CHECKPOINT_METADATA").exists()]
         return max(steps) if steps else None
 
     def restore_params(self, params_like, which: str = "best"):
@@ -176,16 +183,40 @@ class Checkpoints:
 
     def __init__(self, rundir: RunDir, keep_last: int = 2):
         self.rundir = rundir
+        for which in CHECKPOINT_KINDS:  # what a killed save left behind: never committed, never read
+            self._remove_partial(which)
         self.managers = {"last": _manager(rundir.checkpoints_dir("last"), keep_last),
                          "best": _manager(rundir.checkpoints_dir("best"), 1)}
 
+    def _remove_partial(self, which: str) -> None:
+        for tmp in self.rundir.checkpoints_dir(which).glob("*.orbax-checkpoint-tmp*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def save(self, which: str, state: dict, meta: dict) -> None:
+        """Save atomically (Orbax writes a temporary directory and renames it when complete).
+        A failed save (a full disk, a lost mount) is a ``CheckpointError`` naming the step and
+        the directory; what was saved before stays intact."""
         step = int(state["step"])
         mgr = self.managers[which]
-        mgr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(state["params"]),
-                                               opt=ocp.args.StandardSave(state["opt"]),
-                                               meta=ocp.args.JsonSave(meta | {"step": step})), force=True)
-        mgr.wait_until_finished()
+        if step in mgr.all_steps():
+            # a resumed run re-trains from its last checkpoint and reaches a step whose best
+            # checkpoint the killed run had already committed: training is deterministic, so
+            # that checkpoint is this one; keep it (deleting it first would open a window
+            # in which a second kill loses it)
+            return
+        try:
+            mgr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(state["params"]),
+                                                   opt=ocp.args.StandardSave(state["opt"]),
+                                                   meta=ocp.args.JsonSave(meta | {"step": step})), force=True)
+            mgr.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - any failure to write is reported the same way
+            d = self.rundir.checkpoints_dir(which)
+            self._remove_partial(which)  # the half-written attempt
+            last = self.rundir.latest_step(which)
+            raise CheckpointError(
+                f"saving the {which!r} checkpoint of step {step} in {d} failed: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}; the last good one "
+                f"({'step ' + str(last) if last is not None else 'none yet'}) is intact") from None
 
     def restore(self, which: str, like: dict):
         """(state, meta) of the latest ``which`` checkpoint with the structure, shapes and

@@ -148,6 +148,17 @@ class Run:
                               batch_size=cfg.eval_batch_size, lists=self._lists[which])
 
 
+def default_eval_every(cfg: Config, split: Split, batches, kind: str) -> int:
+    """1 for retrieval; for a ranker, the epochs whose training (forward + backward, ~3 passes)
+    over ``batch_size x (1 + num_negatives)`` pairs a step at least match one validation's
+    ``users x (1 + eval_negatives)`` scored pairs. Data sizes only: the same on any machine."""
+    if kind != "ranking":
+        return 1
+    val = len(split.valid) * (1 + cfg.ranking.eval_negatives)
+    train = 3 * batches.batches_per_epoch * cfg.batch_size * (1 + cfg.num_negatives)
+    return max(1, -(-val // train))
+
+
 def build_run(cfg: Config, split: Split | None = None) -> Run:
     split = split or make_split(load_dataset(cfg.data), cfg.split)
     cfg = cfg.resolved(len(split.data.items))
@@ -182,11 +193,14 @@ def build_run(cfg: Config, split: Split | None = None) -> Run:
         view = retriever_view(other_run(rk.retriever)[0], rk.retriever, rk.hard_pool,
                               split.data.times) if rk.retriever else None
         batches = RankBatches(split, model.config.max_len, cfg.batch_size, k, cfg.sampler, cfg.seed,
-                              rk.cuts_per_user, view, rk.hard_fraction, prior=rk.residual > 0)
+                              rk.cuts_per_user, view, rk.hard_fraction, prior=rk.residual > 0,
+                              length_buckets=cfg.length_buckets)
     else:
         batches = TrainBatches(split, model.config.max_len, cfg.batch_size, k, cfg.sampler, cfg.seed,
-                               shared_negatives=rt.shared_negatives, length_buckets=rt.length_buckets,
+                               shared_negatives=rt.shared_negatives, length_buckets=cfg.length_buckets,
                                with_times=uses_time)
+    if cfg.eval_every is None:
+        cfg = dataclasses.replace(cfg, eval_every=default_eval_every(cfg, split, batches, model.kind))
     tx = make_optimizer(cfg, cfg.epochs * batches.batches_per_epoch)
     state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
     mc = dataclasses.asdict(model.config) | {"name": cfg.model, "variant": variant, "kind": model.kind,

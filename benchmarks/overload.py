@@ -1,0 +1,191 @@
+"""Overload benchmark: goodput, admitted latency and refusals from 0.5x to 10x capacity.
+
+    python benchmarks/overload.py --checkpoint runs/ml1m_sasrec_ce --data ../shared/data/ml-1m/ml-1m.txt
+    python benchmarks/overload.py ... --levels 0.5,1,2,5,10 --seconds 10 --deadline-ms 500 \
+        --server-cpus 0 --client-cpus 1 [--serve-args "--max-wait-ms 100"]
+
+The server runs in its own process pinned to ``--server-cpus`` (``taskset``), this load
+generator on ``--client-cpus``, so the client does not steal the server's CPU. First a closed
+loop measures the capacity C (answers/s); then, for each level x, an open loop sends Poisson
+arrivals at x * C for ``--seconds`` with a ``--deadline-ms`` client deadline and no retries.
+Per level: the rate actually offered (one Python client core tops out somewhere; the table
+says what it reached), goodput (OK answers/s; an OK answer always arrived within its
+deadline), admitted p50/p99 (from the scheduled send time, so client lag cannot hide
+queueing), counts by status code, the p99 and max time to a refusal (send to error), and the
+server's RSS. Writes a table, JSON (``--out``) and a PNG (goodput and p99 against load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_load import closed_loop, load_requests  # noqa: E402  (a sibling benchmark script)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(args, port: int) -> subprocess.Popen:
+    cmd = ["taskset", "-c", args.server_cpus, sys.executable, "-m", "jaxrec.cli", "serve",
+           "--checkpoint", args.checkpoint, "--port", str(port), "--max-batch-size", str(args.max_batch_size),
+           "--k-buckets", str(args.k)] + (["--max-history", str(args.max_history)] if args.max_history else [])
+    cmd += args.serve_args.split() if args.serve_args else []
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
+    for line in proc.stdout:
+        if line.startswith("serving"):
+            return proc
+    raise SystemExit(f"server did not start (exit {proc.wait()})")
+
+
+async def open_level(stub, reqs, rate: float, seconds: float, deadline_s: float, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    ok_lat, refusal, codes, tasks = [], [], collections.Counter(), []
+
+    async def send(req, scheduled):
+        sent = time.perf_counter()
+        try:
+            await stub.Recommend(req, timeout=deadline_s)
+            codes["OK"] += 1
+            ok_lat.append(time.perf_counter() - scheduled)
+        except grpc.RpcError as e:
+            codes[e.code().name] += 1
+            refusal.append(time.perf_counter() - sent)
+
+    t0 = time.perf_counter()
+    at, i = t0, 0
+    while at < t0 + seconds:
+        at += rng.exponential(1.0 / rate)
+        delay = at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send(reqs[i % len(reqs)], at)))
+        i += 1
+    sent_for = time.perf_counter() - t0
+    await asyncio.gather(*tasks)
+    ok = np.asarray(ok_lat) * 1000
+    ref = np.asarray(refusal) * 1000
+    pct = (lambda a, q: float(np.percentile(a, q)) if len(a) else None)
+    return {"target_rate": rate, "offered_rate": i / sent_for, "sent": i, "goodput": codes["OK"] / seconds,
+            "codes": dict(codes), "admitted_p50_ms": pct(ok, 50), "admitted_p99_ms": pct(ok, 99),
+            "refusal_p99_ms": pct(ref, 99), "refusal_max_ms": float(ref.max()) if len(ref) else None}
+
+
+async def run(args, port: int, server_pid: int) -> dict:
+    from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
+
+    reqs = load_requests(args.data, args.history, args.users, args.k)
+    out = {"levels": []}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = pb_grpc.RecommenderStub(ch)
+        await closed_loop(stub, reqs, 8, 2.0)  # warm the channel and the server's batch-time estimates
+        cap = await closed_loop(stub, reqs, args.concurrency, args.seconds)
+        out["capacity"] = cap["throughput"]
+        out["capacity_run"] = cap
+        print(f"capacity (closed loop, concurrency {args.concurrency}): {cap['throughput']:.0f} answers/s, "
+              f"p99 {cap['p99_ms']:.1f} ms", flush=True)
+        for j, x in enumerate(args.levels):
+            r = await open_level(stub, reqs, x * out["capacity"], args.seconds, args.deadline_ms / 1000, seed=j)
+            r |= {"level": x, "server_rss_mib": rss_mib(server_pid)}
+            out["levels"].append(r)
+            print(_row(r, out["capacity"]), flush=True)
+            await asyncio.sleep(1.0)  # let the queue drain between levels
+    return out
+
+
+HEADER = (f"{'load':>5} {'offered/s':>9} {'goodput/s':>9} {'of cap':>6} {'adm p50':>8} {'adm p99':>8} "
+          f"{'refusal p99/max ms':>18} {'RSS MiB':>7}  codes")
+
+
+def _row(r: dict, cap: float) -> str:
+    f = (lambda v: "-" if v is None else f"{v:.1f}")
+    return (f"{r['level']:>4g}x {r['offered_rate']:>9.0f} {r['goodput']:>9.0f} {r['goodput'] / cap:>6.0%} "
+            f"{f(r['admitted_p50_ms']):>8} {f(r['admitted_p99_ms']):>8} "
+            f"{f(r['refusal_p99_ms']) + '/' + f(r['refusal_max_ms']):>18} {r['server_rss_mib']:>7.0f}  {r['codes']}")
+
+
+def plot(out: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    lv = out["levels"]
+    x = [r["offered_rate"] / out["capacity"] for r in lv]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    ax[0].plot(x, [r["goodput"] for r in lv], "o-", label="goodput (OK/s)")
+    ax[0].axhline(out["capacity"], ls="--", c="gray", label="capacity")
+    ax[0].axhline(0.9 * out["capacity"], ls=":", c="gray", label="90% of capacity")
+    ax[0].set_xlabel("offered load / capacity")
+    ax[0].set_ylabel("answers / s")
+    ax[0].legend()
+    ax[1].plot(x, [r["admitted_p99_ms"] or np.nan for r in lv], "o-", label="admitted p99")
+    ax[1].plot(x, [r["refusal_p99_ms"] or np.nan for r in lv], "x--", label="refusal p99")
+    ax[1].set_xlabel("offered load / capacity")
+    ax[1].set_ylabel("ms")
+    ax[1].set_yscale("log")
+    ax[1].legend()
+    for a in ax:
+        a.set_xscale("log")
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--data", default=None, help="data for the request histories (default: the run's)")
+    ap.add_argument("--levels", default="0.5,1,2,5,10", type=lambda s: [float(x) for x in s.split(",")])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--deadline-ms", type=float, default=500.0)
+    ap.add_argument("--concurrency", type=int, default=64, help="closed-loop concurrency of the capacity run")
+    ap.add_argument("--server-cpus", default="0")
+    ap.add_argument("--client-cpus", default="1")
+    ap.add_argument("--max-batch-size", type=int, default=64)
+    ap.add_argument("--max-history", type=int, default=None)
+    ap.add_argument("--history", type=int, default=200, help="latest items per request history")
+    ap.add_argument("--users", type=int, default=2000)
+    ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--serve-args", default="", help="extra `jaxrec serve` options, e.g. '--max-wait-ms 100'")
+    ap.add_argument("--port", type=int, default=50888)
+    ap.add_argument("--out", default=str(Path(__file__).resolve().with_name("overload.json")))
+    args = ap.parse_args(argv)
+    if args.data is None:
+        from jaxrec.train.rundir import RunDir
+        args.data = RunDir.open(args.checkpoint).config().data
+    os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
+    proc = start_server(args, args.port)
+    try:
+        print(HEADER)
+        out = asyncio.run(run(args, args.port, proc.pid))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    out["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    png = Path(args.out).with_suffix(".png")
+    print(f"wrote {args.out}" + (f" and {png}" if plot(out, png) else " (no matplotlib: no plot)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

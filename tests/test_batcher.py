@@ -1,0 +1,104 @@
+"""Admission control in the batcher: refuse fast what cannot finish in time, never compute it."""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from jaxrec_server.batcher import Batcher, DeadlineExpired, Overloaded
+from jaxrec_server.engine import Answer, Query
+from jaxrec_server.metrics import ServerMetrics
+
+
+class SlowEngine:
+    """A device batch takes 20 ms + 5 ms per request; records every query it computed."""
+
+    def __init__(self):
+        self.computed = []
+
+    def run(self, queries):
+        time.sleep(0.020 + 0.005 * len(queries))
+        self.computed += [(q, time.monotonic()) for q in queries]
+        return [Answer(np.array([1]), np.array([0.0])) for _ in queries]
+
+
+def _query(i):
+    return Query(np.array([i % 50 + 1], np.int32), 1)
+
+
+async def _offer(batcher, n, timeout, spacing=0.0):
+    """Submit n requests (``spacing`` s apart); per request: (outcome, seconds until it ended)."""
+    async def one(i):
+        t0 = time.monotonic()
+        try:
+            await batcher.submit(_query(i), timeout)
+            return "ok", time.monotonic() - t0
+        except Overloaded:
+            return "refused", time.monotonic() - t0
+        except DeadlineExpired:
+            return "deadline", time.monotonic() - t0
+
+    tasks = []
+    for i in range(n):
+        tasks.append(asyncio.ensure_future(one(i)))
+        await asyncio.sleep(spacing)
+    return await asyncio.gather(*tasks)
+
+
+def test_overload_is_refused_fast_and_admitted_work_meets_its_deadline():
+    engine, metrics = SlowEngine(), ServerMetrics()
+
+    async def main():
+        b = Batcher(lambda: engine, max_batch_size=8, max_delay_ms=1.0, max_queue=10_000, metrics=metrics)
+        b.start()
+        await _offer(b, 16, 1.0, spacing=0.01)  # learn the batch times
+        engine.computed.clear()
+        # 400 requests in 0.4 s = 1,000/s against a capacity of ~8 / 60 ms = 133/s
+        t_start = time.monotonic()
+        out = await _offer(b, 400, 0.4, spacing=0.001)
+        await b.stop()
+        return out, t_start
+
+    out, t_start = asyncio.run(main())
+    ok = [s for o, s in out if o == "ok"]
+    refused = [s for o, s in out if o == "refused"]
+    assert refused and ok, (len(ok), len(refused))
+    assert max(refused) < 0.010  # refused at once, not after waiting
+    assert max(ok) < 0.4  # what was admitted finished within its deadline
+    # goodput: the device computed only answers that were delivered in time
+    assert len(engine.computed) == len(ok)
+    assert sum(o == "deadline" for o, _ in out) <= 0.05 * len(ok)
+    assert metrics.registry.get_sample_value("jaxrec_rejects_total", {"reason": "overloaded"}) == len(refused)
+
+
+def test_light_load_and_bursts_within_the_deadline_are_admitted():
+    engine, metrics = SlowEngine(), ServerMetrics()
+
+    async def main():
+        b = Batcher(lambda: engine, max_batch_size=64, max_delay_ms=1.0, max_queue=10_000, metrics=metrics,
+                    max_wait_ms=2_000)
+        b.start()
+        first = await _offer(b, 8, 5.0, spacing=0.02)
+        burst = await _offer(b, 200, 5.0)  # 4 batches of 64: ~1.3 s, within the 2 s bound
+        await b.stop()
+        return first + burst
+
+    out = asyncio.run(main())
+    assert all(o == "ok" for o, _ in out), {o for o, _ in out}
+
+
+def test_expected_wait_counts_running_and_queued_batches():
+    b = Batcher(lambda: None, max_batch_size=4, max_delay_ms=0.0, max_queue=100, metrics=ServerMetrics())
+    assert b.expected_wait(10) == 0.0 and b.wait_limit(None) is None  # nothing measured: no refusal
+    b._observe(4, 0.1)
+    b._observe(1, 0.04)
+    assert b.batch_time(3) == pytest.approx(0.1) and b.batch_time(1) == pytest.approx(0.04)
+    assert b.batch_time(2) == pytest.approx(0.04)  # not measured: the nearest bucket's
+    assert b.expected_wait(9) == pytest.approx(2 * 0.1 + 0.04)  # two full batches ahead, then its own
+    b.running = 4
+    assert b.expected_wait(0) == pytest.approx(0.04 + 0.1)
+    assert b.wait_limit(0.15) == pytest.approx(0.15) and b.wait_limit(5.0) == pytest.approx(0.4)
+    fast = Batcher(lambda: None, max_batch_size=4, max_delay_ms=0.0, max_queue=100, metrics=ServerMetrics())
+    fast._observe(4, 0.001)  # a fast model: the bound does not fall below 50 ms
+    assert fast.wait_limit(None) == pytest.approx(0.05)
