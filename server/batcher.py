@@ -71,6 +71,7 @@ class Batcher:
         self.sizes = pow2_buckets(max_batch_size)
         self.seconds: dict[int, float] = {}  # batch-size bucket -> average device seconds
         self.running: int = 0  # size of the batch on the device now (0: none)
+        self._overloaded = metrics.rejects.labels("overloaded")
 
     def batch_time(self, n: int) -> float | None:
         """Expected device seconds of a batch of ``n``: its bucket's average; for a bucket not
@@ -124,17 +125,24 @@ class Batcher:
                 pass
         self.executor.shutdown(wait=True)
 
+    def admit(self, timeout: float | None) -> None:
+        """Raise ``Overloaded`` when a request with ``timeout`` seconds left should not queue.
+        The servicer asks before it parses the request's ids: a refusal costs next to nothing."""
+        limit = self.wait_limit(timeout)
+        if limit is None:
+            return
+        wait = self.expected_wait()
+        if wait > limit:
+            self._overloaded.inc()
+            raise Overloaded(f"server overloaded: expected wait {1000 * wait:.0f} ms, more than the "
+                             f"{1000 * limit:.0f} ms this request may wait; retry with backoff",
+                             pushback_ms=max(1, int(1000 * wait)))
+
     async def submit(self, query: Query, timeout: float | None) -> Answer:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         deadline = None if timeout is None else loop.time() + timeout
-        limit = self.wait_limit(timeout)
-        wait = self.expected_wait()
-        if limit is not None and wait > limit:
-            self.metrics.rejects.labels("overloaded").inc()
-            raise Overloaded(f"server overloaded: expected wait {1000 * wait:.0f} ms, more than the "
-                             f"{1000 * limit:.0f} ms this request may wait; retry with backoff",
-                             pushback_ms=max(1, int(1000 * wait)))
+        self.admit(timeout)
         try:
             self.queue.put_nowait(_Item(query, fut, loop.time(), deadline))
         except asyncio.QueueFull:

@@ -140,8 +140,10 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                 code = grpc.StatusCode.UNAVAILABLE
                 metrics.rejects.labels("warming_up").inc()
                 await context.abort(code, "warming up: the model is still compiling")
+            timeout = context.time_remaining()
+            self.state.batcher.admit(timeout)  # before any parsing: refusing must cost little
             query, extra = make_query(engine)
-            answer = await self.state.batcher.submit(query, context.time_remaining())
+            answer = await self.state.batcher.submit(query, timeout)
             return respond(engine, query, answer, extra)
         except BadRequest as e:
             code = grpc.StatusCode.INVALID_ARGUMENT
