@@ -13,6 +13,10 @@ says what it reached), goodput (OK answers/s; an OK answer always arrived within
 deadline), admitted p50/p99 (from the scheduled send time, so client lag cannot hide
 queueing), counts by status code, the p99 and max time to a refusal (send to error), and the
 server's RSS. Writes a table, JSON (``--out``) and a PNG (goodput and p99 against load).
+
+``--soak MINUTES`` instead runs one open loop at ``--soak-level`` x capacity (default 0.7) for
+that long, reported per minute (goodput, p99, errors, RSS), and ends with the RSS growth and
+the spread of the per-minute p99.
 """
 
 from __future__ import annotations
@@ -87,6 +91,28 @@ async def open_level(stub, reqs, rate: float, seconds: float, deadline_s: float,
             "refusal_p99_ms": pct(ref, 99), "refusal_max_ms": float(ref.max()) if len(ref) else None}
 
 
+async def soak(stub, reqs, args, capacity: float, server_pid: int) -> dict:
+    rate, rows = args.soak_level * capacity, []
+    for minute in range(int(args.soak)):
+        r = await open_level(stub, reqs, rate, 60.0, args.deadline_ms / 1000, seed=1000 + minute)
+        r |= {"minute": minute + 1, "server_rss_mib": rss_mib(server_pid)}
+        rows.append(r)
+        errors = sum(v for k, v in r["codes"].items() if k != "OK")
+        print(f"minute {minute + 1:>3}: offered {r['offered_rate']:.0f}/s goodput {r['goodput']:.0f}/s "
+              f"p50 {r['admitted_p50_ms']:.1f} p99 {r['admitted_p99_ms']:.1f} ms errors {errors} "
+              f"RSS {r['server_rss_mib']:.0f} MiB", flush=True)
+    p99 = [r["admitted_p99_ms"] for r in rows]
+    first, last = rows[0]["server_rss_mib"], rows[-1]["server_rss_mib"]
+    summary = {"minutes": len(rows), "rate": rate, "requests": sum(r["sent"] for r in rows),
+               "errors": sum(sum(v for k, v in r["codes"].items() if k != "OK") for r in rows),
+               "rss_first_mib": first, "rss_last_mib": last, "rss_growth": last / first - 1,
+               "p99_min_ms": min(p99), "p99_median_ms": float(np.median(p99)), "p99_max_ms": max(p99)}
+    print(f"soak: {summary['requests']:,} requests at {rate:.0f}/s, {summary['errors']} errors, RSS "
+          f"{first:.0f} -> {last:.0f} MiB ({summary['rss_growth']:+.1%}), per-minute p99 "
+          f"{summary['p99_min_ms']:.1f}-{summary['p99_max_ms']:.1f} ms (median {summary['p99_median_ms']:.1f})")
+    return {"rows": rows, "summary": summary}
+
+
 async def run(args, port: int, server_pid: int) -> dict:
     from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
 
@@ -100,6 +126,8 @@ async def run(args, port: int, server_pid: int) -> dict:
         out["capacity_run"] = cap
         print(f"capacity (closed loop, concurrency {args.concurrency}): {cap['throughput']:.0f} answers/s, "
               f"p99 {cap['p99_ms']:.1f} ms", flush=True)
+        if args.soak:
+            return out | {"soak": await soak(stub, reqs, args, out["capacity"], server_pid)}
         for j, x in enumerate(args.levels):
             r = await open_level(stub, reqs, x * out["capacity"], args.seconds, args.deadline_ms / 1000, seed=j)
             r |= {"level": x, "server_rss_mib": rss_mib(server_pid)}
@@ -150,6 +178,29 @@ def plot(out: dict, path: Path) -> bool:
     return True
 
 
+def plot_soak(out: dict, path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = out["soak"]["rows"]
+    m = [r["minute"] for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    ax[0].plot(m, [r["admitted_p50_ms"] for r in rows], "x--", label="p50")
+    ax[0].plot(m, [r["admitted_p99_ms"] for r in rows], "o-", label="p99")
+    ax[0].set_ylabel("ms")
+    ax[1].plot(m, [r["server_rss_mib"] for r in rows], "o-", label="server RSS (MiB)")
+    for a in ax:
+        a.set_xlabel("minute")
+        a.legend()
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True)
@@ -165,6 +216,8 @@ def main(argv=None) -> int:
     ap.add_argument("--history", type=int, default=200, help="latest items per request history")
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--soak", type=float, default=None, help="minutes of one steady open loop instead")
+    ap.add_argument("--soak-level", type=float, default=0.7)
     ap.add_argument("--serve-args", default="", help="extra `jaxrec serve` options, e.g. '--max-wait-ms 100'")
     ap.add_argument("--port", type=int, default=50888)
     ap.add_argument("--out", default=str(Path(__file__).resolve().with_name("overload.json")))
@@ -183,7 +236,8 @@ def main(argv=None) -> int:
     out["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
     Path(args.out).write_text(json.dumps(out, indent=2))
     png = Path(args.out).with_suffix(".png")
-    print(f"wrote {args.out}" + (f" and {png}" if plot(out, png) else " (no matplotlib: no plot)"))
+    drawn = plot_soak(out, png) if args.soak else plot(out, png)
+    print(f"wrote {args.out}" + (f" and {png}" if drawn else " (no matplotlib: no plot)"))
     return 0
 
 

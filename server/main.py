@@ -27,8 +27,6 @@ from grpc_reflection.v1alpha import reflection
 
 from jaxrec.inference import Recommender
 from jaxrec.train.rundir import RunDir
-from jaxrec.v1 import recommender_pb2 as pb
-from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
 from jaxrec_server.batcher import Batcher
 from jaxrec_server.engine import Engine
 from jaxrec_server.metrics import ServerMetrics

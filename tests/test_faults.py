@@ -14,7 +14,6 @@ import time
 import numpy as np
 import pytest
 
-from jaxrec.errors import UserError
 from jaxrec.train import Config, RunDir, train
 from jaxrec.train.rundir import CheckpointError
 

@@ -58,3 +58,13 @@ def test_temporal_needs_time():
     d = build_sequences(Interactions(np.array([1, 1, 1]), np.array([1, 2, 3])))
     with pytest.raises(DataError, match="timestamps"):
         temporal_split(d, 5)
+
+
+def test_temporal_split_is_reachable_by_name():
+    d = data()
+    s = make_split(d, "temporal:5,3")
+    want = temporal_split(d, test_time=5, valid_time=3)
+    assert s.test.target.tolist() == want.test.target.tolist() and s.kind == "temporal"
+    for bad in ("temporal:", "temporal:x", "temporal:1,2,3"):
+        with pytest.raises(DataError, match="temporal:TEST_TIME"):
+            make_split(d, bad)

@@ -173,8 +173,7 @@ def read_user_lines(path: Path) -> Interactions:
 def read_movielens(path: Path, fmt: str) -> Interactions:
     """MovieLens rating files: ml-100k ``u.data``, ml-1m/10m ``ratings.dat``, ml-20m+ ``ratings.csv``."""
     if fmt == "ml-csv":
-        df = read_generic(path, "csv", "userId", "movieId", "timestamp", "rating", _raw=True)
-        return df
+        return read_generic(path, "csv", "userId", "movieId", "timestamp", "rating")
     if fmt == "ml-dat":
         data = path.read_bytes().replace(b"::", b"\t")
         df = _read_table(path, fmt, data, "\t", 4, _check_int_tokens(4, sep="::"))
@@ -221,7 +220,7 @@ def _id_column(df: pd.DataFrame, col: str, path: Path, row_offset: int) -> np.nd
 
 
 def read_generic(path: Path, fmt: str, user_col=None, item_col=None, time_col=None,
-                 rating_col=None, _raw: bool = False) -> Interactions:
+                 rating_col=None) -> Interactions:
     """CSV/TSV (with a header) or Parquet with named columns; ids may be strings."""
     try:
         if fmt == "parquet":

@@ -149,9 +149,18 @@ SPLITS = {"leave_one_out": leave_one_out, "last_out": last_out}
 
 
 def make_split(data: SequenceData, name: str = "leave_one_out") -> Split:
-    """The named held-out protocol (``TrainConfig.split``): leave_one_out or last_out."""
+    """The named held-out protocol (``Config.split``): leave_one_out, last_out, or
+    ``temporal:TEST_TIME[,VALID_TIME]`` (a global time split at those event times)."""
+    if name.startswith("temporal:"):
+        try:
+            cuts = [int(t) for t in name.partition(":")[2].split(",")]
+        except ValueError:
+            cuts = []
+        if len(cuts) not in (1, 2):
+            raise DataError(f"split {name!r}: use temporal:TEST_TIME or temporal:TEST_TIME,VALID_TIME (integers)")
+        return temporal_split(data, cuts[0], cuts[1] if len(cuts) == 2 else None)
     if name not in SPLITS:
-        raise DataError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}")
+        raise DataError(f"unknown split {name!r}; use one of {', '.join(SPLITS)} or temporal:TEST_TIME[,VALID_TIME]")
     return SPLITS[name](data)
 
 

@@ -54,7 +54,7 @@ class Ranking:
 class Config:
     model: str = "sasrec"  # registry name, optionally /variant
     data: str = "synthetic"
-    split: str = field(default="leave_one_out", metadata=one_of("leave_one_out", "last_out"))
+    split: str = "leave_one_out"  # leave_one_out | last_out | temporal:TEST_TIME[,VALID_TIME] (data.splits)
     loss: str | None = None  # bce|ce|gbce|sampled_softmax|cloze; rankers: listwise|pointwise (None: the model's)
     num_negatives: int = field(default=1, metadata=at_least(1))
     sampler: str = field(default="uniform", metadata=one_of("uniform", "popularity"))
