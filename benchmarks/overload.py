@@ -35,7 +35,7 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import closed_loop, load_requests  # noqa: E402  (a sibling benchmark script)
+from serve_load import closed_loop, load_requests, pyplot  # noqa: E402  (a sibling benchmark script)
 
 
 def rss_mib(pid: int) -> float:
@@ -149,11 +149,8 @@ def _row(r: dict, cap: float) -> str:
 
 
 def plot(out: dict, path: Path) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     lv = out["levels"]
     x = [r["offered_rate"] / out["capacity"] for r in lv]
@@ -179,11 +176,8 @@ def plot(out: dict, path: Path) -> bool:
 
 
 def plot_soak(out: dict, path: Path) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     rows = out["soak"]["rows"]
     m = [r["minute"] for r in rows]

@@ -187,12 +187,20 @@ async def measure(target, reqs, concurrencies, seconds, server_pid: int | None =
     return rows
 
 
-def plot(results: dict, path: Path) -> bool:
+def pyplot():
+    """matplotlib.pyplot on the file-only backend, or None without matplotlib (the bench extra)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def plot(results: dict, path: Path) -> bool:
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, rows in results.items():

@@ -18,7 +18,6 @@ from flax import nnx
 from jaxrec.data import ItemCatalog
 from jaxrec.data.codec import encode_history, history_times, left_pad
 from jaxrec.errors import UserError
-from jaxrec.models import build_model
 from jaxrec.scoring import Scorer, Stage
 from jaxrec.train.config import Config
 from jaxrec.train.rundir import ModelInfo, RunDir
@@ -114,10 +113,5 @@ class Recommender(Recommends):
     @classmethod
     def from_checkpoint(cls, run_dir: str | Path, which: str = "best") -> "Recommender":
         run = RunDir.open(run_dir)
-        config, info, catalog = run.config(), run.model_info(), run.catalog()
-        model = build_model(config.model, catalog.num_items, config.seed, catalog=catalog, **config.model_args)
-        graphdef, params = nnx.split(model)
-        params, step = run.restore_params(params, which)
-        if params is None:
-            raise UserError(f"{run.path}: no {which!r} checkpoint yet")
-        return cls(graphdef, params, catalog, config, info, step, run)
+        m = run.load_model(which)
+        return cls(m.graphdef, m.params, m.catalog, m.config, m.info, m.step, run)

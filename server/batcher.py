@@ -138,11 +138,14 @@ class Batcher:
                              f"{1000 * limit:.0f} ms this request may wait; retry with backoff",
                              pushback_ms=max(1, int(1000 * wait)))
 
-    async def submit(self, query: Query, timeout: float | None) -> Answer:
+    async def submit(self, query: Query, timeout: float | None, admitted: bool = False) -> Answer:
+        """Queue ``query`` and wait for its answer; ``admitted``: the caller has just called
+        ``admit`` itself (the servicer does, before parsing), so it is not asked twice."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         deadline = None if timeout is None else loop.time() + timeout
-        self.admit(timeout)
+        if not admitted:
+            self.admit(timeout)
         try:
             self.queue.put_nowait(_Item(query, fut, loop.time(), deadline))
         except asyncio.QueueFull:

@@ -143,7 +143,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             timeout = context.time_remaining()
             self.state.batcher.admit(timeout)  # before any parsing: refusing must cost little
             query, extra = make_query(engine)
-            answer = await self.state.batcher.submit(query, timeout)
+            answer = await self.state.batcher.submit(query, timeout, admitted=True)
             return respond(engine, query, answer, extra)
         except BadRequest as e:
             code = grpc.StatusCode.INVALID_ARGUMENT

@@ -22,14 +22,17 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import nnx
 
 from jaxrec.data import ItemCatalog
 from jaxrec.errors import UserError
+from jaxrec.models import build_model
 from jaxrec.train.config import Config
 
 CHECKPOINT_KINDS = ("best", "last")
@@ -58,6 +61,15 @@ class ModelInfo:
                    int(d.get("time_buckets", 0) or 0) > 0, d)
 
 
+class Loaded(NamedTuple):
+    graphdef: object
+    params: object
+    step: int
+    config: Config
+    info: ModelInfo
+    catalog: ItemCatalog
+
+
 def _manager(path: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(path.resolve(), options=ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, read_only=read_only, enable_async_checkpointing=False))
@@ -72,6 +84,7 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._config: dict | None = None
 
     # ------------------------------------------------------------ paths
 
@@ -101,7 +114,10 @@ class RunDir:
     # ------------------------------------------------------------ config, catalog, logs
 
     def _config_json(self) -> dict:
-        return json.loads(self.config_path.read_text())
+        """config.json, read once per RunDir (``write_config`` replaces it)."""
+        if self._config is None:
+            self._config = json.loads(self.config_path.read_text())
+        return self._config
 
     def config(self) -> Config:
         """The run's typed config (old, flat run directories are read into the sections)."""
@@ -116,8 +132,8 @@ class RunDir:
 
     def write_config(self, cfg: Config, model: dict, loss: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(json.dumps({"train": cfg.to_dict(), "model": model, "loss": loss},
-                                               indent=2))
+        self._config = {"train": cfg.to_dict(), "model": model, "loss": loss}
+        self.config_path.write_text(json.dumps(self._config, indent=2))
 
     def catalog(self) -> ItemCatalog:
         return ItemCatalog.load(self.catalog_path)
@@ -168,6 +184,17 @@ class RunDir:
             return out.state["params"], step
         finally:
             mgr.close()
+
+    def load_model(self, which: str = "best") -> "Loaded":
+        """The run's model as trained: config, model info, catalog, graph and the ``which``
+        checkpoint's parameters (an error when there is none yet)."""
+        config, info, catalog = self.config(), self.model_info(), self.catalog()
+        model = build_model(config.model, catalog.num_items, config.seed, catalog=catalog, **config.model_args)
+        graphdef, params = nnx.split(model)
+        params, step = self.restore_params(params, which)
+        if params is None:
+            raise UserError(f"{self.path}: no {which!r} checkpoint yet")
+        return Loaded(graphdef, params, step, config, info, catalog)
 
     def checkpoints(self, keep_last: int = 2) -> "Checkpoints":
         return Checkpoints(self, keep_last)

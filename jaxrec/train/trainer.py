@@ -65,16 +65,10 @@ class LoopState:
 
 def open_scorer(run_dir: str, split: Split) -> tuple[Scorer, object, object]:
     """Another run's model (best checkpoint) as (Scorer, graphdef, params); its catalog must be ours."""
-    run = RunDir.open(run_dir)
-    cfg, info, catalog = run.config(), run.model_info(), run.catalog()
-    if list(catalog.ids) != list(split.data.catalog.ids):
+    m = RunDir.open(run_dir).load_model()
+    if list(m.catalog.ids) != list(split.data.catalog.ids):
         raise UserError(f"{run_dir} was trained on another catalog than {split.data.name}")
-    model = build_model(cfg.model, catalog.num_items, cfg.seed, catalog=catalog, **cfg.model_args)
-    graphdef, params = nnx.split(model)
-    params, _ = run.restore_params(params)
-    if params is None:
-        raise UserError(f"{run_dir}: no 'best' checkpoint yet")
-    return Scorer(Stage(graphdef, params, info.max_len, info.dtype, info.uses_time)), graphdef, params
+    return Scorer(Stage(m.graphdef, m.params, m.info.max_len, m.info.dtype, m.info.uses_time)), m.graphdef, m.params
 
 
 def warm_start_items(model, graphdef, params, run_dir: str, split: Split) -> None:
