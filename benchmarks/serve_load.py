@@ -183,6 +183,10 @@ async def measure(target, reqs, concurrencies, seconds, server_pid: int | None =
                 r = await closed_loop(stub, reqs, c, seconds)
             rows.append({"mode": "closed", "concurrency": c} | r | cpu.per_request(r["ok"]))
         best = max(r["throughput"] for r in rows)
+        if best <= 0:
+            errs = {k: v for r in rows for k, v in r.get("errors", {}).items()}
+            raise SystemExit(f"no request answered in the closed-loop runs (errors: {errs}); "
+                             "cannot size the open-loop run")
         rows.append({"mode": "open", "concurrency": None} | await open_loop(stub, reqs, best / 2, seconds))
     return rows
 

@@ -14,6 +14,11 @@ answers nobody can use):
   (``Overloaded``) when that wait exceeds its remaining deadline or ``max_wait_ms`` (by
   default four full-batch times, at least 50 ms: under overload the queue stays a few
   batches deep, so admitted requests keep a latency of a few batches, not of the deadline);
+* an idle server (nothing queued, nothing running) admits every request, and an estimate not
+  refreshed for ``STALE_S`` seconds, or learnt on another engine (before a hot reload), is
+  forgotten: a refusal never rests on a stale figure, so a burst of slow batches (a reload's
+  compiles sharing the CPU) cannot leave the server refusing everything with no batch left to
+  correct the average;
 * the queue is bounded (``max_queue``) as a last resort;
 * when a batch forms, requests whose caller has gone (cancelled), whose deadline has passed,
   or whose deadline ends before the batch can finish are dropped (DEADLINE_EXCEEDED), so the
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import time
 
 from jaxrec.data.codec import pick, pow2_buckets
 from jaxrec_server.engine import Answer, Query
@@ -57,6 +63,7 @@ class _Item:
 
 class Batcher:
     EWMA = 0.2  # weight of the newest batch in the batch-time averages
+    STALE_S = 5.0  # an average not refreshed for this long is forgotten
 
     def __init__(self, engine_ref, *, max_batch_size: int, max_delay_ms: float, max_queue: int,
                  metrics: ServerMetrics, max_wait_ms: float | None = None):
@@ -69,26 +76,41 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self.in_flight = 0
         self.sizes = pow2_buckets(max_batch_size)
-        self.seconds: dict[int, float] = {}  # batch-size bucket -> average device seconds
+        self.seconds: dict[int, tuple[float, float]] = {}  # bucket -> (average device s, clock when measured)
+        self._measured_on = None  # the engine the averages were measured on
+        self.clock = time.monotonic
         self.running: int = 0  # size of the batch on the device now (0: none)
         self._overloaded = metrics.rejects.labels("overloaded")
+
+    def _fresh(self) -> dict[int, float]:
+        """The averages still worth trusting: measured on the current engine, recently."""
+        if self._measured_on is not None and self._measured_on is not self.engine_ref():
+            self.seconds.clear()
+            self._measured_on = None
+        now = self.clock()
+        for b in [b for b, (_, at) in self.seconds.items() if now - at > self.STALE_S]:
+            del self.seconds[b]
+        return {b: sec for b, (sec, _) in self.seconds.items()}
 
     def batch_time(self, n: int) -> float | None:
         """Expected device seconds of a batch of ``n``: its bucket's average; for a bucket not
         measured yet, the nearest measured one's (optimistic for a larger batch: a burst is
         admitted until batches of its size have been timed, and the deadline check when a
         batch forms catches what the estimate let through)."""
-        b = pick(self.sizes, n)
-        if b in self.seconds:
-            return self.seconds[b]
-        if not self.seconds:
+        fresh = self._fresh()
+        if not fresh:
             return None
-        return self.seconds[min(self.seconds, key=lambda s: abs(s - b))]
-
-    def _observe(self, n: int, seconds: float) -> None:
         b = pick(self.sizes, n)
-        old = self.seconds.get(b)
-        self.seconds[b] = seconds if old is None else (1 - self.EWMA) * old + self.EWMA * seconds
+        return fresh[b] if b in fresh else fresh[min(fresh, key=lambda s: abs(s - b))]
+
+    def _observe(self, n: int, seconds: float, engine=None) -> None:
+        fresh, b = self._fresh(), pick(self.sizes, n)
+        if engine is not None and engine is not self._measured_on:
+            fresh, self._measured_on = {}, engine
+            self.seconds.clear()
+        old = fresh.get(b)
+        avg = seconds if old is None else (1 - self.EWMA) * old + self.EWMA * seconds
+        self.seconds[b] = (avg, self.clock())
 
     def expected_wait(self, depth: int | None = None) -> float:
         """Seconds until a request arriving now would have its answer: the batch running, the
@@ -107,7 +129,9 @@ class Batcher:
         """The longest expected wait a request may be admitted with (None: no limit yet)."""
         bound = self.max_wait
         if bound is None:
-            full = self.batch_time(self.max_batch_size)
+            fresh = self._fresh()
+            # batch time grows with batch size: no measured batch is slower than a full one
+            full = max(fresh.values(), default=None)
             bound = None if full is None else max(self.FULL_BATCHES * full + 2 * self.max_delay, self.MIN_WAIT_S)
         if timeout is not None:
             bound = timeout if bound is None else min(bound, timeout)
@@ -128,6 +152,8 @@ class Batcher:
     def admit(self, timeout: float | None) -> None:
         """Raise ``Overloaded`` when a request with ``timeout`` seconds left should not queue.
         The servicer asks before it parses the request's ids: a refusal costs next to nothing."""
+        if not self.running and self.queue.empty():
+            return  # idle: refusing saves nothing, and the batch refreshes the estimates
         limit = self.wait_limit(timeout)
         if limit is None:
             return
@@ -211,7 +237,7 @@ class Batcher:
                 continue
             finally:
                 self.running = 0
-                self._observe(len(live), loop.time() - t0)
+                self._observe(len(live), loop.time() - t0, engine)
             for it, a in zip(live, answers):
                 if not it.future.done():
                     it.future.set_result(a)

@@ -102,3 +102,25 @@ def test_expected_wait_counts_running_and_queued_batches():
     fast = Batcher(lambda: None, max_batch_size=4, max_delay_ms=0.0, max_queue=100, metrics=ServerMetrics())
     fast._observe(4, 0.001)  # a fast model: the bound does not fall below 50 ms
     assert fast.wait_limit(None) == pytest.approx(0.05)
+
+
+def test_a_stale_or_foreign_estimate_never_refuses():
+    """A burst of slow batches (a reload compiling on the same CPU) must not leave the server
+    refusing everything: refusals stop the batches that would correct the average."""
+    now = [0.0]
+    engines = [object()]
+    b = Batcher(lambda: engines[0], max_batch_size=4, max_delay_ms=0.0, max_queue=100, metrics=ServerMetrics())
+    b.clock = lambda: now[0]
+    b._observe(4, 0.001, engines[0])
+    b._observe(1, 0.5, engines[0])  # one slow outlier in the small bucket
+    # the bound rests on the slowest measured batch, so a slow small batch is not "overload"
+    assert b.wait_limit(None) == pytest.approx(4 * 0.5)
+    b.running = 1
+    b.admit(None)  # one batch ahead: admitted
+    b.running = 0
+    b.admit(0.1)  # idle: admitted whatever the estimate says
+    now[0] = b.STALE_S + 1  # not refreshed since: forgotten
+    assert b.batch_time(1) is None and b.wait_limit(None) is None
+    b._observe(1, 0.01, engines[0])
+    engines[0] = object()  # hot reload: the new engine's batch times are its own
+    assert b.batch_time(1) is None
