@@ -101,6 +101,10 @@ class Recommender(Recommends):
         self.kind = self.stage.kind  # "retrieval" or "ranking"
         self.scorer = Scorer(self.stage)
 
+    def rank_targets(self, history, targets, exclude, k: int = 0, times=None):
+        """Evaluation's full ranking of one batch, in catalog chunks (``Scorer.rank_targets``)."""
+        return self.scorer.rank_targets(history, targets, exclude, k, times)
+
     @classmethod
     def from_model(cls, model, catalog: ItemCatalog, config: Config, step: int | None = None) -> "Recommender":
         """A model in memory (fresh or trained elsewhere) as a Recommender."""

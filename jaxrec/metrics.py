@@ -14,9 +14,10 @@ The protocol (and why each rule):
 * HR@K = [rank <= K] (= Recall@K with one target), NDCG@K = 1/log2(rank+1) if rank <= K,
   MRR = 1/rank (untruncated), coverage@K = distinct items over all top-K lists / N.
 
-Scores are computed and ranked in JAX one batch at a time: at most one (B, N+1) score
-matrix exists at once, and shapes are bucketed so a whole evaluation compiles a handful
-of times.
+Scores are computed and ranked in JAX one batch at a time, by the scorer's ``rank_targets``
+(``jaxrec.scoring``: catalog chunks, so a million-item catalog never holds a (B, N+1) matrix),
+or, for a scorer that only has ``score_all``, from one (B, N+1) matrix per batch. Shapes are
+bucketed so a whole evaluation compiles a handful of times.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 from jaxrec.data.splits import Split, pad_histories, pad_times
 from jaxrec.errors import UserError
 from jaxrec.data.codec import next_pow2
-from jaxrec.scoring import allowed_mask, masked_top_k
+from jaxrec.scoring import ranks_from_scores
 
 DEFAULT_KS = (1, 5, 10, 20, 50)
 
@@ -62,17 +63,15 @@ class EvalResult:
 
 @jax.jit
 def full_ranks(scores: jax.Array, targets: jax.Array, exclude: jax.Array) -> jax.Array:
-    """Rank of each target among non-excluded items; ties count against the target.
+    """Rank of each target among non-excluded items; ties count against the target (the target
+    is never excluded, and never beats itself).
 
     scores (B, N+1), targets (B,), exclude (B, H) item indices padded with 0 -> (B,) int32.
     """
-    scores = scores.astype(jnp.float32)
-    b = scores.shape[0]
-    cols = jnp.arange(scores.shape[1])[None, :]
-    not_target = cols != targets[:, None]  # the target is never excluded, and never beats itself
-    counted = allowed_mask(scores.shape[1], b, exclude) & not_target
-    s_t = scores[jnp.arange(b), targets][:, None]  # (B, 1)
-    return 1 + ((scores >= s_t) & counted).sum(axis=1, dtype=jnp.int32)
+    return ranks_from_scores(scores, targets, exclude)[0]
+
+
+_ranks = jax.jit(ranks_from_scores, static_argnames="k")
 
 
 @jax.jit
@@ -144,22 +143,23 @@ def evaluate(scorer: Scorer, split: Split, which: str = "test", *, ks=DEFAULT_KS
         hist = pad_histories(data.items, start, end, window)
         hist = np.pad(hist, ((0, bpad - b), (0, 0)))
         targets = np.pad(tgt, (0, bpad - b)).astype(np.int32)
+        times = None
         if getattr(scorer, "uses_time", False):
-            times = pad_times(data.times, start, end, window, query="last")
-            scores = scorer.score_all(hist, np.pad(times, ((0, bpad - b), (0, 0))))  # (Bp, N+1)
-        else:
-            scores = scorer.score_all(hist)  # (Bp, N+1)
+            times = np.pad(pad_times(data.times, start, end, window, query="last"), ((0, bpad - b), (0, 0)))
+        args = (hist,) if times is None else (hist, times)
         if sampled:
             negs = _sample_negatives(data, es.user[rows], sampled, rng, pop)
             negs = np.pad(negs, ((0, bpad - b), (0, 0)), constant_values=1)
-            r = sampled_ranks(scores, targets, negs)
+            r = sampled_ranks(scorer.score_all(*args), targets, negs)  # from (Bp, N+1) scores
         else:
             width = next_pow2(int((end - start).max()), 32) if exclude_seen else 1
             excl = np.zeros((bpad, width), np.int32)
             if exclude_seen:
                 excl[:b] = pad_histories(data.items, start, end, width)
-            r = full_ranks(scores, targets, excl)
-            vals, idx = masked_top_k(scores, excl, kmax)
+            if hasattr(scorer, "rank_targets"):  # in catalog chunks
+                r, vals, idx = scorer.rank_targets(hist, targets, excl, kmax, times)
+            else:
+                r, vals, idx = _ranks(scorer.score_all(*args), targets, excl, kmax)
             vals, idx = np.asarray(vals)[:b], np.asarray(idx)[:b]
             for k in ks:
                 kk = min(k, kmax)

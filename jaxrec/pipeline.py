@@ -66,4 +66,4 @@ class Pipeline(Recommends):
     def stages(self, history: np.ndarray, k: int, exclude_seen: bool = True):
         """(B, L) -> (retrieval scores (B, N+1), final values (B, k), items (B, k))."""
         out = self.scorer.top_k(history, k, exclude=history if exclude_seen else None)
-        return out.scores, out.values, out.items
+        return self.retriever.score_all(history), out.values, out.items

@@ -8,6 +8,13 @@ mask) reaches every caller at once. What it owns:
 * masks: which items may be recommended, from index lists (exclude-seen, allow, deny) on
   device, or from a host-built boolean matrix (the server's batch of mixed requests);
   ``MASKED`` (-inf) is the score of an item that may not be recommended, everywhere.
+* catalog-chunked ranking, ``catalog_top_k`` and ``catalog_ranks``: user vectors against the
+  item table one chunk of columns at a time, with a running top-k (and, for evaluation, a
+  running count of the items scored at least as high as the target), so memory is
+  O(B x chunk), not O(B x N); the answers are exactly the full matrix's, ties included (ties
+  go to the lower index, as ``lax.top_k``'s do). Exclude, deny and allow lists enter as index
+  lists and become masks one chunk at a time, on device. A catalog that fits one chunk takes
+  the plain full-matrix path.
 * ``masked_top_k`` and ``rerank`` (the two-stage step: the retriever's top-N re-scored by a
   ranker, optionally blended with the retriever's score), all inside one jitted call.
 * ``Scorer``: one compiled scorer over a retrieval model, a ranking model, or a retriever
@@ -92,6 +99,148 @@ def host_allowed(num_cols: int, b: int, rows) -> np.ndarray:
     return allowed
 
 
+# ---------------------------------------------------------------- catalog-chunked ranking
+
+DEFAULT_CHUNK = 32_768  # catalog columns scored at once: (B, chunk) float32 per step
+
+
+def _listed(lists: jax.Array, c0, width: int) -> jax.Array:
+    """(B, width) bool: column ``c0 + j`` appears in row b of the (B, H) index ``lists``."""
+    local = lists - c0
+    local = jnp.where((local >= 0) & (local < width), local, width)  # outside this chunk: dropped
+    b = lists.shape[0]
+    return jnp.zeros((b, width), bool).at[jnp.arange(b)[:, None], local].set(True, mode="drop")
+
+
+def _chunk_allowed(c0, width: int, n_cols: int, exclude=None, allow=None, restricted=None) -> jax.Array:
+    """(B or 1, width) bool for columns c0 .. c0+width-1: a real item (not padding column 0,
+    not past the catalog), not in ``exclude`` (B, H) and, in ``restricted`` (B,) rows, in
+    ``allow`` (B, A)."""
+    cols = c0 + jnp.arange(width)[None, :]  # (1, width)
+    ok = (cols > 0) & (cols < n_cols)
+    if exclude is not None:
+        ok = ok & ~_listed(exclude, c0, width)
+    if allow is not None:
+        ok = ok & (~restricted[:, None] | _listed(allow, c0, width))
+    return ok
+
+
+def _select(scores, k: int, recall: float | None):
+    """Top-k of each row; approximate (``lax.approx_max_k``) when a recall target is given."""
+    if recall is None:
+        return jax.lax.top_k(scores, k)
+    return jax.lax.approx_max_k(scores, k, recall_target=recall)
+
+
+def _chunked_table(table: jax.Array, chunk: int):
+    """(N+1, D) -> (chunks, chunk, D) zero-padded and the start column of each chunk."""
+    n_cols = table.shape[0]
+    nc = -(-n_cols // chunk)
+    t = jnp.pad(table, ((0, nc * chunk - n_cols), (0, 0))).reshape(nc, chunk, table.shape[1])
+    return t, jnp.arange(nc, dtype=jnp.int32) * chunk
+
+
+def catalog_top_k(user: jax.Array, table: jax.Array, k: int, *, exclude=None, allow=None,
+                  restricted=None, chunk: int | None = None, recall: float | None = None):
+    """Top-k items of (B, D) ``user`` vectors against the (N+1, D) item ``table``.
+
+    ``exclude`` (B, H) and ``allow`` (B, A) are index lists padded with 0 (column 0 is never
+    returned anyway); ``allow`` restricts only the rows where ``restricted`` (B,) is True.
+    ``recall``: use ``lax.approx_max_k`` with this recall target inside each chunk.
+    Returns (values (B, k) float32, ``MASKED`` past the allowed items; items (B, k), 0 there).
+    """
+    n_cols = table.shape[0]
+    table = table.astype(user.dtype)
+    chunk = n_cols if chunk is None else min(int(chunk), n_cols)
+    if chunk >= n_cols:  # one chunk: the full matrix
+        scores = (user @ table.T).astype(jnp.float32)  # (B, N+1)
+        ok = _chunk_allowed(0, n_cols, n_cols, exclude, allow, restricted)
+        vals, idx = _select(jnp.where(ok, scores, MASKED), k, recall)
+        return vals, jnp.where(jnp.isfinite(vals), idx, 0)
+    tables, starts = _chunked_table(table, chunk)
+    kc = min(k, chunk)
+    b = user.shape[0]
+
+    def step(carry, xs):
+        best, best_idx = carry  # (B, k): the top-k of the chunks before this one
+        t, c0 = xs  # (chunk, D), ()
+        s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
+        s = jnp.where(_chunk_allowed(c0, chunk, n_cols, exclude, allow, restricted), s, MASKED)
+        v, j = _select(s, kc, recall)  # (B, kc)
+        # earlier chunks first: among equal scores the lower index wins, as in one top_k
+        vals, pos = jax.lax.top_k(jnp.concatenate([best, v], axis=1), k)
+        idx = jnp.take_along_axis(jnp.concatenate([best_idx, j + c0], axis=1), pos, axis=1)
+        return (vals, idx), None
+
+    init = (jnp.full((b, k), MASKED, jnp.float32), jnp.zeros((b, k), jnp.int32))
+    (vals, idx), _ = jax.lax.scan(step, init, (tables, starts))
+    return vals, jnp.where(jnp.isfinite(vals), idx, 0)
+
+
+def catalog_ranks(user: jax.Array, table: jax.Array, targets: jax.Array, exclude=None, *,
+                  k: int = 0, chunk: int | None = None):
+    """Rank of each target among the allowed items, ties counted against it (``1 + #{j !=
+    target, allowed, score_j >= score_target}``), and the top-``k`` lists (``k = 0``: none).
+
+    (B, D) users, (N+1, D) table, (B,) targets, (B, H) exclude lists -> (ranks (B,) int32,
+    values (B, k), items (B, k)). In chunks, the target's score is read in a first pass from the
+    same chunk product the counting pass compares it with, so chunked ranks equal the full
+    matrix's exactly.
+    """
+    n_cols = table.shape[0]
+    table = table.astype(user.dtype)
+    chunk = n_cols if chunk is None else min(int(chunk), n_cols)
+    b = user.shape[0]
+    rows = jnp.arange(b)
+    if chunk >= n_cols:
+        return ranks_from_scores((user @ table.T).astype(jnp.float32), targets, exclude, k)
+    tables, starts = _chunked_table(table, chunk)
+
+    def target_score(s_t, xs):
+        t, c0 = xs
+        s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
+        local = targets - c0
+        here = (local >= 0) & (local < chunk)
+        return jnp.where(here, s[rows, jnp.clip(local, 0, chunk - 1)], s_t), None
+
+    s_t, _ = jax.lax.scan(target_score, jnp.zeros((b,), jnp.float32), (tables, starts))
+    kc = min(k, chunk)
+
+    def count(carry, xs):
+        n_above, best, best_idx = carry
+        t, c0 = xs
+        s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
+        ok = _chunk_allowed(c0, chunk, n_cols, exclude)
+        not_target = (c0 + jnp.arange(chunk))[None, :] != targets[:, None]
+        n_above = n_above + ((s >= s_t[:, None]) & ok & not_target).sum(axis=1, dtype=jnp.int32)
+        if k:
+            v, j = jax.lax.top_k(jnp.where(ok, s, MASKED), kc)
+            best, pos = jax.lax.top_k(jnp.concatenate([best, v], axis=1), k)
+            best_idx = jnp.take_along_axis(jnp.concatenate([best_idx, j + c0], axis=1), pos, axis=1)
+        return (n_above, best, best_idx), None
+
+    init = (jnp.zeros((b,), jnp.int32), jnp.full((b, max(k, 1)), MASKED, jnp.float32),
+            jnp.zeros((b, max(k, 1)), jnp.int32))
+    (n_above, vals, idx), _ = jax.lax.scan(count, init, (tables, starts))
+    if not k:
+        return 1 + n_above, None, None
+    return 1 + n_above, vals, jnp.where(jnp.isfinite(vals), idx, 0)
+
+
+def ranks_from_scores(scores: jax.Array, targets: jax.Array, exclude=None, k: int = 0):
+    """``catalog_ranks`` from a (B, N+1) score matrix: (ranks (B,), values (B, k), items (B, k))."""
+    scores = scores.astype(jnp.float32)
+    b, n_cols = scores.shape
+    ok = _chunk_allowed(0, n_cols, n_cols, exclude)
+    s_t = scores[jnp.arange(b), targets][:, None]  # (B, 1)
+    not_target = jnp.arange(n_cols)[None, :] != targets[:, None]
+    ranks = 1 + ((scores >= s_t) & ok & not_target).sum(axis=1, dtype=jnp.int32)
+    if not k:
+        return ranks, None, None
+    vals, idx = jax.lax.top_k(jnp.where(ok, scores, MASKED), k)
+    return ranks, vals, jnp.where(jnp.isfinite(vals), idx, 0)
+
+
 @functools.partial(jax.jit, static_argnames="k")
 def masked_top_k(scores: jax.Array, exclude: jax.Array, k: int):
     """Top-k items of (B, N+1) ``scores`` after removing padding and the (B, H) ``exclude``
@@ -100,22 +249,21 @@ def masked_top_k(scores: jax.Array, exclude: jax.Array, k: int):
     return jax.lax.top_k(jnp.where(ok, scores.astype(jnp.float32), MASKED), k)
 
 
-def rerank(ranker, history: jax.Array, masked: jax.Array, n: int, k: int, blend: float = 0.0):
-    """Re-rank the top ``n`` of ``masked`` (B, N+1) retrieval scores (``MASKED`` = not allowed).
+def rerank(ranker, history: jax.Array, vals: jax.Array, cand: jax.Array, k: int, blend: float = 0.0):
+    """Re-rank the retriever's top-n (``vals``, ``cand`` (B, n); ``MASKED`` / 0 where it had
+    fewer allowed items) with ``ranker``.
 
     The final score is ``ranker + blend * retriever``: with ``blend = 0`` the ranker alone
     orders the candidates; a positive blend (chosen on the validation split, or the weight a
     residual ranker was trained with) fuses the two stages' evidence.
 
-    Returns (values (B, k), ``MASKED`` where fewer than k items were allowed; indices (B, k);
-    candidates (B, n), 0 where the retriever had fewer than n).
+    Returns (values (B, k), ``MASKED`` where fewer than k items were allowed; indices (B, k)).
     """
-    vals, cand = jax.lax.top_k(masked, n)  # (B, n)
     cand = jnp.where(jnp.isfinite(vals), cand, 0)
     rs = ranker.score(history[:, -ranker.config.max_len:], cand)  # (B, n)
     rs = jnp.where(cand > 0, rs + blend * jnp.where(cand > 0, vals, 0.0), MASKED)
     top, j = jax.lax.top_k(rs, k)
-    return top, jnp.take_along_axis(cand, j, axis=1), cand
+    return top, jnp.where(jnp.isfinite(top), jnp.take_along_axis(cand, j, axis=1), 0)
 
 
 def with_prior(score, max_len: int, prior, w: float):
@@ -153,29 +301,36 @@ class Stage:
 
 class TopK(NamedTuple):
     values: jax.Array  # (B, k) float32, MASKED past the allowed items
-    items: jax.Array  # (B, k) int32 item indices
+    items: jax.Array  # (B, k) int32 item indices, 0 past the allowed items
     attention: jax.Array | None  # (B, L) last-layer attention of the user position (explain=True)
-    scores: jax.Array  # (B, N+1) the retrieval scores the ranking started from
 
 
 class Scorer:
     """A retrieval model, a ranking model, or retriever -> top ``candidates`` -> ranker, compiled.
 
     Parameters are arguments of the jitted functions (``stage.params`` may be replaced, e.g.
-    at every validation), so a new set of parameters never recompiles.
+    at every validation), so a new set of parameters never recompiles. ``chunk``: catalog
+    columns scored at once by ``top_k`` and ``rank_targets`` (None: the whole catalog);
+    ``recall``: an approximate top-k (``lax.approx_max_k``) with this recall target.
     """
 
     def __init__(self, first: Stage, ranker: Stage | None = None, candidates: int = 200,
-                 blend: float = 0.0):
+                 blend: float = 0.0, *, chunk: int | None = DEFAULT_CHUNK, recall: float | None = None):
         self.first, self.ranker, self.n, self.blend = first, ranker, int(candidates), float(blend)
         self.kind = first.kind if ranker is None else "pipeline"
         if ranker is not None and (first.kind != "retrieval" or ranker.kind != "ranking"):
             raise UserError("a two-stage scorer is a retrieval model followed by a ranking model")
+        if chunk is not None and chunk < 1:
+            raise UserError(f"chunk must be a positive number of catalog columns, got {chunk}")
+        if recall is not None and not 0 < recall <= 1:
+            raise UserError(f"recall must be in (0, 1], got {recall}")
+        self.chunk, self.recall = chunk, recall
         self.max_len = first.max_len if ranker is None else max(first.max_len, ranker.max_len)
         self.uses_time = first.uses_time
         self._score_all = jax.jit(self._score_all_fn)
         self._score = jax.jit(self._score_fn)
         self._top_k = jax.jit(self._top_k_fn, static_argnames=("k", "explain"))
+        self._ranks = jax.jit(self._ranks_fn, static_argnames="k")
         self._final = jax.jit(self._final_fn)
 
     # ------------------------------------------------------------ traced functions
@@ -183,45 +338,55 @@ class Scorer:
     def _params(self):
         return self.first.params, None if self.ranker is None else self.ranker.params
 
-    def _retrieve(self, p, history, times, explain: bool):
-        """(B, N+1) retrieval scores (+ (B, L) attention when ``explain``)."""
+    def _user(self, p, history, times, explain: bool = False):
+        """(B, D) user vectors, the (N+1, D) output table and, with ``explain``, (B, L) attention."""
         model, lr = self.first.model(p), self.first.max_len
         t = None if times is None else times[:, -(lr + 1):]  # (B, <=Lr + 1)
         if not explain:
-            return model.score_all(history[:, -lr:], t), None
+            return model.encode(history[:, -lr:], t), model.output_table(), None
         user, att = model.encode_explained(history[:, -lr:], t)  # (B, D), (B, <=Lr)
         att = jnp.pad(att, ((0, 0), (history.shape[1] - att.shape[1], 0)))  # (B, L)
-        scores = (user @ model.output_table().T.astype(user.dtype)).astype(jnp.float32)
-        return scores, att
+        return user, model.output_table(), att
 
     def _score_all_fn(self, p, history, times):
-        return self._retrieve(p, history, times, False)[0]
+        user, table, _ = self._user(p, history, times)
+        return (user @ table.T.astype(user.dtype)).astype(jnp.float32)  # (B, N+1)
 
     def _score_fn(self, p, kp, history, candidates, times):
         if self.kind == "ranking":
             return self.first.model(p).score(history[:, -self.first.max_len:], candidates)
-        scores = jnp.take_along_axis(self._retrieve(p, history, times, False)[0], candidates, axis=1)
+        user, table, _ = self._user(p, history, times)  # only the candidates' rows are read
+        rows = table[candidates].astype(user.dtype)  # (B, C, D)
+        scores = jnp.einsum("bd,bcd->bc", user, rows).astype(jnp.float32)
         if self.ranker is None:
             return scores
         rs = self.ranker.model(kp).score(history[:, -self.ranker.max_len:], candidates)
         return jnp.where(candidates > 0, rs + self.blend * scores, MASKED)
 
-    def _top_k_fn(self, p, kp, history, exclude, allowed, times, k: int, explain: bool):
-        scores, att = self._retrieve(p, history, times, explain)  # (B, N+1)
-        ok = allowed_mask(scores.shape[1], scores.shape[0], exclude, allowed)
-        masked = jnp.where(ok, scores, MASKED)
+    def _top_k_fn(self, p, kp, history, exclude, allow, restricted, times, k: int, explain: bool):
+        user, table, att = self._user(p, history, times, explain)
+        n = k if self.ranker is None else self.n
+        vals, idx = catalog_top_k(user, table, n, exclude=exclude, allow=allow, restricted=restricted,
+                                  chunk=self.chunk, recall=self.recall)  # (B, n)
+        if self.ranker is not None:
+            vals, idx = rerank(self.ranker.model(kp), history, vals, idx, k, self.blend)
+        return TopK(vals, idx, att)
+
+    def _ranks_fn(self, p, kp, history, targets, exclude, times, k: int):
         if self.ranker is None:
-            vals, idx = jax.lax.top_k(masked, k)
-        else:
-            vals, idx, _ = rerank(self.ranker.model(kp), history, masked, self.n, k, self.blend)
-        return TopK(vals, idx, att, scores)
+            user, table, _ = self._user(p, history, times)
+            return catalog_ranks(user, table, targets, exclude, k=k, chunk=self.chunk)
+        return ranks_from_scores(self._final_fn(p, kp, history, exclude), targets, exclude, k)
 
     def _final_fn(self, p, kp, history, exclude):
         """A pipeline's final list as full-catalog scores: the n candidates above every other
         item in the ranker's order, the rest by retrieval score (the full-ranking protocol then
-        measures exactly the pipeline's output)."""
-        out = self._top_k_fn(p, kp, history, exclude, None, None, self.n, False)
-        top, idx, scores = out.values, out.items, out.scores
+        measures exactly the pipeline's output). Full matrix: pipelines are evaluated on
+        catalogs whose (B, N+1) scores fit."""
+        scores = self._score_all_fn(p, history, None)  # (B, N+1)
+        ok = allowed_mask(scores.shape[1], scores.shape[0], exclude)
+        vals, cand = jax.lax.top_k(jnp.where(ok, scores, MASKED), self.n)
+        top, idx = rerank(self.ranker.model(kp), history, vals, cand, self.n, self.blend)
         lift = jnp.max(jnp.where(jnp.isfinite(scores), scores, MASKED), axis=1, keepdims=True)
         order = (self.n - jnp.arange(self.n, dtype=jnp.float32))[None, :]  # n .. 1
         lifted = jnp.where(jnp.isfinite(top), lift + order, MASKED)
@@ -235,12 +400,15 @@ class Scorer:
             raise UserError("this model uses event times (relative time bias): pass times (B, L + 1)")
         return None if times is None or not self.uses_time else jnp.asarray(times, jnp.int32)
 
+    def _catalog_only(self, what: str):
+        if self.kind == "ranking":
+            raise UserError(f"a ranking model scores given candidates (score); a ranker alone cannot "
+                            f"{what} the whole catalog: pair it with a retrieval model (jaxrec.pipeline.Pipeline)")
+
     def score_all(self, history, times=None) -> jax.Array:
         """(B, L) left-padded item indices -> (B, N+1) scores; a pipeline's are its final order
         with the history's items excluded (``final_scores``)."""
-        if self.kind == "ranking":
-            raise UserError("a ranking model scores given candidates (score), not the whole catalog; "
-                            "pair it with a retrieval model (jaxrec.pipeline.Pipeline)")
+        self._catalog_only("score")
         history = jnp.asarray(history, jnp.int32)
         if self.kind == "pipeline":
             return self.final_scores(history, history)
@@ -258,19 +426,30 @@ class Scorer:
                            jnp.asarray(candidates, jnp.int32),
                            None if self.kind == "ranking" else self._times(times))
 
-    def top_k(self, history, k: int, *, exclude=None, allowed=None, times=None,
+    def top_k(self, history, k: int, *, exclude=None, allow=None, restricted=None, times=None,
               explain: bool = False) -> TopK:
         """Top-k of the catalog for (B, L) histories. ``exclude`` (B, H) index lists (0-padded)
-        and ``allowed`` (B, N+1) bool restrict the items; padding is never returned."""
-        if self.kind == "ranking":
-            raise UserError("a ranker alone cannot recommend from the whole catalog; pair it with a "
-                            "retrieval model (jaxrec.pipeline.Pipeline)")
+        remove items; ``allow`` (B, A) index lists restrict the rows where ``restricted`` (B,)
+        is True (all rows when it is None). Padding is never returned."""
+        self._catalog_only("recommend from")
         limit = self.n if self.ranker is not None else None
         if limit is not None and not 0 < k <= limit:
             raise UserError(f"k must be in 1..{limit} (the number of candidates), got {k}")
         ex = None if exclude is None else jnp.asarray(exclude, jnp.int32)
-        return self._top_k(*self._params(), jnp.asarray(history, jnp.int32), ex, allowed,
+        al = rs = None
+        if allow is not None:
+            al = jnp.asarray(allow, jnp.int32)
+            rs = jnp.ones(al.shape[0], bool) if restricted is None else jnp.asarray(restricted, bool)
+        return self._top_k(*self._params(), jnp.asarray(history, jnp.int32), ex, al, rs,
                            self._times(times), k=int(k), explain=bool(explain))
+
+    def rank_targets(self, history, targets, exclude, k: int = 0, times=None):
+        """Full-ranking evaluation of one batch: (B,) ranks of ``targets`` among the items not in
+        ``exclude`` (B, H) (ties count against the target) and the top-``k`` lists (values,
+        items) (B, k) (None with ``k = 0``). Retrieval models rank in catalog chunks."""
+        self._catalog_only("rank")
+        return self._ranks(*self._params(), jnp.asarray(history, jnp.int32), jnp.asarray(targets, jnp.int32),
+                           jnp.asarray(exclude, jnp.int32), self._times(times), k=int(k))
 
     def item_vectors(self) -> np.ndarray:
         """(N+1, D) the retrieval model's output item table (similar items, explanations)."""

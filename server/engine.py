@@ -1,13 +1,19 @@
 """The compiled model behind the server: shape buckets, padding and answers.
 
 Scoring is ``jaxrec.scoring``'s (the same function as evaluation and ``jaxrec recommend``):
-one jitted call per batch computes scores, applies the exclude-seen, allow and deny mask,
-takes the top-k (or, two-stage, re-ranks the retriever's top-N with the ranker) and the last
-layer's attention for explanations. What the engine adds is only serving's part:
+one jitted call per batch encodes the users, ranks the catalog in chunks with the
+exclude-seen, deny and allow lists applied on device (index lists: no (batch, N+1) mask is
+built on the host, and no (batch, N+1) score matrix comes back), takes the top-k (or,
+two-stage, re-ranks the retriever's top-N with the ranker) and the last layer's attention for
+explanations. Score requests read only their candidates' rows of the item table. What the
+engine adds is only serving's part:
 
-* shapes are padded up to buckets (batch size, history length, k), and every bucket is
-  compiled in ``warm_up`` before health reports SERVING, so no request waits for XLA;
-  ``compile_count`` reads the jitted function's cache size (tests assert it does not grow);
+* shapes are padded up to buckets (batch size, history length, k up to ``max_k``), and every
+  bucket is compiled in ``warm_up`` before health reports SERVING, so no request waits for
+  XLA; ``compile_count`` reads the jitted function's cache size (tests assert it does not
+  grow). The exclude lists of a warmed bucket hold twice the history bucket (a full history
+  plus as many deny ids); a batch with longer lists, with allow lists or with Score
+  candidates compiles its shape once, on first use;
 * queries are grouped by history-length bucket, one device call per group;
 * cold-start queries (no known history) get popular items on the host.
 """
@@ -21,11 +27,19 @@ import time
 import jax
 import numpy as np
 
-from jaxrec.data.codec import left_pad, pick, pow2_buckets
+from jaxrec.data.codec import left_pad, next_pow2, pick, pow2_buckets
 from jaxrec.errors import UserError
 from jaxrec.inference import Recommender
 from jaxrec.pipeline import Pipeline
-from jaxrec.scoring import MASKED, host_allowed
+from jaxrec.scoring import DEFAULT_CHUNK, MASKED, Scorer, host_allowed
+
+
+def _lists(rows: list, b: int, width: int) -> np.ndarray:
+    """(b, width) int32 index lists, 0-padded (column 0 is padding, never recommended)."""
+    out = np.zeros((b, width), np.int32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
 
 
 @dataclasses.dataclass
@@ -59,7 +73,8 @@ class Answer:
 class Engine:
     def __init__(self, rec: Recommender, *, max_batch_size: int = 64, length_buckets=None,
                  k_buckets=None, checkpoint: str = "", ranker: Recommender | None = None,
-                 candidates: int = 200, blend: float | None = None, max_history: int | None = None):
+                 candidates: int = 200, blend: float | None = None, max_history: int | None = None,
+                 max_k: int = 1000, chunk: int | None = DEFAULT_CHUNK, recall: float | None = None):
         self.rec, self.catalog, self.checkpoint = rec, rec.catalog, checkpoint
         self.num_items = rec.catalog.num_items
         # plain lists: building responses on the event loop indexes them per item
@@ -67,7 +82,8 @@ class Engine:
         self.title_list = [rec.catalog.title(i) or "" for i in range(self.num_items + 1)]
         # two-stage: Pipeline checks kinds, catalogs and the candidate count
         self.model = Pipeline(rec, ranker, candidates, blend=blend) if ranker is not None else rec
-        self.scorer = self.model.scorer
+        s = self.model.scorer  # the serving scorer: the same stages, chunked as asked
+        self.scorer = Scorer(s.first, s.ranker, s.n, s.blend, chunk=chunk, recall=recall)
         self.max_len = self.scorer.max_len
         self.uses_time = self.scorer.uses_time  # queries carry times
         if max_history is not None:  # read fewer items than the model can: cheaper on CPU
@@ -75,16 +91,17 @@ class Engine:
                 raise UserError(f"max_history must be at least 1, got {max_history}")
             self.max_len = min(self.max_len, int(max_history))
         self.name = rec.name + (f"+{ranker.name}" if ranker else "")
-        # what Score requests read: the retrieval scores of the same batch call (a ranker's
-        # score of arbitrary candidates would need a compiled shape per candidate count)
-        self.score_stage = "retriever"
+        # what Score requests read: two-stage, the final score Recommend orders its top-N by
+        self.score_stage = "pipeline" if ranker is not None else "retriever"
         self.step = rec.step
         self.batch_buckets = pow2_buckets(max_batch_size)
         # every history fits a bucket (the largest is the model's max_len); k is capped by the
-        # largest k bucket, which by default is the catalog size (the candidate count, two-stage)
+        # largest k bucket: max_k (at most the catalog; two-stage, the candidate count)
         lb = length_buckets or pow2_buckets(self.max_len, 16)
         self.length_buckets = sorted({min(int(b), self.max_len) for b in lb} | {self.max_len})
-        kmax = candidates if ranker is not None else self.num_items
+        if max_k < 1:
+            raise UserError(f"max_k must be at least 1, got {max_k}")
+        kmax = min(candidates, max_k) if ranker is not None else min(self.num_items, max_k)
         kb = k_buckets or [100, kmax]
         self.k_buckets = sorted({min(int(k), kmax) for k in kb})
         pop = (rec.run.item_counts(self.num_items) if rec.run is not None else np.zeros(self.num_items + 1))
@@ -94,19 +111,19 @@ class Engine:
         norms = np.linalg.norm(self._items, axis=1, keepdims=True)
         self._unit = self._items / np.maximum(norms, 1e-9)
 
-    def _call(self, hist, allowed, k, times):
-        return self.scorer.top_k(hist, k, allowed=allowed, times=times, explain=True)
-
-    # ------------------------------------------------------------ compilation
+    @staticmethod
+    def _exclude_width(l: int) -> int:
+        """The exclude-list width compiled for history bucket ``l``: a full history + as many deny ids."""
+        return next_pow2(2 * l, 16)
 
     def warm_up(self) -> float:
         """Compile every (batch, length, k) bucket; returns seconds spent."""
         t = time.perf_counter()
         for b, l, k in itertools.product(self.batch_buckets, self.length_buckets, self.k_buckets):
             hist = np.zeros((b, l), np.int32)
-            allowed = np.ones((b, self.num_items + 1), bool)
+            exclude = np.zeros((b, self._exclude_width(l)), np.int32)
             times = np.zeros((b, l + 1), np.int32) if self.uses_time else None
-            jax.block_until_ready(self._call(hist, allowed, k, times))
+            jax.block_until_ready(self.scorer.top_k(hist, k, exclude=exclude, times=times, explain=True))
         return time.perf_counter() - t
 
     def compile_count(self) -> int:
@@ -122,10 +139,11 @@ class Engine:
         costs about batch x length, and on CPU it dominates the request).
         """
         out: list[Answer | None] = [None] * len(queries)
-        groups: dict[int, list[int]] = {}
+        groups: dict[tuple, list[int]] = {}  # (length bucket, is a Score request) -> queries
         for i, q in enumerate(queries):
             if len(q.history):
-                groups.setdefault(pick(self.length_buckets, len(q.history)), []).append(i)
+                groups.setdefault((pick(self.length_buckets, len(q.history)), q.candidates is not None),
+                                  []).append(i)
             else:
                 out[i] = self._cold_start(q)
         cap = self.batch_buckets[-1]
@@ -144,17 +162,28 @@ class Engine:
         n = len(queries)
         b = pick(self.batch_buckets, n)
         l = pick(self.length_buckets, max(len(q.history) for q in queries))
-        k = pick(self.k_buckets, max(q.k for q in queries))
         hist = left_pad([q.history for q in queries], l, b)  # (b, l)
-        allowed = host_allowed(self.num_items + 1, b, [self._mask_lists(q) for q in queries])  # (b, N+1)
         times = left_pad([q.times for q in queries], l + 1, b) if self.uses_time else None
-        out = jax.device_get(self._call(hist, allowed, k, times))
-        vals, idx, att, scores = out.values, out.items, out.attention, out.scores
+        if queries[0].candidates is not None:  # a group of Score requests
+            cands = [q.candidates for q in queries]
+            width = next_pow2(max(len(c) for c in cands), 16)
+            scores = np.asarray(self.scorer.score(hist, _lists(cands, b, width), times))  # (b, C)
+            return [Answer(q.candidates, scores[i, : len(q.candidates)]) for i, q in enumerate(queries)]
+        k = pick(self.k_buckets, max(q.k for q in queries))
+        removed = [np.concatenate([q.excluded if q.exclude_seen else [], [] if q.deny is None else q.deny])
+                   .astype(np.int32) for q in queries]
+        exclude = _lists(removed, b, max(next_pow2(max(len(r) for r in removed), 16), self._exclude_width(l)))
+        allow = restricted = None
+        if any(q.allow is not None for q in queries):
+            lists = [q.allow if q.allow is not None else [] for q in queries]
+            allow = _lists(lists, b, next_pow2(max(len(a) for a in lists), 16))  # (b, A)
+            restricted = np.zeros(b, bool)
+            restricted[:n] = [q.allow is not None for q in queries]
+        out = jax.device_get(self.scorer.top_k(hist, k, exclude=exclude, allow=allow, restricted=restricted,
+                                               times=times, explain=True))
+        vals, idx, att = out.values, out.items, out.attention  # (b, k), (b, k), (b, l)
         answers = []
         for i, q in enumerate(queries):
-            if q.candidates is not None:
-                answers.append(Answer(q.candidates, scores[i, q.candidates]))
-                continue
             keep = np.isfinite(vals[i, : q.k])
             items, sc = idx[i, : q.k][keep], vals[i, : q.k][keep]
             because = self._explain(hist[i], att[i], items) if q.explain else None

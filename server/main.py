@@ -27,6 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from jaxrec.inference import Recommender
 from jaxrec.train.rundir import RunDir
+from jaxrec.scoring import DEFAULT_CHUNK
 from jaxrec_server.batcher import Batcher
 from jaxrec_server.engine import Engine
 from jaxrec_server.metrics import ServerMetrics
@@ -51,6 +52,9 @@ class ServeConfig:
     length_buckets: list | None = None
     k_buckets: list | None = None
     max_history: int | None = None  # the model reads the latest N items (None: its max_len)
+    max_k: int = 1000  # the largest k a client may ask (the largest k bucket)
+    catalog_chunk: int | None = DEFAULT_CHUNK  # catalog columns scored at once (None: all)
+    approx_recall: float | None = None  # approximate top-k (lax.approx_max_k) with this recall target
     metrics_port: int | None = None
     watch: bool = False
     watch_interval_s: float = 5.0
@@ -139,7 +143,8 @@ def load_engine(cfg: ServeConfig) -> Engine:
     ranker = Recommender.from_checkpoint(cfg.ranker) if cfg.ranker else None
     return Engine(rec, max_batch_size=cfg.max_batch_size, length_buckets=cfg.length_buckets,
                   k_buckets=cfg.k_buckets, checkpoint=cfg.checkpoint, ranker=ranker,
-                  candidates=cfg.candidates, blend=cfg.blend, max_history=cfg.max_history)
+                  candidates=cfg.candidates, blend=cfg.blend, max_history=cfg.max_history,
+                  max_k=cfg.max_k, chunk=cfg.catalog_chunk, recall=cfg.approx_recall)
 
 
 class Server:

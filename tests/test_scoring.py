@@ -7,7 +7,8 @@ from jaxrec.data import load_dataset
 from jaxrec.errors import UserError
 from jaxrec.inference import Recommender
 from jaxrec.models import build_model
-from jaxrec.scoring import MASKED, allowed_mask, host_allowed, masked_top_k
+from jaxrec.scoring import (MASKED, allowed_mask, catalog_ranks, catalog_top_k, host_allowed, masked_top_k,
+                            ranks_from_scores)
 from jaxrec.train import Config
 
 
@@ -68,11 +69,71 @@ def test_one_scorer_for_score_all_score_and_top_k():
     np.testing.assert_allclose(np.asarray(out.values), vals, rtol=1e-5)
     att = np.asarray(out.attention)
     assert att.shape == h.shape and np.allclose(att.sum(1), 1, atol=1e-4) and (att[h == 0] == 0).all()
-    allowed = np.zeros((3, data.num_items + 1), bool)
-    allowed[:, [8, 9]] = True  # an allow-list of two items
-    got = np.asarray(rec.scorer.top_k(h, 5, allowed=allowed).items)
-    assert set(got[:, :2].ravel()) <= {8, 9}
+    allow = np.array([[8, 9]] * 3, np.int32)  # an allow-list of two items, in rows 0 and 2
+    out = rec.scorer.top_k(h, 5, exclude=np.zeros((3, 1), np.int32), allow=allow,
+                           restricted=np.array([True, False, True]))
+    got, vals = np.asarray(out.items), np.asarray(out.values)
+    assert set(got[[0, 2], :2].ravel()) <= {8, 9} and (got[[0, 2], 2:] == 0).all()
+    assert np.isinf(vals[[0, 2], 2:]).all() and np.isfinite(vals[1]).all()
+    np.testing.assert_array_equal(got[1], np.asarray(masked_top_k(full, np.zeros((3, 1), np.int32), 5)[1])[1])
     ranker = Recommender.from_model(build_model("bst/small", data.num_items, 1), data.catalog,
                                     Config(model="bst/small"))
     with pytest.raises(UserError, match="ranker alone cannot recommend"):
         ranker.scorer.top_k(h, 5)
+
+
+def _exact_case(seed, b=6, n=997, d=8):
+    """Integer-valued users and items: every dot product is exact in float32 whatever the
+    summation order, so chunked and full results must agree bit for bit, and ties abound."""
+    rng = np.random.default_rng(seed)
+    user = rng.integers(-2, 3, (b, d)).astype(np.float32)
+    table = rng.integers(-2, 3, (n + 1, d)).astype(np.float32)
+    exclude = rng.integers(0, n + 1, (b, 40)).astype(np.int32)
+    targets = rng.integers(1, n + 1, b).astype(np.int32)
+    return user, table, exclude, targets
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 100, 333, 997, 998, 4096])
+def test_chunked_scoring_is_exactly_the_full_matrix(chunk):
+    user, table, exclude, targets = _exact_case(chunk)
+    scores = user @ table.T  # (B, N+1), exact
+    full_v, full_i = (np.asarray(x) for x in masked_top_k(scores, exclude, 50))
+    v, i = (np.asarray(x) for x in catalog_top_k(user, table, 50, exclude=exclude, chunk=chunk))
+    np.testing.assert_array_equal(v, full_v)
+    np.testing.assert_array_equal(i, full_i)  # ties: the lower index first, in both
+    ranks, rv, ri = catalog_ranks(user, table, targets, exclude, k=20, chunk=chunk)
+    want = np.asarray(ranks_from_scores(scores, targets, exclude)[0])
+    np.testing.assert_array_equal(np.asarray(ranks), want)
+    np.testing.assert_array_equal(np.asarray(ri), full_i[:, :20])
+    # the slow reference: 1 + items (not padding, not excluded, not the target) scoring >= it
+    for r in range(len(user)):
+        ok = np.ones(len(table), bool)
+        ok[0] = False
+        ok[exclude[r]] = False
+        ok[targets[r]] = False
+        assert want[r] == 1 + int((scores[r][ok] >= scores[r, targets[r]]).sum())
+
+
+def test_chunked_allow_lists_and_too_few_items():
+    user, table, exclude, _ = _exact_case(3, b=3, n=300)
+    allow = np.array([[5, 250, 299, 0], [7, 0, 0, 0], [1, 2, 3, 4]], np.int32)
+    restricted = np.array([True, True, False])
+    want = [catalog_top_k(user, table, 6, exclude=exclude[:, :2], allow=allow, restricted=restricted, chunk=c)
+            for c in (None, 50, 128)]
+    for v, i in want[1:]:
+        np.testing.assert_array_equal(np.asarray(i), np.asarray(want[0][1]))
+        np.testing.assert_array_equal(np.asarray(v), np.asarray(want[0][0]))
+    items, vals = np.asarray(want[0][1]), np.asarray(want[0][0])
+    allowed0 = {5, 250, 299} - set(exclude[0, :2].tolist())
+    assert set(items[0][np.isfinite(vals[0])].tolist()) == allowed0
+    assert (items[0][~np.isfinite(vals[0])] == 0).all()  # past the allowed items: 0, MASKED
+    assert len(set(items[2].tolist())) == 6  # an unrestricted row ranks the whole catalog
+
+
+def test_approximate_top_k_is_an_option():
+    user, table, exclude, _ = _exact_case(5, b=4, n=2000)
+    v, i = catalog_top_k(user, table, 10, exclude=exclude, chunk=512, recall=0.95)
+    ev, ei = catalog_top_k(user, table, 10, exclude=exclude, chunk=512)
+    # exact scores of what it returned: never better than the exact top-k, row by row
+    assert (np.asarray(v)[:, 0] <= np.asarray(ev)[:, 0]).all()
+    assert np.asarray(i).shape == (4, 10)

@@ -22,6 +22,8 @@ def cmd_serve(args) -> int:
     # every ServeConfig field is an option of the same name (dest), so none is forgotten here
     cfg = ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)
                          if hasattr(args, f.name)})
+    if cfg.catalog_chunk is not None and cfg.catalog_chunk <= 0:
+        cfg.catalog_chunk = None  # 0: the whole catalog
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
         raise UserError("--tls-cert and --tls-key go together")
     if cfg.tls_client_ca and not cfg.tls_cert:
@@ -103,6 +105,13 @@ def add_parsers(sub) -> None:
     sv.add_argument("--max-history", type=int, default=None,
                     help="the model reads only the latest N items (default: its max_len); "
                          "exclude-seen still covers the whole request history")
+    sv.add_argument("--max-k", type=int, default=1000, help="the largest k a client may ask")
+    sv.add_argument("--catalog-chunk", type=int, default=argparse.SUPPRESS,
+                    help="catalog columns scored at once: memory is batch x chunk, not batch x catalog "
+                         "(default: jaxrec.scoring.DEFAULT_CHUNK, 32768; 0: the whole catalog at once)")
+    sv.add_argument("--approx-recall", type=float, default=None,
+                    help="approximate top-k (jax.lax.approx_max_k) with this recall target, e.g. 0.95 "
+                         "(fast on TPU; exact elsewhere); benchmarks/scale.py measures its recall")
     sv.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
     sv.add_argument("--watch", action="store_true", help="hot-reload newer checkpoints from --checkpoint")
     sv.add_argument("--tls-cert", default=None)
