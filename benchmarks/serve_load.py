@@ -55,8 +55,11 @@ def load_requests(data_spec: str, max_len: int, limit: int, k: int) -> list:
 
 
 def start_server(checkpoint: str, batch: int | str, delay_ms: float, port: int, k_buckets: str,
-                 max_history: int | None = None, event_loop: str = "asyncio", k: int = 10) -> subprocess.Popen:
-    """``batch``: the server's --max-batch-size, or "floor" for ``grpc_floor.py``."""
+                 max_history: int | None = None, event_loop: str = "asyncio", k: int = 10,
+                 cpus: str | None = None, extra: list | None = None) -> subprocess.Popen:
+    """``batch``: the server's --max-batch-size, or "floor" for ``grpc_floor.py``; ``cpus``: pin
+    the server to these cores (``taskset``); ``extra``: more ``jaxrec serve`` options. The
+    returned process's ``log`` holds the lines it printed before serving."""
     if batch == "floor":
         cmd = [sys.executable, str(Path(__file__).with_name("grpc_floor.py")), "--port", str(port), "-k", str(k),
                "--event-loop", event_loop]
@@ -65,9 +68,14 @@ def start_server(checkpoint: str, batch: int | str, delay_ms: float, port: int, 
                "--max-batch-size", str(batch), "--max-delay-ms", str(delay_ms), "--max-queue", "100000",
                "--k-buckets", k_buckets, "--event-loop", event_loop]
         cmd += ["--max-history", str(max_history)] if max_history else []
+        cmd += list(extra or [])
+    if cpus:
+        cmd = ["taskset", "-c", cpus] + cmd
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
+    proc.log = []
     for line in proc.stdout:
+        proc.log.append(line.rstrip())
         if line.startswith("serving"):
             return proc
     raise SystemExit(f"server did not start: {proc.wait()}")

@@ -15,7 +15,9 @@ def cmd_serve(args) -> int:
 
     from jaxrec_server.main import ServeConfig, run_on_loop, serve_forever
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # force: an import (absl, via orbax) may have configured the root logger at WARNING already
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
+    logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's per-restore chatter
     if bool(args.checkpoint) == bool(args.retriever):
         raise UserError("give --checkpoint DIR (or --retriever DIR), once")
     args.checkpoint = args.checkpoint or args.retriever

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -238,7 +239,15 @@ class Checkpoints:
             mgr.wait_until_finished()
         except Exception as e:  # noqa: BLE001 - any failure to write is reported the same way
             d = self.rundir.checkpoints_dir(which)
-            self._remove_partial(which)  # the half-written attempt
+            try:  # Orbax's writer threads may still be adding files to the attempt: let them end
+                mgr.wait_until_finished()
+            except Exception:  # noqa: BLE001 - the same failure, already being reported
+                pass
+            for _ in range(5):  # the half-written attempt
+                self._remove_partial(which)
+                if not any(d.glob("*.orbax-checkpoint-tmp*")):
+                    break
+                time.sleep(0.1)
             last = self.rundir.latest_step(which)
             raise CheckpointError(
                 f"saving the {which!r} checkpoint of step {step} in {d} failed: {type(e).__name__}: "

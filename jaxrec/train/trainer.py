@@ -259,7 +259,8 @@ def run_epoch(lp: Loop, state, ls: LoopState):
                                     f"(epoch {ls.epoch + 1}); lower the learning rate or check the data")
             lp.last = {"step": step, "epoch": ls.epoch + 1, "loss": float(losses.mean()),
                        "grad_norm": float(m["grad_norm"]), "param_norm": float(m["param_norm"]),
-                       "seq_per_s": seqs / (time.perf_counter() - t_epoch)}
+                       "seq_per_s": seqs / (time.perf_counter() - t_epoch),
+                       "epoch_s": time.perf_counter() - t_epoch}
             lp.rundir.log(lp.last)
             pending = []
             if bar is not None:
