@@ -112,12 +112,13 @@ def _listed(lists: jax.Array, c0, width: int) -> jax.Array:
     return jnp.zeros((b, width), bool).at[jnp.arange(b)[:, None], local].set(True, mode="drop")
 
 
-def _chunk_allowed(c0, width: int, n_cols: int, exclude=None, allow=None, restricted=None) -> jax.Array:
+def _chunk_allowed(c0, width: int, n_cols: int, exclude=None, allow=None, restricted=None,
+                   lo=0) -> jax.Array:
     """(B or 1, width) bool for columns c0 .. c0+width-1: a real item (not padding column 0,
-    not past the catalog), not in ``exclude`` (B, H) and, in ``restricted`` (B,) rows, in
-    ``allow`` (B, A)."""
+    not past the catalog, not before ``lo``), not in ``exclude`` (B, H) and, in ``restricted``
+    (B,) rows, in ``allow`` (B, A)."""
     cols = c0 + jnp.arange(width)[None, :]  # (1, width)
-    ok = (cols > 0) & (cols < n_cols)
+    ok = (cols > 0) & (cols < n_cols) & (cols >= lo)
     if exclude is not None:
         ok = ok & ~_listed(exclude, c0, width)
     if allow is not None:
@@ -132,12 +133,17 @@ def _select(scores, k: int, recall: float | None):
     return jax.lax.approx_max_k(scores, k, recall_target=recall)
 
 
-def _chunked_table(table: jax.Array, chunk: int):
-    """(N+1, D) -> (chunks, chunk, D) zero-padded and the start column of each chunk."""
-    n_cols = table.shape[0]
-    nc = -(-n_cols // chunk)
-    t = jnp.pad(table, ((0, nc * chunk - n_cols), (0, 0))).reshape(nc, chunk, table.shape[1])
-    return t, jnp.arange(nc, dtype=jnp.int32) * chunk
+def _chunk_starts(n_cols: int, chunk: int) -> jax.Array:
+    """The first column of each chunk: 0, chunk, 2 chunk, ..."""
+    return jnp.arange(-(-n_cols // chunk), dtype=jnp.int32) * chunk
+
+
+def _read_chunk(table: jax.Array, c0, chunk: int):
+    """Rows c0 .. c0+chunk-1 of ``table`` without copying (or padding) the whole table: the
+    last chunk is read from ``n_cols - chunk`` instead, and its columns before ``c0`` (read
+    by the chunk before) are masked by the caller. Returns (rows (chunk, D), start)."""
+    start = jnp.minimum(c0, table.shape[0] - chunk)
+    return jax.lax.dynamic_slice_in_dim(table, start, chunk), start
 
 
 def catalog_top_k(user: jax.Array, table: jax.Array, k: int, *, exclude=None, allow=None,
@@ -157,23 +163,22 @@ def catalog_top_k(user: jax.Array, table: jax.Array, k: int, *, exclude=None, al
         ok = _chunk_allowed(0, n_cols, n_cols, exclude, allow, restricted)
         vals, idx = _select(jnp.where(ok, scores, MASKED), k, recall)
         return vals, jnp.where(jnp.isfinite(vals), idx, 0)
-    tables, starts = _chunked_table(table, chunk)
     kc = min(k, chunk)
     b = user.shape[0]
 
-    def step(carry, xs):
+    def step(carry, c0):
         best, best_idx = carry  # (B, k): the top-k of the chunks before this one
-        t, c0 = xs  # (chunk, D), ()
+        t, start = _read_chunk(table, c0, chunk)  # (chunk, D)
         s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
-        s = jnp.where(_chunk_allowed(c0, chunk, n_cols, exclude, allow, restricted), s, MASKED)
+        s = jnp.where(_chunk_allowed(start, chunk, n_cols, exclude, allow, restricted, lo=c0), s, MASKED)
         v, j = _select(s, kc, recall)  # (B, kc)
         # earlier chunks first: among equal scores the lower index wins, as in one top_k
         vals, pos = jax.lax.top_k(jnp.concatenate([best, v], axis=1), k)
-        idx = jnp.take_along_axis(jnp.concatenate([best_idx, j + c0], axis=1), pos, axis=1)
+        idx = jnp.take_along_axis(jnp.concatenate([best_idx, j + start], axis=1), pos, axis=1)
         return (vals, idx), None
 
     init = (jnp.full((b, k), MASKED, jnp.float32), jnp.zeros((b, k), jnp.int32))
-    (vals, idx), _ = jax.lax.scan(step, init, (tables, starts))
+    (vals, idx), _ = jax.lax.scan(step, init, _chunk_starts(n_cols, chunk))
     return vals, jnp.where(jnp.isfinite(vals), idx, 0)
 
 
@@ -194,34 +199,33 @@ def catalog_ranks(user: jax.Array, table: jax.Array, targets: jax.Array, exclude
     rows = jnp.arange(b)
     if chunk >= n_cols:
         return ranks_from_scores((user @ table.T).astype(jnp.float32), targets, exclude, k)
-    tables, starts = _chunked_table(table, chunk)
+    starts = _chunk_starts(n_cols, chunk)
 
-    def target_score(s_t, xs):
-        t, c0 = xs
+    def target_score(s_t, c0):
+        t, start = _read_chunk(table, c0, chunk)
         s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
-        local = targets - c0
-        here = (local >= 0) & (local < chunk)
-        return jnp.where(here, s[rows, jnp.clip(local, 0, chunk - 1)], s_t), None
+        here = (targets >= c0) & (targets < c0 + chunk)
+        return jnp.where(here, s[rows, jnp.clip(targets - start, 0, chunk - 1)], s_t), None
 
-    s_t, _ = jax.lax.scan(target_score, jnp.zeros((b,), jnp.float32), (tables, starts))
+    s_t, _ = jax.lax.scan(target_score, jnp.zeros((b,), jnp.float32), starts)
     kc = min(k, chunk)
 
-    def count(carry, xs):
+    def count(carry, c0):
         n_above, best, best_idx = carry
-        t, c0 = xs
+        t, start = _read_chunk(table, c0, chunk)
         s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
-        ok = _chunk_allowed(c0, chunk, n_cols, exclude)
-        not_target = (c0 + jnp.arange(chunk))[None, :] != targets[:, None]
+        ok = _chunk_allowed(start, chunk, n_cols, exclude, lo=c0)
+        not_target = (start + jnp.arange(chunk))[None, :] != targets[:, None]
         n_above = n_above + ((s >= s_t[:, None]) & ok & not_target).sum(axis=1, dtype=jnp.int32)
         if k:
             v, j = jax.lax.top_k(jnp.where(ok, s, MASKED), kc)
             best, pos = jax.lax.top_k(jnp.concatenate([best, v], axis=1), k)
-            best_idx = jnp.take_along_axis(jnp.concatenate([best_idx, j + c0], axis=1), pos, axis=1)
+            best_idx = jnp.take_along_axis(jnp.concatenate([best_idx, j + start], axis=1), pos, axis=1)
         return (n_above, best, best_idx), None
 
     init = (jnp.zeros((b,), jnp.int32), jnp.full((b, max(k, 1)), MASKED, jnp.float32),
             jnp.zeros((b, max(k, 1)), jnp.int32))
-    (n_above, vals, idx), _ = jax.lax.scan(count, init, (tables, starts))
+    (n_above, vals, idx), _ = jax.lax.scan(count, init, starts)
     if not k:
         return 1 + n_above, None, None
     return 1 + n_above, vals, jnp.where(jnp.isfinite(vals), idx, 0)

@@ -1,9 +1,21 @@
-"""Device mesh and placement: data parallel by default, the same code on 1 or N devices.
+"""Device mesh and placement: the same code on 1 device, N devices, or a 2-D mesh.
 
-The mesh has axes ``("data", "model")``. Batches are split along ``data``; parameters and
-optimizer state are replicated (item-table sharding along ``model`` for huge catalogs is
-the planned extension). Test on CPU with
-``XLA_FLAGS=--xla_force_host_platform_device_count=8``.
+The mesh has axes ``("data", "model")``. Placement follows rules, never call sites:
+
+* ``RULES`` maps *logical* axes to mesh axes: ``batch`` -> ``data`` (every batch array is
+  split along its leading axis) and ``item_vocab`` -> ``model`` (the item tables are split by
+  rows, so a 10M-item table costs each device 1/M of it);
+* ``PARAM_AXES`` names the logical axes of a parameter by where it sits in the model
+  (``item_emb`` / ``out_emb`` embedding tables: ``("item_vocab", None)``); optimizer moments
+  sit at the same paths under ``opt`` and follow the same rule; anything else is replicated.
+
+With the item table sharded, XLA's partitioner (GSPMD) does the rest: catalog scores
+``h @ table.T`` are computed per shard and the softmax's log-sum-exp becomes a cross-shard
+reduction; gathers of sampled negatives' rows become collectives; an optimizer step updates
+each shard where it lives. ``tests/test_sharding.py`` checks a (data 2 x model 4) mesh of
+fake CPU devices against one device. A sharded table needs rows divisible by the model axis:
+``train_mesh`` asks the model for ``table_rows_multiple`` rows (``ModelConfig``).
+Test on CPU with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``.
 """
 
 from __future__ import annotations
@@ -14,13 +26,56 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxrec.errors import UserError
 
+RULES = {"batch": "data", "item_vocab": "model"}  # logical axis -> mesh axis
+PARAM_AXES = {("item_emb", "embedding"): ("item_vocab", None),  # path tail -> logical axes
+              ("out_emb", "embedding"): ("item_vocab", None)}
 
-def make_mesh(num_devices: int | None = None) -> Mesh:
+
+def make_mesh(num_devices: int | None = None, model_parallel: int = 1) -> Mesh:
+    """A (data, model) mesh over the first ``num_devices`` devices (all by default); the
+    ``model`` axis (item-table shards) has ``model_parallel`` devices."""
     devs = jax.devices()
     n = num_devices or len(devs)
     if n > len(devs):
         raise UserError(f"asked for {n} devices, only {len(devs)} available")
-    return Mesh(np.array(devs[:n]).reshape(n, 1), ("data", "model"))
+    if model_parallel < 1 or n % model_parallel:
+        raise UserError(f"model_parallel={model_parallel} must divide the {n} devices")
+    return Mesh(np.array(devs[:n]).reshape(n // model_parallel, model_parallel), ("data", "model"))
+
+
+def logical_spec(axes) -> P:
+    """Logical axes -> a PartitionSpec over mesh axes, by ``RULES``."""
+    return P(*(None if a is None else RULES[a] for a in axes))
+
+
+def _keys(path) -> tuple:
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def param_spec(path, leaf) -> P:
+    """The PartitionSpec of one state leaf from its path (``PARAM_AXES``), else replicated."""
+    keys = [k for k in _keys(path) if k != "value"]
+    for tail, axes in PARAM_AXES.items():
+        if tuple(keys[-len(tail):]) == tail and getattr(leaf, "ndim", 0) == len(axes):
+            return logical_spec(axes)
+    return P()
+
+
+def state_shardings(tree, mesh: Mesh):
+    """The NamedSharding of every leaf of a parameter / train-state tree on ``mesh``."""
+    def one(path, leaf):
+        spec = param_spec(path, leaf)
+        for dim, ax in zip(getattr(leaf, "shape", ()), spec):
+            if ax is not None and dim % mesh.shape[ax]:
+                raise UserError(f"{jax.tree_util.keystr(path)}: {dim} rows do not split over {mesh.shape[ax]} "
+                                f"'{ax}' devices; build the model with table_rows_multiple={mesh.shape[ax]}")
+        return NamedSharding(mesh, spec)
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def place(tree, mesh: Mesh):
+    """Put a parameter / train-state tree on ``mesh`` by the rules (replicated where none applies)."""
+    return jax.device_put(tree, state_shardings(tree, mesh))
 
 
 def replicate(tree, mesh: Mesh):
@@ -28,9 +83,9 @@ def replicate(tree, mesh: Mesh):
 
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
-    """Split every array's leading (batch) axis over ``data``."""
+    """Split every array's leading (batch) axis over ``data`` (replicated over ``model``)."""
     n = mesh.shape["data"]
     for k, v in batch.items():
         if v.shape[0] % n:
-            raise UserError(f"batch size {v.shape[0]} ({k}) is not divisible by {n} devices")
-    return jax.device_put(batch, NamedSharding(mesh, P("data")))
+            raise UserError(f"batch size {v.shape[0]} ({k}) is not divisible by {n} data-parallel devices")
+    return jax.device_put(batch, NamedSharding(mesh, logical_spec(("batch",))))

@@ -38,6 +38,9 @@ class ModelConfig:
     dropout: float = field(default=0.2, metadata=between(0.0, 1.0, hi_exclusive=True))
     dtype: str = field(default="float32", metadata=one_of("float32", "bfloat16", "float16"))  # compute dtype
     features: tuple = ()  # catalog item features embedded into the item table (e.g. ("genres",))
+    # item tables get a multiple of this many rows (the extra rows are never read or scored):
+    # a table sharded over M devices needs rows divisible by M (jaxrec.sharding)
+    table_rows_multiple: int = field(default=1, metadata=at_least(1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +109,7 @@ class RetrievalModel(ItemModel):
         rows = self.config.num_items + 1
         if self.out_emb is None:
             return self.item_table()[:rows]
-        t = self.out_emb.embedding[...]
+        t = self.out_emb.embedding[...][:rows]
         return t if self.item_feats is None else t + self.item_feats()[:rows].astype(t.dtype)
 
     def encode(self, history: jax.Array, times=None) -> jax.Array:

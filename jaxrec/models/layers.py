@@ -166,8 +166,15 @@ class FeatureEmbedding(nnx.Module):
         return e.sum(1) / jnp.maximum(has.sum(1), 1)  # (rows, D)
 
 
-def item_embeddings(rows: int, dim: int, features: ItemFeatures | None, rngs: nnx.Rngs):
-    """(id embedding, feature embedding or None) with the initialisation all models share."""
+def table_rows(rows: int, multiple: int = 1) -> int:
+    """``rows`` rounded up to a multiple (``ModelConfig.table_rows_multiple``: shardable tables)."""
+    return -(-rows // multiple) * multiple
+
+
+def item_embeddings(rows: int, dim: int, features: ItemFeatures | None, rngs: nnx.Rngs, multiple: int = 1):
+    """(id embedding, feature embedding or None) with the initialisation all models share;
+    ``rows`` is rounded up to ``multiple`` (the extra rows are never read)."""
+    rows = table_rows(rows, multiple)
     ids = nnx.Embed(rows, dim, rngs=rngs, embedding_init=nnx.initializers.normal(stddev=dim ** -0.5))
     return ids, (None if features is None else FeatureEmbedding(features, rows, dim, rngs=rngs))
 
@@ -179,5 +186,5 @@ def output_embeddings(config, rngs: nnx.Rngs) -> nnx.Embed | None:
     """
     if config.tied_output:
         return None
-    return nnx.Embed(config.num_items + 1, config.dim, rngs=rngs,
+    return nnx.Embed(table_rows(config.num_items + 1, config.table_rows_multiple), config.dim, rngs=rngs,
                      embedding_init=nnx.initializers.normal(stddev=config.dim ** -0.5))

@@ -85,6 +85,9 @@ class Config:
     seed: int = 0
     keep_last: int = field(default=2, metadata=at_least(1))
     num_devices: int | None = field(default=None, metadata=at_least(1))
+    # devices per item-table shard group: the mesh is (devices / model_parallel) x model_parallel,
+    # item tables split by rows over the second axis (jaxrec.sharding)
+    model_parallel: int = field(default=1, metadata=at_least(1))
     retrieval: Retrieval = field(default_factory=Retrieval)
     ranking: Ranking = field(default_factory=Ranking)
     expected: dict = field(default_factory=dict)  # the published figure: {"dataset", "NDCG@10", "source"}

@@ -107,7 +107,9 @@ def make_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformatio
     return optax.chain(*chain, opt)
 
 
-def make_train_step(graphdef, loss_fn, tx, compute_dtype=None):
+def make_train_step(graphdef, loss_fn, tx, compute_dtype=None, shardings=None):
+    """The jitted step; ``shardings`` (a tree of the state's NamedShardings, ``jaxrec.sharding``)
+    keeps the new state where the old one lives (a sharded item table stays sharded)."""
     @functools.partial(jax.jit, donate_argnums=0)
     def train_step(state, batch, key, lr_scale=1.0):
         """``lr_scale`` multiplies the step's updates, i.e. the learning rate (Adam's update is
@@ -121,6 +123,9 @@ def make_train_step(graphdef, loss_fn, tx, compute_dtype=None):
         params = optax.apply_updates(state["params"], updates)
         metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
                    "param_norm": optax.global_norm(params)}
-        return {"params": params, "opt": opt, "step": state["step"] + 1}, metrics
+        new = {"params": params, "opt": opt, "step": state["step"] + 1}
+        if shardings is not None:
+            new = jax.lax.with_sharding_constraint(new, shardings)
+        return new, metrics
 
     return train_step

@@ -31,7 +31,7 @@ from jaxrec.errors import UserError
 from jaxrec.metrics import candidate_lists, evaluate, evaluate_lists
 from jaxrec.models import build_model, resolve
 from jaxrec.scoring import Scorer, Stage, masked_top_k, with_prior
-from jaxrec.sharding import make_mesh, replicate, shard_batch
+from jaxrec.sharding import make_mesh, place, shard_batch, state_shardings
 from jaxrec.train.config import Config
 from jaxrec.train.rundir import Checkpoints, RunDir
 from jaxrec.train.step import check_loss, make_loss_fn, make_optimizer, make_train_step, needs_negatives
@@ -158,8 +158,10 @@ def build_run(cfg: Config, split: Split | None = None) -> Run:
     cfg = cfg.resolved(len(split.data.items))
     entry, variant, _ = resolve(cfg.model)
     loss = cfg.loss or entry.loss
-    model = build_model(cfg.model, split.data.num_items, cfg.seed, catalog=split.data.catalog,
-                        **cfg.model_args)
+    model_args = dict(cfg.model_args)
+    if cfg.model_parallel > 1:  # a sharded item table needs rows divisible by its shards
+        model_args.setdefault("table_rows_multiple", cfg.model_parallel)
+    model = build_model(cfg.model, split.data.num_items, cfg.seed, catalog=split.data.catalog, **model_args)
     check_loss(loss, model.kind)
     uses_time = getattr(model, "uses_time", False)
     if uses_time and loss == "cloze":
@@ -343,16 +345,17 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     cfg, split, batches = run.cfg, run.split, run.batches
     rundir.write_config(cfg, run.model_config, run.loss)
     rundir.write_catalog(split.data.catalog, split.train_item_counts())
-    mesh = make_mesh(cfg.num_devices)
-    state = replicate(run.state, mesh)
+    mesh = make_mesh(cfg.num_devices, cfg.model_parallel)
+    state = place(run.state, mesh)
     ckpt = rundir.checkpoints(cfg.keep_last)
     ls = LoopState()
     if resume:
         restored, meta = ckpt.restore("last", state)
         if restored is not None:
-            state, ls = replicate(restored, mesh), LoopState.from_meta(meta)
+            state, ls = place(restored, mesh), LoopState.from_meta(meta)
     loss_fn = make_loss_fn(run.loss, cfg, split.data.num_items, batches.neg.prob)
-    train_step = make_train_step(run.graphdef, loss_fn, run.tx, run.model_config["dtype"])
+    train_step = make_train_step(run.graphdef, loss_fn, run.tx, run.model_config["dtype"],
+                                 state_shardings(state, mesh))
     t_start = time.perf_counter() - ls.elapsed
     budget_s = None if cfg.max_minutes is None else 60 * cfg.max_minutes
     lp = Loop(run, rundir, ckpt, mesh, train_step, progress, t_start,
