@@ -114,6 +114,17 @@ def test_chunked_scoring_is_exactly_the_full_matrix(chunk):
         assert want[r] == 1 + int((scores[r][ok] >= scores[r, targets[r]]).sum())
 
 
+@pytest.mark.parametrize("k,chunk", [(1, 1024), (5, 2048), (8, 4096), (30, 8192)])
+def test_blocked_top_k_is_exact_ties_included(k, chunk):
+    """The blocked top-k (k blocks of 32-128 columns with the largest maxima) on integer
+    scores, where ties are everywhere: exactly lax.top_k's answer, lower index first."""
+    user, table, exclude, _ = _exact_case(k, b=5, n=20_000, d=4)
+    full_v, full_i = (np.asarray(x) for x in masked_top_k(user @ table.T, exclude, k))
+    v, i = (np.asarray(x) for x in catalog_top_k(user, table, k, exclude=exclude, chunk=chunk))
+    np.testing.assert_array_equal(v, full_v)
+    np.testing.assert_array_equal(i, full_i)
+
+
 def test_chunked_allow_lists_and_too_few_items():
     user, table, exclude, _ = _exact_case(3, b=3, n=300)
     allow = np.array([[5, 250, 299, 0], [7, 0, 0, 0], [1, 2, 3, 4]], np.int32)
