@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec.data.splits import Split, pad_histories, pad_times
+from jaxrec.data.splits import EvalSet, Split, pad_histories, pad_times
 from jaxrec.errors import UserError
 from jaxrec.data.codec import next_pow2
 from jaxrec.scoring import ranks_from_scores
@@ -113,9 +113,16 @@ def describe_protocol(split: Split, which: str, n_users: int, *, sampled: int | 
 
 def evaluate(scorer: Scorer, split: Split, which: str = "test", *, ks=DEFAULT_KS,
              batch_size: int = 256, exclude_seen: bool = True, sampled: int | None = None,
-             sampler: str = "uniform", seed: int = 0, progress: bool = False) -> EvalResult:
-    """Evaluate ``scorer`` on the valid or test examples of ``split`` under the protocol above."""
+             sampler: str = "uniform", seed: int = 0, progress: bool = False,
+             users: int | None = None) -> EvalResult:
+    """Evaluate ``scorer`` on the valid or test examples of ``split`` under the protocol above;
+    ``users``: on a fixed random sample (by ``seed``) of that many examples instead of all
+    (validation of a large run, as gSASRec validates on 512 users)."""
     es = split.eval_set(which)
+    total = len(es)
+    if users is not None and users < total:
+        keep = np.sort(np.random.default_rng([seed, 1]).choice(total, users, replace=False))
+        es = EvalSet(es.user[keep], es.start[keep], es.end[keep], es.target[keep], es.name)
     data = split.data
     n = data.num_items
     kmax = min(max(ks), n)
@@ -171,6 +178,8 @@ def evaluate(scorer: Scorer, split: Split, which: str = "test", *, ks=DEFAULT_KS
             metrics[f"Coverage@{k}"] = float(covered[k][1:].sum() / n)
     proto = describe_protocol(split, which, len(es), sampled=sampled, sampler=sampler,
                               exclude_seen=exclude_seen)
+    if len(es) < total:
+        proto += f" (a fixed random sample of the {total:,})"
     return EvalResult(proto, metrics, ranks)
 
 

@@ -84,6 +84,12 @@ def test_evaluate_end_to_end_matches_reference():
     assert res.metrics["HR@100"] == 1.0  # K > N
     assert 0 < res.metrics["Coverage@1"] <= res.metrics["Coverage@10"] <= 1
     assert "full ranking" in res.protocol and "excluded" in res.protocol
+    # validation on a fixed sample of users (eval_users): the same ranks for those users
+    part = evaluate(TableScorer(table), split, "test", ks=(1, 5, 10, 100), batch_size=8, users=12, seed=3)
+    again = evaluate(TableScorer(table), split, "test", ks=(1, 5, 10, 100), batch_size=8, users=12, seed=3)
+    keep = np.sort(np.random.default_rng([3, 1]).choice(len(split.test), 12, replace=False))
+    assert part.ranks.tolist() == np.array(ranks)[keep].tolist() == again.ranks.tolist()
+    assert "12 users" in part.protocol and "sample of the 30" in part.protocol
 
 
 def test_sampled_protocol_negatives_not_in_sequence():

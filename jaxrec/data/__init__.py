@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from jaxrec.data.loaders import FORMATS, movielens_item_metadata, read_interactions
+from jaxrec.data.prepare import is_prepared, load_prepared
 from jaxrec.data.preprocess import build_sequences
 from jaxrec.data.splits import EvalSet, Split, last_out, leave_one_out, make_split, temporal_split
 from jaxrec.data.synthetic import SyntheticConfig, generate, parse_spec
@@ -31,10 +32,13 @@ def load_dataset(spec: str, fmt: str | None = None, *, min_rating: float | None 
                  k_core: int | None = None, dedupe: bool = False, user_col: str | None = None,
                  item_col: str | None = None, time_col: str | None = None,
                  rating_col: str | None = None) -> SequenceData:
-    """Load ``spec`` (a file path, a MovieLens directory, or ``synthetic[:options]``)."""
+    """Load ``spec`` (a file path, a MovieLens directory, a directory written by ``jaxrec data
+    prepare`` (memory-mapped, used as prepared), or ``synthetic[:options]``)."""
     if spec == "synthetic" or spec.startswith("synthetic:"):
         return generate(parse_spec(spec))
     path = resolve_path(spec)
+    if is_prepared(path):
+        return load_prepared(path)
     columns = {k: v for k, v in dict(user_col=user_col, item_col=item_col, time_col=time_col,
                                      rating_col=rating_col).items() if v is not None}
     inter, used = read_interactions(path, fmt, **columns)

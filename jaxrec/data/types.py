@@ -64,7 +64,13 @@ class ItemCatalog:
 
     def __post_init__(self):
         self.ids = np.asarray(self.ids, dtype=object)
-        self._lookup = {s: i for i, s in enumerate(self.ids.tolist()) if i > 0}
+        self._index = None  # external id -> index, built on first use (training never needs it)
+
+    @property
+    def _lookup(self) -> dict:
+        if self._index is None:
+            self._index = {s: i for i, s in enumerate(self.ids.tolist()) if i > 0}
+        return self._index
 
     @property
     def num_items(self) -> int:

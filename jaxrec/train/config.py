@@ -82,6 +82,9 @@ class Config:
     eval_every: int | None = field(default=None, metadata=at_least(1))
     patience: int = field(default=10, metadata=at_least(1))  # validations without improvement before stopping
     eval_batch_size: int = field(default=256, metadata=at_least(1))
+    # validate on a fixed random sample of this many users (gSASRec: 512; None: all); the test
+    # always ranks for every user. Retrieval models (rankers validate on candidate lists)
+    eval_users: int | None = field(default=None, metadata=at_least(1))
     seed: int = 0
     keep_last: int = field(default=2, metadata=at_least(1))
     num_devices: int | None = field(default=None, metadata=at_least(1))

@@ -132,7 +132,8 @@ class Run:
         cfg, mc = self.cfg, self.model_config
         self._scorer.first.params = params
         if self.kind == "retrieval":
-            return evaluate(self._scorer, self.split, which, batch_size=cfg.eval_batch_size)
+            return evaluate(self._scorer, self.split, which, batch_size=cfg.eval_batch_size, seed=cfg.seed,
+                            users=cfg.eval_users if which == "valid" else None)
         rk = cfg.ranking
         if which not in self._lists:  # the same lists at every validation
             self._lists[which] = candidate_lists(self.split, which, rk.eval_negatives, "popularity", cfg.seed)
