@@ -46,3 +46,15 @@ def test_a_missing_id_names_its_line(tmp_path):
     with pytest.raises(DataError, match="no user column"):
         (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
         prepare(tmp_path / "bad.csv", tmp_path / "prep2", progress=False)
+
+
+def test_training_reads_a_prepared_directory(tmp_path):
+    from jaxrec.train import Config, train
+
+    df = _events(n=3000, users=100, items=60, seed=4)
+    src = tmp_path / "events.parquet"
+    df.to_parquet(src)
+    prepare(src, tmp_path / "prep", progress=False)
+    res = train(Config(model="sasrec/small", data=str(tmp_path / "prep"), loss="ce", batch_size=32, epochs=1),
+                tmp_path / "run", progress=False)
+    assert "full ranking over all 60 items" in res["protocol"]

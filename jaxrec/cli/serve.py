@@ -18,6 +18,10 @@ def cmd_serve(args) -> int:
     # force: an import (absl, via orbax) may have configured the root logger at WARNING already
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's per-restore chatter
+    if args.compile_cache:  # XLA's persistent cache: a restart or reload of the same shapes skips compiling
+        import jax
+        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     if bool(args.checkpoint) == bool(args.retriever):
         raise UserError("give --checkpoint DIR (or --retriever DIR), once")
     args.checkpoint = args.checkpoint or args.retriever
@@ -114,6 +118,9 @@ def add_parsers(sub) -> None:
     sv.add_argument("--approx-recall", type=float, default=None,
                     help="approximate top-k (jax.lax.approx_max_k) with this recall target, e.g. 0.95 "
                          "(fast on TPU; exact elsewhere); benchmarks/scale.py measures its recall")
+    sv.add_argument("--compile-cache", default=None, metavar="DIR",
+                    help="persistent XLA compilation cache: a restart with the same model shapes and "
+                         "buckets loads its compiled buckets instead of compiling (trusted directory only)")
     sv.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
     sv.add_argument("--watch", action="store_true", help="hot-reload newer checkpoints from --checkpoint")
     sv.add_argument("--tls-cert", default=None)

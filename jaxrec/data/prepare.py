@@ -152,25 +152,29 @@ def prepare(src: str | Path, out: str | Path, *, user_col=None, item_col=None, t
                 h.close()
 
     # pass 3: sort one partition at a time into the output arrays
-    items_out = np.lib.format.open_memmap(out / "items.npy", "w+", np.int32, (events,))
-    times_out = np.lib.format.open_memmap(out / "times.npy", "w+", np.int64, (events,)) if tcol else None
+    # plain appends after an .npy header (a writable memory map would keep every written page
+    # resident in this process)
+    items_out = _npy_writer(out / "items.npy", np.int32, events)
+    times_out = _npy_writer(out / "times.npy", np.int64, events) if tcol else None
     counts = np.zeros(len(user_ids), np.int64)
     at = 0
-    for p in range(n_parts):
-        u = np.fromfile(out / "parts" / f"{p}.u", np.int32)
-        i = np.fromfile(out / "parts" / f"{p}.i", np.int32)
-        t = np.fromfile(out / "parts" / f"{p}.t", np.int64)
-        order = np.lexsort((t, u))  # by user, then time; stable: ties keep file order
-        items_out[at: at + len(u)] = i[order]
+    try:
+        for p in range(n_parts):
+            u = np.fromfile(out / "parts" / f"{p}.u", np.int32)
+            i = np.fromfile(out / "parts" / f"{p}.i", np.int32)
+            t = np.fromfile(out / "parts" / f"{p}.t", np.int64)
+            order = np.lexsort((t, u))  # by user, then time; stable: ties keep file order
+            items_out.write(i[order].tobytes())
+            if times_out is not None:
+                times_out.write(t[order].tobytes())
+            counts += np.bincount(u, minlength=len(user_ids))
+            at += len(u)
+            del u, i, t, order
+            bar("sort", at)
+    finally:
+        items_out.close()
         if times_out is not None:
-            times_out[at: at + len(u)] = t[order]
-        counts += np.bincount(u, minlength=len(user_ids))
-        at += len(u)
-        del u, i, t, order
-        bar("sort", at)
-    items_out.flush()
-    if times_out is not None:
-        times_out.flush()
+            times_out.close()
     offsets = np.zeros(len(user_ids) + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
     np.save(out / "offsets.npy", offsets)
@@ -184,6 +188,14 @@ def prepare(src: str | Path, out: str | Path, *, user_col=None, item_col=None, t
     (out / PREPARED).write_text(json.dumps(record, indent=1))
     bar("done", events)
     return record
+
+
+def _npy_writer(path: Path, dtype, n: int):
+    """An open file positioned after the header of a (n,) ``dtype`` .npy array."""
+    f = open(path, "wb")
+    np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                             "fortran_order": False, "shape": (n,)})
+    return f
 
 
 def _write_ids(path: Path, ids: np.ndarray) -> None:
