@@ -107,9 +107,7 @@ class Engine:
         pop = (rec.run.item_counts(self.num_items) if rec.run is not None else np.zeros(self.num_items + 1))
         self.popularity = pop.astype(np.float32)
         self.popularity[0] = MASKED
-        self._items = self.scorer.item_vectors()
-        norms = np.linalg.norm(self._items, axis=1, keepdims=True)
-        self._unit = self._items / np.maximum(norms, 1e-9)
+        self._items = self.scorer.item_vectors()  # (N+1, D) on the host, for explanations
 
     @staticmethod
     def _exclude_width(l: int) -> int:
@@ -190,12 +188,17 @@ class Engine:
             answers.append(Answer(items, sc, because))
         return answers
 
+    def _unit(self, idx) -> np.ndarray:
+        """Unit-length item vectors of ``idx`` (normalised per call: no second (N+1, D) table)."""
+        v = self._items[idx]
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
+
     def _explain(self, hist_row, att_row, items, top: int = 3) -> list:
         """For each recommended item: the history items whose attention weight times their
         similarity to the item is largest, normalised to shares that sum to 1."""
         real = hist_row > 0
         h_idx, a = hist_row[real], att_row[real]  # (H,)
-        sim = np.maximum(self._unit[items] @ self._unit[h_idx].T, 0.0)  # (K, H)
+        sim = np.maximum(self._unit(items) @ self._unit(h_idx).T, 0.0)  # (K, H)
         contrib = sim * a[None, :]
         out = []
         for row in contrib:

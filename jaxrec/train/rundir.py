@@ -256,11 +256,17 @@ class Checkpoints:
 
     def restore(self, which: str, like: dict):
         """(state, meta) of the latest ``which`` checkpoint with the structure, shapes and
-        shardings of ``like`` = {"params", "opt", "step"}; (None, None) when there is none."""
+        shardings of ``like`` = {"params", "opt", "step"} (or {"params"} alone: parameters only,
+        no optimizer state read); (None, None) when there is none."""
         mgr = self.managers[which]
         step = mgr.latest_step()
         if step is None:
             return None, None
+        if "opt" not in like and (self.rundir.checkpoints_dir(which) / str(step) / "params").exists():
+            out = mgr.restore(step, args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(_abstract(like["params"])), meta=ocp.args.JsonRestore()))
+            meta = dict(out.meta)
+            return {"params": out.params, "step": jnp.asarray(meta.pop("step"), jnp.int32)}, meta
         if (self.rundir.checkpoints_dir(which) / str(step) / "state").exists():  # the older layout
             out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like)),
                                                             meta=ocp.args.JsonRestore()))

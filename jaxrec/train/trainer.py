@@ -314,11 +314,13 @@ def validate_and_save(lp: Loop, state, ls: LoopState, over_time: bool) -> str | 
     return stop
 
 
-def finish(lp: Loop, state, ls: LoopState, stop_reason: str) -> dict:
-    """The best checkpoint on the test split, once; results.json."""
+def finish(lp: Loop, params_like, ls: LoopState, stop_reason: str) -> dict:
+    """The best checkpoint on the test split, once; results.json. ``params_like``: the
+    parameters' shapes and shardings (the caller has let go of the training state, so a 10M-item
+    run never holds two sets of parameters and Adam moments at once)."""
     run, split = lp.run, lp.run.split
     train_seconds = time.perf_counter() - lp.t_start
-    best_state, best_meta = lp.ckpt.restore("best", state)
+    best_state, best_meta = lp.ckpt.restore("best", {"params": params_like})
     lp.ckpt.close()
     best = LoopState.from_meta(best_meta)
     test = run.evaluate(best_state["params"], "test")
@@ -348,6 +350,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     rundir.write_catalog(split.data.catalog, split.train_item_counts())
     mesh = make_mesh(cfg.num_devices, cfg.model_parallel)
     state = place(run.state, mesh)
+    run.state = None  # the placed copy is the state now (on several devices place() copies)
+    run._scorer.first.params = None  # validation sets the current parameters; keep no initial copy
     ckpt = rundir.checkpoints(cfg.keep_last)
     ls = LoopState()
     if resume:
@@ -368,4 +372,6 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     while stop is None:
         state, over_time = run_epoch(lp, state, ls)
         stop = validate_and_save(lp, state, ls, over_time)
-    return finish(lp, state, ls, stop)
+    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state["params"])
+    del state  # restoring the best checkpoint next: never two training states at once
+    return finish(lp, like, ls, stop)
