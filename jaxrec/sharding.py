@@ -16,6 +16,12 @@ each shard where it lives. ``tests/test_sharding.py`` checks a (data 2 x model 4
 fake CPU devices against one device. A sharded table needs rows divisible by the model axis:
 ``train_mesh`` asks the model for ``table_rows_multiple`` rows (``ModelConfig``).
 Test on CPU with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``.
+
+Several processes (hosts) run one program on JAX's own runtime (``initialize_distributed`` =
+``jax.distributed.initialize``; no home-made orchestration): the mesh spans every process's
+devices, each process computes the same global batch (the batch order is a function of the
+seed) and contributes only the rows of its own devices (``make_array_from_callback``), Orbax
+saves and restores the global arrays, and only process 0 writes the run directory's files.
 """
 
 from __future__ import annotations
@@ -29,6 +35,31 @@ from jaxrec.errors import UserError
 RULES = {"batch": "data", "item_vocab": "model"}  # logical axis -> mesh axis
 PARAM_AXES = {("item_emb", "embedding"): ("item_vocab", None),  # path tail -> logical axes
               ("out_emb", "embedding"): ("item_vocab", None)}
+
+
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+    """Join a multi-process run. Without arguments JAX detects the cluster (TPU pods, SLURM,
+    Open MPI); on other machines give the coordinator's host:port, the process count and this
+    process's id. CPU devices exchange collectives through gloo. Call before any other JAX use."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"joining the multi-process run failed: {e}") from None
+
+
+def is_writer() -> bool:
+    """Whether this process writes shared files (logs, results): process 0 of a multi-process run."""
+    return jax.process_index() == 0
+
+
+def _global(value, sharding):
+    """A global array from a host value every process holds in full: each process supplies the
+    shards of its own devices (``device_put`` would need them all addressable)."""
+    host = np.asarray(value)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
 def make_mesh(num_devices: int | None = None, model_parallel: int = 1) -> Mesh:
@@ -75,7 +106,10 @@ def state_shardings(tree, mesh: Mesh):
 
 def place(tree, mesh: Mesh):
     """Put a parameter / train-state tree on ``mesh`` by the rules (replicated where none applies)."""
-    return jax.device_put(tree, state_shardings(tree, mesh))
+    shardings = state_shardings(tree, mesh)
+    if jax.process_count() > 1:
+        return jax.tree.map(_global, tree, shardings)
+    return jax.device_put(tree, shardings)
 
 
 def replicate(tree, mesh: Mesh):
@@ -88,4 +122,7 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
     for k, v in batch.items():
         if v.shape[0] % n:
             raise UserError(f"batch size {v.shape[0]} ({k}) is not divisible by {n} data-parallel devices")
-    return jax.device_put(batch, NamedSharding(mesh, logical_spec(("batch",))))
+    sharding = NamedSharding(mesh, logical_spec(("batch",)))
+    if jax.process_count() > 1:  # the same global batch everywhere: each process gives its rows
+        return {k: _global(v, sharding) for k, v in batch.items()}
+    return jax.device_put(batch, sharding)

@@ -6,6 +6,11 @@ from jaxrec.errors import UserError
 
 
 def cmd_train(args) -> int:
+    if args.distributed or args.coordinator:  # before anything touches a device
+        from jaxrec.sharding import initialize_distributed
+        if args.coordinator and (args.num_processes is None or args.process_id is None):
+            raise UserError("--coordinator needs --num-processes and --process-id")
+        initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     from jaxrec.train import load_config_file, train
 
     if not (args.data or args.config):
@@ -66,6 +71,12 @@ def add_parsers(sub) -> None:
                    help="override a config setting (repeatable; names and types are checked), e.g. "
                         "--set lr=0.002 --set model_args.dim=64 --set ranking.retriever=runs/r")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    t.add_argument("--distributed", action="store_true",
+                   help="one process of a multi-host run; JAX detects the cluster (TPU pod, SLURM, Open MPI)")
+    t.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="a multi-host run elsewhere: process 0's address (with --num-processes, --process-id)")
+    t.add_argument("--num-processes", type=int, default=None)
+    t.add_argument("--process-id", type=int, default=None)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 

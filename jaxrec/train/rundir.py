@@ -76,6 +76,12 @@ def _manager(path: Path, keep: int, read_only: bool = False) -> ocp.CheckpointMa
         max_to_keep=keep, create=not read_only, read_only=read_only, enable_async_checkpointing=False))
 
 
+def _writer() -> bool:
+    """Only process 0 of a multi-process run writes the run directory's files (Orbax
+    coordinates the checkpoints itself)."""
+    return jax.process_index() == 0
+
+
 def _abstract(tree):
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
@@ -134,12 +140,15 @@ class RunDir:
     def write_config(self, cfg: Config, model: dict, loss: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         self._config = {"train": cfg.to_dict(), "model": model, "loss": loss}
-        self.config_path.write_text(json.dumps(self._config, indent=2))
+        if _writer():
+            self.config_path.write_text(json.dumps(self._config, indent=2))
 
     def catalog(self) -> ItemCatalog:
         return ItemCatalog.load(self.catalog_path)
 
     def write_catalog(self, catalog: ItemCatalog, item_counts: np.ndarray) -> None:
+        if not _writer():
+            return
         catalog.save(self.catalog_path)
         np.save(self.counts_path, item_counts)
 
@@ -148,11 +157,14 @@ class RunDir:
         return np.load(self.counts_path) if self.counts_path.exists() else np.zeros(num_items + 1)
 
     def log(self, record: dict) -> None:
+        if not _writer():
+            return
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def write_results(self, results: dict) -> None:
-        self.results_path.write_text(json.dumps(results, indent=2))
+        if _writer():
+            self.results_path.write_text(json.dumps(results, indent=2))
 
     # ------------------------------------------------------------ checkpoints
 
@@ -212,7 +224,8 @@ class Checkpoints:
     def __init__(self, rundir: RunDir, keep_last: int = 2):
         self.rundir = rundir
         for which in CHECKPOINT_KINDS:  # what a killed save left behind: never committed, never read
-            self._remove_partial(which)
+            if _writer():
+                self._remove_partial(which)
         self.managers = {"last": _manager(rundir.checkpoints_dir("last"), keep_last),
                          "best": _manager(rundir.checkpoints_dir("best"), 1)}
 
