@@ -173,6 +173,21 @@ def serve(run: Path, items: int, users: int, args) -> dict:
             "ratio_to_bound": out[f"c{args.concurrency}_rps"] / bound} | out
 
 
+def plot(rows: list, cols: list, path: Path) -> None:
+    """One log-log panel per figure against the catalog size (needs the bench extra)."""
+    plt = pyplot()
+    if plt is None or not rows:
+        return
+    figs = [c for c in cols if all(isinstance(r.get(c), float) for r in rows)]
+    fig, axes = plt.subplots(1, len(figs), figsize=(3.2 * len(figs), 3))
+    for ax, c in zip(np.atleast_1d(axes), figs):
+        ax.loglog([r["items"] for r in rows], [r[c] for r in rows], "o-")
+        ax.set_title(c, fontsize=8)
+        ax.set_xlabel("catalog items")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", default="10000,100000,1000000", help="catalog sizes, comma-separated")
@@ -219,16 +234,7 @@ def main(argv=None) -> int:
         print("| " + " | ".join((f"{r[c]:.3f}" if c == "ratio_to_bound" else f"{r[c]:,.1f}") if isinstance(r.get(c), float) else str(r.get(c, "-"))
                                 for c in cols) + " |")
     Path(args.out).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-    plt = pyplot()
-    if plt is not None and rows:
-        figs = [c for c in cols[1:] if all(isinstance(r.get(c), float) for r in rows)]
-        fig, axes = plt.subplots(1, len(figs), figsize=(3.2 * len(figs), 3))
-        for ax, c in zip(np.atleast_1d(axes), figs):
-            ax.loglog([r["items"] for r in rows], [r[c] for r in rows], "o-")
-            ax.set_title(c, fontsize=8)
-            ax.set_xlabel("catalog items")
-        fig.tight_layout()
-        fig.savefig(Path(args.out).with_suffix(".png"), dpi=110)
+    plot(rows, cols[1:], Path(args.out).with_suffix(".png"))
     return 0
 
 
