@@ -80,6 +80,7 @@ class Batcher:
         self._measured_on = None  # the engine the averages were measured on
         self.clock = time.monotonic
         self.running: int = 0  # size of the batch on the device now (0: none)
+        self.forming: int = 0  # requests taken off the queue into the batch being formed
         self._overloaded = metrics.rejects.labels("overloaded")
 
     def _fresh(self) -> dict[int, float]:
@@ -115,7 +116,7 @@ class Batcher:
     def expected_wait(self, depth: int | None = None) -> float:
         """Seconds until a request arriving now would have its answer: the batch running, the
         full batches queued ahead of it, and its own batch."""
-        depth = self.queue.qsize() if depth is None else depth
+        depth = self.queue.qsize() + self.forming if depth is None else depth
         full, rest = divmod(depth, self.max_batch_size)
         parts = [self.batch_time(self.max_batch_size)] * full + [self.batch_time(rest + 1)]
         if self.running:
@@ -152,7 +153,7 @@ class Batcher:
     def admit(self, timeout: float | None) -> None:
         """Raise ``Overloaded`` when a request with ``timeout`` seconds left should not queue.
         The servicer asks before it parses the request's ids: a refusal costs next to nothing."""
-        if not self.running and self.queue.empty():
+        if not self.running and not self.forming and self.queue.empty():
             return  # idle: refusing saves nothing, and the batch refreshes the estimates
         limit = self.wait_limit(timeout)
         if limit is None:
@@ -187,10 +188,12 @@ class Batcher:
     async def _collect(self) -> list[_Item]:
         first = await self.queue.get()
         batch = [first]
+        self.forming = 1  # counted as waiting work until the batch is on the device
         end = asyncio.get_running_loop().time() + self.max_delay
         while len(batch) < self.max_batch_size:
             try:
                 batch.append(self.queue.get_nowait())
+                self.forming = len(batch)
                 continue
             except asyncio.QueueEmpty:
                 pass
@@ -199,6 +202,7 @@ class Batcher:
                 break
             try:
                 batch.append(await asyncio.wait_for(self.queue.get(), left))
+                self.forming = len(batch)
             except asyncio.TimeoutError:
                 break
         return batch
@@ -222,12 +226,13 @@ class Batcher:
                 else:
                     live.append(it)
             if not live:
+                self.forming = 0
                 continue
             for it in live:
                 self.metrics.queue_seconds.observe(now - it.arrived)
             self.metrics.batch_size.observe(len(live))
             engine = self.engine_ref()
-            self.running, t0 = len(live), loop.time()
+            self.running, self.forming, t0 = len(live), 0, loop.time()
             try:
                 answers = await loop.run_in_executor(self.executor, engine.run, [it.query for it in live])
             except Exception as e:  # noqa: BLE001 - delivered to every caller of the batch
