@@ -20,8 +20,10 @@ engine adds is only serving's part:
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import itertools
+import os
 import time
 
 import jax
@@ -114,14 +116,21 @@ class Engine:
         """The exclude-list width compiled for history bucket ``l``: a full history + as many deny ids."""
         return next_pow2(2 * l, 16)
 
-    def warm_up(self) -> float:
-        """Compile every (batch, length, k) bucket; returns seconds spent."""
-        t = time.perf_counter()
-        for b, l, k in itertools.product(self.batch_buckets, self.length_buckets, self.k_buckets):
+    def warm_up(self, threads: int | None = None) -> float:
+        """Compile every (batch, length, k) bucket, several at once (XLA compiles outside the
+        GIL; ``threads`` defaults to the cores this process may use); returns seconds spent."""
+        def one(shape):
+            b, l, k = shape
             hist = np.zeros((b, l), np.int32)
             exclude = np.zeros((b, self._exclude_width(l)), np.int32)
             times = np.zeros((b, l + 1), np.int32) if self.uses_time else None
             jax.block_until_ready(self.scorer.top_k(hist, k, exclude=exclude, times=times, explain=True))
+
+        t = time.perf_counter()
+        shapes = list(itertools.product(self.batch_buckets, self.length_buckets, self.k_buckets))
+        n = threads or max(1, len(os.sched_getaffinity(0)))
+        with concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="jaxrec-warmup") as pool:
+            list(pool.map(one, shapes))  # list(): re-raises the first failure
         return time.perf_counter() - t
 
     def compile_count(self) -> int:
