@@ -35,7 +35,7 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import closed_loop, load_requests, pyplot  # noqa: E402  (a sibling benchmark script)
+from serve_load import closed_loop, load_requests, pyplot, save_figure  # noqa: E402  (a sibling benchmark script)
 
 
 def rss_mib(pid: int) -> float:
@@ -160,19 +160,14 @@ def plot(out: dict, path: Path) -> bool:
     ax[0].axhline(0.9 * out["capacity"], ls=":", c="gray", label="90% of capacity")
     ax[0].set_xlabel("offered load / capacity")
     ax[0].set_ylabel("answers / s")
-    ax[0].legend()
     ax[1].plot(x, [r["admitted_p99_ms"] or np.nan for r in lv], "o-", label="admitted p99")
     ax[1].plot(x, [r["refusal_p99_ms"] or np.nan for r in lv], "x--", label="refusal p99")
     ax[1].set_xlabel("offered load / capacity")
     ax[1].set_ylabel("ms")
     ax[1].set_yscale("log")
-    ax[1].legend()
     for a in ax:
         a.set_xscale("log")
-        a.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return True
+    return save_figure(fig, ax, path)
 
 
 def plot_soak(out: dict, path: Path) -> bool:
@@ -188,11 +183,7 @@ def plot_soak(out: dict, path: Path) -> bool:
     ax[1].plot(m, [r["server_rss_mib"] for r in rows], "o-", label="server RSS (MiB)")
     for a in ax:
         a.set_xlabel("minute")
-        a.legend()
-        a.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return True
+    return save_figure(fig, ax, path)
 
 
 def main(argv=None) -> int:

@@ -36,7 +36,7 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import closed_loop, load_requests, pyplot, start_server, summarize  # noqa: E402
+from serve_load import closed_loop, load_requests, pyplot, save_figure, start_server, summarize  # noqa: E402
 
 DIM = 64
 MAX_LEN = 50
@@ -184,8 +184,7 @@ def plot(rows: list, cols: list, path: Path) -> None:
         ax.loglog([r["items"] for r in rows], [r[c] for r in rows], "o-")
         ax.set_title(c, fontsize=8)
         ax.set_xlabel("catalog items")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, axes, path, dpi=110)
 
 
 def main(argv=None) -> int:

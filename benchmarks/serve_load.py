@@ -210,6 +210,18 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, axes, path: Path, dpi: int = 120) -> bool:
+    """The common end of every benchmark figure: legends where labelled, a light grid, saved."""
+    import numpy as np
+    for a in np.atleast_1d(axes):
+        if a.get_legend_handles_labels()[0]:
+            a.legend()
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    return True
+
+
 def plot(results: dict, path: Path) -> bool:
     plt = pyplot()
     if plt is None:
@@ -224,11 +236,7 @@ def plot(results: dict, path: Path) -> bool:
     ax.set_xlabel("recommendations / s")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return True
+    return save_figure(fig, ax, path)
 
 
 def main(argv=None) -> int:
