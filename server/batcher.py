@@ -74,7 +74,6 @@ class Batcher:
         self.metrics = metrics
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxrec-device")
         self._task: asyncio.Task | None = None
-        self.in_flight = 0
         self.sizes = pow2_buckets(max_batch_size)
         self.seconds: dict[int, tuple[float, float]] = {}  # bucket -> (average device s, clock when measured)
         self._measured_on = None  # the engine the averages were measured on
@@ -165,25 +164,24 @@ class Batcher:
                              f"{1000 * limit:.0f} ms this request may wait; retry with backoff",
                              pushback_ms=max(1, int(1000 * wait)))
 
-    async def submit(self, query: Query, timeout: float | None, admitted: bool = False) -> Answer:
-        """Queue ``query`` and wait for its answer; ``admitted``: the caller has just called
-        ``admit`` itself (the servicer does, before parsing), so it is not asked twice."""
+    def enqueue(self, query: Query, timeout: float | None) -> asyncio.Future:
+        """Queue an admitted ``query``; the future resolves to its ``Answer``. Not a coroutine:
+        a batch RPC queues all its entries at once and awaits their futures together."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         deadline = None if timeout is None else loop.time() + timeout
-        if not admitted:
-            self.admit(timeout)
         try:
             self.queue.put_nowait(_Item(query, fut, loop.time(), deadline))
         except asyncio.QueueFull:
             self.metrics.rejects.labels("queue_full").inc()
             raise QueueFull(f"queue full ({self.queue.maxsize} waiting requests)") from None
         self.metrics.queue_depth.set(self.queue.qsize())
-        self.in_flight += 1
-        try:
-            return await fut
-        finally:
-            self.in_flight -= 1
+        return fut
+
+    async def submit(self, query: Query, timeout: float | None) -> Answer:
+        """Admit, queue and wait for the answer of one query."""
+        self.admit(timeout)
+        return await self.enqueue(query, timeout)
 
     async def _collect(self) -> list[_Item]:
         first = await self.queue.get()

@@ -37,7 +37,10 @@ def service_config(retries: int = 3) -> str:
 
 
 def _options(retries: int, server_name: str | None) -> list:
-    opts = [("grpc.service_config", service_config(retries)), ("grpc.enable_retries", int(retries > 0))]
+    # a local subchannel pool: each client holds its own connection (gRPC shares one per target
+    # across a process's channels otherwise), so clients spread over a --workers server's processes
+    opts = [("grpc.service_config", service_config(retries)), ("grpc.enable_retries", int(retries > 0)),
+            ("grpc.use_local_subchannel_pool", 1)]
     return opts + ([("grpc.ssl_target_name_override", server_name)] if server_name else [])
 
 
@@ -58,6 +61,25 @@ def _recommend_request(history, k, exclude_seen, allow, deny, explain, model, ti
                                allow=[str(a) for a in allow or ()], deny=[str(d) for d in deny or ()],
                                explain=explain, model=model or "", history_times=[int(t) for t in times or ()],
                                now=int(now or 0))
+
+
+def status_name(code: int) -> str:
+    """The name of a ``RecommendResult.code`` (a gRPC status code number), e.g. "INVALID_ARGUMENT"."""
+    return next((s.name for s in grpc.StatusCode if s.value[0] == code), str(code))
+
+
+def as_request(r) -> pb.RecommendRequest:
+    """A batch or stream entry: a ``RecommendRequest``, or a dict of ``recommend``'s arguments
+    (``history`` and optionally ``k``, ``exclude_seen``, ``allow``, ``deny``, ``explain``, ``model``,
+    ``times``, ``now``)."""
+    if isinstance(r, pb.RecommendRequest):
+        return r
+    a = dict(k=10, exclude_seen=True, allow=None, deny=None, explain=False, model=None, times=None, now=None) | r
+    return _recommend_request(a.pop("history"), **a)
+
+
+def _batch_request(requests) -> pb.RecommendBatchRequest:
+    return pb.RecommendBatchRequest(requests=[as_request(r) for r in requests])
 
 
 def _score_request(history, candidates, times, now) -> pb.ScoreRequest:
@@ -86,6 +108,18 @@ class Client:
         time-aware model (``model_info().uses_time``)."""
         req = _recommend_request(history, k, exclude_seen, allow, deny, explain, model, times, now)
         return self._call(self.stub.Recommend, req, timeout)
+
+    def recommend_batch(self, requests, *, timeout: float | None = None) -> list:
+        """Many users in one call (``as_request`` says what an entry may be): one
+        ``RecommendResult`` per entry, in order; ``result.code`` is 0 with ``result.response``
+        set, or a gRPC status code with ``result.error``: a bad entry fails alone."""
+        return list(self._call(self.stub.RecommendBatch, _batch_request(requests), timeout).results)
+
+    def recommend_stream(self, requests, *, timeout: float | None = None):
+        """Send ``requests`` (any iterable, consumed as the stream goes) on one stream; yields one
+        ``RecommendResult`` per request, in order. ``timeout`` bounds the whole stream."""
+        return self.stub.RecommendStream((as_request(r) for r in requests), timeout=timeout or self.timeout,
+                                         metadata=self.metadata)
 
     def score(self, history, candidates, *, times=None, now: int | None = None, timeout: float | None = None):
         return self._call(self.stub.Score, _score_request(history, candidates, times, now), timeout)
@@ -122,6 +156,22 @@ class AsyncClient:
                         timeout: float | None = None):
         req = _recommend_request(history, k, exclude_seen, allow, deny, explain, model, times, now)
         return await self._call(self.stub.Recommend, req, timeout)
+
+    async def recommend_batch(self, requests, *, timeout: float | None = None) -> list:
+        """As ``Client.recommend_batch``."""
+        return list((await self._call(self.stub.RecommendBatch, _batch_request(requests), timeout)).results)
+
+    def recommend_stream(self, requests, *, timeout: float | None = None):
+        """As ``Client.recommend_stream``; ``requests`` may be an async iterable. Returns the call:
+        ``async for result in call``."""
+        if hasattr(requests, "__aiter__"):
+            async def entries():
+                async for r in requests:
+                    yield as_request(r)
+            it = entries()
+        else:
+            it = (as_request(r) for r in requests)
+        return self.stub.RecommendStream(it, timeout=timeout or self.timeout, metadata=self.metadata)
 
     async def score(self, history, candidates, *, times=None, now: int | None = None,
                     timeout: float | None = None):

@@ -150,8 +150,9 @@ def load_engine(cfg: ServeConfig) -> Engine:
 class Server:
     """One serving process. ``await start()``, then ``await wait()`` or ``await stop()``."""
 
-    def __init__(self, cfg: ServeConfig, engine: Engine | None = None):
+    def __init__(self, cfg: ServeConfig, engine: Engine | None = None, *, bind_when_ready: bool = False):
         self.cfg = cfg
+        self.bind_when_ready = bind_when_ready
         self.metrics = ServerMetrics()
         self._engine = engine
         self.health = health.aio.HealthServicer()
@@ -159,6 +160,7 @@ class Server:
         self.state: ServerState | None = None
         self.port: int | None = None
         self._watch_task = None
+        self._stopping = False
         self.stopped = asyncio.Event()
 
     async def _set_health(self, status) -> None:
@@ -168,12 +170,50 @@ class Server:
                 await r
 
     async def start(self) -> int:
+        """Bind, compile, serve. A worker of ``--workers`` (``bind_when_ready``) compiles first
+        and binds after: the port is shared, so a connection the kernel hands to this process
+        must find it ready, and the health a client sees is the same whichever worker answers."""
+        loop = asyncio.get_running_loop()
+        if self.bind_when_ready:
+            engine = await self._load(loop)
+            await self._bind()
+        else:
+            await self._bind()
+            try:
+                engine = await self._load(loop)
+            except BaseException:
+                await self.server.stop(0)  # release the port before the error surfaces
+                raise
+        cfg = self.cfg
+        self.state.batcher = Batcher(lambda: self.state.engine, max_batch_size=cfg.max_batch_size,
+                                     max_delay_ms=cfg.max_delay_ms, max_queue=cfg.max_queue,
+                                     metrics=self.metrics, max_wait_ms=cfg.max_wait_ms)
+        self.state.batcher.start()
+        self.state.engine = engine
+        self.metrics.model_step.set(engine.step or 0)
+        if cfg.metrics_port is not None:
+            self.metrics.serve_http(cfg.metrics_port)
+        if cfg.watch:
+            self._watch_task = loop.create_task(self._watch())
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def _load(self, loop) -> Engine:
+        engine = self._engine or await loop.run_in_executor(None, load_engine, self.cfg)
+        secs = await loop.run_in_executor(None, engine.warm_up)
+        log.info("compiled %d buckets in %.1fs", engine.compile_count(), secs)
+        return engine
+
+    async def _bind(self) -> None:
         cfg = self.cfg
         interceptors = []
         if cfg.auth_token_file:
             interceptors.append(TokenAuth(cfg.auth_token_file))
         limit = cfg.max_concurrent_rpcs or cfg.max_queue + 2 * cfg.max_batch_size
-        self.server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=limit)
+        # so_reuseport: several worker processes listen on one port (the kernel spreads
+        # connections); a lone server refuses a port another process holds
+        self.server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=limit,
+                                      options=[("grpc.so_reuseport", int(self.bind_when_ready))])
         # Everything is registered before start (gRPC needs that); the Recommender answers
         # UNAVAILABLE and health NOT_SERVING until the engine is compiled.
         self.state = ServerState(None, self.metrics)
@@ -191,26 +231,6 @@ class Server:
         else:
             self.port = self.server.add_insecure_port(addr)
         await self.server.start()
-        loop = asyncio.get_running_loop()
-        try:
-            engine = self._engine or await loop.run_in_executor(None, load_engine, cfg)
-            secs = await loop.run_in_executor(None, engine.warm_up)
-        except BaseException:
-            await self.server.stop(0)  # release the port before the error surfaces
-            raise
-        log.info("compiled %d buckets in %.1fs", engine.compile_count(), secs)
-        self.state.batcher = Batcher(lambda: self.state.engine, max_batch_size=cfg.max_batch_size,
-                                     max_delay_ms=cfg.max_delay_ms, max_queue=cfg.max_queue,
-                                     metrics=self.metrics, max_wait_ms=cfg.max_wait_ms)
-        self.state.batcher.start()
-        self.state.engine = engine
-        self.metrics.model_step.set(engine.step or 0)
-        if cfg.metrics_port is not None:
-            self.metrics.serve_http(cfg.metrics_port)
-        if cfg.watch:
-            self._watch_task = loop.create_task(self._watch())
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        return self.port
 
     async def reload(self, force: bool = False) -> bool:
         """Load the newest checkpoint, compile it off the request path, swap it in.
@@ -250,7 +270,11 @@ class Server:
                           step, run.checkpoints_dir("best"), reason, detail, current)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain: NOT_SERVING, finish in-flight calls, then stop."""
+        """Drain: NOT_SERVING, finish in-flight calls, then stop (a second call waits for the first)."""
+        if self._stopping:
+            await self.stopped.wait()
+            return
+        self._stopping = True
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._watch_task:
             self._watch_task.cancel()
@@ -260,16 +284,23 @@ class Server:
         self.stopped.set()
 
 
-async def serve_forever(cfg: ServeConfig) -> None:
-    srv = Server(cfg)
+async def serve_forever(cfg: ServeConfig, *, worker=None) -> None:
+    """Serve until SIGTERM/SIGINT, then drain. ``worker``: called with the started ``Server``
+    when this process is one of ``--workers`` (it binds once compiled and reports itself ready
+    to the parent instead of printing)."""
+    srv = Server(cfg, bind_when_ready=worker is not None)
     port = await srv.start()
-    print(f"serving {srv.state.engine.name} step {srv.state.engine.step} on {cfg.host}:{port}"
-          + (f", metrics on :{cfg.metrics_port}/metrics" if cfg.metrics_port is not None else ""), flush=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(srv.stop()))
+    if worker is not None:
+        worker(srv)
+    else:
+        print(f"serving {srv.state.engine.name} step {srv.state.engine.step} on {cfg.host}:{port}"
+              + (f", metrics on :{cfg.metrics_port}/metrics" if cfg.metrics_port is not None else ""), flush=True)
     await srv.stopped.wait()
-    print("stopped", flush=True)
+    if worker is None:
+        print("stopped", flush=True)
 
 
 EVENT_LOOPS = ("asyncio", "uvloop")

@@ -1,4 +1,8 @@
-"""Prometheus metrics of one server instance (its own registry, so tests can run several)."""
+"""Prometheus metrics of one server instance (its own registry, so tests can run several).
+
+Under ``--workers`` (prometheus-client's multiprocess mode) the parent serves the workers'
+figures together: counters and histograms summed, gauges as each ``multiprocess_mode`` says
+(ignored by a lone server)."""
 
 from __future__ import annotations
 
@@ -22,9 +26,12 @@ class ServerMetrics:
                                 ["method", "code"], registry=r)
         self.rejects = Counter("jaxrec_rejects_total", "Requests rejected before the model ran",
                                ["reason"], registry=r)
-        self.model_step = Gauge("jaxrec_model_step", "Checkpoint step being served", registry=r)
-        self.queue_depth = Gauge("jaxrec_queue_depth", "Requests waiting for a device batch", registry=r)
-        self.in_flight = Gauge("jaxrec_in_flight_rpcs", "Recommender RPCs being handled", registry=r)
+        self.model_step = Gauge("jaxrec_model_step", "Checkpoint step being served (workers: the oldest)",
+                                registry=r, multiprocess_mode="livemin")
+        self.queue_depth = Gauge("jaxrec_queue_depth", "Requests waiting for a device batch", registry=r,
+                                 multiprocess_mode="livesum")
+        self.in_flight = Gauge("jaxrec_in_flight_rpcs", "Recommender RPCs being handled", registry=r,
+                               multiprocess_mode="livesum")
         self.reload_failures = Counter("jaxrec_reload_failures_total",
                                        "Checkpoints refused by hot reload, by reason", ["reason"], registry=r)
 

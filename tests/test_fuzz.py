@@ -105,25 +105,50 @@ def live(tmp_path_factory):
 ids = st.one_of(st.integers(-3, 120).map(str), st.text(max_size=6), st.just(""), st.just("x" * 300))
 
 
+def _check_answer(req, r):
+    """An OK answer is valid: at most k, sorted, no duplicates, no padding, nothing excluded."""
+    got = [it.item_id for it in r.items]
+    scores = [it.score for it in r.items]
+    assert len(got) == len(set(got)) <= req.k and scores == sorted(scores, reverse=True)
+    assert "0" not in got and "" not in got  # never the padding item
+    if req.exclude_seen:
+        assert not set(got) & set(req.history)
+    if req.allow:
+        assert set(got) <= set(req.allow)
+    assert not set(got) & set(req.deny)
+
+
+requests = st.builds(pb.RecommendRequest, history=st.lists(ids, max_size=30), k=st.integers(-5, 200),
+                     exclude_seen=st.booleans(), allow=st.lists(ids, max_size=8), deny=st.lists(ids, max_size=8))
+REFUSED = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(ids, max_size=30), st.integers(-5, 200), st.booleans(), st.lists(ids, max_size=8),
-       st.lists(ids, max_size=8))
-def test_random_requests_get_a_valid_answer_or_invalid_argument(live, history, k, exclude_seen, allow, deny):
-    req = pb.RecommendRequest(history=history, k=k, exclude_seen=exclude_seen, allow=allow, deny=deny)
+@given(requests)
+def test_random_requests_get_a_valid_answer_or_invalid_argument(live, req):
     try:
         r = live.stub.Recommend(req, timeout=20)
     except grpc.RpcError as e:
-        assert e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED), e
+        assert e.code() in REFUSED, e
         return
-    got = [it.item_id for it in r.items]
-    scores = [it.score for it in r.items]
-    assert len(got) == len(set(got)) <= k and scores == sorted(scores, reverse=True)
-    assert "0" not in got and "" not in got  # never the padding item
-    if exclude_seen:
-        assert not set(got) & set(history)
-    if allow:
-        assert set(got) <= set(allow)
-    assert not set(got) & set(deny)
+    _check_answer(req, r)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(requests, max_size=12))
+def test_random_batches_answer_every_entry_in_place(live, reqs):
+    """A RecommendBatch of random entries: one result each, in order, each OK and valid or refused
+    with the code and message the same request gets alone."""
+    results = live.recommend_batch(reqs)
+    assert len(results) == len(reqs)
+    for req, res in zip(reqs, results):
+        if res.code:
+            assert grpc.StatusCode.INVALID_ARGUMENT.value[0] == res.code and res.error
+            with pytest.raises(grpc.RpcError) as e:
+                live.stub.Recommend(req, timeout=20)
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details() == res.error
+        else:
+            _check_answer(req, res.response)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

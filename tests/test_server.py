@@ -119,6 +119,75 @@ def test_concurrent_requests_are_batched_and_nothing_compiles(server):
     assert engine.compile_count() == compiled  # no compilation after warm-up
 
 
+def _entries():
+    """Batch/stream entries: varied histories, k, filters and explain, with two bad ones."""
+    good = [dict(history=h, k=[5, 10, 30][i % 3], exclude_seen=i % 2 == 0, explain=i % 4 == 1,
+                 deny=["7"] if i % 5 == 0 else None) for i, h in enumerate(histories(12, seed=9))]
+    good.insert(3, dict(history=["1", "2"], k=5, allow=["10", "11", "12", "13", "14", "15", "16"]))
+    good.insert(5, dict(history=[], k=4))  # cold start
+    bad = {2: (dict(history=["1"], k=0), "k: must be in"), 9: (dict(history=["1", ""], k=5), "malformed")}
+    entries = list(good)
+    for i, (e, _) in sorted(bad.items()):
+        entries.insert(i, e)
+    return entries, {i: needle for i, (_, needle) in bad.items()}
+
+
+def _same_answer(got, want):
+    assert [it.item_id for it in got.items] == [it.item_id for it in want.items]
+    np.testing.assert_allclose([it.score for it in got.items], [it.score for it in want.items], rtol=1e-5, atol=1e-6)
+    for g, w in zip(got.items, want.items):  # another batch size: float-level differences only
+        assert [b.item_id for b in g.because] == [b.item_id for b in w.because]
+        np.testing.assert_allclose([b.weight for b in g.because], [b.weight for b in w.because], atol=1e-4)
+    assert (got.cold_start, got.unknown_history_items, got.model) == (want.cold_start, want.unknown_history_items,
+                                                                      want.model)
+
+
+def _check_results(client, entries, bad, results):
+    assert len(results) == len(entries)
+    for i, (e, res) in enumerate(zip(entries, results)):
+        if i in bad:
+            assert res.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and bad[i] in res.error
+            assert not res.HasField("response")
+        else:
+            assert res.code == 0 and not res.error, res.error
+            _same_answer(res.response, client.recommend(**e))
+
+
+def test_batch_answers_equal_unary_and_a_bad_entry_fails_alone(client):
+    entries, bad = _entries()
+    _check_results(client, entries, bad, client.recommend_batch(entries))
+    assert client.recommend_batch([]) == []
+
+
+def test_stream_answers_equal_unary_in_order(server, client):
+    entries, bad = _entries()
+    _check_results(client, entries, bad, list(client.recommend_stream(entries)))
+
+    async def go():  # the asyncio client, with an async generator feeding the stream
+        async def feed():
+            for e in entries:
+                yield e
+                await asyncio.sleep(0)
+        async with AsyncClient(f"127.0.0.1:{server.port}", timeout=30) as c:
+            return [r async for r in c.recommend_stream(feed())]
+
+    _check_results(client, entries, bad, asyncio.run(go()))
+
+
+def test_batch_entries_share_device_batches(server, client):
+    before = server.srv.metrics.batches_served()
+    out = client.recommend_batch([dict(history=h, k=10) for h in histories(64, seed=4)])
+    assert all(r.code == 0 and len(r.response.items) == 10 for r in out)
+    assert server.srv.metrics.batches_served() - before <= 8  # 64 entries, grouped by length bucket
+
+
+def test_oversized_batch_is_invalid_argument(client):
+    from jaxrec_server.servicer import RecommenderServicer
+    with pytest.raises(grpc.RpcError) as e:
+        client.recommend_batch([dict(history=["1"], k=1)] * (RecommenderServicer.MAX_BATCH_ENTRIES + 1))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "limit" in e.value.details()
+
+
 def test_explanations_name_history_items(client):
     h = ["3", "9", "27", "41", "50"]
     r = client.recommend(h, k=5, explain=True)
@@ -373,7 +442,8 @@ def test_time_aware_model_reads_history_times(tmp_path):
         srv.stop()
 
 
-@pytest.mark.parametrize("method,message", [("Recommend", "RecommendRequest"), ("Score", "ScoreRequest")])
+@pytest.mark.parametrize("method,message", [("Recommend", "RecommendRequest"), ("Score", "ScoreRequest"),
+                                            ("RecommendBatch", "RecommendBatchRequest")])
 def test_malformed_request_bytes_are_invalid_argument(server, method, message):
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         call = ch.unary_unary(f"/jaxrec.v1.Recommender/{method}")  # raw bytes in, raw bytes out
@@ -385,3 +455,103 @@ def test_malformed_request_bytes_are_invalid_argument(server, method, message):
         if method == "Recommend":  # well-formed bytes on the same path still work
             assert pb.RecommendResponse.FromString(
                 call(pb.RecommendRequest(history=["1"], k=3).SerializeToString(), timeout=10)).items
+
+
+def test_malformed_stream_entry_fails_alone(server):
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        call = ch.stream_stream("/jaxrec.v1.Recommender/RecommendStream")  # raw bytes
+        good = pb.RecommendRequest(history=["1"], k=3).SerializeToString()
+        out = [pb.RecommendResult.FromString(b) for b in call(iter([good, b"\xff\xff\xff", good]), timeout=20)]
+    assert [r.code for r in out] == [0, grpc.StatusCode.INVALID_ARGUMENT.value[0], 0]
+    assert "not a valid RecommendRequest" in out[1].error and len(out[2].response.items) == 3
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_query_cli_sends_several_histories_in_one_call(server, capsys, stream):
+    from jaxrec.cli import main
+    argv = ["query", "--target", f"127.0.0.1:{server.port}", "-k", "3", "--history", "1,2,3", "--history", "4,5",
+            "--history", "1,", "--json"] + (["--stream"] if stream else [])
+    assert main(argv) == 0
+    import json
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 3 and all(len(x["items"]) == 3 for x in lines)
+    assert main(["query", "--target", f"127.0.0.1:{server.port}", "-k", "0", "--history", "1", "--history", "2"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("error: INVALID_ARGUMENT: k: must be in") == 2
+
+
+def _established(pid: int, port: int) -> int:
+    """TCP connections to ``port`` held open by process ``pid`` (from /proc: Linux, like SO_REUSEPORT)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if os.path.exists(table):
+            for row in Path(table).read_text().splitlines()[1:]:
+                f = row.split()
+                if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "01":  # local port, ESTABLISHED
+                    inodes.add(f[9])
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:[")
+               and os.readlink(fd)[8:-1] in inodes)
+
+
+def test_workers_share_the_port_restart_and_all_drain_on_sigterm(run_dir):
+    """--workers 2: both processes take connections on one port, metrics add up in the parent, a
+    killed worker is started again, and SIGTERM to the parent drains every worker."""
+    import re
+    import urllib.request
+
+    from jaxrec_server.workers import cpu_shares
+
+    assert cpu_shares(2, [0, 1]) == [[0], [1]] and cpu_shares(3, [0, 1]) == [None] * 3
+    mport = 50795
+    proc = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", str(run_dir), "--port", "0",
+                             "--workers", "2", "--length-buckets", "50", "--k-buckets", "10", "--max-delay-ms", "300",
+                             "--grace-s", "20", "--metrics-port", str(mport)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    log = []
+
+    def read_until(pattern):
+        while True:
+            line = proc.stdout.readline()
+            assert line, "server exited:\n" + "".join(log)
+            log.append(line)
+            if m := re.search(pattern, line):
+                return m
+
+    try:
+        port = int(read_until(r"^serving .* on 127\.0\.0\.1:(\d+), 2 workers").group(1))
+        pids = {int(m[1]): int(m[2]) for m in re.finditer(r"worker (\d) \(pid (\d+)\) serving", "".join(log))}
+        assert sorted(pids) == [0, 1]
+        clients = [Client(f"127.0.0.1:{port}", timeout=30) for _ in range(16)]  # 16 connections
+        try:
+            for c in clients:
+                assert len(c.recommend(["1", "2", "3"], k=10).items) == 10
+            assert all(_established(pid, port) >= 1 for pid in pids.values()), "one worker took every connection"
+            text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
+            ok = re.search(r'jaxrec_requests_total\{code="OK",method="Recommend"\} (\S+)', text) or \
+                re.search(r'jaxrec_requests_total\{method="Recommend",code="OK"\} (\S+)', text)
+            assert ok and float(ok.group(1)) == 16, text[:2000]
+        finally:
+            for c in clients:
+                c.close()
+
+        os.kill(pids[0], signal.SIGKILL)  # a crash: the parent starts the worker again
+        read_until(r"worker 0 \(pid \d+\) serving")
+
+        async def go():
+            chans = [AsyncClient(f"127.0.0.1:{port}", timeout=30, retries=0) for _ in range(8)]
+            tasks = [asyncio.create_task(chans[i % 8].recommend(h, k=5)) for i, h in enumerate(histories(24, seed=3))]
+            await asyncio.sleep(0.15)  # queued in the workers' 300 ms batch windows
+            proc.send_signal(signal.SIGTERM)
+            out = await asyncio.gather(*tasks)
+            for c in chans:
+                await c.close()
+            return out
+
+        out = asyncio.run(go())
+        assert len(out) == 24 and all(len(r.items) == 5 for r in out)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -18,10 +18,18 @@ def cmd_serve(args) -> int:
     # force: an import (absl, via orbax) may have configured the root logger at WARNING already
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's per-restore chatter
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: need at least 1")
     if args.compile_cache:  # XLA's persistent cache: a restart or reload of the same shapes skips compiling
+        import os
+
         import jax
         jax.config.update("jax_compilation_cache_dir", args.compile_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        # and for --workers' processes (JAX reads its settings from the environment too):
+        # the first worker to compile a bucket saves the others the work
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = args.compile_cache
+        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     if bool(args.checkpoint) == bool(args.retriever):
         raise UserError("give --checkpoint DIR (or --retriever DIR), once")
     args.checkpoint = args.checkpoint or args.retriever
@@ -36,6 +44,13 @@ def cmd_serve(args) -> int:
         raise UserError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
     require_files(tls_cert=cfg.tls_cert, tls_key=cfg.tls_key, tls_client_ca=cfg.tls_client_ca,
                   auth_token_file=cfg.auth_token_file)
+    if args.workers > 1 or args.worker_gpus:
+        from jaxrec_server.workers import serve_workers
+        gpus = [g.strip() for g in args.worker_gpus.split(",") if g.strip()] if args.worker_gpus else None
+        try:
+            return serve_workers(cfg, args.workers, event_loop=args.event_loop, gpus=gpus)
+        except (RuntimeError, OSError) as e:
+            raise UserError(str(e)) from None
     run_on_loop(serve_forever(cfg), args.event_loop)
     return 0
 
@@ -43,7 +58,8 @@ def cmd_serve(args) -> int:
 def cmd_query(args) -> int:
     import grpc
 
-    from jaxrec_server.client import Client
+    from jaxrec.v1 import recommender_pb2 as pb
+    from jaxrec_server.client import Client, status_name
 
     require_files(tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
                   auth_token_file=args.auth_token_file)
@@ -51,17 +67,40 @@ def cmd_query(args) -> int:
     ca = open(args.tls_ca, "rb").read() if args.tls_ca else None
     cert = open(args.tls_cert, "rb").read() if args.tls_cert else None
     key = open(args.tls_key, "rb").read() if args.tls_key else None
-    history = [h.strip() for h in args.history.split(",") if h.strip()]
+    histories = [[h.strip() for h in one.split(",") if h.strip()] for one in args.history]
+    if args.times and len(histories) > 1:
+        raise UserError("--times goes with one --history")
+    entries = [dict(history=h, k=args.k, exclude_seen=not args.include_seen, explain=args.explain,
+                    times=parse_times(args.times), now=args.now) for h in histories]
     try:
         with Client(args.target, token=token, tls_ca=ca, tls_cert=cert, tls_key=key, timeout=args.timeout) as c:
-            r = c.recommend(history, k=args.k, exclude_seen=not args.include_seen, explain=args.explain,
-                            times=parse_times(args.times), now=args.now)
+            if len(entries) == 1 and not args.stream:
+                results = [pb.RecommendResult(response=c.recommend(**entries[0]))]
+            elif args.stream:
+                results = list(c.recommend_stream(entries))
+            else:
+                results = c.recommend_batch(entries)
     except grpc.RpcError as e:
         raise UserError(f"{args.target}: {e.code().name}: {e.details()}") from None
     if args.json:
         from google.protobuf.json_format import MessageToDict
-        print(json.dumps(MessageToDict(r)))
+        for res in results:  # one JSON line per history
+            print(json.dumps(MessageToDict(res.response) if not res.code else
+                             {"code": status_name(res.code), "error": res.error}))
         return 0
+    failed = 0
+    for n, (h, res) in enumerate(zip(histories, results)):
+        if len(results) > 1:
+            print(("\n" if n else "") + f"history {n + 1} ({len(h)} items):")
+        if res.code:
+            failed += 1
+            print(f"  error: {status_name(res.code)}: {res.error}")
+            continue
+        _print_response(res.response)
+    return 1 if failed else 0
+
+
+def _print_response(r) -> None:
     print(f"{r.model} (step {r.model_step})" + (f"; {r.unknown_history_items} unknown history id(s) skipped"
                                                 if r.unknown_history_items else "")
           + ("; cold start: popular items" if r.cold_start else ""))
@@ -69,8 +108,6 @@ def cmd_query(args) -> int:
         print(f"{rank:>3}. {it.item_id:<12} {it.score:8.3f}  {it.title}")
         for b in it.because:
             print(f"       because of {b.item_id} ({b.weight:.0%})")
-    return 0
-
 
 
 def cmd_bench(args) -> int:
@@ -121,7 +158,13 @@ def add_parsers(sub) -> None:
     sv.add_argument("--compile-cache", default=None, metavar="DIR",
                     help="persistent XLA compilation cache: a restart with the same model shapes and "
                          "buckets loads its compiled buckets instead of compiling (trusted directory only)")
-    sv.add_argument("--metrics-port", type=int, default=None, help="Prometheus /metrics port")
+    sv.add_argument("--workers", type=int, default=1,
+                    help="server processes sharing the port (SO_REUSEPORT), each with its compiled model; "
+                         "on CPU each is pinned to its share of the cores (jaxrec_server/workers.py)")
+    sv.add_argument("--worker-gpus", default=None, metavar="IDS",
+                    help="GPU ids for the workers, dealt round-robin, e.g. 0,1,2,3 (default: all visible to each)")
+    sv.add_argument("--metrics-port", type=int, default=None,
+                    help="Prometheus /metrics port (with --workers: the sum over workers, served by the parent)")
     sv.add_argument("--watch", action="store_true", help="hot-reload newer checkpoints from --checkpoint")
     sv.add_argument("--tls-cert", default=None)
     sv.add_argument("--tls-key", default=None)
@@ -135,7 +178,10 @@ def add_parsers(sub) -> None:
 
     qy = sub.add_parser("query", help="ask a running server for recommendations")
     qy.add_argument("--target", default="localhost:50051")
-    qy.add_argument("--history", required=True, help="external item ids, oldest first, comma-separated")
+    qy.add_argument("--history", required=True, action="append",
+                    help="external item ids, oldest first, comma-separated; repeat for several users "
+                         "(sent in one RecommendBatch call)")
+    qy.add_argument("--stream", action="store_true", help="send the histories on one RecommendStream")
     qy.add_argument("-k", type=int, default=10)
     qy.add_argument("--times", default=None, help="event times, one per history id (time-aware models)")
     qy.add_argument("--now", type=int, default=None, help="prediction time (default: the last event's)")

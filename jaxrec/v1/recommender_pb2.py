@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bjaxrec/v1/recommender.proto\x12\tjaxrec.v1\"\xa5\x01\n\x10RecommendRequest\x12\x0f\n\x07history\x18\x01 \x03(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x14\n\x0c\x65xclude_seen\x18\x03 \x01(\x08\x12\r\n\x05\x61llow\x18\x04 \x03(\t\x12\x0c\n\x04\x64\x65ny\x18\x05 \x03(\t\x12\x0f\n\x07\x65xplain\x18\x06 \x01(\x08\x12\r\n\x05model\x18\x07 \x01(\t\x12\x15\n\rhistory_times\x18\x08 \x03(\x03\x12\x0b\n\x03now\x18\t \x01(\x03\"*\n\x07\x42\x65\x63\x61use\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"`\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12#\n\x07\x62\x65\x63\x61use\x18\x04 \x03(\x0b\x32\x12.jaxrec.v1.Because\"\x8f\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.jaxrec.v1.ScoredItem\x12\x1d\n\x15unknown_history_items\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmodel_step\x18\x04 \x01(\x03\x12\x12\n\ncold_start\x18\x05 \x01(\x08\"W\n\x0cScoreRequest\x12\x0f\n\x07history\x18\x01 \x03(\t\x12\x12\n\ncandidates\x18\x02 \x03(\t\x12\x15\n\rhistory_times\x18\x03 \x03(\x03\x12\x0b\n\x03now\x18\x04 \x01(\x03\"\x7f\n\rScoreResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.jaxrec.v1.ScoredItem\x12\x1d\n\x15unknown_history_items\x18\x02 \x01(\x05\x12\x1a\n\x12unknown_candidates\x18\x03 \x03(\t\x12\r\n\x05stage\x18\x04 \x01(\t\"\x15\n\x13GetModelInfoRequest\"\xc2\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x14\n\x0c\x63\x61talog_size\x18\x03 \x01(\x05\x12\x1a\n\x12max_history_length\x18\x04 \x01(\x05\x12\x15\n\rbatch_buckets\x18\x05 \x03(\x05\x12\x16\n\x0elength_buckets\x18\x06 \x03(\x05\x12\x11\n\tk_buckets\x18\x07 \x03(\x05\x12\x12\n\ncheckpoint\x18\x08 \x01(\t\x12\x11\n\tuses_time\x18\t \x01(\x08\x32\xd7\x01\n\x0bRecommender\x12\x46\n\tRecommend\x12\x1b.jaxrec.v1.RecommendRequest\x1a\x1c.jaxrec.v1.RecommendResponse\x12:\n\x05Score\x12\x17.jaxrec.v1.ScoreRequest\x1a\x18.jaxrec.v1.ScoreResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.jaxrec.v1.GetModelInfoRequest\x1a\x14.jaxrec.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bjaxrec/v1/recommender.proto\x12\tjaxrec.v1\"\xa5\x01\n\x10RecommendRequest\x12\x0f\n\x07history\x18\x01 \x03(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x14\n\x0c\x65xclude_seen\x18\x03 \x01(\x08\x12\r\n\x05\x61llow\x18\x04 \x03(\t\x12\x0c\n\x04\x64\x65ny\x18\x05 \x03(\t\x12\x0f\n\x07\x65xplain\x18\x06 \x01(\x08\x12\r\n\x05model\x18\x07 \x01(\t\x12\x15\n\rhistory_times\x18\x08 \x03(\x03\x12\x0b\n\x03now\x18\t \x01(\x03\"*\n\x07\x42\x65\x63\x61use\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"`\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12#\n\x07\x62\x65\x63\x61use\x18\x04 \x03(\x0b\x32\x12.jaxrec.v1.Because\"\x8f\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.jaxrec.v1.ScoredItem\x12\x1d\n\x15unknown_history_items\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmodel_step\x18\x04 \x01(\x03\x12\x12\n\ncold_start\x18\x05 \x01(\x08\"F\n\x15RecommendBatchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.jaxrec.v1.RecommendRequest\"^\n\x0fRecommendResult\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12.\n\x08response\x18\x03 \x01(\x0b\x32\x1c.jaxrec.v1.RecommendResponse\"E\n\x16RecommendBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.jaxrec.v1.RecommendResult\"W\n\x0cScoreRequest\x12\x0f\n\x07history\x18\x01 \x03(\t\x12\x12\n\ncandidates\x18\x02 \x03(\t\x12\x15\n\rhistory_times\x18\x03 \x03(\x03\x12\x0b\n\x03now\x18\x04 \x01(\x03\"\x7f\n\rScoreResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.jaxrec.v1.ScoredItem\x12\x1d\n\x15unknown_history_items\x18\x02 \x01(\x05\x12\x1a\n\x12unknown_candidates\x18\x03 \x03(\t\x12\r\n\x05stage\x18\x04 \x01(\t\"\x15\n\x13GetModelInfoRequest\"\xc2\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x14\n\x0c\x63\x61talog_size\x18\x03 \x01(\x05\x12\x1a\n\x12max_history_length\x18\x04 \x01(\x05\x12\x15\n\rbatch_buckets\x18\x05 \x03(\x05\x12\x16\n\x0elength_buckets\x18\x06 \x03(\x05\x12\x11\n\tk_buckets\x18\x07 \x03(\x05\x12\x12\n\ncheckpoint\x18\x08 \x01(\t\x12\x11\n\tuses_time\x18\t \x01(\x08\x32\xfe\x02\n\x0bRecommender\x12\x46\n\tRecommend\x12\x1b.jaxrec.v1.RecommendRequest\x1a\x1c.jaxrec.v1.RecommendResponse\x12:\n\x05Score\x12\x17.jaxrec.v1.ScoreRequest\x1a\x18.jaxrec.v1.ScoreResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.jaxrec.v1.GetModelInfoRequest\x1a\x14.jaxrec.v1.ModelInfo\x12U\n\x0eRecommendBatch\x12 .jaxrec.v1.RecommendBatchRequest\x1a!.jaxrec.v1.RecommendBatchResponse\x12N\n\x0fRecommendStream\x12\x1b.jaxrec.v1.RecommendRequest\x1a\x1a.jaxrec.v1.RecommendResult(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,14 +39,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCOREDITEM']._serialized_end=350
   _globals['_RECOMMENDRESPONSE']._serialized_start=353
   _globals['_RECOMMENDRESPONSE']._serialized_end=496
-  _globals['_SCOREREQUEST']._serialized_start=498
-  _globals['_SCOREREQUEST']._serialized_end=585
-  _globals['_SCORERESPONSE']._serialized_start=587
-  _globals['_SCORERESPONSE']._serialized_end=714
-  _globals['_GETMODELINFOREQUEST']._serialized_start=716
-  _globals['_GETMODELINFOREQUEST']._serialized_end=737
-  _globals['_MODELINFO']._serialized_start=740
-  _globals['_MODELINFO']._serialized_end=934
-  _globals['_RECOMMENDER']._serialized_start=937
-  _globals['_RECOMMENDER']._serialized_end=1152
+  _globals['_RECOMMENDBATCHREQUEST']._serialized_start=498
+  _globals['_RECOMMENDBATCHREQUEST']._serialized_end=568
+  _globals['_RECOMMENDRESULT']._serialized_start=570
+  _globals['_RECOMMENDRESULT']._serialized_end=664
+  _globals['_RECOMMENDBATCHRESPONSE']._serialized_start=666
+  _globals['_RECOMMENDBATCHRESPONSE']._serialized_end=735
+  _globals['_SCOREREQUEST']._serialized_start=737
+  _globals['_SCOREREQUEST']._serialized_end=824
+  _globals['_SCORERESPONSE']._serialized_start=826
+  _globals['_SCORERESPONSE']._serialized_end=953
+  _globals['_GETMODELINFOREQUEST']._serialized_start=955
+  _globals['_GETMODELINFOREQUEST']._serialized_end=976
+  _globals['_MODELINFO']._serialized_start=979
+  _globals['_MODELINFO']._serialized_end=1173
+  _globals['_RECOMMENDER']._serialized_start=1176
+  _globals['_RECOMMENDER']._serialized_end=1558
 # @@protoc_insertion_point(module_scope)

@@ -62,6 +62,28 @@ class RecommendResponse(_message.Message):
     cold_start: bool
     def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., unknown_history_items: _Optional[int] = ..., model: _Optional[str] = ..., model_step: _Optional[int] = ..., cold_start: _Optional[bool] = ...) -> None: ...
 
+class RecommendBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[RecommendRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[RecommendRequest, _Mapping]]] = ...) -> None: ...
+
+class RecommendResult(_message.Message):
+    __slots__ = ("code", "error", "response")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    error: str
+    response: RecommendResponse
+    def __init__(self, code: _Optional[int] = ..., error: _Optional[str] = ..., response: _Optional[_Union[RecommendResponse, _Mapping]] = ...) -> None: ...
+
+class RecommendBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RecommendResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[RecommendResult, _Mapping]]] = ...) -> None: ...
+
 class ScoreRequest(_message.Message):
     __slots__ = ("history", "candidates", "history_times", "now")
     HISTORY_FIELD_NUMBER: _ClassVar[int]

@@ -49,6 +49,16 @@ class RecommenderStub:
                 request_serializer=jaxrec_dot_v1_dot_recommender__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=jaxrec_dot_v1_dot_recommender__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.RecommendBatch = channel.unary_unary(
+                '/jaxrec.v1.Recommender/RecommendBatch',
+                request_serializer=jaxrec_dot_v1_dot_recommender__pb2.RecommendBatchRequest.SerializeToString,
+                response_deserializer=jaxrec_dot_v1_dot_recommender__pb2.RecommendBatchResponse.FromString,
+                _registered_method=True)
+        self.RecommendStream = channel.stream_stream(
+                '/jaxrec.v1.Recommender/RecommendStream',
+                request_serializer=jaxrec_dot_v1_dot_recommender__pb2.RecommendRequest.SerializeToString,
+                response_deserializer=jaxrec_dot_v1_dot_recommender__pb2.RecommendResult.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -75,6 +85,22 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecommendBatch(self, request, context):
+        """Many users' Recommend requests in one call: answered in order, one result per request;
+        a bad or refused entry carries its own status and fails alone. The entries join the same
+        dynamic batches as unary calls, so one call of 64 users costs one RPC, not 64.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecommendStream(self, request_iterator, context):
+        """A channel kept open: each request on the stream gets one result, in request order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +118,16 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=jaxrec_dot_v1_dot_recommender__pb2.GetModelInfoRequest.FromString,
                     response_serializer=jaxrec_dot_v1_dot_recommender__pb2.ModelInfo.SerializeToString,
+            ),
+            'RecommendBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecommendBatch,
+                    request_deserializer=jaxrec_dot_v1_dot_recommender__pb2.RecommendBatchRequest.FromString,
+                    response_serializer=jaxrec_dot_v1_dot_recommender__pb2.RecommendBatchResponse.SerializeToString,
+            ),
+            'RecommendStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.RecommendStream,
+                    request_deserializer=jaxrec_dot_v1_dot_recommender__pb2.RecommendRequest.FromString,
+                    response_serializer=jaxrec_dot_v1_dot_recommender__pb2.RecommendResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +211,60 @@ class Recommender:
             '/jaxrec.v1.Recommender/GetModelInfo',
             jaxrec_dot_v1_dot_recommender__pb2.GetModelInfoRequest.SerializeToString,
             jaxrec_dot_v1_dot_recommender__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecommendBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jaxrec.v1.Recommender/RecommendBatch',
+            jaxrec_dot_v1_dot_recommender__pb2.RecommendBatchRequest.SerializeToString,
+            jaxrec_dot_v1_dot_recommender__pb2.RecommendBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecommendStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/jaxrec.v1.Recommender/RecommendStream',
+            jaxrec_dot_v1_dot_recommender__pb2.RecommendRequest.SerializeToString,
+            jaxrec_dot_v1_dot_recommender__pb2.RecommendResult.FromString,
             options,
             channel_credentials,
             insecure,
