@@ -3,7 +3,8 @@
     python benchmarks/grpc_floor.py --port 50777 [--event-loop uvloop]
 
 No model, no batching, no id lookups, no metrics: only what any Python gRPC server pays per
-call (grpc.aio's call handling, parsing the request, serializing a 10-item response). The load
+call (grpc.aio's call handling, parsing the request, serializing a 10-item response; for
+RecommendBatch, one such response per entry). The load
 test runs it beside the real server (``--batch-sizes 64,1,floor``) so a table shows how
 close the real server comes to the most this Python gRPC stack can do on the machine, and
 therefore the most batching can gain over batch-1 there.
@@ -27,6 +28,17 @@ class FloorServicer(pb_grpc.RecommenderServicer):
 
     async def Recommend(self, request, context):
         return self.response
+
+    async def RecommendBatch(self, request, context):
+        out = pb.RecommendBatchResponse()
+        for _ in request.requests:
+            out.results.add().response.CopyFrom(self.response)
+        return out
+
+    async def RecommendStream(self, request_iterator, context):
+        answer = pb.RecommendResult(response=self.response)
+        async for _ in request_iterator:
+            yield answer
 
 
 async def serve(port: int, k: int) -> None:

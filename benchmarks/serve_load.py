@@ -56,10 +56,11 @@ def load_requests(data_spec: str, max_len: int, limit: int, k: int) -> list:
 
 def start_server(checkpoint: str, batch: int | str, delay_ms: float, port: int, k_buckets: str,
                  max_history: int | None = None, event_loop: str = "asyncio", k: int = 10,
-                 cpus: str | None = None, extra: list | None = None) -> subprocess.Popen:
+                 cpus: str | None = None, extra: list | None = None, workers: int = 1) -> subprocess.Popen:
     """``batch``: the server's --max-batch-size, or "floor" for ``grpc_floor.py``; ``cpus``: pin
-    the server to these cores (``taskset``); ``extra``: more ``jaxrec serve`` options. The
-    returned process's ``log`` holds the lines it printed before serving."""
+    the server to these cores (``taskset``; ``workers`` share them out); ``extra``: more
+    ``jaxrec serve`` options. The returned process's ``log`` holds the lines it printed before
+    serving."""
     if batch == "floor":
         cmd = [sys.executable, str(Path(__file__).with_name("grpc_floor.py")), "--port", str(port), "-k", str(k),
                "--event-loop", event_loop]
@@ -68,6 +69,7 @@ def start_server(checkpoint: str, batch: int | str, delay_ms: float, port: int, 
                "--max-batch-size", str(batch), "--max-delay-ms", str(delay_ms), "--max-queue", "100000",
                "--k-buckets", k_buckets, "--event-loop", event_loop]
         cmd += ["--max-history", str(max_history)] if max_history else []
+        cmd += ["--workers", str(workers)] if workers > 1 else []
         cmd += list(extra or [])
     if cpus:
         cmd = ["taskset", "-c", cpus] + cmd
@@ -81,12 +83,30 @@ def start_server(checkpoint: str, batch: int | str, delay_ms: float, port: int, 
     raise SystemExit(f"server did not start: {proc.wait()}")
 
 
+def _stat(pid) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+
+
 def process_cpu_s(pid: int | None) -> float:
-    """CPU seconds (user + system, all threads) a process has used: this one when ``pid`` is None."""
+    """CPU seconds (user + system, all threads) a process and its live children (``--workers``)
+    have used: this process when ``pid`` is None."""
     if pid is None:
         return time.process_time()
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    pids, total = [pid], 0.0
+    for d in Path("/proc").iterdir():  # the children: processes whose parent is pid
+        if d.name.isdigit():
+            try:
+                if int(_stat(d.name)[1]) == pid:
+                    pids.append(int(d.name))
+            except (OSError, IndexError):
+                continue
+    for p in pids:
+        try:
+            f = _stat(p)
+            total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        except OSError:  # exited meanwhile
+            pass
+    return total
 
 
 class CpuMeter:
@@ -140,33 +160,91 @@ def summarize(lat: list[float], errors: dict, seconds: float) -> dict:
             "p99_ms": float(np.percentile(a, 99)), "p999_ms": float(np.percentile(a, 99.9))}
 
 
-async def _send(stub, req, start, lat, errors) -> None:
-    """One Recommend call; latency counted from ``start`` (the send or the scheduled time)."""
+def batch_requests(reqs: list, entries: int) -> list:
+    """``RecommendBatchRequest``s of ``entries`` consecutive histories each (built once)."""
+    from jaxrec.v1 import recommender_pb2 as pb
+    return [pb.RecommendBatchRequest(requests=reqs[i: i + entries]) for i in range(0, len(reqs) - entries + 1, entries)]
+
+
+class Tally:
+    """What one measurement collects: latencies per call, recommendations answered, errors."""
+
+    def __init__(self):
+        self.lat, self.recs, self.errors = [], 0, collections.Counter()
+
+
+async def _send(stub, req, start, t: Tally) -> None:
+    """One call (``Recommend``, or ``RecommendBatch`` for a batch request); latency counted from
+    ``start`` (the send or the scheduled time); a batch entry's error counts by its code."""
+    from jaxrec.v1 import recommender_pb2 as pb
     try:
-        await stub.Recommend(req, timeout=30)
-        lat.append(time.perf_counter() - start)
+        if isinstance(req, pb.RecommendBatchRequest):
+            r = await stub.RecommendBatch(req, timeout=30)
+            bad = [res.code for res in r.results if res.code]
+            for c in bad:
+                t.errors[_code_name(c)] += 1
+            t.recs += len(r.results) - len(bad)
+        else:
+            await stub.Recommend(req, timeout=30)
+            t.recs += 1
+        t.lat.append(time.perf_counter() - start)
     except grpc.RpcError as e:
-        errors[e.code().name] += 1
+        t.errors[e.code().name] += 1
 
 
-async def closed_loop(stub, reqs, concurrency, seconds) -> dict:
-    lat, errors = [], collections.Counter()
+def _code_name(code: int) -> str:
+    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
+
+
+def summarize(lat: list[float], errors: dict, seconds: float, recs: int | None = None) -> dict:
+    """Throughput in recommendations/s (``recs``; default one per call) and per-call latency."""
+    a = np.array(lat) * 1000 if lat else np.array([np.nan])
+    recs = len(lat) if recs is None else recs
+    return {"throughput": recs / seconds, "calls_per_s": len(lat) / seconds, "ok": recs, "errors": dict(errors),
+            "p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
+            "p99_ms": float(np.percentile(a, 99)), "p999_ms": float(np.percentile(a, 99.9))}
+
+
+def _stubs(stub) -> list:
+    return stub if isinstance(stub, list) else [stub]
+
+
+async def closed_loop(stub, reqs, concurrency, seconds, stream: bool = False) -> dict:
+    """``concurrency`` callers, each sending its next call when the last is answered; ``stub``: one
+    stub or a list (callers take them round-robin: one connection each); ``reqs``: unary or batch
+    requests; ``stream``: each caller keeps a ``RecommendStream`` open and sends its unary
+    requests on it, one at a time."""
+    t, stubs = Tally(), _stubs(stub)
     end = time.perf_counter() + seconds
     counter = iter(range(10**12))
 
-    async def worker():
+    async def worker(j):
+        s = stubs[j % len(stubs)]
         while time.perf_counter() < end:
-            await _send(stub, reqs[next(counter) % len(reqs)], time.perf_counter(), lat, errors)
+            await _send(s, reqs[next(counter) % len(reqs)], time.perf_counter(), t)
+
+    async def stream_worker(j):
+        call = stubs[j % len(stubs)].RecommendStream(timeout=seconds + 60)
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            await call.write(reqs[next(counter) % len(reqs)])
+            res = await call.read()
+            if res.code:
+                t.errors[_code_name(res.code)] += 1
+            else:
+                t.recs += 1
+                t.lat.append(time.perf_counter() - start)
+        await call.done_writing()
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return summarize(lat, errors, time.perf_counter() - t0)
+    await asyncio.gather(*((stream_worker if stream else worker)(j) for j in range(concurrency)))
+    return summarize(t.lat, t.errors, time.perf_counter() - t0, t.recs)
 
 
 async def open_loop(stub, reqs, rate, seconds, seed=0) -> dict:
+    """Poisson arrivals of calls at ``rate`` per second (latency from the scheduled send time)."""
     rng = np.random.default_rng(seed)
-    lat, errors, tasks = [], collections.Counter(), []
-
+    t, stubs, tasks = Tally(), _stubs(stub), []
     t0 = time.perf_counter()
     at, i = t0, 0
     while at < t0 + seconds:
@@ -174,28 +252,52 @@ async def open_loop(stub, reqs, rate, seconds, seed=0) -> dict:
         delay = at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(_send(stub, reqs[i % len(reqs)], at, lat, errors)))
+        tasks.append(asyncio.create_task(_send(stubs[i % len(stubs)], reqs[i % len(reqs)], at, t)))
         i += 1
     await asyncio.gather(*tasks)
-    return summarize(lat, errors, seconds) | {"offered_rate": rate}
+    return summarize(t.lat, t.errors, seconds, t.recs) | {"offered_rate": rate}
 
 
-async def measure(target, reqs, concurrencies, seconds, server_pid: int | None = None) -> list[dict]:
+RPCS = ("unary", "stream")  # and "batchN": RecommendBatch calls of N histories
+
+
+def parse_rpc(rpc: str) -> tuple[str, int]:
+    """"unary" / "stream" / "batch64" -> (kind, entries per call)."""
+    if rpc in RPCS:
+        return rpc, 1
+    if rpc.startswith("batch") and rpc[5:].isdigit() and int(rpc[5:]) > 0:
+        return "batch", int(rpc[5:])
+    raise SystemExit(f"--rpc {rpc!r}: use unary, stream or batchN (e.g. batch64)")
+
+
+async def measure(target, reqs, concurrencies, seconds, server_pid: int | None = None, rpc: str = "unary",
+                  channels: int = 1) -> list[dict]:
+    """Closed loops at each concurrency, then an open loop at half the best call rate, over
+    ``channels`` connections (a ``--workers`` server's kernel spreads connections, not calls)."""
     from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
+    kind, entries = parse_rpc(rpc)
+    calls = batch_requests(reqs, entries) if kind == "batch" else reqs
     rows = []
-    async with grpc.aio.insecure_channel(target) as ch:
-        stub = pb_grpc.RecommenderStub(ch)
-        await closed_loop(stub, reqs, 4, 1.0)  # warm the channel
+    chans = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+             for _ in range(channels)]
+    try:
+        stubs = [pb_grpc.RecommenderStub(ch) for ch in chans]
+        await closed_loop(stubs, calls, max(4, channels), 1.0, stream=kind == "stream")  # warm the channels
         for c in concurrencies:
             with CpuMeter(server_pid) as cpu:
-                r = await closed_loop(stub, reqs, c, seconds)
-            rows.append({"mode": "closed", "concurrency": c} | r | cpu.per_request(r["ok"]))
-        best = max(r["throughput"] for r in rows)
+                r = await closed_loop(stubs, calls, c, seconds, stream=kind == "stream")
+            rows.append({"mode": "closed", "rpc": rpc, "concurrency": c} | r | cpu.per_request(r["ok"]))
+        best = max(r["calls_per_s"] for r in rows)
         if best <= 0:
             errs = {k: v for r in rows for k, v in r.get("errors", {}).items()}
             raise SystemExit(f"no request answered in the closed-loop runs (errors: {errs}); "
                              "cannot size the open-loop run")
-        rows.append({"mode": "open", "concurrency": None} | await open_loop(stub, reqs, best / 2, seconds))
+        if kind != "stream":  # a stream is a closed loop by nature
+            rows.append({"mode": "open", "rpc": rpc, "concurrency": None}
+                        | await open_loop(stubs, calls, best / 2, seconds))
+    finally:
+        for ch in chans:
+            await ch.close()
     return rows
 
 
@@ -228,13 +330,15 @@ def plot(results: dict, path: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, rows in results.items():
-        closed = [r for r in rows if r["mode"] == "closed"]
-        if not closed:  # the engine-alone rows are not a server
-            continue
-        ax.plot([r["throughput"] for r in closed], [r["p99_ms"] for r in closed], "o-", label=f"{name} p99")
-        ax.plot([r["throughput"] for r in closed], [r["p50_ms"] for r in closed], "x--", label=f"{name} p50")
+        for rpc in dict.fromkeys(r.get("rpc", "unary") for r in rows):
+            closed = [r for r in rows if r["mode"] == "closed" and r.get("rpc", "unary") == rpc]
+            if not closed:  # the engine-alone rows are not a server
+                continue
+            label = name if rpc == "unary" else f"{name} {rpc}"
+            ax.plot([r["throughput"] for r in closed], [r["p99_ms"] for r in closed], "o-", label=f"{label} p99")
+            ax.plot([r["throughput"] for r in closed], [r["p50_ms"] for r in closed], "x--", label=f"{label} p50")
     ax.set_xlabel("recommendations / s")
-    ax.set_ylabel("latency (ms)")
+    ax.set_ylabel("latency per call (ms)")
     ax.set_yscale("log")
     return save_figure(fig, ax, path)
 
@@ -263,11 +367,26 @@ def main(argv=None) -> int:
     ap.add_argument("--engine", action="store_true",
                     help="also time the server's model path alone (Engine.run, no gRPC) at batch 1 and "
                          "the largest batch size, in this process, after the servers")
+    ap.add_argument("--rpc", default="unary",
+                    help="client calls to compare, comma-separated: unary (Recommend), batchN (RecommendBatch of "
+                         "N histories, e.g. batch64; throughput counts recommendations), stream (RecommendStream, "
+                         "one request at a time per caller)")
+    ap.add_argument("--workers", default="1", help="server --workers settings to compare, e.g. 1,2")
+    ap.add_argument("--channels", type=int, default=4,
+                    help="client connections (a --workers server spreads connections, not calls)")
+    ap.add_argument("--server-cpus", default=None, help="pin the servers to these cores (taskset -c), e.g. 0")
+    ap.add_argument("--client-cpus", default=None, help="pin this load client to these cores, e.g. 1")
     ap.add_argument("--port", type=int, default=50777)
     ap.add_argument("--out", default=str(Path(__file__).resolve().with_name("serve_load.json")))
     args = ap.parse_args(argv)
     if not (args.checkpoint or args.target):
         ap.error("give --checkpoint or --target")
+    rpcs = [r.strip() for r in args.rpc.split(",") if r.strip()]
+    for r in rpcs:
+        parse_rpc(r)
+    workers = [int(w) for w in args.workers.split(",")]
+    if args.client_cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
     max_len, data = 200, args.data
     if args.checkpoint:
         from jaxrec.train.rundir import RunDir
@@ -282,46 +401,78 @@ def main(argv=None) -> int:
                 if args.checkpoint else [None])
     names = {None: "target", 1: "batching off", "floor": "grpc floor"}
     for b in settings:
-        name = names.get(b, f"batch<={b}")
-        proc = (start_server(args.checkpoint, b, args.max_delay_ms, args.port, args.k_buckets, args.max_history,
-                             args.event_loop, args.k) if b is not None else None)
-        try:
-            results[name] = run_on_loop(measure(args.target or f"127.0.0.1:{args.port}", reqs, conc,
-                                                args.seconds, proc.pid if proc else None), args.event_loop)
-        finally:
-            if proc:
-                proc.terminate()
-                proc.wait(30)
+        for w in ([1] if b in (None, "floor") else workers):
+            name = names.get(b, f"batch<={b}") + (f" x{w} workers" if w > 1 else "")
+            proc = (start_server(args.checkpoint, b, args.max_delay_ms, args.port, args.k_buckets, args.max_history,
+                                 args.event_loop, args.k, cpus=args.server_cpus, workers=w) if b is not None else None)
+            try:
+                results[name] = []
+                for rpc in rpcs:
+                    results[name] += run_on_loop(measure(args.target or f"127.0.0.1:{args.port}", reqs, conc,
+                                                         args.seconds, proc.pid if proc else None, rpc,
+                                                         args.channels), args.event_loop)
+            finally:
+                if proc:
+                    proc.terminate()
+                    proc.wait(60)
     print(f"top-{args.k}, {len(reqs)} test histories from {data}, {args.seconds:g}s per point, "
           f"{os.cpu_count()} CPUs, server and client on one machine"
+          + (f" (server cores {args.server_cpus}, client cores {args.client_cpus})" if args.server_cpus else "")
           + (f", server --max-history {args.max_history}" if args.max_history else "")
-          + f", {args.event_loop} event loop")
-    print(f"{'server':<13} {'mode':<7} {'conc':>5} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+          + f", {args.event_loop} event loop, {args.channels} connection(s); req/s = recommendations/s")
+    print(f"{'server':<22} {'rpc':<8} {'mode':<7} {'conc':>5} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
           f"{'p99.9':>7} {'cpu ms/req srv+cli':>18}  errors")
     for name, rows in results.items():
         for r in rows:
             c = r["concurrency"] if r["concurrency"] is not None else f"{r['offered_rate']:.0f}/s"
             cpu = ("" if r.get("client_cpu_ms") is None else
-                   f"{r['server_cpu_ms'] or float('nan'):.2f}+{r['client_cpu_ms']:.2f}")
-            print(f"{name:<13} {r['mode']:<7} {c!s:>5} {r['throughput']:>8.0f} {r['p50_ms']:>7.1f} "
+                   f"{r['server_cpu_ms'] or float('nan'):.3f}+{r['client_cpu_ms']:.3f}")
+            print(f"{name:<22} {r['rpc']:<8} {r['mode']:<7} {c!s:>5} {r['throughput']:>8.0f} {r['p50_ms']:>7.1f} "
                   f"{r['p90_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['p999_ms']:>7.1f} {cpu:>18}  {r['errors'] or '-'}")
     if args.engine and args.checkpoint:
         sizes = sorted({1, max((b for b in settings if isinstance(b, int)), default=1)})
+        before = os.sched_getaffinity(0)
+        if args.server_cpus:  # the model path on the cores the servers had
+            os.sched_setaffinity(0, {int(c) for c in args.server_cpus.split(",")})
         results["engine alone"] = engine_only(args.checkpoint, reqs, sizes, args.max_history, args.seconds)
+        os.sched_setaffinity(0, before)
         for r in results["engine alone"]:
             print(f"engine alone (no gRPC) batch {r['batch']:>3}: {r['throughput']:>8.0f} req/s, "
-                  f"{r['engine_cpu_ms']:.2f} cpu ms/req")
-    best = {name: max(r["throughput"] for r in rows) for name, rows in results.items() if name != "engine alone"}
-    if "batching off" in best:
-        for name in best:
-            if name != "batching off":
-                print(f"max throughput {name} / batching off: {best[name] / best['batching off']:.1f}x")
+                  f"{r['engine_cpu_ms']:.3f} cpu ms/req")
+    for line in ratios(results):
+        print(line)
     Path(args.out).write_text(json.dumps({"k": args.k, "data": data, "seconds": args.seconds,
-                                          "max_history": args.max_history,
+                                          "max_history": args.max_history, "server_cpus": args.server_cpus,
+                                          "client_cpus": args.client_cpus, "channels": args.channels,
                                           "event_loop": args.event_loop, "results": results}, indent=2))
     png = Path(args.out).with_suffix(".png")
     print(f"wrote {args.out}" + (f" and {png}" if plot(results, png) else " (no matplotlib: no plot)"))
     return 0
+
+
+def ratios(results: dict) -> list[str]:
+    """The comparisons the serving issue asks for, from one run's rows: each server and call kind
+    against batching off, RecommendBatch against the engine alone at the same batch size, the
+    batched unary server against the floor, and N workers against one."""
+    best = {}  # (server, rpc) -> best closed-loop recommendations/s
+    for name, rows in results.items():
+        for r in rows:
+            if r.get("mode") == "closed":
+                best[name, r["rpc"]] = max(best.get((name, r["rpc"]), 0.0), r["throughput"])
+    engine = {r["batch"]: r["throughput"] for r in results.get("engine alone", [])}
+    out = []
+    for (name, rpc), v in best.items():
+        if ("batching off", "unary") in best and (name, rpc) != ("batching off", "unary"):
+            out.append(f"max throughput {name} {rpc} / batching off unary: {v / best['batching off', 'unary']:.1f}x")
+        kind, n = parse_rpc(rpc)
+        if kind == "batch" and n in engine:
+            out.append(f"{name} {rpc} / engine alone batch {n}: {v / engine[n]:.0%}")
+        if rpc == "unary" and name.startswith("batch<=") and ("grpc floor", "unary") in best:
+            out.append(f"{name} unary / grpc floor unary: {v / best['grpc floor', 'unary']:.0%}")
+        if " x" in name and (name.split(" x")[0], rpc) in best:
+            w = name.split(" x")[1].split()[0]
+            out.append(f"{name} / 1 worker, {rpc}: {v / best[name.split(' x')[0], rpc]:.2f}x ({w} workers)")
+    return out
 
 
 if __name__ == "__main__":

@@ -40,6 +40,75 @@ from flax import nnx
 from jaxrec.errors import UserError
 
 MASKED = -jnp.inf  # the score of an item that may not be recommended
+TABLE_DTYPES = ("float32", "bfloat16", "int8")
+
+
+@jax.tree_util.register_pytree_node_class
+class CompactTable:
+    """An item table kept in fewer bytes for serving: bfloat16 (half), or int8 with one float32
+    scale per row (a quarter, plus 4 bytes a row; symmetric: row / (max |row| / 127), rounded).
+
+    Every read dequantizes only what it reads: the rows a history looks up, one catalog chunk
+    at a time when scoring, the candidates' rows for Score. ``n``: the rows scoring reads (the
+    N+1 output rows; an input table may hold extra tokens after them, e.g. BERT4Rec's mask).
+    """
+
+    def __init__(self, values, scales=None, n: int | None = None):
+        self.values, self.scales = values, scales  # (R, D) bfloat16|int8, (R, 1) float32 or None
+        self.n = int(values.shape[0] if n is None else n)
+
+    def tree_flatten(self):
+        return (self.values, self.scales), self.n
+
+    @classmethod
+    def tree_unflatten(cls, n, children):
+        return cls(*children, n)
+
+    @classmethod
+    def build(cls, table, dtype: str, n: int | None = None) -> "CompactTable":
+        """From a float (R, D) table on the host."""
+        t = np.asarray(table, np.float32)
+        if dtype == "bfloat16":
+            return cls(jnp.asarray(t, jnp.bfloat16), None, n)
+        if dtype == "int8":
+            scale = np.abs(t).max(axis=1, keepdims=True) / 127.0  # (R, 1)
+            scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+            q = np.clip(np.rint(t / scale), -127, 127).astype(np.int8)
+            return cls(jnp.asarray(q), jnp.asarray(scale), n)
+        raise UserError(f"table dtype {dtype!r}: use one of {', '.join(TABLE_DTYPES)}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.n, self.values.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.values.nbytes + (0 if self.scales is None else self.scales.nbytes))
+
+    def take(self, idx, dtype=jnp.float32) -> jax.Array:
+        """(..., D) rows ``idx``, dequantized."""
+        rows = self.values[idx].astype(dtype)
+        return rows if self.scales is None else rows * self.scales[idx].astype(dtype)
+
+    def read(self, start, size: int, dtype=jnp.float32) -> jax.Array:
+        """(size, D) rows start .. start+size-1, dequantized."""
+        rows = jax.lax.dynamic_slice_in_dim(self.values, start, size).astype(dtype)
+        if self.scales is None:
+            return rows
+        return rows * jax.lax.dynamic_slice_in_dim(self.scales, start, size).astype(dtype)
+
+    def dense(self, dtype=jnp.float32) -> jax.Array:
+        """(n, D) the scoring rows, dequantized (the one-chunk path)."""
+        return self.read(0, self.n, dtype)
+
+
+def _as_dtype(table, dtype):
+    """A float table cast to the compute dtype; a compact table stays compact (read per chunk)."""
+    return table if isinstance(table, CompactTable) else table.astype(dtype)
+
+
+def _dense(table, dtype):
+    return table.dense(dtype) if isinstance(table, CompactTable) else table
 
 
 # ---------------------------------------------------------------- models and masks
@@ -162,11 +231,13 @@ def _chunk_starts(n_cols: int, chunk: int) -> jax.Array:
     return jnp.arange(-(-n_cols // chunk), dtype=jnp.int32) * chunk
 
 
-def _read_chunk(table: jax.Array, c0, chunk: int):
+def _read_chunk(table, c0, chunk: int, dtype=None):
     """Rows c0 .. c0+chunk-1 of ``table`` without copying (or padding) the whole table: the
     last chunk is read from ``n_cols - chunk`` instead, and its columns before ``c0`` (read
     by the chunk before) are masked by the caller. Returns (rows (chunk, D), start)."""
     start = jnp.minimum(c0, table.shape[0] - chunk)
+    if isinstance(table, CompactTable):
+        return table.read(start, chunk, dtype or jnp.float32), start
     return jax.lax.dynamic_slice_in_dim(table, start, chunk), start
 
 
@@ -180,10 +251,10 @@ def catalog_top_k(user: jax.Array, table: jax.Array, k: int, *, exclude=None, al
     Returns (values (B, k) float32, ``MASKED`` past the allowed items; items (B, k), 0 there).
     """
     n_cols = table.shape[0]
-    table = table.astype(user.dtype)
+    table = _as_dtype(table, user.dtype)
     chunk = n_cols if chunk is None else min(int(chunk), n_cols)
     if chunk >= n_cols:  # one chunk: the full matrix
-        scores = (user @ table.T).astype(jnp.float32)  # (B, N+1)
+        scores = (user @ _dense(table, user.dtype).T).astype(jnp.float32)  # (B, N+1)
         ok = _chunk_allowed(0, n_cols, n_cols, exclude, allow, restricted)
         vals, idx = _select(jnp.where(ok, scores, MASKED), k, recall)
         return vals, jnp.where(jnp.isfinite(vals), idx, 0)
@@ -192,7 +263,7 @@ def catalog_top_k(user: jax.Array, table: jax.Array, k: int, *, exclude=None, al
 
     def step(carry, c0):
         best, best_idx = carry  # (B, k): the top-k of the chunks before this one
-        t, start = _read_chunk(table, c0, chunk)  # (chunk, D)
+        t, start = _read_chunk(table, c0, chunk, user.dtype)  # (chunk, D)
         s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
         s = jnp.where(_chunk_allowed(start, chunk, n_cols, exclude, allow, restricted, lo=c0), s, MASKED)
         v, j = _select(s, kc, recall)  # (B, kc)
@@ -217,16 +288,16 @@ def catalog_ranks(user: jax.Array, table: jax.Array, targets: jax.Array, exclude
     matrix's exactly.
     """
     n_cols = table.shape[0]
-    table = table.astype(user.dtype)
+    table = _as_dtype(table, user.dtype)
     chunk = n_cols if chunk is None else min(int(chunk), n_cols)
     b = user.shape[0]
     rows = jnp.arange(b)
     if chunk >= n_cols:
-        return ranks_from_scores((user @ table.T).astype(jnp.float32), targets, exclude, k)
+        return ranks_from_scores((user @ _dense(table, user.dtype).T).astype(jnp.float32), targets, exclude, k)
     starts = _chunk_starts(n_cols, chunk)
 
     def target_score(s_t, c0):
-        t, start = _read_chunk(table, c0, chunk)
+        t, start = _read_chunk(table, c0, chunk, user.dtype)
         s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
         here = (targets >= c0) & (targets < c0 + chunk)
         return jnp.where(here, s[rows, jnp.clip(targets - start, 0, chunk - 1)], s_t), None
@@ -236,7 +307,7 @@ def catalog_ranks(user: jax.Array, table: jax.Array, targets: jax.Array, exclude
 
     def count(carry, c0):
         n_above, best, best_idx = carry
-        t, start = _read_chunk(table, c0, chunk)
+        t, start = _read_chunk(table, c0, chunk, user.dtype)
         s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
         ok = _chunk_allowed(start, chunk, n_cols, exclude, lo=c0)
         not_target = (start + jnp.arange(chunk))[None, :] != targets[:, None]
@@ -339,11 +410,15 @@ class Scorer:
     Parameters are arguments of the jitted functions (``stage.params`` may be replaced, e.g.
     at every validation), so a new set of parameters never recompiles. ``chunk``: catalog
     columns scored at once by ``top_k`` and ``rank_targets`` (None: the whole catalog);
-    ``recall``: an approximate top-k (``lax.approx_max_k``) with this recall target.
+    ``recall``: an approximate top-k (``lax.approx_max_k``) with this recall target;
+    ``table_dtype``: keep the retrieval model's item tables as a ``CompactTable`` (bfloat16, or
+    int8 with per-row scales) and drop their float32 copies from the parameters: serving's
+    memory, for a fixed set of parameters (not for a scorer whose parameters are replaced).
     """
 
     def __init__(self, first: Stage, ranker: Stage | None = None, candidates: int = 200,
-                 blend: float = 0.0, *, chunk: int | None = DEFAULT_CHUNK, recall: float | None = None):
+                 blend: float = 0.0, *, chunk: int | None = DEFAULT_CHUNK, recall: float | None = None,
+                 table_dtype: str | None = None):
         self.first, self.ranker, self.n, self.blend = first, ranker, int(candidates), float(blend)
         self.kind = first.kind if ranker is None else "pipeline"
         if ranker is not None and (first.kind != "retrieval" or ranker.kind != "ranking"):
@@ -355,36 +430,84 @@ class Scorer:
         self.chunk, self.recall = chunk, recall
         self.max_len = first.max_len if ranker is None else max(first.max_len, ranker.max_len)
         self.uses_time = first.uses_time
+        self.table_dtype = None if table_dtype in (None, "float32") else table_dtype
+        self._first_params, self.tables = None, None  # compact: stripped parameters, (input, output) tables
+        if self.table_dtype is not None:
+            self._compact(first)
+        self._host_rows = None  # item vectors on the host (explanations), built on first use
         self._score_all = jax.jit(self._score_all_fn)
         self._score = jax.jit(self._score_fn)
         self._top_k = jax.jit(self._top_k_fn, static_argnames=("k", "explain"))
         self._ranks = jax.jit(self._ranks_fn, static_argnames="k")
         self._final = jax.jit(self._final_fn)
 
+    def _compact(self, first: Stage) -> None:
+        """Build the compact tables from the float32 parameters, then drop those from them."""
+        model = first.model()
+        if first.kind != "retrieval":
+            raise UserError(f"table_dtype={self.table_dtype}: compact item tables are for retrieval models, "
+                            f"not a {first.kind} model")
+        if getattr(model, "item_feats", None) is not None:
+            raise UserError(f"table_dtype={self.table_dtype}: this model adds item side-feature embeddings to "
+                            "its item table; compact tables serve id-embedding tables only")
+        n = model.config.num_items + 1
+        inp = CompactTable.build(model.item_emb.embedding[...], self.table_dtype, n)
+        out = inp if model.out_emb is None else CompactTable.build(model.out_emb.embedding[...][:n],
+                                                                    self.table_dtype, n)
+        self.tables = (inp, out)
+
+        def strip(path, x):  # a (0, D) placeholder: a read that bypassed the compact table fails loudly
+            key = jax.tree_util.keystr(path)
+            if ("['item_emb']" in key or "['out_emb']" in key) and "['embedding']" in key:
+                return jnp.zeros((0,) + tuple(x.shape[1:]), x.dtype)
+            return x
+        self._first_params = jax.tree_util.tree_map_with_path(strip, first.params)
+
+    def table_bytes(self) -> int:
+        """Bytes of the retrieval model's item tables as served (input and output, once if tied)."""
+        if self.tables is not None:
+            inp, out = self.tables
+            return inp.nbytes + (0 if out is inp else out.nbytes)
+        model = self.first.model()
+        tabs = [model.item_emb.embedding[...]] + ([] if getattr(model, "out_emb", None) is None
+                                                 else [model.out_emb.embedding[...]])
+        return int(sum(t.nbytes for t in tabs))
+
     # ------------------------------------------------------------ traced functions
 
+    def _p(self):
+        """The first stage's argument of the jitted functions: (parameters, compact tables or None)."""
+        if self.tables is None:
+            return self.first.params, None
+        return self._first_params, self.tables
+
     def _params(self):
-        return self.first.params, None if self.ranker is None else self.ranker.params
+        return self._p(), None if self.ranker is None else self.ranker.params
 
     def _user(self, p, history, times, explain: bool = False):
         """(B, D) user vectors, the (N+1, D) output table and, with ``explain``, (B, L) attention."""
-        model, lr = self.first.model(p), self.first.max_len
+        params, tables = p
+        model, lr = self.first.model(params), self.first.max_len
+        table = model.output_table() if tables is None else tables[1]
+        if tables is not None:
+            model.compact = tables[0]  # the model's history lookups read it (ItemModel.item_rows)
         t = None if times is None else times[:, -(lr + 1):]  # (B, <=Lr + 1)
         if not explain:
-            return model.encode(history[:, -lr:], t), model.output_table(), None
+            return model.encode(history[:, -lr:], t), table, None
         user, att = model.encode_explained(history[:, -lr:], t)  # (B, D), (B, <=Lr)
         att = jnp.pad(att, ((0, 0), (history.shape[1] - att.shape[1], 0)))  # (B, L)
-        return user, model.output_table(), att
+        return user, table, att
 
     def _score_all_fn(self, p, history, times):
         user, table, _ = self._user(p, history, times)
-        return (user @ table.T.astype(user.dtype)).astype(jnp.float32)  # (B, N+1)
+        return (user @ _dense(_as_dtype(table, user.dtype), user.dtype).T).astype(jnp.float32)  # (B, N+1)
 
     def _score_fn(self, p, kp, history, candidates, times):
         if self.kind == "ranking":
-            return self.first.model(p).score(history[:, -self.first.max_len:], candidates)
+            return self.first.model(p[0]).score(history[:, -self.first.max_len:], candidates)
         user, table, _ = self._user(p, history, times)  # only the candidates' rows are read
-        rows = table[candidates].astype(user.dtype)  # (B, C, D)
+        rows = (table.take(candidates, user.dtype) if isinstance(table, CompactTable)
+                else table[candidates].astype(user.dtype))  # (B, C, D)
         scores = jnp.einsum("bd,bcd->bc", user, rows).astype(jnp.float32)
         if self.ranker is None:
             return scores
@@ -440,7 +563,7 @@ class Scorer:
         history = jnp.asarray(history, jnp.int32)
         if self.kind == "pipeline":
             return self.final_scores(history, history)
-        return self._score_all(self.first.params, history, self._times(times))
+        return self._score_all(self._p(), history, self._times(times))
 
     def final_scores(self, history, exclude) -> jax.Array:
         """A two-stage scorer's final list as (B, N+1) scores (see ``_final_fn``); ``exclude``
@@ -479,9 +602,20 @@ class Scorer:
         return self._ranks(*self._params(), jnp.asarray(history, jnp.int32), jnp.asarray(targets, jnp.int32),
                            jnp.asarray(exclude, jnp.int32), self._times(times), k=int(k))
 
-    def item_vectors(self) -> np.ndarray:
-        """(N+1, D) the retrieval model's output item table (similar items, explanations)."""
-        return np.asarray(self.first.model().output_table())
+    def item_vectors(self, idx=None) -> np.ndarray:
+        """(N+1, D) the retrieval model's output item vectors (similar items, explanations), or
+        the rows ``idx``; kept on the host as served (a compact table stays compact there too)."""
+        if self._host_rows is None:
+            if self.tables is None:
+                self._host_rows = (np.asarray(self.first.model().output_table()), None)
+            else:
+                out = self.tables[1]
+                self._host_rows = (np.asarray(out.values[: out.n]),
+                                   None if out.scales is None else np.asarray(out.scales[: out.n]))
+        values, scales = self._host_rows
+        rows = values if idx is None else values[idx]
+        rows = rows.astype(np.float32)
+        return rows if scales is None else rows * (scales if idx is None else scales[idx])
 
     def compile_count(self) -> int:
         return self._top_k._cache_size()

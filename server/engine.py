@@ -76,7 +76,8 @@ class Engine:
     def __init__(self, rec: Recommender, *, max_batch_size: int = 64, length_buckets=None,
                  k_buckets=None, checkpoint: str = "", ranker: Recommender | None = None,
                  candidates: int = 200, blend: float | None = None, max_history: int | None = None,
-                 max_k: int = 1000, chunk: int | None = DEFAULT_CHUNK, recall: float | None = None):
+                 max_k: int = 1000, chunk: int | None = DEFAULT_CHUNK, recall: float | None = None,
+                 table_dtype: str | None = None):
         self.rec, self.catalog, self.checkpoint = rec, rec.catalog, checkpoint
         self.num_items = rec.catalog.num_items
         # plain lists: building responses on the event loop indexes them per item
@@ -85,7 +86,10 @@ class Engine:
         # two-stage: Pipeline checks kinds, catalogs and the candidate count
         self.model = Pipeline(rec, ranker, candidates, blend=blend) if ranker is not None else rec
         s = self.model.scorer  # the serving scorer: the same stages, chunked as asked
-        self.scorer = Scorer(s.first, s.ranker, s.n, s.blend, chunk=chunk, recall=recall)
+        self.scorer = Scorer(s.first, s.ranker, s.n, s.blend, chunk=chunk, recall=recall, table_dtype=table_dtype)
+        self.table_dtype = self.scorer.table_dtype or "float32"
+        if self.scorer.tables is not None:  # only the compact tables are served: drop the float32 copies
+            rec.params = rec.stage.params = rec.scorer = self.model = None
         self.max_len = self.scorer.max_len
         self.uses_time = self.scorer.uses_time  # queries carry times
         if max_history is not None:  # read fewer items than the model can: cheaper on CPU
@@ -109,7 +113,6 @@ class Engine:
         pop = (rec.run.item_counts(self.num_items) if rec.run is not None else np.zeros(self.num_items + 1))
         self.popularity = pop.astype(np.float32)
         self.popularity[0] = MASKED
-        self._items = self.scorer.item_vectors()  # (N+1, D) on the host, for explanations
 
     @staticmethod
     def _exclude_width(l: int) -> int:
@@ -199,7 +202,7 @@ class Engine:
 
     def _unit(self, idx) -> np.ndarray:
         """Unit-length item vectors of ``idx`` (normalised per call: no second (N+1, D) table)."""
-        v = self._items[idx]
+        v = self.scorer.item_vectors(idx)  # (K, D) from the host copy, as served
         return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
 
     def _explain(self, hist_row, att_row, items, top: int = 3) -> list:

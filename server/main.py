@@ -55,6 +55,7 @@ class ServeConfig:
     max_k: int = 1000  # the largest k a client may ask (the largest k bucket)
     catalog_chunk: int | None = DEFAULT_CHUNK  # catalog columns scored at once (None: all)
     approx_recall: float | None = None  # approximate top-k (lax.approx_max_k) with this recall target
+    table_dtype: str = "float32"  # the served item table: float32 | bfloat16 | int8 (per-row scales)
     metrics_port: int | None = None
     watch: bool = False
     watch_interval_s: float = 5.0
@@ -144,7 +145,7 @@ def load_engine(cfg: ServeConfig) -> Engine:
     return Engine(rec, max_batch_size=cfg.max_batch_size, length_buckets=cfg.length_buckets,
                   k_buckets=cfg.k_buckets, checkpoint=cfg.checkpoint, ranker=ranker,
                   candidates=cfg.candidates, blend=cfg.blend, max_history=cfg.max_history,
-                  max_k=cfg.max_k, chunk=cfg.catalog_chunk, recall=cfg.approx_recall)
+                  max_k=cfg.max_k, chunk=cfg.catalog_chunk, recall=cfg.approx_recall, table_dtype=cfg.table_dtype)
 
 
 class Server:

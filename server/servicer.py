@@ -303,4 +303,5 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         return pb.ModelInfo(name=e.name, step=e.step or 0, catalog_size=e.num_items,
                             max_history_length=e.max_len, batch_buckets=e.batch_buckets, uses_time=e.uses_time,
                             length_buckets=e.length_buckets, k_buckets=e.k_buckets,
-                            checkpoint=str(e.checkpoint))
+                            checkpoint=str(e.checkpoint), table_dtype=e.table_dtype,
+                            table_bytes=e.scorer.table_bytes())

@@ -148,3 +148,46 @@ def test_approximate_top_k_is_an_option():
     # exact scores of what it returned: never better than the exact top-k, row by row
     assert (np.asarray(v)[:, 0] <= np.asarray(ev)[:, 0]).all()
     assert np.asarray(i).shape == (4, 10)
+
+
+@pytest.mark.parametrize("model_name", ["sasrec/small", "bert4rec/small"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+def test_a_compact_table_scores_as_the_float_model_on_its_dequantized_table(model_name, dtype):
+    """--table-dtype: the compact scorer (float32 table dropped from its parameters, every read
+    dequantized) answers exactly as a float32 scorer whose item table is the dequantized one:
+    the only change is the rounding of the table. BERT4Rec: its mask-token row is kept too."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxrec.scoring import CompactTable, Scorer, Stage
+
+    data = load_dataset("synthetic:tiny")
+    rec = Recommender.from_model(build_model(model_name, data.num_items, 0), data.catalog,
+                                 Config(model=model_name))
+    stage = rec.stage
+    compact = Scorer(stage, chunk=32, table_dtype=dtype)
+    assert compact.table_bytes() < rec.scorer.table_bytes() / (1.9 if dtype == "bfloat16" else 3.5)
+    inp = compact.tables[0]
+    deq = np.asarray(inp.take(jnp.arange(inp.values.shape[0])))  # (R, D) every row, extra tokens included
+    emb = np.asarray(stage.model().item_emb.embedding[...])
+    tol = np.abs(emb).max(axis=1, keepdims=True) * (1 / 254 if dtype == "int8" else 2 ** -8)
+    assert (np.abs(deq - emb) <= tol + 1e-12).all()  # half a quantisation step per row
+
+    def swap(path, x):
+        return jnp.asarray(deq) if "['item_emb']['embedding']" in jax.tree_util.keystr(path) else x
+    ref = Scorer(Stage(stage.graphdef, jax.tree_util.tree_map_with_path(swap, stage.params), stage.max_len),
+                 chunk=32)
+    h = np.random.default_rng(3).integers(0, data.num_items + 1, (4, 50)).astype(np.int32)
+    got, want = compact.top_k(h, 10, exclude=h, explain=True), ref.top_k(h, 10, exclude=h, explain=True)
+    np.testing.assert_array_equal(np.asarray(got.items), np.asarray(want.items))
+    np.testing.assert_allclose(np.asarray(got.values), np.asarray(want.values), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got.attention), np.asarray(want.attention), atol=1e-6)
+    cands = np.array([[5, 6, 7]] * 4, np.int32)
+    np.testing.assert_allclose(np.asarray(compact.score(h, cands)), np.asarray(ref.score(h, cands)), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(compact.item_vectors([5, 6]), deq[[5, 6]], rtol=1e-6)
+    # the float rows are gone from the compact scorer's parameters: a read that bypassed the
+    # compact table would fail, not read stale rows
+    assert jax.tree_util.tree_leaves(compact._first_params)[0].shape[0] == 0 or any(
+        x.shape[0] == 0 for x in jax.tree_util.tree_leaves(compact._first_params))
+    assert isinstance(compact.tables[1], CompactTable) and compact.tables[1].n == data.num_items + 1

@@ -339,10 +339,15 @@ def test_load_test_smoke(server, tmp_path):
     main = _load_test()
     out = tmp_path / "load.json"
     assert main(["--target", f"127.0.0.1:{server.port}", "--data", "synthetic:tiny", "--seconds", "0.5",
-                 "--concurrency", "2", "--users", "20", "--out", str(out), "--event-loop", "uvloop"]) == 0
+                 "--concurrency", "2", "--users", "20", "--out", str(out), "--event-loop", "uvloop",
+                 "--rpc", "unary,batch8,stream"]) == 0
     rows = json.loads(out.read_text())["results"]["target"]
-    assert [r["mode"] for r in rows] == ["closed", "open"]
-    assert rows[0]["ok"] > 0 and not rows[0]["errors"]
+    assert [(r["rpc"], r["mode"]) for r in rows] == [("unary", "closed"), ("unary", "open"), ("batch8", "closed"),
+                                                     ("batch8", "open"), ("stream", "closed")]
+    for r in rows:
+        assert r["ok"] > 0 and not r["errors"]
+    batch = rows[2]  # recommendations/s counts every entry of a batch call
+    assert batch["throughput"] == pytest.approx(8 * batch["calls_per_s"])
 
 
 def test_load_test_floor_cpu_accounting_and_engine_alone(run_dir, tmp_path):
@@ -353,10 +358,12 @@ def test_load_test_floor_cpu_accounting_and_engine_alone(run_dir, tmp_path):
     main = _load_test()
     out = tmp_path / "load.json"
     assert main(["--checkpoint", str(run_dir), "--batch-sizes", "floor", "--engine", "--seconds", "0.5",
-                 "--concurrency", "2", "--users", "20", "--port", "50791", "--out", str(out)]) == 0
+                 "--concurrency", "2", "--users", "20", "--port", "50791", "--out", str(out),
+                 "--rpc", "unary,batch4"]) == 0
     res = json.loads(out.read_text())["results"]
     closed = res["grpc floor"][0]
     assert closed["mode"] == "closed" and closed["ok"] > 0 and not closed["errors"]
+    assert [r["rpc"] for r in res["grpc floor"]] == ["unary", "unary", "batch4", "batch4"]  # the floor answers batches
     assert closed["server_cpu_ms"] > 0 and closed["client_cpu_ms"] > 0
     assert [r["batch"] for r in res["engine alone"]] == [1]  # and the largest server batch size, if any
     assert all(r["throughput"] > 0 and r["engine_cpu_ms"] > 0 for r in res["engine alone"])
@@ -555,3 +562,21 @@ def test_workers_share_the_port_restart_and_all_drain_on_sigterm(run_dir):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_int8_table_serves_close_to_float32(run_dir, server, client):
+    """--table-dtype int8: a quarter of the table's bytes, and the top-10 mostly the float32 server's."""
+    srv = ThreadedServer(ServeConfig(str(run_dir), port=0, table_dtype="int8", **SERVE))
+    try:
+        with Client(f"127.0.0.1:{srv.port}", timeout=20) as c8:
+            info, info32 = c8.model_info(), client.model_info()
+            assert (info.table_dtype, info32.table_dtype) == ("int8", "float32")
+            assert info.table_bytes < info32.table_bytes / 3
+            overlap = []
+            for h in histories(10, seed=6):
+                a = [it.item_id for it in c8.recommend(h, k=10, explain=True).items]
+                b = [it.item_id for it in client.recommend(h, k=10).items]
+                overlap.append(len(set(a) & set(b)) / 10)
+            assert np.mean(overlap) >= 0.8, overlap
+    finally:
+        srv.stop()

@@ -158,6 +158,9 @@ def add_parsers(sub) -> None:
     sv.add_argument("--compile-cache", default=None, metavar="DIR",
                     help="persistent XLA compilation cache: a restart with the same model shapes and "
                          "buckets loads its compiled buckets instead of compiling (trusted directory only)")
+    sv.add_argument("--table-dtype", choices=["float32", "bfloat16", "int8"], default="float32",
+                    help="serve the item table in fewer bytes: bfloat16 (half), int8 with per-row scales "
+                         "(a quarter); quality change measured in benchmarks/RESULTS.md")
     sv.add_argument("--workers", type=int, default=1,
                     help="server processes sharing the port (SO_REUSEPORT), each with its compiled model; "
                          "on CPU each is pinned to its share of the cores (jaxrec_server/workers.py)")

@@ -84,6 +84,14 @@ class ItemModel(nnx.Module):
     """Any model with an item table: id embeddings (``item_emb``) plus optional side features."""
 
     config: ModelConfig
+    compact = None  # a serving scorer's CompactTable (jaxrec.scoring): history lookups read it
+
+    def item_rows(self, items: jax.Array) -> jax.Array:
+        """(..., D) item-table rows of ``items`` (the input lookup of every model): from the
+        float parameters, or dequantized from the compact table a serving scorer set."""
+        if self.compact is None:
+            return jnp.take(self.item_table(), items, axis=0)
+        return self.compact.take(items, self.item_emb.embedding.dtype)
 
     def item_table(self) -> jax.Array:
         """(rows, D): id embeddings, plus side-feature embeddings when configured."""

@@ -103,7 +103,7 @@ class HSTU(RetrievalModel):
             buckets = time_buckets(times, cfg.time_buckets)  # (B, L, L)
         keys = split_key(key, len(self.layers) + 1)
         real = (items > 0)[..., None]
-        x = jnp.take(self.item_table(), items, axis=0) * jnp.sqrt(float(cfg.dim))
+        x = self.item_rows(items) * jnp.sqrt(float(cfg.dim))
         x = x + self.pos_emb(positions_from_first_item(items))
         x = dropout(x, cfg.dropout, keys[0]) * real
         mask = attention_mask(items, causal=True)

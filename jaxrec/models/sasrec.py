@@ -47,7 +47,7 @@ class SASRec(RetrievalModel):
         cfg = self.config
         keys = split_key(key, len(self.blocks) + 1)
         real = (items > 0)[..., None]
-        x = jnp.take(self.item_table(), items, axis=0) * jnp.sqrt(float(cfg.dim))  # (B, L, D)
+        x = self.item_rows(items) * jnp.sqrt(float(cfg.dim))  # (B, L, D)
         x = x + self.pos_emb(positions_from_first_item(items))
         x = dropout(x, cfg.dropout, keys[0]) * real
         mask = attention_mask(items, self.causal)  # (B, 1, L, L)

@@ -113,7 +113,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "step", "catalog_size", "max_history_length", "batch_buckets", "length_buckets", "k_buckets", "checkpoint", "uses_time")
+    __slots__ = ("name", "step", "catalog_size", "max_history_length", "batch_buckets", "length_buckets", "k_buckets", "checkpoint", "uses_time", "table_dtype", "table_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     CATALOG_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,8 @@ class ModelInfo(_message.Message):
     K_BUCKETS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     USES_TIME_FIELD_NUMBER: _ClassVar[int]
+    TABLE_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    TABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     step: int
     catalog_size: int
@@ -132,4 +134,6 @@ class ModelInfo(_message.Message):
     k_buckets: _containers.RepeatedScalarFieldContainer[int]
     checkpoint: str
     uses_time: bool
-    def __init__(self, name: _Optional[str] = ..., step: _Optional[int] = ..., catalog_size: _Optional[int] = ..., max_history_length: _Optional[int] = ..., batch_buckets: _Optional[_Iterable[int]] = ..., length_buckets: _Optional[_Iterable[int]] = ..., k_buckets: _Optional[_Iterable[int]] = ..., checkpoint: _Optional[str] = ..., uses_time: _Optional[bool] = ...) -> None: ...
+    table_dtype: str
+    table_bytes: int
+    def __init__(self, name: _Optional[str] = ..., step: _Optional[int] = ..., catalog_size: _Optional[int] = ..., max_history_length: _Optional[int] = ..., batch_buckets: _Optional[_Iterable[int]] = ..., length_buckets: _Optional[_Iterable[int]] = ..., k_buckets: _Optional[_Iterable[int]] = ..., checkpoint: _Optional[str] = ..., uses_time: _Optional[bool] = ..., table_dtype: _Optional[str] = ..., table_bytes: _Optional[int] = ...) -> None: ...
