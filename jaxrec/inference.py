@@ -101,6 +101,14 @@ class Recommender(Recommends):
         self.kind = self.stage.kind  # "retrieval" or "ranking"
         self.scorer = Scorer(self.stage)
 
+    def with_table_dtype(self, dtype: str) -> "Recommender":
+        """Score from now on with the item table kept as ``dtype`` (``CompactTable``: bfloat16, or
+        int8 with per-row scales), as ``jaxrec serve --table-dtype`` does; returns self."""
+        if self.kind != "retrieval":
+            raise UserError(f"--table-dtype applies to retrieval models, not a {self.kind} model")
+        self.scorer = Scorer(self.stage, chunk=self.scorer.chunk, recall=self.scorer.recall, table_dtype=dtype)
+        return self
+
     def rank_targets(self, history, targets, exclude, k: int = 0, times=None):
         """Evaluation's full ranking of one batch, in catalog chunks (``Scorer.rank_targets``)."""
         return self.scorer.rank_targets(history, targets, exclude, k, times)

@@ -92,7 +92,7 @@ class Batcher:
             del self.seconds[b]
         return {b: sec for b, (sec, _) in self.seconds.items()}
 
-    def batch_time(self, n: int) -> float | None:
+    def batch_time(self, n: int, fresh: dict | None = None) -> float | None:
         """Expected device seconds of a batch of ``n``: its bucket's average; for a bucket not
         measured yet, the nearest measured one's (optimistic for a larger batch: a burst is
         admitted until batches of its size have been timed, and the deadline check when a
@@ -117,10 +117,11 @@ class Batcher:
         full batches queued ahead of it, and its own batch."""
         depth = self.queue.qsize() + self.forming if depth is None else depth
         full, rest = divmod(depth, self.max_batch_size)
-        parts = [self.batch_time(self.max_batch_size)] * full + [self.batch_time(rest + 1)]
+        fresh = self._fresh()
+        total = (self.batch_time(self.max_batch_size, fresh) or 0.0) * full + (self.batch_time(rest + 1, fresh) or 0.0)
         if self.running:
-            parts.append(self.batch_time(self.running))
-        return sum(p for p in parts if p is not None) + self.max_delay
+            total += self.batch_time(self.running, fresh) or 0.0
+        return total + self.max_delay
 
     FULL_BATCHES = 4  # default bound: this many full-batch times of expected wait ...
     MIN_WAIT_S = 0.05  # ... but never below 50 ms (a fast model's batches take a few ms)

@@ -31,6 +31,10 @@ def cmd_eval(args) -> int:
         split = leave_one_out(data)
         scorer = MostPopular.fit(split)
     ks = tuple(int(k) for k in args.ks.split(","))
+    if args.table_dtype != "float32":  # evaluate what a --table-dtype server would answer
+        if not hasattr(scorer, "with_table_dtype"):
+            raise UserError("--table-dtype applies to a retrieval model's checkpoint")
+        scorer.with_table_dtype(args.table_dtype)
     if getattr(scorer, "kind", None) == "ranking":  # a ranker alone: held-out candidate lists
         res = evaluate_lists(scorer.score, split, args.split, max_len=scorer.max_len, ks=ks,
                              negatives=args.sampled or 100, sampler=args.sampler or "popularity",
@@ -90,6 +94,8 @@ def add_parsers(sub) -> None:
     e.add_argument("--sampler", choices=("uniform", "popularity"), default=None,
                    help="negatives of the sampled protocol (default uniform; popularity for a ranker's lists)")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--table-dtype", choices=["float32", "bfloat16", "int8"], default="float32",
+                   help="score with the item table as jaxrec serve --table-dtype keeps it")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
 

@@ -12,6 +12,7 @@ model speaks the same external ids as the file it was trained on.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -78,8 +79,19 @@ class ItemCatalog:
         return len(self.ids) - 1
 
     def index_of(self, external_ids) -> np.ndarray:
-        """Indices of external ids; unknown ids map to 0 (padding), so callers can count them."""
-        return np.array([self._lookup.get(str(x), PAD) for x in external_ids], dtype=np.int32)
+        """Indices of external ids; unknown ids map to 0 (padding), so callers can count them.
+        Ids are strings; other values are looked up as ``str(x)``. (The server calls this for
+        every request's history: one C-level dict lookup per id, no Python loop.)"""
+        lookup = self._lookup
+        ids = external_ids if hasattr(external_ids, "__len__") else list(external_ids)
+        try:
+            idx = np.fromiter(map(lookup.get, ids, itertools.repeat(PAD)), np.int32, count=len(ids))
+        except TypeError:  # an unhashable value: only its string form can be an id
+            return np.array([lookup.get(str(x), PAD) for x in ids], dtype=np.int32)
+        for i in np.flatnonzero(idx == PAD).tolist():
+            if not isinstance(ids[i], str):
+                idx[i] = lookup.get(str(ids[i]), PAD)
+        return idx
 
     def external(self, indices) -> list[str]:
         return [self.ids[int(i)] for i in np.asarray(indices).ravel()]
