@@ -153,13 +153,6 @@ def engine_only(checkpoint: str, reqs: list, batch_sizes=(1, 64), max_history: i
     return rows
 
 
-def summarize(lat: list[float], errors: dict, seconds: float) -> dict:
-    a = np.array(lat) * 1000 if lat else np.array([np.nan])
-    return {"throughput": len(lat) / seconds, "ok": len(lat), "errors": dict(errors),
-            "p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)),
-            "p99_ms": float(np.percentile(a, 99)), "p999_ms": float(np.percentile(a, 99.9))}
-
-
 def batch_requests(reqs: list, entries: int) -> list:
     """``RecommendBatchRequest``s of ``entries`` consecutive histories each (built once)."""
     from jaxrec.v1 import recommender_pb2 as pb
