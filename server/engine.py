@@ -29,10 +29,9 @@ import time
 import jax
 import numpy as np
 
+from jaxrec.artifact import exclude_width
 from jaxrec.data.codec import left_pad, next_pow2, pick, pow2_buckets
 from jaxrec.errors import UserError
-from jaxrec.inference import Recommender
-from jaxrec.pipeline import Pipeline
 from jaxrec.scoring import DEFAULT_CHUNK, MASKED, Scorer, host_allowed
 
 
@@ -73,33 +72,61 @@ class Answer:
 
 
 class Engine:
-    def __init__(self, rec: Recommender, *, max_batch_size: int = 64, length_buckets=None,
-                 k_buckets=None, checkpoint: str = "", ranker: Recommender | None = None,
+    def __init__(self, rec, *, max_batch_size: int = 64, length_buckets=None,
+                 k_buckets=None, checkpoint: str = "", ranker=None,
                  candidates: int = 200, blend: float | None = None, max_history: int | None = None,
                  max_k: int = 1000, chunk: int | None = DEFAULT_CHUNK, recall: float | None = None,
                  table_dtype: str | None = None):
-        self.rec, self.catalog, self.checkpoint = rec, rec.catalog, checkpoint
-        self.num_items = rec.catalog.num_items
-        # plain lists: building responses on the event loop indexes them per item
-        self.id_list = rec.catalog.ids.tolist()
-        self.title_list = [rec.catalog.title(i) or "" for i in range(self.num_items + 1)]
+        from jaxrec.pipeline import Pipeline  # here: an engine on an artifact never imports model code
         # two-stage: Pipeline checks kinds, catalogs and the candidate count
-        self.model = Pipeline(rec, ranker, candidates, blend=blend) if ranker is not None else rec
-        s = self.model.scorer  # the serving scorer: the same stages, chunked as asked
-        self.scorer = Scorer(s.first, s.ranker, s.n, s.blend, chunk=chunk, recall=recall, table_dtype=table_dtype)
-        self.table_dtype = self.scorer.table_dtype or "float32"
-        if self.scorer.tables is not None:  # only the compact tables are served: drop the float32 copies
-            rec.params = rec.stage.params = rec.scorer = self.model = None
-        self.max_len = self.scorer.max_len
-        self.uses_time = self.scorer.uses_time  # queries carry times
+        model = Pipeline(rec, ranker, candidates, blend=blend) if ranker is not None else rec
+        s = model.scorer  # the serving scorer: the same stages, chunked as asked
+        scorer = Scorer(s.first, s.ranker, s.n, s.blend, chunk=chunk, recall=recall, table_dtype=table_dtype)
+        if scorer.tables is not None:  # only the compact tables are served: drop the float32 copies
+            rec.params = rec.stage.params = rec.scorer = model = None
+        self.rec, self.model, self.artifact = rec, model, None
+        n = rec.catalog.num_items
+        pop = rec.run.item_counts(n) if rec.run is not None else np.zeros(n + 1)
+        kmax = min(candidates, max_k) if ranker is not None else min(n, max_k)
+        self._setup(scorer, rec.catalog, name=rec.name + (f"+{ranker.name}" if ranker else ""), step=rec.step,
+                    popularity=pop, checkpoint=checkpoint, max_len=scorer.max_len,
+                    # what Score requests read: two-stage, the final score Recommend orders its top-N by
+                    score_stage="pipeline" if ranker is not None else "retriever",
+                    max_batch_size=max_batch_size, length_buckets=length_buckets, k_buckets=k_buckets,
+                    max_history=max_history, max_k=max_k, kmax=kmax)
+
+    @classmethod
+    def from_artifact(cls, path, *, max_batch_size: int = 64) -> "Engine":
+        """An engine on an exported artifact (``jaxrec.artifact``): its buckets are the exported
+        ones; what was not exported (allow lists, longer exclude lists, wider Score lists) is
+        refused per request (``refusal``)."""
+        from jaxrec.artifact import Artifact
+        art = Artifact(path)
+        e = cls.__new__(cls)
+        e.rec = e.model = None
+        e.artifact = art
+        m = art.manifest
+        e._setup(art, art.catalog, name=m["name"], step=m["step"], popularity=art.popularity, checkpoint=str(path),
+                 max_len=art.max_len, score_stage="retriever", max_batch_size=max_batch_size,
+                 length_buckets=art.length_buckets, k_buckets=art.k_buckets, max_history=None,
+                 max_k=max(art.k_buckets), kmax=max(art.k_buckets))
+        return e
+
+    def _setup(self, scorer, catalog, *, name, step, popularity, checkpoint, max_len, score_stage, max_batch_size,
+               length_buckets, k_buckets, max_history, max_k, kmax) -> None:
+        self.scorer, self.catalog, self.checkpoint = scorer, catalog, checkpoint
+        self.num_items = catalog.num_items
+        # plain lists: building responses on the event loop indexes them per item
+        self.id_list = catalog.ids.tolist()
+        self.title_list = [catalog.title(i) or "" for i in range(self.num_items + 1)]
+        self.table_dtype = scorer.table_dtype or "float32"
+        self.max_len = max_len
+        self.uses_time = scorer.uses_time  # queries carry times
         if max_history is not None:  # read fewer items than the model can: cheaper on CPU
             if max_history < 1:
                 raise UserError(f"max_history must be at least 1, got {max_history}")
             self.max_len = min(self.max_len, int(max_history))
-        self.name = rec.name + (f"+{ranker.name}" if ranker else "")
-        # what Score requests read: two-stage, the final score Recommend orders its top-N by
-        self.score_stage = "pipeline" if ranker is not None else "retriever"
-        self.step = rec.step
+        self.name, self.step, self.score_stage = name, step, score_stage
         self.batch_buckets = pow2_buckets(max_batch_size)
         # every history fits a bucket (the largest is the model's max_len); k is capped by the
         # largest k bucket: max_k (at most the catalog; two-stage, the candidate count)
@@ -107,17 +134,26 @@ class Engine:
         self.length_buckets = sorted({min(int(b), self.max_len) for b in lb} | {self.max_len})
         if max_k < 1:
             raise UserError(f"max_k must be at least 1, got {max_k}")
-        kmax = min(candidates, max_k) if ranker is not None else min(self.num_items, max_k)
         kb = k_buckets or [100, kmax]
         self.k_buckets = sorted({min(int(k), kmax) for k in kb})
-        pop = (rec.run.item_counts(self.num_items) if rec.run is not None else np.zeros(self.num_items + 1))
-        self.popularity = pop.astype(np.float32)
+        self.popularity = np.asarray(popularity).astype(np.float32)
         self.popularity[0] = MASKED
+
+    def refusal(self, q: Query) -> str | None:
+        """Why ``q`` cannot be answered by this engine (None: it can). Only an artifact refuses:
+        it answers the shapes it was exported with."""
+        if self.artifact is None or not len(q.history):
+            return None
+        l = pick(self.length_buckets, len(q.history))
+        if q.candidates is not None:
+            return self.artifact.refusal(l, candidates=len(q.candidates))
+        removed = (len(q.excluded) if q.exclude_seen else 0) + (0 if q.deny is None else len(q.deny))
+        return self.artifact.refusal(l, exclude=removed, allow=q.allow is not None)
 
     @staticmethod
     def _exclude_width(l: int) -> int:
-        """The exclude-list width compiled for history bucket ``l``: a full history + as many deny ids."""
-        return next_pow2(2 * l, 16)
+        """The exclude-list width compiled for history bucket ``l`` (an artifact's too)."""
+        return exclude_width(l)
 
     def warm_up(self, threads: int | None = None) -> float:
         """Compile every (batch, length, k) bucket, several at once (XLA compiles outside the

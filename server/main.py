@@ -25,8 +25,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from jaxrec.inference import Recommender
-from jaxrec.train.rundir import RunDir
 from jaxrec.scoring import DEFAULT_CHUNK
 from jaxrec_server.batcher import Batcher
 from jaxrec_server.engine import Engine
@@ -38,7 +36,7 @@ log = logging.getLogger("jaxrec_server")
 
 @dataclasses.dataclass
 class ServeConfig:
-    checkpoint: str
+    checkpoint: str  # a run directory (or, with ``artifact``, the artifact's directory again)
     port: int = 50051
     host: str = "127.0.0.1"
     max_batch_size: int = 64
@@ -64,6 +62,7 @@ class ServeConfig:
     tls_client_ca: str | None = None  # mutual TLS: clients must present a certificate this CA signed
     auth_token_file: str | None = None
     grace_s: float = 10.0
+    artifact: str | None = None  # serve an exported artifact (jaxrec export) instead of the checkpoint
     ranker: str | None = None  # two-stage: a ranking run re-ranks the checkpoint's top candidates
     candidates: int = 200
     blend: float | None = None  # None: the ranker's trained residual weight (0 if none)
@@ -140,6 +139,9 @@ class TokenAuth(grpc.aio.ServerInterceptor):
 
 
 def load_engine(cfg: ServeConfig) -> Engine:
+    if cfg.artifact:  # exported functions: no model code, no Orbax
+        return Engine.from_artifact(cfg.artifact, max_batch_size=cfg.max_batch_size)
+    from jaxrec.inference import Recommender
     rec = Recommender.from_checkpoint(cfg.checkpoint)
     ranker = Recommender.from_checkpoint(cfg.ranker) if cfg.ranker else None
     return Engine(rec, max_batch_size=cfg.max_batch_size, length_buckets=cfg.length_buckets,
@@ -253,6 +255,7 @@ class Server:
         """Poll the run directory; load a newer best checkpoint. One that cannot be served (partial,
         corrupt, another model's or catalog's) is refused with one log line and a counter, once,
         and the current model keeps serving."""
+        from jaxrec.train.rundir import RunDir
         refused: set[int] = set()
         run = RunDir(self.cfg.checkpoint)
         while True:

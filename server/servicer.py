@@ -113,6 +113,8 @@ def recommend_query(engine, request, limit: int = 10_000) -> tuple[Query, int]:
               _index_list(engine, "deny", request.deny, limit), bool(request.explain), seen=seen, times=times)
     if request.allow and q.allow is not None and not len(q.allow):
         raise BadRequest("allow: none of the ids is in the catalog")
+    if (why := engine.refusal(q)) is not None:  # outside what an exported artifact answers
+        raise BadRequest(why)
     return q, unknown
 
 
@@ -124,7 +126,10 @@ def score_query(engine, request, limit: int = 10_000) -> tuple[Query, tuple[int,
         raise BadRequest("candidates: empty")
     idx = lookup_ids("candidates", cands, engine, limit)
     missing = [c for c, i in zip(cands, idx.tolist()) if i == 0]
-    return Query(hist, 1, False, candidates=idx[idx > 0], times=times), (unknown, missing)
+    q = Query(hist, 1, False, candidates=idx[idx > 0], times=times)
+    if (why := engine.refusal(q)) is not None:
+        raise BadRequest(why)
+    return q, (unknown, missing)
 
 
 def fill_recommend(r: pb.RecommendResponse, engine, a, unknown: int) -> pb.RecommendResponse:

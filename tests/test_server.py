@@ -580,3 +580,42 @@ def test_int8_table_serves_close_to_float32(run_dir, server, client):
             assert np.mean(overlap) >= 0.8, overlap
     finally:
         srv.stop()
+
+
+def test_artifact_answers_exactly_as_the_checkpoint(run_dir, server, client, tmp_path):
+    """jaxrec export -> jaxrec serve --artifact: the same answers as the checkpoint's server
+    (top-k, scores, explanations, Score), what was not exported refused per request, and the
+    artifact loads without the model code or Orbax."""
+    from jaxrec.cli import main
+    out = tmp_path / "artifact"
+    assert main(["export", "--checkpoint", str(run_dir), "--out", str(out), "--length-buckets", "16,50",
+                 "--k-buckets", "10,100"]) == 0
+    srv = ThreadedServer(ServeConfig(str(out), artifact=str(out), port=0, max_batch_size=64, max_delay_ms=5.0))
+    try:
+        with Client(f"127.0.0.1:{srv.port}", timeout=30) as ca:
+            info = ca.model_info()
+            assert (info.name, list(info.length_buckets), list(info.k_buckets)) == ("sasrec/small", [16, 50], [10, 100])
+            for i, h in enumerate(histories(12, seed=8)):
+                kw = dict(k=[10, 37, 100][i % 3], exclude_seen=i % 2 == 0, explain=i % 3 == 1,
+                          deny=["3", "4"] if i % 4 == 0 else None)
+                _same_answer(ca.recommend(h, **kw), client.recommend(h, **kw))
+                a, b = ca.score(h, ["5", "6", "7"]), client.score(h, ["5", "6", "7"])
+                np.testing.assert_allclose([x.score for x in a.items], [x.score for x in b.items], rtol=1e-5)
+            _same_answer(ca.recommend([], k=5), client.recommend([], k=5))  # cold start
+            results = ca.recommend_batch([dict(history=["1", "2"], k=5), dict(history=["1"], k=5, allow=["3"])])
+            assert results[0].code == 0 and results[1].code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+            assert "allow" in results[1].error
+            with pytest.raises(grpc.RpcError) as e:
+                ca.score(["1"], [str(i) for i in range(1, 101)] * 2)  # 200 candidates: wider than exported
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "candidates" in e.value.details()
+    finally:
+        srv.stop()
+    code = ("import sys, jax.numpy as jnp, numpy as np; from jaxrec_server.engine import Engine; "
+            f"e = Engine.from_artifact({str(out)!r}); e.warm_up(threads=1); "
+            "a = e.run([__import__('jaxrec_server.engine', fromlist=['Query']).Query(np.array([1, 2, 3], np.int32), 5)]); "
+            "assert len(a[0].items) == 5; "
+            "bad = [m for m in sys.modules if m.startswith(('jaxrec.models', 'jaxrec.train', 'orbax'))]; "
+            "assert not bad, bad; print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]

@@ -30,9 +30,12 @@ def cmd_serve(args) -> int:
         # the first worker to compile a bucket saves the others the work
         os.environ["JAX_COMPILATION_CACHE_DIR"] = args.compile_cache
         os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    if bool(args.checkpoint) == bool(args.retriever):
-        raise UserError("give --checkpoint DIR (or --retriever DIR), once")
-    args.checkpoint = args.checkpoint or args.retriever
+    if sum(bool(x) for x in (args.checkpoint, args.retriever, args.artifact)) != 1:
+        raise UserError("give one of --checkpoint DIR, --retriever DIR (with --ranker) or --artifact DIR")
+    if args.artifact and (args.watch or args.ranker or args.table_dtype != "float32" or args.max_history):
+        raise UserError("--artifact serves what jaxrec export wrote: --watch, --ranker, --table-dtype and "
+                        "--max-history are chosen at export time, not here")
+    args.checkpoint = args.checkpoint or args.retriever or args.artifact
     # every ServeConfig field is an option of the same name (dest), so none is forgotten here
     cfg = ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)
                          if hasattr(args, f.name)})
@@ -52,6 +55,24 @@ def cmd_serve(args) -> int:
         except (RuntimeError, OSError) as e:
             raise UserError(str(e)) from None
     run_on_loop(serve_forever(cfg), args.event_loop)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from jaxrec.artifact import export
+    from jaxrec_server.main import ServeConfig, load_engine
+
+    if not args.checkpoint:
+        raise UserError("give --checkpoint DIR (a retrieval run)")
+    cfg = ServeConfig(args.checkpoint, length_buckets=args.length_buckets, k_buckets=args.k_buckets,
+                      max_history=args.max_history, max_k=args.max_k, table_dtype=args.table_dtype)
+    if args.catalog_chunk is not None:
+        cfg.catalog_chunk = args.catalog_chunk or None
+    engine = load_engine(cfg)
+    m = export(engine, args.out, score_widths=args.score_widths)
+    print(f"wrote {args.out}: {m['name']} step {m['step']}, history buckets {m['length_buckets']}, "
+          f"k {m['k_buckets']}, score widths {m['score_widths']}, {m['table_dtype']} table, for {m['platform']} "
+          f"({m['export_seconds']}s)")
     return 0
 
 
@@ -132,6 +153,7 @@ def _ints(s: str) -> list[int]:
 def add_parsers(sub) -> None:
     sv = sub.add_parser("serve", help="serve a trained run over gRPC (dynamic batching)")
     add_model_options(sv, required=True)
+    sv.add_argument("--artifact", default=None, help="serve an artifact written by jaxrec export instead")
     sv.add_argument("--port", type=int, default=50051)
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all)")
     sv.add_argument("--max-batch-size", type=int, default=64, help="1 turns batching off")
@@ -178,6 +200,20 @@ def add_parsers(sub) -> None:
     sv.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
                     help="the server's event loop (jaxrec_server.main.run_on_loop)")
     sv.set_defaults(func=cmd_serve)
+
+    ex = sub.add_parser("export", help="write a portable serving artifact (jax.export StableHLO) of a run")
+    ex.add_argument("--checkpoint", required=True, help="a retrieval run directory")
+    ex.add_argument("--out", required=True, help="artifact directory (jaxrec serve --artifact DIR)")
+    ex.add_argument("--length-buckets", type=_ints, default=None, help="history length buckets, e.g. 16,64,200")
+    ex.add_argument("--k-buckets", type=_ints, default=None, help="top-k buckets, e.g. 10,100")
+    ex.add_argument("--max-history", type=int, default=None, help="the model reads only the latest N items")
+    ex.add_argument("--max-k", type=int, default=1000)
+    ex.add_argument("--catalog-chunk", type=int, default=None,
+                    help="catalog columns scored at once (default: as jaxrec serve; 0: the whole catalog)")
+    ex.add_argument("--table-dtype", choices=["float32", "bfloat16", "int8"], default="float32")
+    ex.add_argument("--score-widths", type=_ints, default=[16, 128],
+                    help="candidate-list widths of the exported Score functions (the largest is the limit)")
+    ex.set_defaults(func=cmd_export)
 
     qy = sub.add_parser("query", help="ask a running server for recommendations")
     qy.add_argument("--target", default="localhost:50051")
