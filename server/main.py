@@ -17,6 +17,7 @@ import dataclasses
 import hmac
 import logging
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -54,6 +55,10 @@ class ServeConfig:
     catalog_chunk: int | None = DEFAULT_CHUNK  # catalog columns scored at once (None: all)
     approx_recall: float | None = None  # approximate top-k (lax.approx_max_k) with this recall target
     table_dtype: str = "float32"  # the served item table: float32 | bfloat16 | int8 (per-row scales)
+    # the GIL hand-off interval (sys.setswitchinterval) of the serving process, in ms (None: Python's
+    # 5 ms). The device thread needs the GIL between XLA calls (dispatch, copies, answers); when the
+    # event loop holds it, the device waits up to this long each time, idle
+    gil_switch_ms: float | None = None
     metrics_port: int | None = None
     watch: bool = False
     watch_interval_s: float = 5.0
@@ -292,6 +297,8 @@ async def serve_forever(cfg: ServeConfig, *, worker=None) -> None:
     """Serve until SIGTERM/SIGINT, then drain. ``worker``: called with the started ``Server``
     when this process is one of ``--workers`` (it binds once compiled and reports itself ready
     to the parent instead of printing)."""
+    if cfg.gil_switch_ms is not None:
+        sys.setswitchinterval(cfg.gil_switch_ms / 1000.0)
     srv = Server(cfg, bind_when_ready=worker is not None)
     port = await srv.start()
     loop = asyncio.get_running_loop()
