@@ -367,6 +367,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", default="1", help="server --workers settings to compare, e.g. 1,2")
     ap.add_argument("--channels", type=int, default=4,
                     help="client connections (a --workers server spreads connections, not calls)")
+    ap.add_argument("--serve-args", default="", help="extra `jaxrec serve` options, e.g. '--gil-switch-ms 0.5'")
     ap.add_argument("--server-cpus", default=None, help="pin the servers to these cores (taskset -c), e.g. 0")
     ap.add_argument("--client-cpus", default=None, help="pin this load client to these cores, e.g. 1")
     ap.add_argument("--port", type=int, default=50777)
@@ -397,7 +398,8 @@ def main(argv=None) -> int:
         for w in ([1] if b in (None, "floor") else workers):
             name = names.get(b, f"batch<={b}") + (f" x{w} workers" if w > 1 else "")
             proc = (start_server(args.checkpoint, b, args.max_delay_ms, args.port, args.k_buckets, args.max_history,
-                                 args.event_loop, args.k, cpus=args.server_cpus, workers=w) if b is not None else None)
+                                 args.event_loop, args.k, cpus=args.server_cpus, workers=w,
+                                 extra=args.serve_args.split() if b != "floor" else None) if b is not None else None)
             try:
                 results[name] = []
                 for rpc in rpcs:
@@ -435,6 +437,7 @@ def main(argv=None) -> int:
     for line in ratios(results):
         print(line)
     Path(args.out).write_text(json.dumps({"k": args.k, "data": data, "seconds": args.seconds,
+                                          "serve_args": args.serve_args,
                                           "max_history": args.max_history, "server_cpus": args.server_cpus,
                                           "client_cpus": args.client_cpus, "channels": args.channels,
                                           "event_loop": args.event_loop, "results": results}, indent=2))
