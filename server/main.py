@@ -57,8 +57,9 @@ class ServeConfig:
     table_dtype: str = "float32"  # the served item table: float32 | bfloat16 | int8 (per-row scales)
     # the GIL hand-off interval (sys.setswitchinterval) of the serving process, in ms (None: Python's
     # 5 ms). The device thread needs the GIL between XLA calls (dispatch, copies, answers); when the
-    # event loop holds it, the device waits up to this long each time, idle
-    gil_switch_ms: float | None = None
+    # event loop holds it, the device waits up to this long each time, idle. Measured on 2 cores
+    # (ml-1m, RecommendBatch of 64, server on one core): 5 ms -> 0.5 ms +24% recommendations/s
+    gil_switch_ms: float | None = 0.5
     metrics_port: int | None = None
     watch: bool = False
     watch_interval_s: float = 5.0

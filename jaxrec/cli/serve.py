@@ -180,9 +180,9 @@ def add_parsers(sub) -> None:
     sv.add_argument("--compile-cache", default=None, metavar="DIR",
                     help="persistent XLA compilation cache: a restart with the same model shapes and "
                          "buckets loads its compiled buckets instead of compiling (trusted directory only)")
-    sv.add_argument("--gil-switch-ms", type=float, default=None,
-                    help="Python's GIL hand-off interval in the server (default Python's 5 ms): shorter lets "
-                         "the device thread take the GIL back sooner from the event loop (jaxrec_server/main.py)")
+    sv.add_argument("--gil-switch-ms", type=float, default=0.5,
+                    help="Python's GIL hand-off interval in the server (Python's own: 5 ms): shorter lets the "
+                         "device thread take the GIL back sooner from the event loop (jaxrec_server/main.py)")
     sv.add_argument("--table-dtype", choices=["float32", "bfloat16", "int8"], default="float32",
                     help="serve the item table in fewer bytes: bfloat16 (half), int8 with per-row scales "
                          "(a quarter); quality change measured in benchmarks/RESULTS.md")
