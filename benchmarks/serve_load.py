@@ -426,11 +426,10 @@ def main(argv=None) -> int:
                   f"{r['p90_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['p999_ms']:>7.1f} {cpu:>18}  {r['errors'] or '-'}")
     if args.engine and args.checkpoint:
         sizes = sorted({1, max((b for b in settings if isinstance(b, int)), default=1)})
-        before = os.sched_getaffinity(0)
-        if args.server_cpus:  # the model path on the cores the servers had
-            os.sched_setaffinity(0, {int(c) for c in args.server_cpus.split(",")})
-        results["engine alone"] = engine_only(args.checkpoint, reqs, sizes, args.max_history, args.seconds)
-        os.sched_setaffinity(0, before)
+        if args.server_cpus:  # the model path in a process of its own on the servers' cores, as they ran
+            results["engine alone"] = engine_child(args, data, sizes)
+        else:
+            results["engine alone"] = engine_only(args.checkpoint, reqs, sizes, args.max_history, args.seconds)
         for r in results["engine alone"]:
             print(f"engine alone (no gRPC) batch {r['batch']:>3}: {r['throughput']:>8.0f} req/s, "
                   f"{r['engine_cpu_ms']:.3f} cpu ms/req")
@@ -444,6 +443,24 @@ def main(argv=None) -> int:
     png = Path(args.out).with_suffix(".png")
     print(f"wrote {args.out}" + (f" and {png}" if plot(results, png) else " (no matplotlib: no plot)"))
     return 0
+
+
+def engine_child(args, data: str, sizes) -> list[dict]:
+    """``engine_only`` in a fresh process under ``taskset -c SERVER_CPUS``: pinned before JAX
+    starts, so XLA's threads have exactly the cores the server had (pinning this process later
+    would leave threads already started on every core)."""
+    code = ("import json, runpy, sys; m = runpy.run_path(sys.argv[1]); "
+            "reqs = m['load_requests'](sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])); "
+            "print('ROWS', json.dumps(m['engine_only'](sys.argv[6], reqs, json.loads(sys.argv[7]), "
+            "json.loads(sys.argv[8]), float(sys.argv[9]))))")
+    from jaxrec.train.rundir import RunDir
+    max_len = RunDir.open(args.checkpoint).model_info().max_len
+    out = subprocess.run(["taskset", "-c", args.server_cpus, sys.executable, "-c", code, __file__, data, str(max_len),
+                          str(args.users), str(args.k), args.checkpoint, json.dumps(list(sizes)),
+                          json.dumps(args.max_history), str(args.seconds)],
+                         capture_output=True, text=True, check=True,
+                         env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
+    return json.loads(next(x for x in out.stdout.splitlines() if x.startswith("ROWS "))[5:])
 
 
 def ratios(results: dict) -> list[str]:
