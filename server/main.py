@@ -48,6 +48,10 @@ class ServeConfig:
     # at once (None: max_queue + 2 batches); past either, RESOURCE_EXHAUSTED at once
     max_wait_ms: float | None = None
     max_concurrent_rpcs: int | None = None
+    # HTTP/2 streams one connection may have open (grpc.max_concurrent_streams; None: gRPC's
+    # default, unbounded): a client's calls past it wait in the client's own transport, costing
+    # this server nothing, and fail there at their deadline (DEADLINE_EXCEEDED)
+    max_streams_per_connection: int | None = None
     length_buckets: list | None = None
     k_buckets: list | None = None
     max_history: int | None = None  # the model reads the latest N items (None: its max_len)
@@ -221,8 +225,10 @@ class Server:
         limit = cfg.max_concurrent_rpcs or cfg.max_queue + 2 * cfg.max_batch_size
         # so_reuseport: several worker processes listen on one port (the kernel spreads
         # connections); a lone server refuses a port another process holds
-        self.server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=limit,
-                                      options=[("grpc.so_reuseport", int(self.bind_when_ready))])
+        options = [("grpc.so_reuseport", int(self.bind_when_ready))]
+        if cfg.max_streams_per_connection:
+            options.append(("grpc.max_concurrent_streams", int(cfg.max_streams_per_connection)))
+        self.server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=limit, options=options)
         # Everything is registered before start (gRPC needs that); the Recommender answers
         # UNAVAILABLE and health NOT_SERVING until the engine is compiled.
         self.state = ServerState(None, self.metrics)

@@ -165,6 +165,9 @@ def add_parsers(sub) -> None:
                          "at least 50 ms)")
     sv.add_argument("--max-concurrent-rpcs", type=int, default=None,
                     help="RPCs gRPC admits at once; more are refused at once (default: max-queue + 2 batches)")
+    sv.add_argument("--max-streams-per-connection", type=int, default=None,
+                    help="HTTP/2 streams a connection may have open; a client's calls past it wait on the client "
+                         "(costing the server nothing) and fail there at their deadline (default: unbounded)")
     sv.add_argument("--length-buckets", type=_ints, default=None, help="history length buckets, e.g. 16,64,200")
     sv.add_argument("--k-buckets", type=_ints, default=None, help="top-k buckets, e.g. 10,100")
     sv.add_argument("--max-history", type=int, default=None,
