@@ -144,6 +144,9 @@ class WorkerPool:
     def _wait_ready(self, waiting: set[int]) -> tuple:
         info = None
         while waiting:
+            if self.stopping:  # a signal while the workers compile
+                self.stop()
+                raise RuntimeError("stopped by a signal before every worker was serving")
             try:
                 kind, i, pid, what, step = self.ready.get(timeout=1.0)
             except Exception:  # noqa: BLE001 - queue.Empty: check the workers are still alive
@@ -161,13 +164,17 @@ class WorkerPool:
             log.info("worker %d (pid %d) serving %s step %s", i, pid, what, step)
         return info
 
-    def run(self) -> int:
-        """Supervise until a signal: restart workers that die, then drain all. Returns the exit status."""
+    def handle_signals(self) -> None:
+        """SIGTERM/SIGINT set ``stopping`` (installed before the workers start: a signal during
+        their warm-up must still stop them, not leave them running without a parent)."""
         def on_signal(signum, frame):
             self.stopping = True
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
+
+    def run(self) -> int:
+        """Supervise until a signal: restart workers that die, then drain all. Returns the exit status."""
         while not self.stopping:
             mp.connection.wait([p.sentinel for p in self.procs], timeout=0.5)
             for i, p in enumerate(self.procs):
@@ -179,6 +186,8 @@ class WorkerPool:
                     try:
                         self._wait_ready({i})
                     except RuntimeError as e:
+                        if self.stopping:  # a signal during the restart: stop() has drained the rest
+                            return 0
                         log.error("%s; stopping", e)
                         return 1
         return self.stop()
@@ -217,6 +226,7 @@ class WorkerPool:
 
 def serve_workers(cfg, workers: int, *, event_loop: str = "asyncio", gpus: list[str] | None = None) -> int:
     pool = WorkerPool(cfg, workers, event_loop=event_loop, gpus=gpus)
+    pool.handle_signals()
     port = pool.start()
     name, step = pool.info
     print(f"serving {name} step {step} on {cfg.host}:{port}, {workers} workers"

@@ -619,3 +619,33 @@ def test_artifact_answers_exactly_as_the_checkpoint(run_dir, server, client, tmp
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
+
+
+def test_sigterm_while_workers_compile_leaves_no_worker_behind(run_dir):
+    proc = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", str(run_dir), "--port", "0",
+                             "--workers", "2", "--length-buckets", "50", "--k-buckets", "10"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    try:
+        children = set()
+        deadline = time.monotonic() + 60
+        while len(children) < 2 and time.monotonic() < deadline:  # the two workers, started and compiling
+            for d in Path("/proc").iterdir():
+                try:
+                    if d.name.isdigit() and int((d / "stat").read_text().rpartition(")")[2].split()[1]) == proc.pid:
+                        children.add(int(d.name))
+                except (OSError, IndexError):
+                    pass
+            time.sleep(0.05)
+        children.discard(None)
+        assert len(children) >= 2, children  # multiprocessing's resource tracker may be one more
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)
+        assert proc.returncode in (0, 2), out  # 2: "stopped by a signal before every worker was serving"
+        time.sleep(0.5)
+        alive = [c for c in children if Path(f"/proc/{c}").exists()
+                 and Path(f"/proc/{c}/stat").read_text().rpartition(")")[2].split()[0] != "Z"]
+        assert not alive, (alive, out)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
