@@ -50,7 +50,11 @@ def make_request(rng, catalog, pb, model_name):
     """(method, request bytes or message, the request for checking or None)."""
     r = rng.random()
     if r < 0.08:  # not a message at all
-        return ("Recommend" if rng.random() < 0.5 else "Score"), rng.bytes(int(rng.integers(1, 64))), None
+        return str(rng.choice(["Recommend", "Score", "RecommendBatch"])), rng.bytes(int(rng.integers(1, 64))), None
+    if r > 0.9:  # many users in one call: each entry as random as a lone request
+        entries = [make_request(rng, catalog, pb, model_name) for _ in range(int(rng.integers(0, 17)))]
+        req = pb.RecommendBatchRequest(requests=[e[1] for e in entries if e[0] == "Recommend" and e[2] is not None])
+        return "RecommendBatch", req, req
     hist = random_ids(rng, catalog, int(rng.choice([0, 1, 5, 50, 200, 3000])))
     times = [] if rng.random() < 0.7 else [int(t) for t in rng.integers(-10**9, 10**9, len(hist))]
     if r < 0.25:
@@ -64,6 +68,10 @@ def make_request(rng, catalog, pb, model_name):
                               explain=bool(rng.random() < 0.3), history_times=times,
                               model=model_name if rng.random() < 0.9 else "another-model")
     return "Recommend", req, req
+
+
+def _code_name(code: int) -> str:
+    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
 
 
 def check_answer(req, resp) -> str | None:
@@ -95,9 +103,10 @@ async def fuzz(target: str, n: int, concurrency: int, catalog: list[str], model_
 
     rng = np.random.default_rng(seed)
     codes, invalid, sem = collections.Counter(), collections.Counter(), asyncio.Semaphore(concurrency)
+    entry_codes = collections.Counter()  # RecommendBatch entries by code
     async with grpc.aio.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
         stub = pb_grpc.RecommenderStub(ch)
-        raw = {m: ch.unary_unary(f"/jaxrec.v1.Recommender/{m}") for m in ("Recommend", "Score")}
+        raw = {m: ch.unary_unary(f"/jaxrec.v1.Recommender/{m}") for m in ("Recommend", "Score", "RecommendBatch")}
 
         async def one(method, payload, req):
             async with sem:
@@ -108,6 +117,13 @@ async def fuzz(target: str, n: int, concurrency: int, catalog: list[str], model_
                         resp = await getattr(stub, method)(payload, timeout=30)
                         if method == "Recommend" and (why := check_answer(req, resp)):
                             invalid[why] += 1
+                        if method == "RecommendBatch":  # every entry: its own code, OK ones valid
+                            if len(resp.results) != len(req.requests):
+                                invalid["batch: results do not match entries"] += 1
+                            for q, res in zip(req.requests, resp.results):
+                                entry_codes[_code_name(res.code)] += 1
+                                if not res.code and (why := check_answer(q, res.response)):
+                                    invalid["batch entry: " + why] += 1
                     codes["OK"] += 1
                 except grpc.RpcError as e:
                     codes[e.code().name] += 1
@@ -122,7 +138,8 @@ async def fuzz(target: str, n: int, concurrency: int, catalog: list[str], model_
         seconds = time.perf_counter() - t0
         health = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
         alive = await stub.Recommend(pb.RecommendRequest(history=catalog[:3], k=5), timeout=10)
-    return {"requests": n, "seconds": seconds, "codes": dict(codes), "invalid_ok_answers": dict(invalid),
+    return {"requests": n, "seconds": seconds, "codes": dict(codes), "batch_entry_codes": dict(entry_codes),
+            "invalid_ok_answers": dict(invalid),
             "health_after": health_pb2.HealthCheckResponse.ServingStatus.Name(health.status),
             "plain_request_after": len(alive.items)}
 
@@ -149,7 +166,8 @@ def main(argv=None) -> int:
         proc.wait(30)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
-    bad = out["codes"].get("UNKNOWN", 0) + out["codes"].get("INTERNAL", 0) + sum(out["invalid_ok_answers"].values())
+    bad = sum(c.get("UNKNOWN", 0) + c.get("INTERNAL", 0) for c in (out["codes"], out["batch_entry_codes"])) + \
+        sum(out["invalid_ok_answers"].values())
     ok = not bad and out["health_after"] == "SERVING" and out["plain_request_after"] == 5 and out["server_exit"] is None
     print(f"{'PASS' if ok else 'FAIL'}: {out['requests']:,} requests in {out['seconds']:.0f} s; "
           f"UNKNOWN/INTERNAL/invalid answers: {bad}; server {out['health_after']}")

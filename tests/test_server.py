@@ -510,6 +510,13 @@ def test_workers_share_the_port_restart_and_all_drain_on_sigterm(run_dir):
     from jaxrec_server.workers import cpu_shares
 
     assert cpu_shares(2, [0, 1]) == [[0], [1]] and cpu_shares(3, [0, 1]) == [None] * 3
+    assert cpu_shares(3, range(8)) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    from jaxrec_server.workers import worker_env
+    assert worker_env(0, 2, None) == {}
+    assert worker_env(1, 4, ["0", "1"], environ={}) == {"CUDA_VISIBLE_DEVICES": "1",  # 2 workers on GPU 1
+                                                        "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.375"}
+    assert worker_env(1, 2, ["0", "1"], environ={}) == {"CUDA_VISIBLE_DEVICES": "1"}  # one per GPU
+    assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in worker_env(0, 2, ["0"], environ={"XLA_PYTHON_CLIENT_MEM_FRACTION": ".5"})
     mport = 50795
     proc = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", str(run_dir), "--port", "0",
                              "--workers", "2", "--length-buckets", "50", "--k-buckets", "10", "--max-delay-ms", "300",
