@@ -26,8 +26,8 @@ def cmd_serve(args) -> int:
         import jax
         jax.config.update("jax_compilation_cache_dir", args.compile_cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        # and for --workers' processes (JAX reads its settings from the environment too):
-        # the first worker to compile a bucket saves the others the work
+        # and for --workers' processes (JAX reads its settings from the environment too): a
+        # restarted worker reads its compiles from the cache
         os.environ["JAX_COMPILATION_CACHE_DIR"] = args.compile_cache
         os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     if sum(bool(x) for x in (args.checkpoint, args.retriever, args.artifact)) != 1:
