@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overload import rss_mib  # noqa: E402
 from serve_load import start_server  # noqa: E402
 
+from jaxrec_server.client import status_name  # noqa: E402
+
 
 def random_ids(rng, catalog: list[str], n: int) -> list[str]:
     kinds = rng.integers(0, 10, n)
@@ -69,9 +71,6 @@ def make_request(rng, catalog, pb, model_name):
                               model=model_name if rng.random() < 0.9 else "another-model")
     return "Recommend", req, req
 
-
-def _code_name(code: int) -> str:
-    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
 
 
 def check_answer(req, resp) -> str | None:
@@ -121,7 +120,7 @@ async def fuzz(target: str, n: int, concurrency: int, catalog: list[str], model_
                             if len(resp.results) != len(req.requests):
                                 invalid["batch: results do not match entries"] += 1
                             for q, res in zip(req.requests, resp.results):
-                                entry_codes[_code_name(res.code)] += 1
+                                entry_codes[status_name(res.code)] += 1
                                 if not res.code and (why := check_answer(q, res.response)):
                                     invalid["batch entry: " + why] += 1
                     codes["OK"] += 1

@@ -36,6 +36,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from jaxrec_server.client import status_name  # a RecommendResult code -> its name
+
 
 def load_requests(data_spec: str, max_len: int, limit: int, k: int) -> list:
     """One ``RecommendRequest`` per test history (the last ``max_len`` items), built once so the
@@ -175,7 +177,7 @@ async def _send(stub, req, start, t: Tally) -> None:
             r = await stub.RecommendBatch(req, timeout=30)
             bad = [res.code for res in r.results if res.code]
             for c in bad:
-                t.errors[_code_name(c)] += 1
+                t.errors[status_name(c)] += 1
             t.recs += len(r.results) - len(bad)
         else:
             await stub.Recommend(req, timeout=30)
@@ -184,9 +186,6 @@ async def _send(stub, req, start, t: Tally) -> None:
     except grpc.RpcError as e:
         t.errors[e.code().name] += 1
 
-
-def _code_name(code: int) -> str:
-    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
 
 
 def summarize(lat: list[float], errors: dict, seconds: float, recs: int | None = None) -> dict:
@@ -223,7 +222,7 @@ async def closed_loop(stub, reqs, concurrency, seconds, stream: bool = False) ->
             await call.write(reqs[next(counter) % len(reqs)])
             res = await call.read()
             if res.code:
-                t.errors[_code_name(res.code)] += 1
+                t.errors[status_name(res.code)] += 1
             else:
                 t.recs += 1
                 t.lat.append(time.perf_counter() - start)

@@ -221,6 +221,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             except (BadRequest, QueueFull) as e:
                 res.code, res.error = status_of(e).value[0], str(e)
                 codes[status_of(e).name] += 1
+                if isinstance(e, BadRequest):  # counted as the unary path counts it
+                    self.state.metrics.rejects.labels("invalid_argument").inc()
         if waiting:
             answers = await asyncio.gather(*(f for *_, f in waiting), return_exceptions=True)
             for (res, unknown, _), a in zip(waiting, answers):
