@@ -56,11 +56,13 @@ def _channel_args(tls_ca: bytes | None, token: str | None, tls_cert: bytes | Non
     return creds, metadata
 
 
-def _recommend_request(history, k, exclude_seen, allow, deny, explain, model, times, now) -> pb.RecommendRequest:
-    return pb.RecommendRequest(history=[str(h) for h in history], k=k, exclude_seen=exclude_seen,
+def _recommend_request(history, k, exclude_seen, allow, deny, explain, model, times, now, user_id=None,
+                       diversity=0.0, diversity_by="") -> pb.RecommendRequest:
+    return pb.RecommendRequest(history=[str(h) for h in history or ()], k=k, exclude_seen=exclude_seen,
                                allow=[str(a) for a in allow or ()], deny=[str(d) for d in deny or ()],
                                explain=explain, model=model or "", history_times=[int(t) for t in times or ()],
-                               now=int(now or 0))
+                               now=int(now or 0), user_id=user_id or "", diversity=float(diversity or 0.0),
+                               diversity_by=diversity_by or "")
 
 
 def status_name(code: int) -> str:
@@ -70,11 +72,12 @@ def status_name(code: int) -> str:
 
 def as_request(r) -> pb.RecommendRequest:
     """A batch or stream entry: a ``RecommendRequest``, or a dict of ``recommend``'s arguments
-    (``history`` and optionally ``k``, ``exclude_seen``, ``allow``, ``deny``, ``explain``, ``model``,
-    ``times``, ``now``)."""
+    (``history`` and/or ``user_id``, and optionally ``k``, ``exclude_seen``, ``allow``, ``deny``,
+    ``explain``, ``model``, ``times``, ``now``, ``diversity``, ``diversity_by``)."""
     if isinstance(r, pb.RecommendRequest):
         return r
-    a = dict(k=10, exclude_seen=True, allow=None, deny=None, explain=False, model=None, times=None, now=None) | r
+    a = dict(history=(), k=10, exclude_seen=True, allow=None, deny=None, explain=False, model=None, times=None,
+             now=None) | r
     return _recommend_request(a.pop("history"), **a)
 
 
@@ -82,9 +85,13 @@ def _batch_request(requests) -> pb.RecommendBatchRequest:
     return pb.RecommendBatchRequest(requests=[as_request(r) for r in requests])
 
 
-def _score_request(history, candidates, times, now) -> pb.ScoreRequest:
-    return pb.ScoreRequest(history=[str(h) for h in history], candidates=[str(c) for c in candidates],
-                           history_times=[int(t) for t in times or ()], now=int(now or 0))
+def _score_request(history, candidates, times, now, user_id=None) -> pb.ScoreRequest:
+    return pb.ScoreRequest(history=[str(h) for h in history or ()], candidates=[str(c) for c in candidates],
+                           history_times=[int(t) for t in times or ()], now=int(now or 0), user_id=user_id or "")
+
+
+def _observe_request(user_id, items, times) -> pb.ObserveRequest:
+    return pb.ObserveRequest(user_id=user_id, items=[str(i) for i in items], times=[int(t) for t in times or ()])
 
 
 class Client:
@@ -101,13 +108,27 @@ class Client:
     def _call(self, fn, req, timeout=None):
         return fn(req, timeout=timeout or self.timeout, metadata=self.metadata)
 
-    def recommend(self, history, k: int = 10, *, exclude_seen: bool = True, allow=None, deny=None,
+    def recommend(self, history=(), k: int = 10, *, exclude_seen: bool = True, allow=None, deny=None,
                   explain: bool = False, model: str | None = None, times=None, now: int | None = None,
+                  user_id: str | None = None, diversity: float = 0.0, diversity_by: str = "",
                   timeout: float | None = None):
         """``times``/``now``: event times per history id and the prediction time, for a
-        time-aware model (``model_info().uses_time``)."""
-        req = _recommend_request(history, k, exclude_seen, allow, deny, explain, model, times, now)
+        time-aware model (``model_info().uses_time``). ``user_id``: start from the user's history
+        in the server's event store (``observe``); ``history`` is then appended to it.
+        ``diversity`` (0..1): re-rank by maximal marginal relevance (``diversity_by``: "" item
+        embeddings, or a catalog feature such as "genres")."""
+        req = _recommend_request(history, k, exclude_seen, allow, deny, explain, model, times, now, user_id,
+                                 diversity, diversity_by)
         return self._call(self.stub.Recommend, req, timeout)
+
+    def observe(self, user_id: str, items, *, times=None, timeout: float | None = None):
+        """Append events (item ids, oldest first; ``times`` one per item, or the server's clock)
+        to the user's stored history -> ``ObserveResponse`` (history_length, unknown_items)."""
+        return self._call(self.stub.Observe, _observe_request(user_id, items, times), timeout)
+
+    def forget_user(self, user_id: str, *, timeout: float | None = None):
+        """Delete the user's stored events -> ``ForgetUserResponse`` (found)."""
+        return self._call(self.stub.ForgetUser, pb.ForgetUserRequest(user_id=user_id), timeout)
 
     def recommend_batch(self, requests, *, timeout: float | None = None) -> list:
         """Many users in one call (``as_request`` says what an entry may be): one
@@ -121,8 +142,9 @@ class Client:
         return self.stub.RecommendStream((as_request(r) for r in requests), timeout=timeout or self.timeout,
                                          metadata=self.metadata)
 
-    def score(self, history, candidates, *, times=None, now: int | None = None, timeout: float | None = None):
-        return self._call(self.stub.Score, _score_request(history, candidates, times, now), timeout)
+    def score(self, history, candidates, *, times=None, now: int | None = None, user_id: str | None = None,
+              timeout: float | None = None):
+        return self._call(self.stub.Score, _score_request(history, candidates, times, now, user_id), timeout)
 
     def model_info(self, timeout: float | None = None):
         return self._call(self.stub.GetModelInfo, pb.GetModelInfoRequest(), timeout)
@@ -151,11 +173,22 @@ class AsyncClient:
     async def _call(self, fn, req, timeout=None):
         return await fn(req, timeout=timeout or self.timeout, metadata=self.metadata)
 
-    async def recommend(self, history, k: int = 10, *, exclude_seen: bool = True, allow=None, deny=None,
+    async def recommend(self, history=(), k: int = 10, *, exclude_seen: bool = True, allow=None, deny=None,
                         explain: bool = False, model: str | None = None, times=None, now: int | None = None,
+                        user_id: str | None = None, diversity: float = 0.0, diversity_by: str = "",
                         timeout: float | None = None):
-        req = _recommend_request(history, k, exclude_seen, allow, deny, explain, model, times, now)
+        """As ``Client.recommend``."""
+        req = _recommend_request(history, k, exclude_seen, allow, deny, explain, model, times, now, user_id,
+                                 diversity, diversity_by)
         return await self._call(self.stub.Recommend, req, timeout)
+
+    async def observe(self, user_id: str, items, *, times=None, timeout: float | None = None):
+        """As ``Client.observe``."""
+        return await self._call(self.stub.Observe, _observe_request(user_id, items, times), timeout)
+
+    async def forget_user(self, user_id: str, *, timeout: float | None = None):
+        """As ``Client.forget_user``."""
+        return await self._call(self.stub.ForgetUser, pb.ForgetUserRequest(user_id=user_id), timeout)
 
     async def recommend_batch(self, requests, *, timeout: float | None = None) -> list:
         """As ``Client.recommend_batch``."""
@@ -173,9 +206,9 @@ class AsyncClient:
             it = (as_request(r) for r in requests)
         return self.stub.RecommendStream(it, timeout=timeout or self.timeout, metadata=self.metadata)
 
-    async def score(self, history, candidates, *, times=None, now: int | None = None,
+    async def score(self, history, candidates, *, times=None, now: int | None = None, user_id: str | None = None,
                     timeout: float | None = None):
-        return await self._call(self.stub.Score, _score_request(history, candidates, times, now), timeout)
+        return await self._call(self.stub.Score, _score_request(history, candidates, times, now, user_id), timeout)
 
     async def model_info(self, timeout: float | None = None):
         return await self._call(self.stub.GetModelInfo, pb.GetModelInfoRequest(), timeout)

@@ -31,6 +31,7 @@ from jaxrec_server.batcher import Batcher
 from jaxrec_server.engine import Engine
 from jaxrec_server.metrics import ServerMetrics
 from jaxrec_server.servicer import SERVICE, RecommenderServicer, add_to_server
+from jaxrec_server.store import DEFAULT_TTL_S, EXCLUDE_WINDOW, EventStore, open_store
 
 log = logging.getLogger("jaxrec_server")
 
@@ -76,6 +77,12 @@ class ServeConfig:
     ranker: str | None = None  # two-stage: a ranking run re-ranks the checkpoint's top candidates
     candidates: int = 200
     blend: float | None = None  # None: the ranker's trained residual weight (0 if none)
+    # the user-event store (Observe, ForgetUser, Recommend by user_id; store.py): "sqlite:PATH"
+    # (embedded, shared by --workers), "redis://HOST:PORT/DB" (many replicas) or "none"
+    store: str = "sqlite:jaxrec-events.sqlite"
+    store_ttl_s: float = DEFAULT_TTL_S  # a user's events are deleted this long after the last one
+    # events kept per user beyond the model's history: exclude_seen still removes them
+    exclude_window: int = EXCLUDE_WINDOW
 
 
 def reload_failure_reason(e: Exception) -> str:
@@ -92,6 +99,12 @@ class ServerState:
     def __init__(self, engine: Engine | None, metrics: ServerMetrics):
         self.engine, self.metrics = engine, metrics
         self.batcher: Batcher | None = None
+        self.store: EventStore | None = None
+
+    def store_info(self) -> dict:
+        """``ModelInfo``'s store fields."""
+        s = self.store
+        return {} if s is None else dict(store=s.url, store_max_events=s.max_events, store_ttl_s=int(s.ttl_s))
 
 
 class TokenAuth(grpc.aio.ServerInterceptor):
@@ -198,6 +211,15 @@ class Server:
                 await self.server.stop(0)  # release the port before the error surfaces
                 raise
         cfg = self.cfg
+        try:  # bounded per user: what the model reads plus the exclude-seen window
+            self.state.store = open_store(cfg.store, max_events=engine.max_len + cfg.exclude_window,
+                                          ttl_s=cfg.store_ttl_s)
+        except BaseException:
+            await self.server.stop(0)
+            raise
+        if self.state.store is not None:
+            log.info("event store %s: %d events per user, TTL %ss", self.state.store.url,
+                     self.state.store.max_events, cfg.store_ttl_s)
         self.state.batcher = Batcher(lambda: self.state.engine, max_batch_size=cfg.max_batch_size,
                                      max_delay_ms=cfg.max_delay_ms, max_queue=cfg.max_queue,
                                      metrics=self.metrics, max_wait_ms=cfg.max_wait_ms)
@@ -297,6 +319,8 @@ class Server:
         await self.server.stop(self.cfg.grace_s if grace is None else grace)
         if self.state and self.state.batcher:
             await self.state.batcher.stop()
+        if self.state and self.state.store:
+            await self.state.store.close()
         self.stopped.set()
 
 

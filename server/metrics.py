@@ -32,6 +32,8 @@ class ServerMetrics:
                                  multiprocess_mode="livesum")
         self.in_flight = Gauge("jaxrec_in_flight_rpcs", "Recommender RPCs being handled", registry=r,
                                multiprocess_mode="livesum")
+        self.store_seconds = Histogram("jaxrec_store_seconds", "Event-store calls: reads for user_id "
+                                       "requests, Observe, ForgetUser", ["op"], buckets=LATENCY_BUCKETS, registry=r)
         self.reload_failures = Counter("jaxrec_reload_failures_total",
                                        "Checkpoints refused by hot reload, by reason", ["reason"], registry=r)
 

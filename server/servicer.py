@@ -18,6 +18,7 @@ from jaxrec.v1 import recommender_pb2 as pb
 from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
 from jaxrec_server.batcher import DeadlineExpired, Overloaded, QueueFull
 from jaxrec_server.engine import Query
+from jaxrec_server.store import StoreUnavailable
 
 MAX_ID_LEN = 256
 SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
@@ -25,6 +26,13 @@ SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 
 class BadRequest(ValueError):
     pass
+
+
+class NoStore(Exception):
+    """A ``user_id`` request to a server started without an event store (FAILED_PRECONDITION)."""
+
+    def __init__(self):
+        super().__init__("user_id: this server keeps no user events (it was started with --store none)")
 
 
 class Malformed:
@@ -50,7 +58,9 @@ def add_to_server(servicer, server) -> None:
     unary = {"Recommend": (pb.RecommendRequest, pb.RecommendResponse),
              "RecommendBatch": (pb.RecommendBatchRequest, pb.RecommendBatchResponse),
              "Score": (pb.ScoreRequest, pb.ScoreResponse),
-             "GetModelInfo": (pb.GetModelInfoRequest, pb.ModelInfo)}
+             "GetModelInfo": (pb.GetModelInfoRequest, pb.ModelInfo),
+             "Observe": (pb.ObserveRequest, pb.ObserveResponse),
+             "ForgetUser": (pb.ForgetUserRequest, pb.ForgetUserResponse)}
     handlers = {name: grpc.unary_unary_rpc_method_handler(
         getattr(servicer, name), request_deserializer=safe_deserializer(req),
         response_serializer=resp.SerializeToString) for name, (req, resp) in unary.items()}
@@ -74,21 +84,36 @@ def lookup_ids(field: str, ids, engine, limit: int) -> np.ndarray:
     return idx
 
 
-def request_history(engine, request, limit: int):
+def request_history(engine, request, limit: int, stored=None):
     """(the latest items the model reads, every known item, count of unknown ids, their
-    relative times + the prediction time for a time-aware model, else None)."""
+    relative times + the prediction time for a time-aware model, else None). ``stored``: the
+    user's ``Events`` from the event store, read before the request's own history."""
     ids = request.history
+    if stored:
+        if len(ids) > limit:  # the request's own ids are limited; the store bounds its own
+            raise BadRequest(f"history: {len(ids)} ids, more than the limit of {limit}")
+        ids, limit = stored.items + list(ids), len(stored) + len(ids)
     h = history_of_indices(lookup_ids("history", ids, engine, limit))
     times = None
     if engine.uses_time:
-        if len(request.history_times) != len(ids):
-            raise BadRequest(f"history_times: {len(request.history_times)} times for {len(ids)} "
+        given = request.history_times
+        if len(given) != len(request.history):
+            raise BadRequest(f"history_times: {len(given)} times for {len(request.history)} "
                              f"history ids; {engine.name} reads event times, one per id")
         try:
-            times = history_times(h, request.history_times, engine.max_len, request.now or None)
+            times = history_times(h, (stored.times + list(given)) if stored else given, engine.max_len,
+                                  request.now or None)
         except ValueError as e:
             raise BadRequest(f"history_times: {e}") from None
     return h.latest(engine.max_len), h.items, h.unknown, times
+
+
+def check_user(user_id: str) -> str:
+    """A user id as the store keys it: 1..256 printable characters, no surrounding blanks."""
+    if not user_id or len(user_id) > MAX_ID_LEN or not user_id.isprintable() or user_id.strip() != user_id:
+        raise BadRequest(f"user_id: malformed {user_id[:40]!r} (1..{MAX_ID_LEN} printable characters, "
+                         "no leading or trailing blanks)")
+    return user_id
 
 
 def _index_list(engine, field, ids, limit: int) -> np.ndarray | None:
@@ -98,17 +123,18 @@ def _index_list(engine, field, ids, limit: int) -> np.ndarray | None:
     return idx[idx > 0]
 
 
-def recommend_query(engine, request, limit: int = 10_000) -> tuple[Query, int]:
+def recommend_query(engine, request, limit: int = 10_000, stored=None) -> tuple[Query, int]:
     """A ``RecommendRequest`` -> (the engine's ``Query``, count of unknown history ids); a
     request that is wrong in any field raises ``BadRequest`` naming it. The servicer and the
-    load test's engine-alone timing both build their queries here."""
+    load test's engine-alone timing both build their queries here. ``stored``: the user's
+    events from the store (``request.user_id``)."""
     n = engine.num_items
     if request.model and request.model != engine.name:
         raise BadRequest(f"model: {request.model!r} is not served (serving {engine.name!r})")
     kmax = min(n, engine.k_buckets[-1])
     if not 1 <= request.k <= kmax:
         raise BadRequest(f"k: must be in 1..{kmax}, got {request.k}")
-    hist, seen, unknown, times = request_history(engine, request, limit)
+    hist, seen, unknown, times = request_history(engine, request, limit, stored)
     q = Query(hist, int(request.k), bool(request.exclude_seen), _index_list(engine, "allow", request.allow, limit),
               _index_list(engine, "deny", request.deny, limit), bool(request.explain), seen=seen, times=times)
     if request.allow and q.allow is not None and not len(q.allow):
@@ -118,9 +144,9 @@ def recommend_query(engine, request, limit: int = 10_000) -> tuple[Query, int]:
     return q, unknown
 
 
-def score_query(engine, request, limit: int = 10_000) -> tuple[Query, tuple[int, list]]:
+def score_query(engine, request, limit: int = 10_000, stored=None) -> tuple[Query, tuple[int, list]]:
     """A ``ScoreRequest`` -> (``Query``, (unknown history count, unknown candidate ids))."""
-    hist, _, unknown, times = request_history(engine, request, limit)
+    hist, _, unknown, times = request_history(engine, request, limit, stored)
     cands = request.candidates
     if not len(cands):
         raise BadRequest("candidates: empty")
@@ -153,7 +179,14 @@ def status_of(e: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(e, DeadlineExpired):
         return grpc.StatusCode.DEADLINE_EXCEEDED
+    if isinstance(e, StoreUnavailable):
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(e, NoStore):
+        return grpc.StatusCode.FAILED_PRECONDITION
     return grpc.StatusCode.INTERNAL
+
+
+REFUSALS = (BadRequest, QueueFull, DeadlineExpired, StoreUnavailable, NoStore)  # answered with status_of
 
 
 class RecommenderServicer(pb_grpc.RecommenderServicer):
@@ -164,12 +197,45 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self.state = state  # ServerState: .engine, .batcher, .metrics
         self.max_request_items = max_request_items
 
-    def _prepare(self, engine, request, timeout, make_query):
-        """Admit, then parse (refusing must cost little, so admission comes first)."""
+    def _admit(self, request, timeout) -> None:
+        """Refuse malformed bytes and work the batcher cannot finish in time, before anything
+        else is spent on the request (refusing must cost little)."""
         if isinstance(request, Malformed):
             raise BadRequest(f"the request bytes are not a valid {request.message_type}: {request.error}")
         self.state.batcher.admit(timeout)
-        return make_query(engine, request, self.max_request_items)
+
+    async def _stored(self, requests) -> list:
+        """The stored ``Events`` of each request's ``user_id`` (None for a request without one), read
+        in one store call; when the store fails, the exception in place of each user's events."""
+        users = [(i, r.user_id) for i, r in enumerate(requests) if r.user_id]
+        out = [None] * len(requests)
+        if not users:
+            return out
+        store = self.state.store
+        ok = []
+        for i, u in users:
+            try:
+                out[i] = NoStore() if store is None else check_user(u)
+                if store is not None:
+                    ok.append(i)
+            except BadRequest as e:
+                out[i] = e
+        if ok:
+            t0 = time.perf_counter()
+            try:
+                found = await store.histories([requests[i].user_id for i in ok])
+            except StoreUnavailable as e:
+                found = [e] * len(ok)
+            self.state.metrics.store_seconds.labels("read").observe(time.perf_counter() - t0)
+            for i, ev in zip(ok, found):
+                out[i] = ev
+        return out
+
+    @staticmethod
+    def _parse(engine, request, stored, make_query, limit):
+        if isinstance(stored, BaseException):
+            raise stored
+        return make_query(engine, request, limit, stored)
 
     async def _engine(self, context):
         engine = self.state.engine
@@ -177,6 +243,14 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             self.state.metrics.rejects.labels("warming_up").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up: the model is still compiling")
         return engine
+
+    async def _abort(self, context, e: BaseException):
+        code = status_of(e)
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            self.state.metrics.rejects.labels("invalid_argument").inc()
+        if isinstance(e, Overloaded):  # clients' retry policy waits this long before retrying
+            context.set_trailing_metadata((("grpc-retry-pushback-ms", str(e.pushback_ms)),))
+        await context.abort(code, str(e))
 
     async def _run(self, method: str, request, context, make_query, respond):
         t0 = time.perf_counter()
@@ -186,16 +260,14 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         try:
             engine = await self._engine(context)
             timeout = context.time_remaining()
-            query, extra = self._prepare(engine, request, timeout, make_query)
+            self._admit(request, timeout)
+            stored = (await self._stored([request]))[0] if request.user_id else None
+            query, extra = self._parse(engine, request, stored, make_query, self.max_request_items)
             answer = await self.state.batcher.enqueue(query, timeout)
             return respond(engine, answer, extra)
-        except (BadRequest, QueueFull, DeadlineExpired) as e:
+        except REFUSALS as e:
             code = status_of(e)
-            if code == grpc.StatusCode.INVALID_ARGUMENT:
-                metrics.rejects.labels("invalid_argument").inc()
-            if isinstance(e, Overloaded):  # clients' retry policy waits this long before retrying
-                context.set_trailing_metadata((("grpc-retry-pushback-ms", str(e.pushback_ms)),))
-            await context.abort(code, str(e))
+            await self._abort(context, e)
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
@@ -209,26 +281,38 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     async def _entries(self, method: str, engine, requests, timeout, results) -> None:
         """Answer many Recommend requests into ``results`` (RecommendResult messages, same order):
-        every entry is admitted and parsed, the valid ones join the batcher's queue together, and
-        each entry's error is written in place; one bad entry fails alone."""
+        every entry is admitted, the admitted ones' stored histories are read in one store call,
+        the valid ones join the batcher's queue together, and each entry's error is written in
+        place; one bad entry fails alone."""
         t0 = time.perf_counter()
         batcher, codes = self.state.batcher, collections.Counter()
-        waiting = []  # (result, unknown count, answer future)
+
+        def fail(res, e):
+            res.code, res.error = status_of(e).value[0], str(e) or type(e).__name__
+            codes[status_of(e).name] += 1
+            if isinstance(e, BadRequest):  # counted as the unary path counts it
+                self.state.metrics.rejects.labels("invalid_argument").inc()
+
+        admitted = []
         for req, res in zip(requests, results):
             try:
-                query, unknown = self._prepare(engine, req, timeout, recommend_query)
+                self._admit(req, timeout)
+                admitted.append((req, res))
+            except REFUSALS as e:
+                fail(res, e)
+        stored = await self._stored([req for req, _ in admitted])
+        waiting = []  # (result, unknown count, answer future)
+        for (req, res), ev in zip(admitted, stored):
+            try:
+                query, unknown = self._parse(engine, req, ev, recommend_query, self.max_request_items)
                 waiting.append((res, unknown, batcher.enqueue(query, timeout)))
-            except (BadRequest, QueueFull) as e:
-                res.code, res.error = status_of(e).value[0], str(e)
-                codes[status_of(e).name] += 1
-                if isinstance(e, BadRequest):  # counted as the unary path counts it
-                    self.state.metrics.rejects.labels("invalid_argument").inc()
+            except REFUSALS as e:
+                fail(res, e)
         if waiting:
             answers = await asyncio.gather(*(f for *_, f in waiting), return_exceptions=True)
             for (res, unknown, _), a in zip(waiting, answers):
                 if isinstance(a, BaseException):
-                    res.code, res.error = status_of(a).value[0], str(a) or type(a).__name__
-                    codes[status_of(a).name] += 1
+                    fail(res, a)
                 else:
                     fill_recommend(res.response, engine, a, unknown)
                     codes["OK"] += 1
@@ -236,6 +320,24 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         for code, n in codes.items():  # counted per entry, as unary calls are
             m.requests.labels(method, code).inc(n)
         m.latency_seconds.labels(method).observe(time.perf_counter() - t0)
+
+    async def _store_call(self, method: str, request, context, call):
+        """Observe and ForgetUser: validate, run ``call(store, request)`` (a coroutine), count."""
+        t0 = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            if isinstance(request, Malformed):
+                raise BadRequest(f"the request bytes are not a valid {request.message_type}: {request.error}")
+            if self.state.store is None:
+                raise NoStore()
+            check_user(request.user_id)
+            return await call(self.state.store, request)
+        except REFUSALS as e:
+            code = status_of(e)
+            await self._abort(context, e)
+        finally:
+            self.state.metrics.requests.labels(method, code.name).inc()
+            self.state.metrics.store_seconds.labels(method).observe(time.perf_counter() - t0)
 
     # ------------------------------------------------------------ RPCs
 
@@ -304,6 +406,30 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
         return await self._run("Score", request, context, score_query, respond)
 
+    async def Observe(self, request, context):
+        async def call(store, r):
+            items, times = list(r.items), list(r.times)
+            if not items:
+                raise BadRequest("items: empty (an Observe call appends at least one event)")
+            engine = self.state.engine
+            if engine is None:  # ids are checked for form against the catalog
+                raise StoreUnavailable("warming up: the model is still compiling")
+            idx = lookup_ids("items", items, engine, self.max_request_items)
+            if times and len(times) != len(items):
+                raise BadRequest(f"times: {len(times)} times for {len(items)} items; give one per item or none")
+            if not times:
+                times = [int(time.time())] * len(items)
+            n = await store.append(r.user_id, items, times)
+            return pb.ObserveResponse(history_length=n, unknown_items=int((idx == 0).sum()))
+
+        return await self._store_call("Observe", request, context, call)
+
+    async def ForgetUser(self, request, context):
+        async def call(store, r):
+            return pb.ForgetUserResponse(found=await store.forget(r.user_id))
+
+        return await self._store_call("ForgetUser", request, context, call)
+
     async def GetModelInfo(self, request, context):
         e = await self._engine(context)
         self.state.metrics.requests.labels("GetModelInfo", "OK").inc()
@@ -311,4 +437,4 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                             max_history_length=e.max_len, batch_buckets=e.batch_buckets, uses_time=e.uses_time,
                             length_buckets=e.length_buckets, k_buckets=e.k_buckets,
                             checkpoint=str(e.checkpoint), table_dtype=e.table_dtype,
-                            table_bytes=e.scorer.table_bytes())
+                            table_bytes=e.scorer.table_bytes(), **self.state.store_info())

@@ -11,6 +11,16 @@ SHARED = Path(os.environ.get("JAXREC_SHARED_DATA",
 ML1M = SHARED / "ml-1m" / "ml-1m.txt"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _scratch_cwd(tmp_path_factory):
+    """Run every test in a scratch directory: what a server or command writes to the working
+    directory by default (the event store's jaxrec-events.sqlite, runs/) stays out of the tree."""
+    old = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(old)
+
+
 @pytest.fixture
 def ml1m_path():
     if not ML1M.exists():

@@ -88,13 +88,29 @@ def cmd_query(args) -> int:
     ca = open(args.tls_ca, "rb").read() if args.tls_ca else None
     cert = open(args.tls_cert, "rb").read() if args.tls_cert else None
     key = open(args.tls_key, "rb").read() if args.tls_key else None
-    histories = [[h.strip() for h in one.split(",") if h.strip()] for one in args.history]
+    histories = [_ids(one) for one in args.history]
+    if (args.observe or args.forget) and not args.user:
+        raise UserError("--observe and --forget go with --user")
+    if not histories and not args.user:
+        raise UserError("give --history IDS (repeat for several users) or --user ID")
     if args.times and len(histories) > 1:
         raise UserError("--times goes with one --history")
+    if args.user and len(histories) > 1:
+        raise UserError("--user goes with at most one --history (appended to the stored one)")
     entries = [dict(history=h, k=args.k, exclude_seen=not args.include_seen, explain=args.explain,
-                    times=parse_times(args.times), now=args.now) for h in histories]
+                    times=parse_times(args.times), now=args.now, user_id=args.user, diversity=args.diversity,
+                    diversity_by=args.diversity_by) for h in histories or [[]]]
     try:
         with Client(args.target, token=token, tls_ca=ca, tls_cert=cert, tls_key=key, timeout=args.timeout) as c:
+            if args.forget:
+                found = c.forget_user(args.user).found
+                print(f"user {args.user}: " + ("events deleted" if found else "nothing stored"))
+                return 0
+            if args.observe:
+                r = c.observe(args.user, _ids(args.observe), times=parse_times(args.times))
+                print(f"user {args.user}: {r.history_length} events stored"
+                      + (f" ({r.unknown_items} id(s) not in the served catalog)" if r.unknown_items else ""))
+                return 0
             if len(entries) == 1 and not args.stream:
                 results = [pb.RecommendResult(response=c.recommend(**entries[0]))]
             elif args.stream:
@@ -103,6 +119,7 @@ def cmd_query(args) -> int:
                 results = c.recommend_batch(entries)
     except grpc.RpcError as e:
         raise UserError(f"{args.target}: {e.code().name}: {e.details()}") from None
+    histories = histories or [[]]
     if args.json:
         from google.protobuf.json_format import MessageToDict
         for res in results:  # one JSON line per history
@@ -119,6 +136,10 @@ def cmd_query(args) -> int:
             continue
         _print_response(res.response)
     return 1 if failed else 0
+
+
+def _ids(text: str) -> list[str]:
+    return [h.strip() for h in text.split(",") if h.strip()]
 
 
 def _print_response(r) -> None:
@@ -194,6 +215,14 @@ def add_parsers(sub) -> None:
                          "on CPU each is pinned to its share of the cores (jaxrec_server/workers.py)")
     sv.add_argument("--worker-gpus", default=None, metavar="IDS",
                     help="GPU ids for the workers, dealt round-robin, e.g. 0,1,2,3 (default: all visible to each)")
+    sv.add_argument("--store", default="sqlite:jaxrec-events.sqlite",
+                    help="the user-event store behind Observe, ForgetUser and Recommend by user_id: "
+                         "sqlite:PATH (embedded, shared by --workers; default: jaxrec-events.sqlite in the "
+                         "working directory), redis://HOST:PORT/DB (many replicas) or none")
+    sv.add_argument("--store-ttl-s", type=float, default=30 * 24 * 3600,
+                    help="a user's events are deleted this long after the last one (default: 30 days)")
+    sv.add_argument("--exclude-window", type=int, default=200,
+                    help="events kept per user beyond the model's history, so exclude_seen still removes them")
     sv.add_argument("--metrics-port", type=int, default=None,
                     help="Prometheus /metrics port (with --workers: the sum over workers, served by the parent)")
     sv.add_argument("--watch", action="store_true", help="hot-reload newer checkpoints from --checkpoint")
@@ -223,9 +252,19 @@ def add_parsers(sub) -> None:
 
     qy = sub.add_parser("query", help="ask a running server for recommendations")
     qy.add_argument("--target", default="localhost:50051")
-    qy.add_argument("--history", required=True, action="append",
+    qy.add_argument("--history", default=[], action="append",
                     help="external item ids, oldest first, comma-separated; repeat for several users "
                          "(sent in one RecommendBatch call)")
+    qy.add_argument("--user", default=None,
+                    help="a user id of the server's event store: recommend from its stored history (plus "
+                         "--history, if given)")
+    qy.add_argument("--observe", default=None, metavar="IDS",
+                    help="with --user: append these item ids (comma-separated) to the user's stored history")
+    qy.add_argument("--forget", action="store_true", help="with --user: delete the user's stored events")
+    qy.add_argument("--diversity", type=float, default=0.0,
+                    help="0..1: re-rank for items unlike each other (maximal marginal relevance)")
+    qy.add_argument("--diversity-by", default="",
+                    help="similarity for --diversity: item embeddings (default) or a catalog feature, e.g. genres")
     qy.add_argument("--stream", action="store_true", help="send the histories on one RecommendStream")
     qy.add_argument("-k", type=int, default=10)
     qy.add_argument("--times", default=None, help="event times, one per history id (time-aware models)")

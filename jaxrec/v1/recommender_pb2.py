@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bjaxrec/v1/recommender.proto\x12\tjaxrec.v1\"\xa5\x01\n\x10RecommendRequest\x12\x0f\n\x07history\x18\x01 \x03(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x14\n\x0c\x65xclude_seen\x18\x03 \x01(\x08\x12\r\n\x05\x61llow\x18\x04 \x03(\t\x12\x0c\n\x04\x64\x65ny\x18\x05 \x03(\t\x12\x0f\n\x07\x65xplain\x18\x06 \x01(\x08\x12\r\n\x05model\x18\x07 \x01(\t\x12\x15\n\rhistory_times\x18\x08 \x03(\x03\x12\x0b\n\x03now\x18\t \x01(\x03\"*\n\x07\x42\x65\x63\x61use\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"`\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12#\n\x07\x62\x65\x63\x61use\x18\x04 \x03(\x0b\x32\x12.jaxrec.v1.Because\"\x8f\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.jaxrec.v1.ScoredItem\x12\x1d\n\x15unknown_history_items\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmodel_step\x18\x04 \x01(\x03\x12\x12\n\ncold_start\x18\x05 \x01(\x08\"F\n\x15RecommendBatchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.jaxrec.v1.RecommendRequest\"^\n\x0fRecommendResult\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12.\n\x08response\x18\x03 \x01(\x0b\x32\x1c.jaxrec.v1.RecommendResponse\"E\n\x16RecommendBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.jaxrec.v1.RecommendResult\"W\n\x0cScoreRequest\x12\x0f\n\x07history\x18\x01 \x03(\t\x12\x12\n\ncandidates\x18\x02 \x03(\t\x12\x15\n\rhistory_times\x18\x03 \x03(\x03\x12\x0b\n\x03now\x18\x04 \x01(\x03\"\x7f\n\rScoreResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.jaxrec.v1.ScoredItem\x12\x1d\n\x15unknown_history_items\x18\x02 \x01(\x05\x12\x1a\n\x12unknown_candidates\x18\x03 \x03(\t\x12\r\n\x05stage\x18\x04 \x01(\t\"\x15\n\x13GetModelInfoRequest\"\xec\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x14\n\x0c\x63\x61talog_size\x18\x03 \x01(\x05\x12\x1a\n\x12max_history_length\x18\x04 \x01(\x05\x12\x15\n\rbatch_buckets\x18\x05 \x03(\x05\x12\x16\n\x0elength_buckets\x18\x06 \x03(\x05\x12\x11\n\tk_buckets\x18\x07 \x03(\x05\x12\x12\n\ncheckpoint\x18\x08 \x01(\t\x12\x11\n\tuses_time\x18\t \x01(\x08\x12\x13\n\x0btable_dtype\x18\n \x01(\t\x12\x13\n\x0btable_bytes\x18\x0b \x01(\x03\x32\xfe\x02\n\x0bRecommender\x12\x46\n\tRecommend\x12\x1b.jaxrec.v1.RecommendRequest\x1a\x1c.jaxrec.v1.RecommendResponse\x12:\n\x05Score\x12\x17.jaxrec.v1.ScoreRequest\x1a\x18.jaxrec.v1.ScoreResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.jaxrec.v1.GetModelInfoRequest\x1a\x14.jaxrec.v1.ModelInfo\x12U\n\x0eRecommendBatch\x12 .jaxrec.v1.RecommendBatchRequest\x1a!.jaxrec.v1.RecommendBatchResponse\x12N\n\x0fRecommendStream\x12\x1b.jaxrec.v1.RecommendRequest\x1a\x1a.jaxrec.v1.RecommendResult(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bjaxrec/v1/recommender.proto\x12\tjaxrec.v1\"\xdf\x01\n\x10RecommendRequest\x12\x0f\n\x07history\x18\x01 \x03(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x14\n\x0c\x65xclude_seen\x18\x03 \x01(\x08\x12\r\n\x05\x61llow\x18\x04 \x03(\t\x12\x0c\n\x04\x64\x65ny\x18\x05 \x03(\t\x12\x0f\n\x07\x65xplain\x18\x06 \x01(\x08\x12\r\n\x05model\x18\x07 \x01(\t\x12\x15\n\rhistory_times\x18\x08 \x03(\x03\x12\x0b\n\x03now\x18\t \x01(\x03\x12\x0f\n\x07user_id\x18\n \x01(\t\x12\x11\n\tdiversity\x18\x0b \x01(\x02\x12\x14\n\x0c\x64iversity_by\x18\x0c \x01(\t\"*\n\x07\x42\x65\x63\x61use\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"`\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12#\n\x07\x62\x65\x63\x61use\x18\x04 \x03(\x0b\x32\x12.jaxrec.v1.Because\"\x8f\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.jaxrec.v1.ScoredItem\x12\x1d\n\x15unknown_history_items\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\nmodel_step\x18\x04 \x01(\x03\x12\x12\n\ncold_start\x18\x05 \x01(\x08\"F\n\x15RecommendBatchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.jaxrec.v1.RecommendRequest\"^\n\x0fRecommendResult\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12.\n\x08response\x18\x03 \x01(\x0b\x32\x1c.jaxrec.v1.RecommendResponse\"E\n\x16RecommendBatchResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.jaxrec.v1.RecommendResult\"h\n\x0cScoreRequest\x12\x0f\n\x07history\x18\x01 \x03(\t\x12\x12\n\ncandidates\x18\x02 \x03(\t\x12\x15\n\rhistory_times\x18\x03 \x03(\x03\x12\x0b\n\x03now\x18\x04 \x01(\x03\x12\x0f\n\x07user_id\x18\x05 \x01(\t\"?\n\x0eObserveRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05items\x18\x02 \x03(\t\x12\r\n\x05times\x18\x03 \x03(\x03\"@\n\x0fObserveResponse\x12\x16\n\x0ehistory_length\x18\x01 \x01(\x05\x12\x15\n\runknown_items\x18\x02 \x01(\x05\"$\n\x11\x46orgetUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"#\n\x12\x46orgetUserResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"\x7f\n\rScoreResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.jaxrec.v1.ScoredItem\x12\x1d\n\x15unknown_history_items\x18\x02 \x01(\x05\x12\x1a\n\x12unknown_candidates\x18\x03 \x03(\t\x12\r\n\x05stage\x18\x04 \x01(\t\"\x15\n\x13GetModelInfoRequest\"\xd9\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x14\n\x0c\x63\x61talog_size\x18\x03 \x01(\x05\x12\x1a\n\x12max_history_length\x18\x04 \x01(\x05\x12\x15\n\rbatch_buckets\x18\x05 \x03(\x05\x12\x16\n\x0elength_buckets\x18\x06 \x03(\x05\x12\x11\n\tk_buckets\x18\x07 \x03(\x05\x12\x12\n\ncheckpoint\x18\x08 \x01(\t\x12\x11\n\tuses_time\x18\t \x01(\x08\x12\x13\n\x0btable_dtype\x18\n \x01(\t\x12\x13\n\x0btable_bytes\x18\x0b \x01(\x03\x12\r\n\x05store\x18\x0c \x01(\t\x12\x18\n\x10store_max_events\x18\r \x01(\x05\x12\x13\n\x0bstore_ttl_s\x18\x0e \x01(\x03\x12\x16\n\x0e\x64iversity_pool\x18\x0f \x01(\x05\x12\x15\n\ritem_features\x18\x10 \x03(\t2\x8b\x04\n\x0bRecommender\x12\x46\n\tRecommend\x12\x1b.jaxrec.v1.RecommendRequest\x1a\x1c.jaxrec.v1.RecommendResponse\x12:\n\x05Score\x12\x17.jaxrec.v1.ScoreRequest\x1a\x18.jaxrec.v1.ScoreResponse\x12\x44\n\x0cGetModelInfo\x12\x1e.jaxrec.v1.GetModelInfoRequest\x1a\x14.jaxrec.v1.ModelInfo\x12U\n\x0eRecommendBatch\x12 .jaxrec.v1.RecommendBatchRequest\x1a!.jaxrec.v1.RecommendBatchResponse\x12N\n\x0fRecommendStream\x12\x1b.jaxrec.v1.RecommendRequest\x1a\x1a.jaxrec.v1.RecommendResult(\x01\x30\x01\x12@\n\x07Observe\x12\x19.jaxrec.v1.ObserveRequest\x1a\x1a.jaxrec.v1.ObserveResponse\x12I\n\nForgetUser\x12\x1c.jaxrec.v1.ForgetUserRequest\x1a\x1d.jaxrec.v1.ForgetUserResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,27 +32,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jaxrec.v1.recommender_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECOMMENDREQUEST']._serialized_start=43
-  _globals['_RECOMMENDREQUEST']._serialized_end=208
-  _globals['_BECAUSE']._serialized_start=210
-  _globals['_BECAUSE']._serialized_end=252
-  _globals['_SCOREDITEM']._serialized_start=254
-  _globals['_SCOREDITEM']._serialized_end=350
-  _globals['_RECOMMENDRESPONSE']._serialized_start=353
-  _globals['_RECOMMENDRESPONSE']._serialized_end=496
-  _globals['_RECOMMENDBATCHREQUEST']._serialized_start=498
-  _globals['_RECOMMENDBATCHREQUEST']._serialized_end=568
-  _globals['_RECOMMENDRESULT']._serialized_start=570
-  _globals['_RECOMMENDRESULT']._serialized_end=664
-  _globals['_RECOMMENDBATCHRESPONSE']._serialized_start=666
-  _globals['_RECOMMENDBATCHRESPONSE']._serialized_end=735
-  _globals['_SCOREREQUEST']._serialized_start=737
-  _globals['_SCOREREQUEST']._serialized_end=824
-  _globals['_SCORERESPONSE']._serialized_start=826
-  _globals['_SCORERESPONSE']._serialized_end=953
-  _globals['_GETMODELINFOREQUEST']._serialized_start=955
-  _globals['_GETMODELINFOREQUEST']._serialized_end=976
-  _globals['_MODELINFO']._serialized_start=979
-  _globals['_MODELINFO']._serialized_end=1215
-  _globals['_RECOMMENDER']._serialized_start=1218
-  _globals['_RECOMMENDER']._serialized_end=1600
+  _globals['_RECOMMENDREQUEST']._serialized_end=266
+  _globals['_BECAUSE']._serialized_start=268
+  _globals['_BECAUSE']._serialized_end=310
+  _globals['_SCOREDITEM']._serialized_start=312
+  _globals['_SCOREDITEM']._serialized_end=408
+  _globals['_RECOMMENDRESPONSE']._serialized_start=411
+  _globals['_RECOMMENDRESPONSE']._serialized_end=554
+  _globals['_RECOMMENDBATCHREQUEST']._serialized_start=556
+  _globals['_RECOMMENDBATCHREQUEST']._serialized_end=626
+  _globals['_RECOMMENDRESULT']._serialized_start=628
+  _globals['_RECOMMENDRESULT']._serialized_end=722
+  _globals['_RECOMMENDBATCHRESPONSE']._serialized_start=724
+  _globals['_RECOMMENDBATCHRESPONSE']._serialized_end=793
+  _globals['_SCOREREQUEST']._serialized_start=795
+  _globals['_SCOREREQUEST']._serialized_end=899
+  _globals['_OBSERVEREQUEST']._serialized_start=901
+  _globals['_OBSERVEREQUEST']._serialized_end=964
+  _globals['_OBSERVERESPONSE']._serialized_start=966
+  _globals['_OBSERVERESPONSE']._serialized_end=1030
+  _globals['_FORGETUSERREQUEST']._serialized_start=1032
+  _globals['_FORGETUSERREQUEST']._serialized_end=1068
+  _globals['_FORGETUSERRESPONSE']._serialized_start=1070
+  _globals['_FORGETUSERRESPONSE']._serialized_end=1105
+  _globals['_SCORERESPONSE']._serialized_start=1107
+  _globals['_SCORERESPONSE']._serialized_end=1234
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1236
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1257
+  _globals['_MODELINFO']._serialized_start=1260
+  _globals['_MODELINFO']._serialized_end=1605
+  _globals['_RECOMMENDER']._serialized_start=1608
+  _globals['_RECOMMENDER']._serialized_end=2131
 # @@protoc_insertion_point(module_scope)

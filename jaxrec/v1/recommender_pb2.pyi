@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("history", "k", "exclude_seen", "allow", "deny", "explain", "model", "history_times", "now")
+    __slots__ = ("history", "k", "exclude_seen", "allow", "deny", "explain", "model", "history_times", "now", "user_id", "diversity", "diversity_by")
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,9 @@ class RecommendRequest(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     HISTORY_TIMES_FIELD_NUMBER: _ClassVar[int]
     NOW_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_BY_FIELD_NUMBER: _ClassVar[int]
     history: _containers.RepeatedScalarFieldContainer[str]
     k: int
     exclude_seen: bool
@@ -26,7 +29,10 @@ class RecommendRequest(_message.Message):
     model: str
     history_times: _containers.RepeatedScalarFieldContainer[int]
     now: int
-    def __init__(self, history: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_seen: _Optional[bool] = ..., allow: _Optional[_Iterable[str]] = ..., deny: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., model: _Optional[str] = ..., history_times: _Optional[_Iterable[int]] = ..., now: _Optional[int] = ...) -> None: ...
+    user_id: str
+    diversity: float
+    diversity_by: str
+    def __init__(self, history: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_seen: _Optional[bool] = ..., allow: _Optional[_Iterable[str]] = ..., deny: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., model: _Optional[str] = ..., history_times: _Optional[_Iterable[int]] = ..., now: _Optional[int] = ..., user_id: _Optional[str] = ..., diversity: _Optional[float] = ..., diversity_by: _Optional[str] = ...) -> None: ...
 
 class Because(_message.Message):
     __slots__ = ("item_id", "weight")
@@ -85,16 +91,48 @@ class RecommendBatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[RecommendResult, _Mapping]]] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("history", "candidates", "history_times", "now")
+    __slots__ = ("history", "candidates", "history_times", "now", "user_id")
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     HISTORY_TIMES_FIELD_NUMBER: _ClassVar[int]
     NOW_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     history: _containers.RepeatedScalarFieldContainer[str]
     candidates: _containers.RepeatedScalarFieldContainer[str]
     history_times: _containers.RepeatedScalarFieldContainer[int]
     now: int
-    def __init__(self, history: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[str]] = ..., history_times: _Optional[_Iterable[int]] = ..., now: _Optional[int] = ...) -> None: ...
+    user_id: str
+    def __init__(self, history: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[str]] = ..., history_times: _Optional[_Iterable[int]] = ..., now: _Optional[int] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class ObserveRequest(_message.Message):
+    __slots__ = ("user_id", "items", "times")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    TIMES_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    items: _containers.RepeatedScalarFieldContainer[str]
+    times: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, user_id: _Optional[str] = ..., items: _Optional[_Iterable[str]] = ..., times: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ObserveResponse(_message.Message):
+    __slots__ = ("history_length", "unknown_items")
+    HISTORY_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    history_length: int
+    unknown_items: int
+    def __init__(self, history_length: _Optional[int] = ..., unknown_items: _Optional[int] = ...) -> None: ...
+
+class ForgetUserRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class ForgetUserResponse(_message.Message):
+    __slots__ = ("found",)
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    def __init__(self, found: _Optional[bool] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("items", "unknown_history_items", "unknown_candidates", "stage")
@@ -113,7 +151,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "step", "catalog_size", "max_history_length", "batch_buckets", "length_buckets", "k_buckets", "checkpoint", "uses_time", "table_dtype", "table_bytes")
+    __slots__ = ("name", "step", "catalog_size", "max_history_length", "batch_buckets", "length_buckets", "k_buckets", "checkpoint", "uses_time", "table_dtype", "table_bytes", "store", "store_max_events", "store_ttl_s", "diversity_pool", "item_features")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     CATALOG_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +163,11 @@ class ModelInfo(_message.Message):
     USES_TIME_FIELD_NUMBER: _ClassVar[int]
     TABLE_DTYPE_FIELD_NUMBER: _ClassVar[int]
     TABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STORE_FIELD_NUMBER: _ClassVar[int]
+    STORE_MAX_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    STORE_TTL_S_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_POOL_FIELD_NUMBER: _ClassVar[int]
+    ITEM_FEATURES_FIELD_NUMBER: _ClassVar[int]
     name: str
     step: int
     catalog_size: int
@@ -136,4 +179,9 @@ class ModelInfo(_message.Message):
     uses_time: bool
     table_dtype: str
     table_bytes: int
-    def __init__(self, name: _Optional[str] = ..., step: _Optional[int] = ..., catalog_size: _Optional[int] = ..., max_history_length: _Optional[int] = ..., batch_buckets: _Optional[_Iterable[int]] = ..., length_buckets: _Optional[_Iterable[int]] = ..., k_buckets: _Optional[_Iterable[int]] = ..., checkpoint: _Optional[str] = ..., uses_time: _Optional[bool] = ..., table_dtype: _Optional[str] = ..., table_bytes: _Optional[int] = ...) -> None: ...
+    store: str
+    store_max_events: int
+    store_ttl_s: int
+    diversity_pool: int
+    item_features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., step: _Optional[int] = ..., catalog_size: _Optional[int] = ..., max_history_length: _Optional[int] = ..., batch_buckets: _Optional[_Iterable[int]] = ..., length_buckets: _Optional[_Iterable[int]] = ..., k_buckets: _Optional[_Iterable[int]] = ..., checkpoint: _Optional[str] = ..., uses_time: _Optional[bool] = ..., table_dtype: _Optional[str] = ..., table_bytes: _Optional[int] = ..., store: _Optional[str] = ..., store_max_events: _Optional[int] = ..., store_ttl_s: _Optional[int] = ..., diversity_pool: _Optional[int] = ..., item_features: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -59,6 +59,16 @@ class RecommenderStub:
                 request_serializer=jaxrec_dot_v1_dot_recommender__pb2.RecommendRequest.SerializeToString,
                 response_deserializer=jaxrec_dot_v1_dot_recommender__pb2.RecommendResult.FromString,
                 _registered_method=True)
+        self.Observe = channel.unary_unary(
+                '/jaxrec.v1.Recommender/Observe',
+                request_serializer=jaxrec_dot_v1_dot_recommender__pb2.ObserveRequest.SerializeToString,
+                response_deserializer=jaxrec_dot_v1_dot_recommender__pb2.ObserveResponse.FromString,
+                _registered_method=True)
+        self.ForgetUser = channel.unary_unary(
+                '/jaxrec.v1.Recommender/ForgetUser',
+                request_serializer=jaxrec_dot_v1_dot_recommender__pb2.ForgetUserRequest.SerializeToString,
+                response_deserializer=jaxrec_dot_v1_dot_recommender__pb2.ForgetUserResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -101,6 +111,22 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Observe(self, request, context):
+        """Append events to a user's history in the server's event store (jaxrec serve --store): the
+        next Recommend with that user_id reads them. Per user the store keeps the latest
+        ModelInfo.store_max_events events, for ModelInfo.store_ttl_s seconds after the last one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForgetUser(self, request, context):
+        """Delete everything the store keeps about a user (privacy requests).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +154,16 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.RecommendStream,
                     request_deserializer=jaxrec_dot_v1_dot_recommender__pb2.RecommendRequest.FromString,
                     response_serializer=jaxrec_dot_v1_dot_recommender__pb2.RecommendResult.SerializeToString,
+            ),
+            'Observe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Observe,
+                    request_deserializer=jaxrec_dot_v1_dot_recommender__pb2.ObserveRequest.FromString,
+                    response_serializer=jaxrec_dot_v1_dot_recommender__pb2.ObserveResponse.SerializeToString,
+            ),
+            'ForgetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetUser,
+                    request_deserializer=jaxrec_dot_v1_dot_recommender__pb2.ForgetUserRequest.FromString,
+                    response_serializer=jaxrec_dot_v1_dot_recommender__pb2.ForgetUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +301,60 @@ class Recommender:
             '/jaxrec.v1.Recommender/RecommendStream',
             jaxrec_dot_v1_dot_recommender__pb2.RecommendRequest.SerializeToString,
             jaxrec_dot_v1_dot_recommender__pb2.RecommendResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Observe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jaxrec.v1.Recommender/Observe',
+            jaxrec_dot_v1_dot_recommender__pb2.ObserveRequest.SerializeToString,
+            jaxrec_dot_v1_dot_recommender__pb2.ObserveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForgetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jaxrec.v1.Recommender/ForgetUser',
+            jaxrec_dot_v1_dot_recommender__pb2.ForgetUserRequest.SerializeToString,
+            jaxrec_dot_v1_dot_recommender__pb2.ForgetUserResponse.FromString,
             options,
             channel_credentials,
             insecure,
