@@ -17,6 +17,8 @@ mask) reaches every caller at once. What it owns:
   the plain full-matrix path.
 * ``masked_top_k`` and ``rerank`` (the two-stage step: the retriever's top-N re-scored by a
   ranker, optionally blended with the retriever's score), all inside one jitted call.
+* ``mmr``: diversity re-ranking of the top candidates (maximal marginal relevance), by
+  item-embedding or item-feature similarity, inside the same jitted call.
 * ``Scorer``: one compiled scorer over a retrieval model, a ranking model, or a retriever
   followed by a ranker. ``score_all``, ``score`` (given candidates), ``top_k`` (with the
   last layer's attention for explanations) and ``final_scores`` (a pipeline's final order
@@ -365,6 +367,56 @@ def rerank(ranker, history: jax.Array, vals: jax.Array, cand: jax.Array, k: int,
     return top, jnp.where(jnp.isfinite(top), jnp.take_along_axis(cand, j, axis=1), 0)
 
 
+DEFAULT_POOL = 200  # candidates the diversity re-ranking chooses among
+
+
+def unit_rows(x: jax.Array) -> jax.Array:
+    """Rows scaled to unit length (zero rows stay zero): dot products become cosine similarities."""
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-9)
+
+
+def mmr(vals: jax.Array, items: jax.Array, vecs: jax.Array, k: int, diversity: jax.Array):
+    """Greedy maximal marginal relevance (Carbonell & Goldstein, 1998) over each row's candidates.
+
+    ``vals`` (B, n): relevance, best first, ``MASKED`` past the allowed candidates; ``items``
+    (B, n); ``vecs`` (B, n, E): unit vectors of the candidates (similarity = their dot product:
+    cosine of item embeddings, or of multi-hot feature rows); ``diversity`` (B,) in [0, 1].
+
+    The first pick is the most relevant candidate; each next one maximises
+    ``(1 - d) * rel - d * max_sim``, where ``rel`` is the score min-max scaled over the row's
+    allowed candidates (relevance and similarity then share a [0, 1] scale whatever the model's
+    score range) and ``max_sim`` the candidate's largest similarity to the items picked so far.
+    ``d = 0`` returns the top k unchanged; ``d = 1`` picks by dissimilarity alone after the first.
+    Returns (values (B, k): the picked items' own scores, in picked order, ``MASKED`` where fewer
+    than k were allowed; items (B, k), 0 there). Cost: (B, n, n) similarities and k steps over (B, n).
+    """
+    b, n = vals.shape
+    if not 0 < k <= n:
+        raise ValueError(f"mmr: k={k} must be in 1..{n} (the candidates)")
+    ok = jnp.isfinite(vals)
+    hi = jnp.max(jnp.where(ok, vals, -jnp.inf), axis=1, keepdims=True)
+    lo = jnp.min(jnp.where(ok, vals, jnp.inf), axis=1, keepdims=True)
+    rel = jnp.where(ok, (vals - lo) / jnp.maximum(hi - lo, 1e-9), 0.0)  # (B, n)
+    sim = jnp.einsum("bne,bme->bnm", vecs.astype(jnp.float32), vecs.astype(jnp.float32))  # (B, n, n)
+    d = jnp.asarray(diversity, jnp.float32)[:, None]  # (B, 1)
+    rows = jnp.arange(b)
+
+    def step(carry, _):
+        max_sim, free = carry  # (B, n): similarity to the picked set, not yet picked and allowed
+        gain = jnp.where(free, (1.0 - d) * rel - d * max_sim, -jnp.inf)
+        j = jnp.argmax(gain, axis=1)  # (B,) ties: the more relevant (lower position)
+        valid = jnp.isfinite(gain[rows, j])
+        return (jnp.maximum(max_sim, sim[rows, j]), free.at[rows, j].set(False)), (j, valid)
+
+    first = jnp.zeros(b, jnp.int32)  # candidates are sorted: position 0 is the most relevant
+    init = (sim[rows, first], ok.at[rows, first].set(False))
+    _, (rest, valid) = jax.lax.scan(step, init, None, length=k - 1)  # (k-1, B)
+    pos = jnp.concatenate([first[:, None], rest.T.astype(jnp.int32)], axis=1)  # (B, k)
+    valid = jnp.concatenate([ok[:, :1], valid.T], axis=1)
+    out_vals = jnp.where(valid, jnp.take_along_axis(vals, pos, axis=1), MASKED)
+    return out_vals, jnp.where(valid, jnp.take_along_axis(items, pos, axis=1), 0)
+
+
 def with_prior(score, max_len: int, prior, w: float):
     """A ranker's list scorer ``score(history, candidates)`` plus ``w`` x ``prior``'s score (a
     retrieval ``Scorer``) of each candidate: what a residual ranker is trained and validated
@@ -438,6 +490,7 @@ class Scorer:
         self._score_all = jax.jit(self._score_all_fn)
         self._score = jax.jit(self._score_fn)
         self._top_k = jax.jit(self._top_k_fn, static_argnames=("k", "explain"))
+        self._diversify = jax.jit(self._diversify_fn, static_argnames=("k", "pool"))
         self._ranks = jax.jit(self._ranks_fn, static_argnames="k")
         self._final = jax.jit(self._final_fn)
 
@@ -523,6 +576,16 @@ class Scorer:
             vals, idx = rerank(self.ranker.model(kp), history, vals, idx, k, self.blend)
         return TopK(vals, idx, att)
 
+    def _diversify_fn(self, p, vals, idx, diversity, feats, k: int, pool: int):
+        vals, idx = vals[:, :pool], idx[:, :pool]  # (B, pool) the most relevant, best first
+        if feats is not None:
+            rows = feats[idx]  # (B, pool, V) unit feature rows
+        else:  # (B, pool, D) the candidates' output embeddings, as scored
+            params, tables = p
+            table = self.first.model(params).output_table() if tables is None else tables[1]
+            rows = unit_rows(table.take(idx) if isinstance(table, CompactTable) else table[idx].astype(jnp.float32))
+        return mmr(vals, idx, rows, k, diversity)
+
     def _ranks_fn(self, p, kp, history, targets, exclude, times, k: int):
         if self.ranker is None:
             user, table, _ = self._user(p, history, times)
@@ -594,6 +657,23 @@ class Scorer:
         return self._top_k(*self._params(), jnp.asarray(history, jnp.int32), ex, al, rs,
                            self._times(times), k=int(k), explain=bool(explain))
 
+    def diversify(self, top: TopK, k: int, diversity, *, pool: int | None = None, feats=None) -> TopK:
+        """Re-rank a ``top_k`` answer for diversity: maximal marginal relevance (``mmr``) over its
+        first ``pool`` items (default: all of them) down to ``k``, by the similarity of the items'
+        output embeddings, or of ``feats`` (N+1, V) unit rows (a categorical feature:
+        ``jaxrec.data.features.feature_vectors``). ``diversity`` (B,) in [0, 1].
+
+        A second jitted call on the first one's device arrays (nothing comes back to the host in
+        between): it compiles per (batch, k, pool, similarity), not per model shape, so serving's
+        diversity adds small compiles, not a second set of model buckets."""
+        pool = top.items.shape[1] if pool is None else min(int(pool), top.items.shape[1])
+        if not 0 < k <= pool:
+            raise UserError(f"diversity: k={k} must be in 1..{pool} (the candidates re-ranked)")
+        vals, idx = self._diversify(self._p(), top.values, top.items, jnp.asarray(diversity, jnp.float32),
+                                    None if feats is None else jnp.asarray(feats, jnp.float32), k=int(k),
+                                    pool=int(pool))
+        return TopK(vals, idx, top.attention)
+
     def rank_targets(self, history, targets, exclude, k: int = 0, times=None):
         """Full-ranking evaluation of one batch: (B,) ranks of ``targets`` among the items not in
         ``exclude`` (B, H) (ties count against the target) and the top-``k`` lists (values,
@@ -618,4 +698,4 @@ class Scorer:
         return rows if scales is None else rows * (scales if idx is None else scales[idx])
 
     def compile_count(self) -> int:
-        return self._top_k._cache_size()
+        return self._top_k._cache_size() + self._diversify._cache_size()

@@ -15,7 +15,11 @@ engine adds is only serving's part:
   plus as many deny ids); a batch with longer lists, with allow lists or with Score
   candidates compiles its shape once, on first use;
 * queries are grouped by history-length bucket, one device call per group;
-* cold-start queries (no known history) get popular items on the host.
+* cold-start queries (no known history) get popular items on the host;
+* diversity (``Query.diversity`` > 0): the top-k call of the smallest k bucket holding
+  ``diversity_pool`` items feeds ``Scorer.diversify`` (maximal marginal relevance, by item
+  embeddings or a catalog feature's rows, built once per feature) on device; no model bucket is
+  added, and the re-ranking's own small compiles (batch x k bucket x similarity) are warmed up.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ import numpy as np
 from jaxrec.artifact import exclude_width
 from jaxrec.data.codec import left_pad, next_pow2, pick, pow2_buckets
 from jaxrec.errors import UserError
-from jaxrec.scoring import DEFAULT_CHUNK, MASKED, Scorer, host_allowed
+from jaxrec.data.features import feature_vectors
+from jaxrec.scoring import DEFAULT_CHUNK, DEFAULT_POOL, MASKED, Scorer, host_allowed
 
 
 def _lists(rows: list, b: int, width: int) -> np.ndarray:
@@ -56,6 +61,8 @@ class Query:
     candidates: np.ndarray | None = None  # Score requests: return these items' scores
     seen: np.ndarray | None = None  # every known history item, for exclude_seen (None: ``history``)
     times: np.ndarray | None = None  # (len(history) + 1,) int32 relative times (time-aware models)
+    diversity: float = 0.0  # 0..1: maximal marginal relevance over the top diversity_pool
+    diversity_by: str = ""  # "": item-embedding similarity; else a catalog feature's name
 
     @property
     def excluded(self) -> np.ndarray:
@@ -76,7 +83,7 @@ class Engine:
                  k_buckets=None, checkpoint: str = "", ranker=None,
                  candidates: int = 200, blend: float | None = None, max_history: int | None = None,
                  max_k: int = 1000, chunk: int | None = DEFAULT_CHUNK, recall: float | None = None,
-                 table_dtype: str | None = None):
+                 table_dtype: str | None = None, diversity_pool: int = DEFAULT_POOL):
         from jaxrec.pipeline import Pipeline  # here: an engine on an artifact never imports model code
         # two-stage: Pipeline checks kinds, catalogs and the candidate count
         model = Pipeline(rec, ranker, candidates, blend=blend) if ranker is not None else rec
@@ -93,7 +100,8 @@ class Engine:
                     # what Score requests read: two-stage, the final score Recommend orders its top-N by
                     score_stage="pipeline" if ranker is not None else "retriever",
                     max_batch_size=max_batch_size, length_buckets=length_buckets, k_buckets=k_buckets,
-                    max_history=max_history, max_k=max_k, kmax=kmax)
+                    max_history=max_history, max_k=max_k, kmax=kmax,
+                    diversity_pool=min(diversity_pool, candidates) if ranker is not None else diversity_pool)
 
     @classmethod
     def from_artifact(cls, path, *, max_batch_size: int = 64) -> "Engine":
@@ -109,11 +117,11 @@ class Engine:
         e._setup(art, art.catalog, name=m["name"], step=m["step"], popularity=art.popularity, checkpoint=str(path),
                  max_len=art.max_len, score_stage="retriever", max_batch_size=max_batch_size,
                  length_buckets=art.length_buckets, k_buckets=art.k_buckets, max_history=None,
-                 max_k=max(art.k_buckets), kmax=max(art.k_buckets))
+                 max_k=max(art.k_buckets), kmax=max(art.k_buckets), diversity_pool=0)
         return e
 
     def _setup(self, scorer, catalog, *, name, step, popularity, checkpoint, max_len, score_stage, max_batch_size,
-               length_buckets, k_buckets, max_history, max_k, kmax) -> None:
+               length_buckets, k_buckets, max_history, max_k, kmax, diversity_pool) -> None:
         self.scorer, self.catalog, self.checkpoint = scorer, catalog, checkpoint
         self.num_items = catalog.num_items
         # plain lists: building responses on the event loop indexes them per item
@@ -138,6 +146,40 @@ class Engine:
         self.k_buckets = sorted({min(int(k), kmax) for k in kb})
         self.popularity = np.asarray(popularity).astype(np.float32)
         self.popularity[0] = MASKED
+        if diversity_pool < 0:
+            raise UserError(f"diversity_pool must be 0 (off) or a number of candidates, got {diversity_pool}")
+        # diversity re-ranks the first `pool` items of the smallest k bucket that holds them (no
+        # new model bucket): it serves the k buckets within that pool
+        if diversity_pool and self.k_buckets:
+            self.diversity_base = next((k for k in self.k_buckets if k >= diversity_pool), self.k_buckets[-1])
+            self.diversity_pool = min(int(diversity_pool), self.diversity_base)
+        else:
+            self.diversity_base = self.diversity_pool = 0
+        self.diversity_k_buckets = [k for k in self.k_buckets if k <= self.diversity_pool]
+        self.item_features = sorted(catalog.features)  # what diversity_by may name
+        self._feats: dict = {}  # feature name -> (N+1, V) unit rows on device
+
+    def diversity_refusal(self, k: int, by: str) -> str | None:
+        """Why a diversity request for ``k`` items by ``by`` cannot be answered (None: it can)."""
+        if not self.diversity_k_buckets:
+            return ("diversity: not served here" + (" (an exported artifact has no diversity functions)"
+                                                    if self.artifact is not None else " (--diversity-pool 0)"))
+        if k > self.diversity_k_buckets[-1]:
+            return (f"diversity: k must be at most {self.diversity_k_buckets[-1]} (the largest k bucket within "
+                    f"the diversity pool of {self.diversity_pool}), got {k}")
+        if by and by not in self.item_features:
+            return (f"diversity_by: {by!r} is not a feature of the catalog (it has: "
+                    f"{', '.join(self.item_features) or 'none'}; \"\" = item embeddings)")
+        return None
+
+    def _diversify(self, top, k: int, diversity, by: str):
+        return self.scorer.diversify(top, k, diversity, pool=self.diversity_pool,
+                                     feats=self._feature_rows(by) if by else None)
+
+    def _feature_rows(self, by: str):
+        if by not in self._feats:
+            self._feats[by] = jax.device_put(feature_vectors(self.catalog, by))
+        return self._feats[by]
 
     def refusal(self, q: Query) -> str | None:
         """Why ``q`` cannot be answered by this engine (None: it can). Only an artifact refuses:
@@ -165,11 +207,23 @@ class Engine:
             times = np.zeros((b, l + 1), np.int32) if self.uses_time else None
             jax.block_until_ready(self.scorer.top_k(hist, k, exclude=exclude, times=times, explain=True))
 
+        def diverse(shape):  # the re-ranking's compiles: per batch, k and similarity (not per length)
+            b, k, by = shape
+            top = self.scorer.top_k(np.zeros((b, self.length_buckets[0]), np.int32), self.diversity_base,
+                                    times=np.zeros((b, self.length_buckets[0] + 1), np.int32) if self.uses_time
+                                    else None, exclude=np.zeros((b, self._exclude_width(self.length_buckets[0])),
+                                                                np.int32), explain=True)
+            jax.block_until_ready(self._diversify(top, k, np.zeros(b, np.float32), by))
+
         t = time.perf_counter()
+        for by in self.item_features:
+            self._feature_rows(by)  # built before the threads, once
         shapes = list(itertools.product(self.batch_buckets, self.length_buckets, self.k_buckets))
         n = threads or max(1, len(os.sched_getaffinity(0)))
         with concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="jaxrec-warmup") as pool:
             list(pool.map(one, shapes))  # list(): re-raises the first failure
+            list(pool.map(diverse, itertools.product(self.batch_buckets, self.diversity_k_buckets,
+                                                     [""] + self.item_features)))
         return time.perf_counter() - t
 
     def compile_count(self) -> int:
@@ -185,11 +239,12 @@ class Engine:
         costs about batch x length, and on CPU it dominates the request).
         """
         out: list[Answer | None] = [None] * len(queries)
-        groups: dict[tuple, list[int]] = {}  # (length bucket, is a Score request) -> queries
+        # (length bucket, is a Score request, diversity similarity or None) -> queries
+        groups: dict[tuple, list[int]] = {}
         for i, q in enumerate(queries):
             if len(q.history):
-                groups.setdefault((pick(self.length_buckets, len(q.history)), q.candidates is not None),
-                                  []).append(i)
+                groups.setdefault((pick(self.length_buckets, len(q.history)), q.candidates is not None,
+                                   q.diversity_by if q.diversity > 0 else None), []).append(i)
             else:
                 out[i] = self._cold_start(q)
         cap = self.batch_buckets[-1]
@@ -225,8 +280,14 @@ class Engine:
             allow = _lists(lists, b, next_pow2(max(len(a) for a in lists), 16))  # (b, A)
             restricted = np.zeros(b, bool)
             restricted[:n] = [q.allow is not None for q in queries]
-        out = jax.device_get(self.scorer.top_k(hist, k, exclude=exclude, allow=allow, restricted=restricted,
-                                               times=times, explain=True))
+        diverse = queries[0].diversity > 0  # a group of diversity requests, one similarity
+        top = self.scorer.top_k(hist, self.diversity_base if diverse else k, exclude=exclude, allow=allow,
+                                restricted=restricted, times=times, explain=True)
+        if diverse:
+            d = np.zeros(b, np.float32)
+            d[:n] = [q.diversity for q in queries]
+            top = self._diversify(top, k, d, queries[0].diversity_by)
+        out = jax.device_get(top)
         vals, idx, att = out.values, out.items, out.attention  # (b, k), (b, k), (b, l)
         answers = []
         for i, q in enumerate(queries):

@@ -26,7 +26,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from jaxrec.scoring import DEFAULT_CHUNK
+from jaxrec.scoring import DEFAULT_CHUNK, DEFAULT_POOL
 from jaxrec_server.batcher import Batcher
 from jaxrec_server.engine import Engine
 from jaxrec_server.metrics import ServerMetrics
@@ -83,6 +83,9 @@ class ServeConfig:
     store_ttl_s: float = DEFAULT_TTL_S  # a user's events are deleted this long after the last one
     # events kept per user beyond the model's history: exclude_seen still removes them
     exclude_window: int = EXCLUDE_WINDOW
+    # diversity re-ranking (RecommendRequest.diversity): candidates it chooses among; 0 turns it off
+    # (and its warm-up compiles: every k bucket within the pool, for embeddings and each item feature)
+    diversity_pool: int = DEFAULT_POOL
 
 
 def reload_failure_reason(e: Exception) -> str:
@@ -170,7 +173,8 @@ def load_engine(cfg: ServeConfig) -> Engine:
     return Engine(rec, max_batch_size=cfg.max_batch_size, length_buckets=cfg.length_buckets,
                   k_buckets=cfg.k_buckets, checkpoint=cfg.checkpoint, ranker=ranker,
                   candidates=cfg.candidates, blend=cfg.blend, max_history=cfg.max_history,
-                  max_k=cfg.max_k, chunk=cfg.catalog_chunk, recall=cfg.approx_recall, table_dtype=cfg.table_dtype)
+                  max_k=cfg.max_k, chunk=cfg.catalog_chunk, recall=cfg.approx_recall, table_dtype=cfg.table_dtype,
+                  diversity_pool=cfg.diversity_pool)
 
 
 class Server:

@@ -134,9 +134,15 @@ def recommend_query(engine, request, limit: int = 10_000, stored=None) -> tuple[
     kmax = min(n, engine.k_buckets[-1])
     if not 1 <= request.k <= kmax:
         raise BadRequest(f"k: must be in 1..{kmax}, got {request.k}")
+    d, by = float(request.diversity), request.diversity_by
+    if not 0.0 <= d <= 1.0:  # NaN fails too
+        raise BadRequest(f"diversity: must be in 0..1, got {d}")
+    if (d > 0 or by) and (why := engine.diversity_refusal(request.k, by)) is not None:
+        raise BadRequest(why)
     hist, seen, unknown, times = request_history(engine, request, limit, stored)
     q = Query(hist, int(request.k), bool(request.exclude_seen), _index_list(engine, "allow", request.allow, limit),
-              _index_list(engine, "deny", request.deny, limit), bool(request.explain), seen=seen, times=times)
+              _index_list(engine, "deny", request.deny, limit), bool(request.explain), seen=seen, times=times,
+              diversity=d, diversity_by=by)
     if request.allow and q.allow is not None and not len(q.allow):
         raise BadRequest("allow: none of the ids is in the catalog")
     if (why := engine.refusal(q)) is not None:  # outside what an exported artifact answers
@@ -437,4 +443,5 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                             max_history_length=e.max_len, batch_buckets=e.batch_buckets, uses_time=e.uses_time,
                             length_buckets=e.length_buckets, k_buckets=e.k_buckets,
                             checkpoint=str(e.checkpoint), table_dtype=e.table_dtype,
-                            table_bytes=e.scorer.table_bytes(), **self.state.store_info())
+                            table_bytes=e.scorer.table_bytes(), diversity_pool=e.diversity_pool if
+                            e.diversity_k_buckets else 0, item_features=e.item_features, **self.state.store_info())

@@ -191,3 +191,78 @@ def test_a_compact_table_scores_as_the_float_model_on_its_dequantized_table(mode
     assert jax.tree_util.tree_leaves(compact._first_params)[0].shape[0] == 0 or any(
         x.shape[0] == 0 for x in jax.tree_util.tree_leaves(compact._first_params))
     assert isinstance(compact.tables[1], CompactTable) and compact.tables[1].n == data.num_items + 1
+
+
+# ---------------------------------------------------------------- diversity (maximal marginal relevance)
+
+def _ref_mmr(vals, items, vecs, k, d):
+    """One row by hand: the textbook greedy loop over the allowed candidates."""
+    ok = np.isfinite(vals)
+    lo, hi = vals[ok].min(), vals[ok].max()
+    rel = np.where(ok, (vals - lo) / max(hi - lo, 1e-9), 0.0)
+    sim = vecs @ vecs.T
+    picked = []
+    while len(picked) < k and len(picked) < ok.sum():
+        best, arg = -np.inf, None
+        for j in np.flatnonzero(ok):
+            if j in picked:
+                continue
+            g = rel[j] if not picked else (1 - d) * rel[j] - d * max(sim[j, p] for p in picked)
+            if g > best + 1e-7:  # ties: the earlier (more relevant) candidate
+                best, arg = g, j
+        picked.append(arg)
+    out_i = np.zeros(k, np.int64)
+    out_i[: len(picked)] = items[picked]
+    return out_i
+
+
+@pytest.mark.parametrize("d", [0.0, 0.3, 0.7, 1.0])
+def test_mmr_equals_the_greedy_reference(d):
+    from jaxrec.scoring import mmr, unit_rows
+
+    rng = np.random.default_rng(int(d * 10))
+    b, n, e, k = 4, 30, 5, 12
+    vals = -np.sort(-rng.normal(size=(b, n)).astype(np.float32), axis=1)
+    vals[3, 8:] = -np.inf  # a row with only 8 allowed candidates
+    items = rng.permutation(np.arange(1, 200))[: b * n].reshape(b, n).astype(np.int32)
+    vecs = np.asarray(unit_rows(rng.normal(size=(b, n, e)).astype(np.float32)))
+    got_v, got_i = (np.asarray(x) for x in mmr(vals, items, vecs, k, np.full(b, d, np.float32)))
+    for r in range(b):
+        np.testing.assert_array_equal(got_i[r], _ref_mmr(vals[r], items[r], vecs[r], k, d))
+    assert (got_i[3, 8:] == 0).all() and np.isinf(got_v[3, 8:]).all()
+    if d == 0:  # no diversity: the top k unchanged
+        np.testing.assert_array_equal(got_i[:3], items[:3, :k])
+        np.testing.assert_allclose(got_v[:3], vals[:3, :k])
+
+
+def test_diversify_by_embeddings_and_features_raises_list_diversity():
+    from jaxrec.data.features import feature_vectors
+
+    data = load_dataset("synthetic:tiny")
+    rec = Recommender.from_model(build_model("sasrec/small", data.num_items, 0), data.catalog,
+                                 Config(model="sasrec/small"))
+    h = np.random.default_rng(4).integers(1, data.num_items + 1, (8, 30)).astype(np.int32)
+    top = rec.scorer.top_k(h, 60, exclude=h)
+    feats = feature_vectors(data.catalog, "topic")
+    assert feats.shape[0] == data.num_items + 1 and np.allclose(np.linalg.norm(feats[1:], axis=1), 1)
+    emb = rec.scorer.item_vectors()
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+    def ild(items, vecs):  # mean pairwise (1 - cosine) within each list
+        v = vecs[items]  # (B, k, E)
+        s = np.einsum("bke,bje->bkj", v, v)
+        kk = items.shape[1]
+        return float((1 - (s.sum((1, 2)) - kk) / (kk * (kk - 1))).mean())
+
+    base = np.asarray(top.items)[:, :10]
+    for vecs, f in ((emb, None), (feats, feats)):
+        out = rec.scorer.diversify(top, 10, np.full(8, 0.7, np.float32), pool=60, feats=f)
+        items = np.asarray(out.items)
+        assert ild(items, vecs) > ild(base, vecs)
+        assert (items[:, 0] == base[:, 0]).all()  # the most relevant item stays first
+        assert not any(np.isin(items[r], h[r]).any() for r in range(8))  # exclusions hold
+        assert (np.sort(items, 1)[:, 1:] != np.sort(items, 1)[:, :-1]).all()  # no item twice
+    same = rec.scorer.diversify(top, 10, np.zeros(8, np.float32), pool=60)
+    np.testing.assert_array_equal(np.asarray(same.items), base)
+    with pytest.raises(UserError, match="must be in 1..60"):
+        rec.scorer.diversify(top, 61, np.zeros(8, np.float32))

@@ -203,6 +203,38 @@ def test_model_info(client):
     assert list(info.batch_buckets)[-1] == 64 and list(info.k_buckets) == [10, 100]
 
 
+def test_diversity_reranks_on_device_without_compiling(server, client):
+    """RecommendRequest.diversity: maximal marginal relevance over the top candidates, by item
+    embeddings or a catalog feature (synthetic data: "topic"); warmed up, so nothing compiles."""
+    info = client.model_info()
+    assert info.diversity_pool == 100 and list(info.item_features) == ["topic"]
+    engine = server.srv.state.engine
+    compiled = engine.compile_count()
+    catalog = engine.catalog
+    topics = lambda r: {tuple(catalog.feature_values("topic", catalog.index_of([it.item_id])[0])) for it in r.items}
+    changed = 0
+    for h in histories(8, seed=21):
+        plain = client.recommend(h, k=10)
+        for by in ("", "topic"):
+            div = client.recommend(h, k=10, diversity=0.8, diversity_by=by)
+            assert div.items[0].item_id == plain.items[0].item_id and len(div.items) == 10
+            assert not set(h) & {it.item_id for it in div.items}  # exclude_seen still holds
+            changed += [it.item_id for it in div.items] != [it.item_id for it in plain.items]
+            if by:
+                assert len(topics(div)) >= len(topics(plain))
+        same = client.recommend(h, k=10, diversity=0.0, diversity_by="topic")
+        assert [it.item_id for it in same.items] == [it.item_id for it in plain.items]
+    assert changed >= 8
+    res = client.recommend_batch([dict(history=h, k=5, diversity=d) for h, d in zip(histories(4, seed=2), [0, .3, .6, 1])])
+    assert [r.code for r in res] == [0] * 4
+    assert engine.compile_count() == compiled
+    for kw, needle in ((dict(diversity=1.5), "diversity"), (dict(diversity=float("nan")), "diversity"),
+                       (dict(diversity=0.5, diversity_by="genres"), "diversity_by")):
+        with pytest.raises(grpc.RpcError) as e:
+            client.recommend(["1", "2"], k=5, **kw)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in e.value.details()
+
+
 def test_hot_reload_under_load_fails_nothing(server):
     errors, done = [], threading.Event()
 

@@ -215,6 +215,9 @@ def add_parsers(sub) -> None:
                          "on CPU each is pinned to its share of the cores (jaxrec_server/workers.py)")
     sv.add_argument("--worker-gpus", default=None, metavar="IDS",
                     help="GPU ids for the workers, dealt round-robin, e.g. 0,1,2,3 (default: all visible to each)")
+    sv.add_argument("--diversity-pool", type=int, default=200,
+                    help="candidates the diversity re-ranking (RecommendRequest.diversity) chooses among; "
+                         "0 turns it off and skips its warm-up compiles")
     sv.add_argument("--store", default="sqlite:jaxrec-events.sqlite",
                     help="the user-event store behind Observe, ForgetUser and Recommend by user_id: "
                          "sqlite:PATH (embedded, shared by --workers; default: jaxrec-events.sqlite in the "

@@ -84,3 +84,23 @@ def categorical_feature(values_per_item: list, vocab: list | None = None) -> dic
     lens = np.array([len(vs) for vs in values_per_item], np.int64)
     return {"vocab": [str(v) for v in vocab], "offsets": np.r_[0, np.cumsum(lens)].astype(np.int64),
             "values": np.array([code[v] for vs in values_per_item for v in vs], np.int32)}
+
+
+def feature_vectors(catalog: ItemCatalog, name: str) -> np.ndarray:
+    """(N+1, V) float32: each item's multi-hot row over feature ``name``'s V values, scaled to
+    unit length, so a dot product is the cosine |A & B| / sqrt(|A| |B|) of two items' value sets
+    (diversity by genre: two comedies are alike, a comedy and a war film are not). Items without
+    values (and padding) get zero rows: alike nothing."""
+    if name not in catalog.features:
+        have = ", ".join(catalog.features) or "none"
+        raise UserError(f"item feature {name!r} is not in the catalog (it has: {have})")
+    f = catalog.features[name]
+    offsets, values = np.asarray(f["offsets"], np.int64), np.asarray(f["values"], np.int64)
+    n1 = catalog.num_items + 1
+    counts = np.diff(offsets)[:n1]
+    out = np.zeros((n1, max(1, len(f["vocab"]))), np.float32)
+    out[np.repeat(np.arange(n1), counts), values[: counts.sum()]] = 1.0
+    norm = np.sqrt(out.sum(axis=1, keepdims=True))
+    out = np.divide(out, norm, out=out, where=norm > 0)
+    out[0] = 0.0
+    return out
