@@ -18,7 +18,8 @@ from flax import nnx
 from jaxrec.data import ItemCatalog
 from jaxrec.data.codec import encode_history, history_times, left_pad
 from jaxrec.errors import UserError
-from jaxrec.scoring import Scorer, Stage
+from jaxrec.data.features import feature_vectors
+from jaxrec.scoring import DEFAULT_POOL, Scorer, Stage
 from jaxrec.train.config import Config
 from jaxrec.train.rundir import ModelInfo, RunDir
 
@@ -62,12 +63,17 @@ class Recommends:
         return out.values, out.items
 
     def recommend(self, history, k: int = 10, exclude_seen: bool = True, times=None,
-                  now=None) -> Recommendation:
+                  now=None, diversity: float = 0.0, diversity_by: str = "",
+                  pool: int = DEFAULT_POOL) -> Recommendation:
         """Top-k for one history of external ids; ``times`` (one per id, e.g. unix seconds) and
-        ``now`` are read by time-aware models and required by them."""
+        ``now`` are read by time-aware models and required by them. ``diversity`` (0..1): the
+        top ``pool`` re-ranked by maximal marginal relevance (``Scorer.diversify``), by item
+        embeddings or the catalog feature ``diversity_by``, as a server answers."""
         n = self.catalog.num_items
         if not 0 < k <= n:
             raise UserError(f"k must be in 1..{n}, got {k}")
+        if not 0.0 <= diversity <= 1.0:
+            raise UserError(f"diversity must be in 0..1, got {diversity}")
         h = encode_history(self.catalog, history)
         if not len(h.items):
             raise UserError("no known item ids in the history")
@@ -81,7 +87,14 @@ class Recommends:
                 t = left_pad([history_times(h, times, self.max_len, now)], self.max_len + 1)
             except ValueError as e:
                 raise UserError(f"times: {e}") from None
-        vals, idx = self.top_k(row, k, exclude_seen, times=t)
+        if diversity > 0 or diversity_by:
+            pool = min(max(int(pool), k), n)
+            top = self.scorer.top_k(row, pool, exclude=row if exclude_seen else None, times=t)
+            top = self.scorer.diversify(top, k, np.array([diversity], np.float32), pool=pool,
+                                        feats=feature_vectors(self.catalog, diversity_by) if diversity_by else None)
+            vals, idx = top.values, top.items
+        else:
+            vals, idx = self.top_k(row, k, exclude_seen, times=t)
         idx, vals = np.asarray(idx)[0], np.asarray(vals)[0]
         keep = np.isfinite(vals)
         idx, vals = idx[keep], vals[keep]

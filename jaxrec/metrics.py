@@ -13,6 +13,14 @@ The protocol (and why each rule):
   optimistic tie rule would reward collapsed models.
 * HR@K = [rank <= K] (= Recall@K with one target), NDCG@K = 1/log2(rank+1) if rank <= K,
   MRR = 1/rank (untruncated), coverage@K = distinct items over all top-K lists / N.
+* Beyond accuracy, over each user's top-K list (``beyond_accuracy``): intra-list diversity
+  ILD@K = mean over pairs of (1 - cosine similarity) of the items' output embeddings (and, per
+  categorical feature, of their multi-hot rows: ``ILD@K/genres``); ``Coverage@K/genres`` = the
+  share of the feature's values present in the list; Novelty@K = mean self-information
+  -log2(p) of the listed items, p = the item's training interactions / users (Zhou et al. 2010).
+* With ``diversity`` > 0 the lists are the served ones: the top ``pool`` re-ranked by maximal
+  marginal relevance (``scoring.mmr``); the target's rank is its position in that list, or,
+  outside it, max(its relevance rank, K + 1): HR/NDCG@K are exact for K up to the list length.
 
 Scores are computed and ranked in JAX one batch at a time, by the scorer's ``rank_targets``
 (``jaxrec.scoring``: catalog chunks, so a million-item catalog never holds a (B, N+1) matrix),
@@ -32,9 +40,10 @@ import numpy as np
 from jaxrec.data.splits import EvalSet, Split, pad_histories, pad_times
 from jaxrec.errors import UserError
 from jaxrec.data.codec import next_pow2
-from jaxrec.scoring import ranks_from_scores
+from jaxrec.scoring import DEFAULT_POOL, ranks_from_scores
 
 DEFAULT_KS = (1, 5, 10, 20, 50)
+MAX_FEATURE_CELLS = 1 << 26  # beyond-accuracy feature measures build (N+1, V) rows: at most this many
 
 
 class Scorer(TypingProtocol):
@@ -101,6 +110,39 @@ def summarize(ranks: np.ndarray, ks=DEFAULT_KS) -> dict:
 
 # ---------------------------------------------------------------- the protocol
 
+def beyond_accuracy(items: np.ndarray, valid: np.ndarray, *, vectors: np.ndarray | None = None,
+                    features: dict | None = None, self_info: np.ndarray | None = None) -> dict:
+    """Sums over lists (divide by the number of lists) of the beyond-accuracy measures of
+    (M, K) ``items`` lists (``valid``: which entries are real). ``vectors`` (N+1, D) item
+    embeddings -> "ILD"; ``features`` {name: (N+1, V) unit multi-hot rows} -> "ILD/name" and
+    "Coverage/name"; ``self_info`` (N+1,) -log2(p) -> "Novelty". A list of fewer than two items
+    has ILD 0 (no pairs)."""
+    items, valid = np.asarray(items), np.asarray(valid, bool)
+    m_valid = valid.sum(1).astype(np.float64)  # (M,)
+    pairs = m_valid * (m_valid - 1)
+    out = {}
+
+    def ild(rows):  # (M, K, E) unit rows -> (M,) mean pairwise 1 - cosine over valid pairs
+        rows = np.where(valid[:, :, None], rows, 0.0)
+        sim = np.einsum("mke,mje->mkj", rows, rows)
+        off_diag = sim.sum((1, 2)) - np.einsum("mkk->m", sim)
+        return np.where(pairs > 0, 1.0 - off_diag / np.maximum(pairs, 1), 0.0)
+
+    if vectors is not None:
+        v = np.asarray(vectors, np.float32)[items]
+        v = v / np.maximum(np.linalg.norm(v, axis=2, keepdims=True), 1e-9)
+        out["ILD"] = float(ild(v).sum())
+    for name, rows in (features or {}).items():
+        f = np.asarray(rows)[items]  # (M, K, V)
+        out[f"ILD/{name}"] = float(ild(f).sum())
+        present = ((f > 0) & valid[:, :, None]).any(axis=1)  # (M, V)
+        out[f"Coverage/{name}"] = float((present.sum(1) / f.shape[2]).sum())
+    if self_info is not None:
+        si = np.where(valid, np.asarray(self_info)[items], 0.0).sum(1)
+        out["Novelty"] = float(np.where(m_valid > 0, si / np.maximum(m_valid, 1), 0.0).sum())
+    return out
+
+
 def describe_protocol(split: Split, which: str, n_users: int, *, sampled: int | None,
                       sampler: str, exclude_seen: bool) -> str:
     ranking = (f"sampled ranking vs {sampled} {sampler} negatives not in the user's sequence"
@@ -114,10 +156,14 @@ def describe_protocol(split: Split, which: str, n_users: int, *, sampled: int | 
 def evaluate(scorer: Scorer, split: Split, which: str = "test", *, ks=DEFAULT_KS,
              batch_size: int = 256, exclude_seen: bool = True, sampled: int | None = None,
              sampler: str = "uniform", seed: int = 0, progress: bool = False,
-             users: int | None = None) -> EvalResult:
+             users: int | None = None, diversity: float = 0.0, diversity_by: str = "",
+             pool: int = DEFAULT_POOL, beyond_k: int | None = 10) -> EvalResult:
     """Evaluate ``scorer`` on the valid or test examples of ``split`` under the protocol above;
     ``users``: on a fixed random sample (by ``seed``) of that many examples instead of all
-    (validation of a large run, as gSASRec validates on 512 users)."""
+    (validation of a large run, as gSASRec validates on 512 users). ``diversity`` (0..1,
+    ``diversity_by`` "" embeddings or a catalog feature): rank with the served diversity
+    re-ranking of the top ``pool``. ``beyond_k``: the list length of the beyond-accuracy
+    measures (None: none)."""
     es = split.eval_set(which)
     total = len(es)
     if users is not None and users < total:
@@ -126,6 +172,28 @@ def evaluate(scorer: Scorer, split: Split, which: str = "test", *, ks=DEFAULT_KS
     data = split.data
     n = data.num_items
     kmax = min(max(ks), n)
+    if not 0.0 <= diversity <= 1.0:
+        raise UserError(f"diversity must be in 0..1, got {diversity}")
+    core = getattr(scorer, "scorer", None)  # a Recommender's jaxrec.scoring.Scorer
+    if (diversity or diversity_by) and (sampled or core is None or core.kind == "ranking"):
+        raise UserError("diversity re-ranks a retrieval model's (or pipeline's) full-ranking lists: "
+                        "give a retrieval checkpoint and no --sampled")
+    beyond = None
+    if beyond_k and not sampled:
+        from jaxrec.data.features import feature_vectors
+        counts = split.train_item_counts().astype(np.float64)
+        p = np.clip(counts / max(1, data.num_users), 1.0 / max(1, data.num_users), 1.0)
+        small = [f for f in sorted(data.catalog.features)  # dense (N+1, V) rows: small vocabularies only
+                 if (n + 1) * len(data.catalog.features[f]["vocab"]) <= MAX_FEATURE_CELLS]
+        beyond = dict(vectors=core.item_vectors() if core is not None and core.kind != "ranking" else None,
+                      features={f: feature_vectors(data.catalog, f) for f in small}, self_info=-np.log2(p))
+        beyond_k = min(beyond_k, kmax)
+        beyond_sums: dict = {}
+    feats = None
+    if diversity_by:
+        from jaxrec.data.features import feature_vectors
+        feats = beyond["features"][diversity_by] if beyond and diversity_by in beyond["features"] else \
+            feature_vectors(data.catalog, diversity_by)
     covered = {k: np.zeros(n + 1, bool) for k in ks}
     ranks = np.zeros(len(es), np.int64)
     rng = np.random.default_rng(seed)
@@ -163,7 +231,16 @@ def evaluate(scorer: Scorer, split: Split, which: str = "test", *, ks=DEFAULT_KS
             excl = np.zeros((bpad, width), np.int32)
             if exclude_seen:
                 excl[:b] = pad_histories(data.items, start, end, width)
-            if hasattr(scorer, "rank_targets"):  # in catalog chunks
+            if diversity > 0:  # the served lists: relevance ranks only for targets outside them
+                r = np.asarray(scorer.rank_targets(hist, targets, excl, 0, times)[0])
+                keep_target = np.where(excl == targets[:, None], 0, excl)  # the target is never excluded
+                top = core.top_k(hist, max(pool, kmax), exclude=keep_target, times=times)
+                top = core.diversify(top, kmax, np.full(bpad, diversity, np.float32), pool=max(pool, kmax),
+                                     feats=feats)
+                vals, idx = np.asarray(top.values), np.asarray(top.items)
+                at = (idx == targets[:, None]) & np.isfinite(vals)
+                r = np.where(at.any(1), at.argmax(1) + 1, np.maximum(r, kmax + 1))
+            elif hasattr(scorer, "rank_targets"):  # in catalog chunks
                 r, vals, idx = scorer.rank_targets(hist, targets, excl, kmax, times)
             else:
                 r, vals, idx = _ranks(scorer.score_all(*args), targets, excl, kmax)
@@ -171,15 +248,30 @@ def evaluate(scorer: Scorer, split: Split, which: str = "test", *, ks=DEFAULT_KS
             for k in ks:
                 kk = min(k, kmax)
                 covered[k][idx[:, :kk][np.isfinite(vals[:, :kk])]] = True
+            if beyond is not None:
+                for key, v in beyond_accuracy(idx[:, :beyond_k], np.isfinite(vals[:, :beyond_k]), **beyond).items():
+                    beyond_sums[key] = beyond_sums.get(key, 0.0) + v
         ranks[rows] = np.asarray(r)[:b]
     metrics = summarize(ranks, ks)
     if not sampled:
         for k in ks:
             metrics[f"Coverage@{k}"] = float(covered[k][1:].sum() / n)
+        for key, v in (beyond_sums if beyond is not None else {}).items():
+            name, _, feat = key.partition("/")
+            metrics[f"{name}@{beyond_k}" + (f"/{feat}" if feat else "")] = v / len(es)
     proto = describe_protocol(split, which, len(es), sampled=sampled, sampler=sampler,
                               exclude_seen=exclude_seen)
     if len(es) < total:
         proto += f" (a fixed random sample of the {total:,})"
+    if diversity > 0:
+        proto += (f"; diversity {diversity:g} by {diversity_by or 'item embeddings'} (maximal marginal relevance "
+                  f"over the top {max(pool, kmax)}; a target outside the top {kmax} keeps max(rank, {kmax + 1}))")
+    if beyond is not None:
+        proto += (f"; beyond accuracy over each top-{beyond_k} list: ILD = mean pairwise 1 - cosine"
+                  + (" of item embeddings" if beyond["vectors"] is not None else "")
+                  + "".join(f", ILD/{f} of {f} sets, Coverage/{f} = share of {f} values in the list"
+                            for f in beyond["features"])
+                  + ", Novelty = mean -log2(training interactions / users)")
     return EvalResult(proto, metrics, ranks)
 
 
@@ -271,5 +363,5 @@ def evaluate_lists(score_fn, split: Split, which: str, *, max_len: int, negative
     return EvalResult(proto, metrics, 1 + (scores[:, 1:] >= scores[:, :1]).sum(1))
 
 
-__all__ = ["DEFAULT_KS", "EvalResult", "Scorer", "evaluate", "full_ranks", "sampled_ranks", "summarize", "list_metrics", "pooled_auc", "candidate_lists",
+__all__ = ["DEFAULT_KS", "EvalResult", "Scorer", "beyond_accuracy", "evaluate", "full_ranks", "sampled_ranks", "summarize", "list_metrics", "pooled_auc", "candidate_lists",
            "evaluate_lists"]

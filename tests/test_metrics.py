@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from jaxrec.data import Interactions, build_sequences, leave_one_out
+from jaxrec.data import Interactions, build_sequences, leave_one_out, load_dataset
+from jaxrec.errors import UserError
 from jaxrec.metrics import evaluate, full_ranks, list_metrics, pooled_auc, sampled_ranks, summarize
 
 
@@ -123,3 +124,51 @@ def test_pooled_auc_matches_brute_force():
     p, n = rng.integers(0, 5, 40).astype(float), rng.integers(0, 5, 70).astype(float)
     ref = np.mean([(a > b) + 0.5 * (a == b) for a in p for b in n])
     assert pooled_auc(p, n) == pytest.approx(ref)
+
+
+# ---------------------------------------------------------------- beyond accuracy
+
+def test_beyond_accuracy_on_a_hand_computed_case():
+    from jaxrec.metrics import beyond_accuracy
+
+    vectors = np.array([[0, 0], [1, 0], [0, 1], [1, 1], [-1, 0]], np.float32)  # items 1..4
+    genres = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]], np.float32)
+    genres = genres / np.maximum(np.linalg.norm(genres, axis=1, keepdims=True), 1e-9)
+    self_info = np.array([0, 1.0, 2.0, 3.0, 4.0])
+    items = np.array([[1, 2, 3], [1, 4, 0]])
+    valid = items > 0
+    got = beyond_accuracy(items, valid, vectors=vectors, features={"g": genres}, self_info=self_info)
+    c = 1 / np.sqrt(2)
+    ild0 = np.mean([1 - 0, 1 - c, 1 - c])  # pairs (1,2), (1,3), (2,3)
+    ild1 = 1 - (-1)  # (1,4): opposite vectors
+    assert got["ILD"] == pytest.approx(ild0 + ild1)
+    assert got["ILD/g"] == pytest.approx(np.mean([1, 1 - c, 1 - c]) + 1.0)  # item 4 has no genre: alike nothing
+    assert got["Coverage/g"] == pytest.approx(2 / 3 + 1 / 3)
+    assert got["Novelty"] == pytest.approx((1 + 2 + 3) / 3 + (1 + 4) / 2)
+    one = beyond_accuracy(np.array([[2, 0]]), np.array([[True, False]]), vectors=vectors)
+    assert one["ILD"] == 0.0  # a one-item list has no pairs
+
+
+def test_evaluate_with_diversity_reports_the_trade_off():
+    from jaxrec.inference import Recommender
+    from jaxrec.models import build_model
+    from jaxrec.train import Config
+
+    data = load_dataset("synthetic:tiny")
+    split = leave_one_out(data)
+    rec = Recommender.from_model(build_model("sasrec/small", data.num_items, 0), data.catalog,
+                                 Config(model="sasrec/small"))
+    plain = evaluate(rec, split, "test", ks=(10,))
+    m = plain.metrics
+    assert {"ILD@10", "ILD@10/topic", "Coverage@10/topic", "Novelty@10"} <= set(m)
+    assert 0 <= m["ILD@10/topic"] <= 1 and 0 < m["Coverage@10/topic"] <= 1 and m["Novelty@10"] > 0
+    assert "beyond accuracy over each top-10 list" in plain.protocol
+    zero = evaluate(rec, split, "test", ks=(10,), diversity=1e-9, pool=50)  # the diversity path, ~no diversity
+    assert zero.metrics["NDCG@10"] == pytest.approx(m["NDCG@10"], abs=1e-9)
+    div = evaluate(rec, split, "test", ks=(10,), diversity=0.9, diversity_by="topic", pool=50)
+    assert div.metrics["ILD@10/topic"] > m["ILD@10/topic"] and div.metrics["Coverage@10/topic"] > m["Coverage@10/topic"]
+    assert "diversity 0.9 by topic" in div.protocol
+    emb = evaluate(rec, split, "test", ks=(10,), diversity=0.9, pool=50)
+    assert emb.metrics["ILD@10"] > m["ILD@10"]
+    with pytest.raises(UserError, match="diversity"):
+        evaluate(rec, split, "test", diversity=0.5, sampled=20)

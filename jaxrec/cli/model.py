@@ -41,7 +41,8 @@ def cmd_eval(args) -> int:
                              seed=args.seed)
     else:
         res = evaluate(scorer, split, args.split, ks=ks, sampled=args.sampled, sampler=args.sampler or "uniform",
-                       seed=args.seed, progress=not args.json)
+                       seed=args.seed, progress=not args.json, diversity=args.diversity,
+                       diversity_by=args.diversity_by, pool=args.diversity_pool)
     out = {"model": model_name, "data": data.name, **res.to_json()}
     if args.json:
         print(json.dumps(out))
@@ -59,7 +60,8 @@ def cmd_recommend(args) -> int:
                         "use --retriever DIR --ranker DIR")
     history = [h.strip() for h in args.history.split(",") if h.strip()]
     times = parse_times(args.times)
-    out = rec.recommend(history, k=args.k, exclude_seen=not args.include_seen, times=times, now=args.now)
+    out = rec.recommend(history, k=args.k, exclude_seen=not args.include_seen, times=times, now=args.now,
+                        diversity=args.diversity, diversity_by=args.diversity_by, pool=args.diversity_pool)
     if args.json:
         print(json.dumps(dataclasses.asdict(out)))
         return 0
@@ -80,6 +82,7 @@ def add_parsers(sub) -> None:
                    help="event times, one per history id (time-aware models, e.g. hstu/time)")
     r.add_argument("--now", type=int, default=None, help="prediction time (default: the last event's)")
     r.add_argument("--include-seen", action="store_true", help="allow items of the history")
+    add_diversity_options(r)
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_recommend)
 
@@ -96,6 +99,16 @@ def add_parsers(sub) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--table-dtype", choices=["float32", "bfloat16", "int8"], default="float32",
                    help="score with the item table as jaxrec serve --table-dtype keeps it")
+    add_diversity_options(e)
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
+
+
+def add_diversity_options(p) -> None:
+    p.add_argument("--diversity", type=float, default=0.0,
+                   help="0..1: re-rank the top --diversity-pool by maximal marginal relevance (as a server's "
+                        "RecommendRequest.diversity)")
+    p.add_argument("--diversity-by", default="",
+                   help="similarity for --diversity: item embeddings (default) or a catalog feature, e.g. genres")
+    p.add_argument("--diversity-pool", type=int, default=200, help="candidates the re-ranking chooses among")
 

@@ -133,7 +133,7 @@ class Run:
         self._scorer.first.params = params
         if self.kind == "retrieval":
             return evaluate(self._scorer, self.split, which, batch_size=cfg.eval_batch_size, seed=cfg.seed,
-                            users=cfg.eval_users if which == "valid" else None)
+                            users=cfg.eval_users if which == "valid" else None, beyond_k=None)
         rk = cfg.ranking
         if which not in self._lists:  # the same lists at every validation
             self._lists[which] = candidate_lists(self.split, which, rk.eval_negatives, "popularity", cfg.seed)
