@@ -229,7 +229,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         if ok:
             t0 = time.perf_counter()
             try:
-                found = await store.histories([requests[i].user_id for i in ok])
+                found = await store.read([requests[i].user_id for i in ok])
             except StoreUnavailable as e:
                 found = [e] * len(ok)
             self.state.metrics.store_seconds.labels("read").observe(time.perf_counter() - t0)

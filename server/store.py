@@ -66,6 +66,39 @@ class EventStore:
         if ttl_s <= 0:
             raise UserError(f"store TTL must be positive seconds, got {ttl_s}")
         self.max_events, self.ttl_s = int(max_events), float(ttl_s)
+        self._waiting: list = []  # (users, future) reads not yet sent
+        self._reading = False
+
+    async def read(self, users: list) -> list:
+        """``histories``, with the reads of concurrent requests coalesced: while one store call is
+        in flight, the reads that arrive wait and then go together in the next one (one SELECT,
+        one Redis pipeline), as the batcher does for the model. Under load this turns N store
+        round trips (each a thread hop or a network round trip) into a few."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting.append((list(users), fut))
+        if not self._reading:
+            self._reading = True
+            asyncio.ensure_future(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                await asyncio.sleep(0)  # the requests that arrived in this loop iteration join
+                batch, self._waiting = self._waiting, []
+                try:
+                    found = await self.histories(list(dict.fromkeys(u for us, _ in batch for u in us)))
+                except Exception as e:  # noqa: BLE001 - each waiting request gets the store's error
+                    for _, f in batch:
+                        if not f.done():
+                            f.set_exception(e)
+                    continue
+                by_user = dict(zip(dict.fromkeys(u for us, _ in batch for u in us), found))
+                for us, f in batch:
+                    if not f.done():
+                        f.set_result([by_user[u] for u in us])
+        finally:
+            self._reading = False
 
     async def append(self, user: str, items: list, times: list) -> int:
         """Append events (oldest first); returns how many the user has now (at most max_events)."""

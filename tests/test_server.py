@@ -482,7 +482,8 @@ def test_time_aware_model_reads_history_times(tmp_path):
 
 
 @pytest.mark.parametrize("method,message", [("Recommend", "RecommendRequest"), ("Score", "ScoreRequest"),
-                                            ("RecommendBatch", "RecommendBatchRequest")])
+                                            ("RecommendBatch", "RecommendBatchRequest"),
+                                            ("Observe", "ObserveRequest"), ("ForgetUser", "ForgetUserRequest")])
 def test_malformed_request_bytes_are_invalid_argument(server, method, message):
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         call = ch.unary_unary(f"/jaxrec.v1.Recommender/{method}")  # raw bytes in, raw bytes out

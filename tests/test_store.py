@@ -2,6 +2,7 @@
 both backends: SQLite (a file in a temp dir) and a real ``redis-server`` on a loopback port."""
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -173,6 +174,33 @@ def test_ttl_expires_a_users_events(run_dir, store_url):
         srv.stop()
 
 
+def test_query_cli_observes_recommends_and_forgets(run_dir, tmp_path, capsys):
+    from jaxrec.cli import main
+
+    srv = _serve(run_dir, f"sqlite:{tmp_path / 'e.sqlite'}")
+    target = ["--target", f"127.0.0.1:{srv.port}"]
+    try:
+        assert main(["query", *target, "--user", "carol", "--observe", "3,9,nope"]) == 0
+        assert "carol: 3 events stored (1 id(s) not in the served catalog)" in capsys.readouterr().out
+        assert main(["query", *target, "--user", "carol", "-k", "5", "--json"]) == 0
+        got = json.loads(capsys.readouterr().out)
+        with Client(f"127.0.0.1:{srv.port}", timeout=20) as c:
+            want = [it.item_id for it in c.recommend(["3", "9", "nope"], k=5).items]
+        assert [it["itemId"] for it in got["items"]] == want
+        assert main(["query", *target, "--user", "carol", "-k", "5", "--diversity", "0.5",
+                     "--diversity-by", "topic"]) == 0
+        assert capsys.readouterr().out.count("\n") >= 6
+        assert main(["query", *target, "--user", "carol", "--forget"]) == 0
+        assert "events deleted" in capsys.readouterr().out
+        assert main(["query", *target, "--observe", "1"]) == 2  # --observe needs --user
+        assert "--observe and --forget go with --user" in capsys.readouterr().err
+        assert main(["recommend", "--checkpoint", str(run_dir), "--history", "3,9", "-k", "5",
+                     "--diversity", "0.4", "--diversity-by", "topic"]) == 0
+        assert len(capsys.readouterr().out.strip().splitlines()) == 5
+    finally:
+        srv.stop()
+
+
 def test_a_server_without_a_store_refuses_user_requests(run_dir):
     srv = _serve(run_dir, "none")
     try:
@@ -264,6 +292,16 @@ def test_backends_keep_order_times_and_odd_ids(kind, tmp_path, request):
             a, b = await s.histories(["a", "b"])
             assert (a.items, a.times) == (["7", "8", "9", "10"], [20, 30, 40, 50])
             assert b == EMPTY
+            # concurrent reads are coalesced into a few store calls, each request gets its own users
+            calls, real = [], s.histories
+
+            async def counted(users):
+                calls.append(len(users))
+                return await real(users)
+            s.histories = counted
+            out = await asyncio.gather(*(s.read(["a", "b"] if i % 2 else ["b"]) for i in range(40)))
+            assert [len(o) for o in out] == [1, 2] * 20 and out[1][0].items == ["7", "8", "9", "10"]
+            assert len(calls) <= 3 and max(calls) == 2  # users deduplicated within a call
             assert await s.forget("a") and not await s.forget("a")
         finally:
             await s.close()
