@@ -63,9 +63,11 @@ class EvalResult:
     protocol: str
     metrics: dict
     ranks: np.ndarray  # (M,) one rank per evaluated user, in EvalSet order
+    beyond: str = ""  # how the beyond-accuracy measures were computed (empty: none)
 
     def to_json(self) -> dict:
-        return {"protocol": self.protocol, "metrics": self.metrics}
+        return {"protocol": self.protocol, "metrics": self.metrics} | (
+            {"beyond_accuracy": self.beyond} if self.beyond else {})
 
 
 # ---------------------------------------------------------------- jitted kernels
@@ -266,13 +268,14 @@ def evaluate(scorer: Scorer, split: Split, which: str = "test", *, ks=DEFAULT_KS
     if diversity > 0:
         proto += (f"; diversity {diversity:g} by {diversity_by or 'item embeddings'} (maximal marginal relevance "
                   f"over the top {max(pool, kmax)}; a target outside the top {kmax} keeps max(rank, {kmax + 1}))")
+    notes = ""
     if beyond is not None:
-        proto += (f"; beyond accuracy over each top-{beyond_k} list: ILD = mean pairwise 1 - cosine"
-                  + (" of item embeddings" if beyond["vectors"] is not None else "")
-                  + "".join(f", ILD/{f} of {f} sets, Coverage/{f} = share of {f} values in the list"
-                            for f in beyond["features"])
-                  + ", Novelty = mean -log2(training interactions / users)")
-    return EvalResult(proto, metrics, ranks)
+        notes = (f"over each top-{beyond_k} list: ILD = mean pairwise 1 - cosine"
+                 + (" of item embeddings" if beyond["vectors"] is not None else "")
+                 + "".join(f", ILD/{f} of {f} sets, Coverage/{f} = share of {f} values in the list"
+                           for f in beyond["features"])
+                 + ", Novelty = mean -log2(training interactions / users)")
+    return EvalResult(proto, metrics, ranks, notes)
 
 
 def _sample_negatives(data, users, m, rng, pop) -> np.ndarray:

@@ -49,6 +49,8 @@ def cmd_eval(args) -> int:
     else:
         print(f"{model_name} on {data.name}")
         print(f"protocol: {res.protocol}")
+        if res.beyond:
+            print(f"beyond accuracy: {res.beyond}")
         print_metrics(res.metrics)
     return 0
 
