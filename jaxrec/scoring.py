@@ -47,37 +47,72 @@ TABLE_DTYPES = ("float32", "bfloat16", "int8")
 
 @jax.tree_util.register_pytree_node_class
 class CompactTable:
-    """An item table kept in fewer bytes for serving: bfloat16 (half), or int8 with one float32
-    scale per row (a quarter, plus 4 bytes a row; symmetric: row / (max |row| / 127), rounded).
+    """An item table as serving keeps it: float32 as trained (with side-feature embeddings already
+    summed in), bfloat16 (half), or int8 with one float32 scale per row (a quarter, plus 4 bytes a
+    row; symmetric: row / (max |row| / 127), rounded).
 
     Every read dequantizes only what it reads: the rows a history looks up, one catalog chunk
     at a time when scoring, the candidates' rows for Score. ``n``: the rows scoring reads (the
-    N+1 output rows; an input table may hold extra tokens after them, e.g. BERT4Rec's mask).
+    N+1 output rows, plus any spare rows for items added at serve time; an input table may hold
+    extra tokens after them, e.g. BERT4Rec's mask). ``valid``: rows from it on are spare (never
+    recommended) until ``with_rows`` fills them; a dynamic value, so filling never recompiles.
     """
 
-    def __init__(self, values, scales=None, n: int | None = None):
-        self.values, self.scales = values, scales  # (R, D) bfloat16|int8, (R, 1) float32 or None
+    def __init__(self, values, scales=None, n: int | None = None, valid=None):
+        self.values, self.scales = values, scales  # (R, D) float32|bfloat16|int8, (R, 1) float32 or None
         self.n = int(values.shape[0] if n is None else n)
+        self.valid = jnp.asarray(self.n if valid is None else valid, jnp.int32)  # () rows in use
 
     def tree_flatten(self):
-        return (self.values, self.scales), self.n
+        return (self.values, self.scales, self.valid), self.n
 
     @classmethod
     def tree_unflatten(cls, n, children):
-        return cls(*children, n)
+        values, scales, valid = children
+        return cls(values, scales, n, valid)
 
-    @classmethod
-    def build(cls, table, dtype: str, n: int | None = None) -> "CompactTable":
-        """From a float (R, D) table on the host."""
-        t = np.asarray(table, np.float32)
+    @staticmethod
+    def _encode(t: np.ndarray, dtype: str):
+        """(values, scales or None) of float rows ``t`` in ``dtype``."""
+        if dtype == "float32":
+            return jnp.asarray(t, jnp.float32), None
         if dtype == "bfloat16":
-            return cls(jnp.asarray(t, jnp.bfloat16), None, n)
+            return jnp.asarray(t, jnp.bfloat16), None
         if dtype == "int8":
             scale = np.abs(t).max(axis=1, keepdims=True) / 127.0  # (R, 1)
             scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
             q = np.clip(np.rint(t / scale), -127, 127).astype(np.int8)
-            return cls(jnp.asarray(q), jnp.asarray(scale), n)
+            return jnp.asarray(q), jnp.asarray(scale)
         raise UserError(f"table dtype {dtype!r}: use one of {', '.join(TABLE_DTYPES)}")
+
+    @classmethod
+    def build(cls, table, dtype: str, n: int | None = None, spare: int = 0) -> "CompactTable":
+        """From a float (R, D) table on the host; ``spare`` zero rows appended after the first
+        ``n`` (the table must then hold no extra tokens after them)."""
+        t = np.asarray(table, np.float32)
+        valid = None
+        if spare:
+            n = t.shape[0] if n is None else n
+            t = np.concatenate([t[:n], np.zeros((spare, t.shape[1]), np.float32)])
+            valid, n = n, n + spare
+        values, scales = cls._encode(t, dtype)
+        return cls(values, scales, n, valid)
+
+    @property
+    def dtype_name(self) -> str:
+        return "int8" if self.scales is not None else jnp.dtype(self.values.dtype).name
+
+    def with_rows(self, start: int, rows) -> "CompactTable":
+        """A copy with rows ``start``.. set from float ``rows`` (m, D), in this table's dtype, and
+        the rows in use extended past them (items added at serve time)."""
+        rows = np.asarray(rows, np.float32)
+        m = len(rows)
+        if start + m > self.n:
+            raise UserError(f"{m} new item(s) do not fit: {self.n - start} spare row(s) left")
+        v, sc = self._encode(rows, self.dtype_name)
+        values = self.values.at[start: start + m].set(v)
+        scales = None if self.scales is None else self.scales.at[start: start + m].set(sc)
+        return CompactTable(values, scales, self.n, max(int(self.valid), start + m))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -186,8 +221,8 @@ def _listed(lists: jax.Array, c0, width: int) -> jax.Array:
 def _chunk_allowed(c0, width: int, n_cols: int, exclude=None, allow=None, restricted=None,
                    lo=0) -> jax.Array:
     """(B or 1, width) bool for columns c0 .. c0+width-1: a real item (not padding column 0,
-    not past the catalog, not before ``lo``), not in ``exclude`` (B, H) and, in ``restricted``
-    (B,) rows, in ``allow`` (B, A)."""
+    not at or past ``n_cols``, the rows in use, not before ``lo``), not in ``exclude`` (B, H)
+    and, in ``restricted`` (B,) rows, in ``allow`` (B, A)."""
     cols = c0 + jnp.arange(width)[None, :]  # (1, width)
     ok = (cols > 0) & (cols < n_cols) & (cols >= lo)
     if exclude is not None:
@@ -253,11 +288,12 @@ def catalog_top_k(user: jax.Array, table: jax.Array, k: int, *, exclude=None, al
     Returns (values (B, k) float32, ``MASKED`` past the allowed items; items (B, k), 0 there).
     """
     n_cols = table.shape[0]
+    bound = table.valid if isinstance(table, CompactTable) else n_cols  # spare rows are never returned
     table = _as_dtype(table, user.dtype)
     chunk = n_cols if chunk is None else min(int(chunk), n_cols)
     if chunk >= n_cols:  # one chunk: the full matrix
         scores = (user @ _dense(table, user.dtype).T).astype(jnp.float32)  # (B, N+1)
-        ok = _chunk_allowed(0, n_cols, n_cols, exclude, allow, restricted)
+        ok = _chunk_allowed(0, n_cols, bound, exclude, allow, restricted)
         vals, idx = _select(jnp.where(ok, scores, MASKED), k, recall)
         return vals, jnp.where(jnp.isfinite(vals), idx, 0)
     kc = min(k, chunk)
@@ -267,7 +303,7 @@ def catalog_top_k(user: jax.Array, table: jax.Array, k: int, *, exclude=None, al
         best, best_idx = carry  # (B, k): the top-k of the chunks before this one
         t, start = _read_chunk(table, c0, chunk, user.dtype)  # (chunk, D)
         s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
-        s = jnp.where(_chunk_allowed(start, chunk, n_cols, exclude, allow, restricted, lo=c0), s, MASKED)
+        s = jnp.where(_chunk_allowed(start, chunk, bound, exclude, allow, restricted, lo=c0), s, MASKED)
         v, j = _select(s, kc, recall)  # (B, kc)
         # earlier chunks first: among equal scores the lower index wins, as in one top_k
         vals, pos = jax.lax.top_k(jnp.concatenate([best, v], axis=1), k)
@@ -470,7 +506,7 @@ class Scorer:
 
     def __init__(self, first: Stage, ranker: Stage | None = None, candidates: int = 200,
                  blend: float = 0.0, *, chunk: int | None = DEFAULT_CHUNK, recall: float | None = None,
-                 table_dtype: str | None = None):
+                 table_dtype: str | None = None, new_item_slots: int = 0, cold_items=None):
         self.first, self.ranker, self.n, self.blend = first, ranker, int(candidates), float(blend)
         self.kind = first.kind if ranker is None else "pipeline"
         if ranker is not None and (first.kind != "retrieval" or ranker.kind != "ranking"):
@@ -484,8 +520,9 @@ class Scorer:
         self.uses_time = first.uses_time
         self.table_dtype = None if table_dtype in (None, "float32") else table_dtype
         self._first_params, self.tables = None, None  # compact: stripped parameters, (input, output) tables
-        if self.table_dtype is not None:
-            self._compact(first)
+        self._mean_rows = None  # (input, output) mean id rows of the trained items: new items' id part
+        if self.table_dtype is not None or new_item_slots or cold_items is not None:
+            self._compact(first, int(new_item_slots), cold_items)
         self._host_rows = None  # item vectors on the host (explanations), built on first use
         self._score_all = jax.jit(self._score_all_fn)
         self._score = jax.jit(self._score_fn)
@@ -494,27 +531,73 @@ class Scorer:
         self._ranks = jax.jit(self._ranks_fn, static_argnames="k")
         self._final = jax.jit(self._final_fn)
 
-    def _compact(self, first: Stage) -> None:
-        """Build the compact tables from the float32 parameters, then drop those from them."""
+    def _compact(self, first: Stage, spare: int = 0, cold_items=None) -> None:
+        """Build the served tables from the float32 parameters (side-feature embeddings summed in:
+        the rows are the model's item representations), then drop the float tables from the
+        parameters. ``spare`` rows for items added at serve time (``add_items``); ``cold_items``
+        (N+1,) bool: items that were never a training target, whose id rows are replaced by the
+        trained items' mean, so their features decide where they rank."""
         model = first.model()
+        dtype = self.table_dtype or "float32"
         if first.kind != "retrieval":
-            raise UserError(f"table_dtype={self.table_dtype}: compact item tables are for retrieval models, "
+            raise UserError(f"table_dtype={dtype}: served item tables are for retrieval models, "
                             f"not a {first.kind} model")
-        if getattr(model, "item_feats", None) is not None:
-            raise UserError(f"table_dtype={self.table_dtype}: this model adds item side-feature embeddings to "
-                            "its item table; compact tables serve id-embedding tables only")
         n = model.config.num_items + 1
-        inp = CompactTable.build(model.item_emb.embedding[...], self.table_dtype, n)
-        out = inp if model.out_emb is None else CompactTable.build(model.out_emb.embedding[...][:n],
-                                                                    self.table_dtype, n)
+        feats = getattr(model, "item_feats", None)
+        if (spare or cold_items is not None) and feats is None:
+            raise UserError("new or cold items are represented by their side features: this model was trained "
+                            "without item features (model_args.features)")
+        if spare and np.asarray(model.item_emb.embedding[...]).shape[0] > n and getattr(model, "mask_token", None):
+            raise UserError(f"{type(model).__name__} keeps extra input tokens after the items: it cannot take "
+                            "items added at serve time")
+        ids_in = np.asarray(model.item_emb.embedding[...], np.float32)
+        ids_out = ids_in[:n] if model.out_emb is None else np.asarray(model.out_emb.embedding[...][:n], np.float32)
+        f = None if feats is None else np.asarray(feats(), np.float32)  # (R, D) feature part
+        if cold_items is not None or spare:
+            warm = np.ones(n, bool) if cold_items is None else ~np.asarray(cold_items, bool)[:n]
+            warm[0] = False
+            self._mean_rows = (ids_in[:n][warm].mean(0), ids_out[warm].mean(0))
+            if cold_items is not None:
+                cold = ~warm
+                cold[0] = False
+                ids_in = ids_in.copy()
+                ids_in[:n][cold] = self._mean_rows[0]
+                ids_out = ids_out.copy() if model.out_emb is not None else ids_in[:n]
+                ids_out[cold] = self._mean_rows[1]
+        rows_in = ids_in if f is None else ids_in + f[: len(ids_in)]
+        inp = CompactTable.build(rows_in, dtype, n, spare)
+        out = inp if model.out_emb is None else CompactTable.build(ids_out + (0 if f is None else f[:n]), dtype,
+                                                                    n, spare)
         self.tables = (inp, out)
 
-        def strip(path, x):  # a (0, D) placeholder: a read that bypassed the compact table fails loudly
+        def strip(path, x):  # a (0, D) placeholder: a read that bypassed the served table fails loudly
             key = jax.tree_util.keystr(path)
             if ("['item_emb']" in key or "['out_emb']" in key) and "['embedding']" in key:
                 return jnp.zeros((0,) + tuple(x.shape[1:]), x.dtype)
             return x
         self._first_params = jax.tree_util.tree_map_with_path(strip, first.params)
+
+    @property
+    def spare_rows(self) -> int:
+        """Rows left for items added at serve time."""
+        return 0 if self.tables is None else self.tables[0].n - int(self.tables[0].valid)
+
+    def add_items(self, feature_ids) -> int:
+        """Give new items rows of their own, from (m, F) feature ids (``features.encode_values``):
+        the trained items' mean id row plus the mean of the item's feature-value embeddings, as a
+        cold item's. Returns the first new index (the items take the next m rows). The tables
+        are replaced, not written in place: a batch already running keeps the old ones."""
+        ids = jnp.asarray(np.asarray(feature_ids, np.int32))
+        if self.tables is None or self._mean_rows is None or not self.spare_rows:
+            raise UserError("no spare rows for new items (serve with --new-item-slots N)")
+        model = self.first.model(self._first_params)
+        f = np.asarray(model.item_feats.rows(ids), np.float32)  # (m, D)
+        inp, out = self.tables
+        start = int(inp.valid)
+        new_in = inp.with_rows(start, self._mean_rows[0] + f)
+        new_out = new_in if out is inp else out.with_rows(start, self._mean_rows[1] + f)
+        self.tables, self._host_rows = (new_in, new_out), None  # explanations re-read the host copy
+        return start
 
     def table_bytes(self) -> int:
         """Bytes of the retrieval model's item tables as served (input and output, once if tied)."""

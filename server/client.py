@@ -90,6 +90,14 @@ def _score_request(history, candidates, times, now, user_id=None) -> pb.ScoreReq
                            history_times=[int(t) for t in times or ()], now=int(now or 0), user_id=user_id or "")
 
 
+def _add_items_request(items) -> pb.AddItemsRequest:
+    """``items``: dicts {"item_id", "title" (optional), "features": {name: [values]}}."""
+    return pb.AddItemsRequest(items=[pb.NewItem(item_id=str(it["item_id"]), title=it.get("title") or "",
+                                                features=[pb.FeatureValues(name=k, values=[str(v) for v in vs])
+                                                          for k, vs in (it.get("features") or {}).items()])
+                                     for it in items])
+
+
 def _observe_request(user_id, items, times) -> pb.ObserveRequest:
     return pb.ObserveRequest(user_id=user_id, items=[str(i) for i in items], times=[int(t) for t in times or ()])
 
@@ -129,6 +137,11 @@ class Client:
     def forget_user(self, user_id: str, *, timeout: float | None = None):
         """Delete the user's stored events -> ``ForgetUserResponse`` (found)."""
         return self._call(self.stub.ForgetUser, pb.ForgetUserRequest(user_id=user_id), timeout)
+
+    def add_items(self, items, *, timeout: float | None = None):
+        """Add items at serve time: dicts {"item_id", "title", "features": {"genres": ["Comedy"]}}
+        -> ``AddItemsResponse`` (added, catalog_size, slots_left, unknown_values)."""
+        return self._call(self.stub.AddItems, _add_items_request(items), timeout)
 
     def recommend_batch(self, requests, *, timeout: float | None = None) -> list:
         """Many users in one call (``as_request`` says what an entry may be): one
@@ -189,6 +202,10 @@ class AsyncClient:
     async def forget_user(self, user_id: str, *, timeout: float | None = None):
         """As ``Client.forget_user``."""
         return await self._call(self.stub.ForgetUser, pb.ForgetUserRequest(user_id=user_id), timeout)
+
+    async def add_items(self, items, *, timeout: float | None = None):
+        """As ``Client.add_items``."""
+        return await self._call(self.stub.AddItems, _add_items_request(items), timeout)
 
     async def recommend_batch(self, requests, *, timeout: float | None = None) -> list:
         """As ``Client.recommend_batch``."""

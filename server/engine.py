@@ -36,7 +36,8 @@ import numpy as np
 from jaxrec.artifact import exclude_width
 from jaxrec.data.codec import left_pad, next_pow2, pick, pow2_buckets
 from jaxrec.errors import UserError
-from jaxrec.data.features import feature_vectors
+from jaxrec.data.features import encode_values as feature_ids_of
+from jaxrec.data.features import feature_vectors, unit_multi_hot
 from jaxrec.scoring import DEFAULT_CHUNK, DEFAULT_POOL, MASKED, Scorer, host_allowed
 
 
@@ -83,17 +84,31 @@ class Engine:
                  k_buckets=None, checkpoint: str = "", ranker=None,
                  candidates: int = 200, blend: float | None = None, max_history: int | None = None,
                  max_k: int = 1000, chunk: int | None = DEFAULT_CHUNK, recall: float | None = None,
-                 table_dtype: str | None = None, diversity_pool: int = DEFAULT_POOL):
+                 table_dtype: str | None = None, diversity_pool: int = DEFAULT_POOL, new_item_slots: int = 0,
+                 cold_items: str = "features"):
         from jaxrec.pipeline import Pipeline  # here: an engine on an artifact never imports model code
         # two-stage: Pipeline checks kinds, catalogs and the candidate count
         model = Pipeline(rec, ranker, candidates, blend=blend) if ranker is not None else rec
         s = model.scorer  # the serving scorer: the same stages, chunked as asked
-        scorer = Scorer(s.first, s.ranker, s.n, s.blend, chunk=chunk, recall=recall, table_dtype=table_dtype)
-        if scorer.tables is not None:  # only the compact tables are served: drop the float32 copies
-            rec.params = rec.stage.params = rec.scorer = model = None
-        self.rec, self.model, self.artifact = rec, model, None
         n = rec.catalog.num_items
         pop = rec.run.item_counts(n) if rec.run is not None else np.zeros(n + 1)
+        if cold_items not in ("features", "trained"):
+            raise UserError(f"cold_items={cold_items!r}: use features or trained")
+        if new_item_slots and ranker is not None:
+            raise UserError("--new-item-slots: a two-stage server's ranker has no rows for new items")
+        # items never trained on (zero count) are represented by their features, when the model has them
+        has_features = rec.kind == "retrieval" and getattr(rec.stage.model(), "item_feats", None) is not None
+        cold = None
+        if cold_items == "features" and has_features and ranker is None and rec.run is not None:
+            cold = np.asarray(pop) == 0
+            cold[0] = False
+            cold = cold if cold.any() else None
+        self.cold_items = 0 if cold is None else int(cold.sum())
+        scorer = Scorer(s.first, s.ranker, s.n, s.blend, chunk=chunk, recall=recall, table_dtype=table_dtype,
+                        new_item_slots=new_item_slots, cold_items=cold)
+        if scorer.tables is not None:  # only the served tables are kept: drop the float32 copies
+            rec.params = rec.stage.params = rec.scorer = model = None
+        self.rec, self.model, self.artifact = rec, model, None
         kmax = min(candidates, max_k) if ranker is not None else min(n, max_k)
         self._setup(scorer, rec.catalog, name=rec.name + (f"+{ranker.name}" if ranker else ""), step=rec.step,
                     popularity=pop, checkpoint=checkpoint, max_len=scorer.max_len,
@@ -112,7 +127,7 @@ class Engine:
         art = Artifact(path)
         e = cls.__new__(cls)
         e.rec = e.model = None
-        e.artifact = art
+        e.artifact, e.cold_items = art, 0
         m = art.manifest
         e._setup(art, art.catalog, name=m["name"], step=m["step"], popularity=art.popularity, checkpoint=str(path),
                  max_len=art.max_len, score_stage="retriever", max_batch_size=max_batch_size,
@@ -157,6 +172,7 @@ class Engine:
             self.diversity_base = self.diversity_pool = 0
         self.diversity_k_buckets = [k for k in self.k_buckets if k <= self.diversity_pool]
         self.item_features = sorted(catalog.features)  # what diversity_by may name
+        self.added = 0  # items added with add_items
         self._feats: dict = {}  # feature name -> (N+1, V) unit rows on device
 
     def diversity_refusal(self, k: int, by: str) -> str | None:
@@ -177,9 +193,57 @@ class Engine:
                                      feats=self._feature_rows(by) if by else None)
 
     def _feature_rows(self, by: str):
+        """(N+1 + spare rows, V) unit feature rows on device (spare rows: zeros until added)."""
         if by not in self._feats:
-            self._feats[by] = jax.device_put(feature_vectors(self.catalog, by))
+            rows = feature_vectors(self.catalog, by)
+            spare = self.scorer.spare_rows if self.artifact is None else 0
+            self._feats[by] = jax.device_put(np.pad(rows, ((0, spare), (0, 0))))
         return self._feats[by]
+
+    @property
+    def new_item_slots(self) -> int:
+        """Rows left for ``add_items``."""
+        return 0 if self.artifact is not None else self.scorer.spare_rows
+
+    def add_items(self, items: list) -> tuple[int, list]:
+        """Add new items at serve time: ``items`` = [(external id, title or "", {feature: [values]})].
+        Each gets a row from its feature values (``Scorer.add_items``) and can be recommended from
+        the next batch on; the catalog, titles, popularity (0) and diversity rows grow with it.
+        Run on the device thread (between batches). Returns (items added, unknown feature values
+        as "feature=value", reported and not kept). Raises UserError naming the bad item."""
+        if not items:
+            raise UserError("items: empty")
+        if len(items) > self.new_item_slots:
+            raise UserError(f"items: {len(items)} new item(s), but {self.new_item_slots} spare row(s) left "
+                            "(serve with more --new-item-slots)")
+        names = list(self.scorer.first.model(self.scorer._first_params).item_feats.features.names)
+        seen, rows, codes, unknown = set(), [], [], []
+        for i, (x, _, values) in enumerate(items):
+            if x in seen or self.catalog.index_of([x])[0] != 0:
+                raise UserError(f"items[{i}]: item id {x!r} is already in the catalog" + (
+                    " (twice in this call)" if x in seen else ""))
+            seen.add(x)
+            ids, c, bad = feature_ids_of(self.catalog, names, values)
+            if not len(ids):
+                raise UserError(f"items[{i}] ({x!r}): none of its feature values is one the model knows "
+                                f"({', '.join(names)}): nothing to represent it by")
+            rows.append(ids)
+            codes.append(c)
+            unknown += [f"{x}: {u}" for u in bad]
+        width = max(len(r) for r in rows)
+        start = self.scorer.add_items(np.stack([np.pad(r, (0, width - len(r))) for r in rows]))
+        m = len(items)
+        self.id_list += [x for x, _, _ in items]  # before the ids can be looked up (catalog.add, last)
+        self.title_list += [t or "" for _, t, _ in items]
+        self.popularity = np.concatenate([self.popularity, np.zeros(m, np.float32)])
+        for by, rows_dev in self._feats.items():
+            self._feats[by] = rows_dev.at[start: start + m].set(
+                unit_multi_hot([c[by] for c in codes], len(self.catalog.features[by]["vocab"])))
+        self.catalog.add([x for x, _, _ in items], [t or None for _, t, _ in items],
+                         {name: [c[name] for c in codes] for name in self.catalog.features})
+        self.num_items = self.catalog.num_items
+        self.added += m
+        return m, unknown
 
     def refusal(self, q: Query) -> str | None:
         """Why ``q`` cannot be answered by this engine (None: it can). Only an artifact refuses:

@@ -86,6 +86,11 @@ class ServeConfig:
     # diversity re-ranking (RecommendRequest.diversity): candidates it chooses among; 0 turns it off
     # (and its warm-up compiles: every k bucket within the pool, for embeddings and each item feature)
     diversity_pool: int = DEFAULT_POOL
+    # items AddItems may add at serve time (spare table rows, filled from the items' features; a model
+    # trained with item features), and how catalog items never trained on are served: "features" (their
+    # id row replaced by the trained items' mean: their features decide) or "trained" (as trained)
+    new_item_slots: int = 0
+    cold_items: str = "features"
 
 
 def reload_failure_reason(e: Exception) -> str:
@@ -174,7 +179,7 @@ def load_engine(cfg: ServeConfig) -> Engine:
                   k_buckets=cfg.k_buckets, checkpoint=cfg.checkpoint, ranker=ranker,
                   candidates=cfg.candidates, blend=cfg.blend, max_history=cfg.max_history,
                   max_k=cfg.max_k, chunk=cfg.catalog_chunk, recall=cfg.approx_recall, table_dtype=cfg.table_dtype,
-                  diversity_pool=cfg.diversity_pool)
+                  diversity_pool=cfg.diversity_pool, new_item_slots=cfg.new_item_slots, cold_items=cfg.cold_items)
 
 
 class Server:
@@ -284,6 +289,9 @@ class Server:
         if not force and current is not None and engine.step is not None and engine.step <= current:
             return False
         await loop.run_in_executor(None, engine.warm_up)
+        if self.state.engine.added:
+            log.warning("the new model does not have the %d item(s) AddItems added since the last load: "
+                        "add them again", self.state.engine.added)
         self.state.engine = engine  # atomic: the next batch uses it
         self.metrics.model_step.set(engine.step or 0)
         log.info("now serving step %s", engine.step)

@@ -14,6 +14,7 @@ import grpc
 import numpy as np
 
 from jaxrec.data.codec import history_of_indices, history_times
+from jaxrec.errors import UserError
 from jaxrec.v1 import recommender_pb2 as pb
 from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
 from jaxrec_server.batcher import DeadlineExpired, Overloaded, QueueFull
@@ -26,6 +27,14 @@ SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 
 class BadRequest(ValueError):
     pass
+
+
+class NoSlots(Exception):
+    """AddItems on a server without spare rows (FAILED_PRECONDITION)."""
+
+    def __init__(self):
+        super().__init__("AddItems: this server has no rows for new items (serve a model trained with item "
+                         "features with --new-item-slots N)")
 
 
 class NoStore(Exception):
@@ -60,7 +69,8 @@ def add_to_server(servicer, server) -> None:
              "Score": (pb.ScoreRequest, pb.ScoreResponse),
              "GetModelInfo": (pb.GetModelInfoRequest, pb.ModelInfo),
              "Observe": (pb.ObserveRequest, pb.ObserveResponse),
-             "ForgetUser": (pb.ForgetUserRequest, pb.ForgetUserResponse)}
+             "ForgetUser": (pb.ForgetUserRequest, pb.ForgetUserResponse),
+             "AddItems": (pb.AddItemsRequest, pb.AddItemsResponse)}
     handlers = {name: grpc.unary_unary_rpc_method_handler(
         getattr(servicer, name), request_deserializer=safe_deserializer(req),
         response_serializer=resp.SerializeToString) for name, (req, resp) in unary.items()}
@@ -187,12 +197,12 @@ def status_of(e: BaseException) -> grpc.StatusCode:
         return grpc.StatusCode.DEADLINE_EXCEEDED
     if isinstance(e, StoreUnavailable):
         return grpc.StatusCode.UNAVAILABLE
-    if isinstance(e, NoStore):
+    if isinstance(e, (NoStore, NoSlots)):
         return grpc.StatusCode.FAILED_PRECONDITION
     return grpc.StatusCode.INTERNAL
 
 
-REFUSALS = (BadRequest, QueueFull, DeadlineExpired, StoreUnavailable, NoStore)  # answered with status_of
+REFUSALS = (BadRequest, QueueFull, DeadlineExpired, StoreUnavailable, NoStore, NoSlots)  # answered with status_of
 
 
 class RecommenderServicer(pb_grpc.RecommenderServicer):
@@ -436,6 +446,36 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
         return await self._store_call("ForgetUser", request, context, call)
 
+    async def AddItems(self, request, context):
+        code = grpc.StatusCode.OK
+        try:
+            if isinstance(request, Malformed):
+                raise BadRequest(f"the request bytes are not a valid {request.message_type}: {request.error}")
+            engine = await self._engine(context)
+            if not engine.new_item_slots:
+                raise NoSlots()
+            items = []
+            for i, it in enumerate(request.items):
+                x = it.item_id
+                if not x or len(x) > MAX_ID_LEN or not x.isprintable() or x.strip() != x:
+                    raise BadRequest(f"items[{i}].item_id: malformed {x[:40]!r}")
+                values = {}
+                for f in it.features:
+                    values.setdefault(f.name, []).extend(f.values)
+                items.append((x, it.title, values))
+            loop = asyncio.get_running_loop()
+            try:  # on the device thread, between batches
+                added, unknown = await loop.run_in_executor(self.state.batcher.executor, engine.add_items, items)
+            except UserError as e:
+                raise BadRequest(str(e)) from None
+            return pb.AddItemsResponse(added=added, catalog_size=engine.num_items, slots_left=engine.new_item_slots,
+                                       unknown_values=unknown)
+        except REFUSALS as e:
+            code = status_of(e)
+            await self._abort(context, e)
+        finally:
+            self.state.metrics.requests.labels("AddItems", code.name).inc()
+
     async def GetModelInfo(self, request, context):
         e = await self._engine(context)
         self.state.metrics.requests.labels("GetModelInfo", "OK").inc()
@@ -444,4 +484,5 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                             length_buckets=e.length_buckets, k_buckets=e.k_buckets,
                             checkpoint=str(e.checkpoint), table_dtype=e.table_dtype,
                             table_bytes=e.scorer.table_bytes(), diversity_pool=e.diversity_pool if
-                            e.diversity_k_buckets else 0, item_features=e.item_features, **self.state.store_info())
+                            e.diversity_k_buckets else 0, item_features=e.item_features,
+                            new_item_slots=e.new_item_slots, cold_items=e.cold_items, **self.state.store_info())

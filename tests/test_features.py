@@ -83,3 +83,71 @@ def test_new_item_gets_a_sensible_score_from_its_features(tmp_path):
     assert results[True] > results[False] + 0.15, results
 
 
+
+
+# ---------------------------------------------------------------- new and cold items at serve time
+
+def _feature_model(untied=False):
+    from jaxrec.train import Config
+    data = load_dataset("synthetic:tiny")
+    extra = {"tied_output": False} if untied else {}
+    m = build_model("sasrec/small", data.num_items, 0, catalog=data.catalog, features=["topic"], **extra)
+    return data, Recommender.from_model(m, data.catalog, Config(model="sasrec/small")), m
+
+
+@pytest.mark.parametrize("untied", [False, True])
+def test_new_items_get_rows_from_their_features_and_spare_rows_are_never_returned(untied):
+    from jaxrec.data.features import encode_values
+    from jaxrec.scoring import Scorer
+
+    data, rec, model = _feature_model(untied)
+    n = data.num_items
+    scorer = Scorer(rec.stage, new_item_slots=3)
+    h = np.random.default_rng(1).integers(1, n + 1, (4, 20)).astype(np.int32)
+    np.testing.assert_allclose(np.asarray(scorer.score_all(h))[:, : n + 1], np.asarray(rec.score_all(h)),
+                               rtol=1e-5, atol=1e-5)  # the baked table (ids + features) scores as the model
+    top = scorer.top_k(h, n, exclude=np.zeros((4, 1), np.int32))
+    assert int(np.asarray(top.items).max()) <= n  # spare rows are never recommended
+    topic = data.catalog.features["topic"]["vocab"]
+    ids, codes, unknown = encode_values(data.catalog, ["topic"], {"topic": [topic[2], "nope"], "colour": ["red"]})
+    assert unknown == ["colour=red", "topic=nope"] and codes == {"topic": [2]}
+    start = scorer.add_items(ids[None, :])
+    assert start == n + 1 and scorer.spare_rows == 2
+    # the new row: the trained items' mean id row plus the feature part, in input and output tables
+    emb = np.asarray(model.item_emb.embedding[...])[1: n + 1]
+    out = emb if model.out_emb is None else np.asarray(model.out_emb.embedding[...])[1: n + 1]
+    f = np.asarray(model.item_feats.rows(ids[None, :]))[0]
+    np.testing.assert_allclose(np.asarray(scorer.tables[0].take(start)), emb.mean(0) + f, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(scorer.tables[1].take(start)), out.mean(0) + f, rtol=1e-5, atol=1e-6)
+    user = np.asarray(rec.scorer._user(rec.scorer._p(), h, None)[0])  # (4, D) as the model encodes
+    np.testing.assert_allclose(np.asarray(scorer.score(h, np.full((4, 1), start)))[:, 0],
+                               user @ (out.mean(0) + f), rtol=1e-4, atol=1e-5)
+    top = scorer.top_k(h, n + 1, exclude=np.zeros((4, 1), np.int32))
+    items = np.asarray(top.items)
+    assert (items == start).any(1).all() and items.max() == start  # recommendable, the next spare row is not
+    hist = h.copy()
+    hist[:, -1] = start  # a history holding the new item reads its input row
+    assert np.isfinite(np.asarray(scorer.score_all(hist))).all()
+    with pytest.raises(UserError, match="do not fit"):
+        scorer.add_items(np.tile(ids[None, :], (3, 1)))
+
+
+def test_cold_catalog_items_are_served_from_their_features():
+    from jaxrec.scoring import Scorer
+
+    data, rec, model = _feature_model()
+    n = data.num_items
+    cold = np.zeros(n + 1, bool)
+    cold[[4, 9]] = True
+    scorer = Scorer(rec.stage, cold_items=cold)
+    emb = np.asarray(model.item_emb.embedding[...])
+    feats = np.asarray(model.item_feats())
+    warm = ~cold
+    warm[0] = False
+    want = emb[1: n + 1][warm[1:]].mean(0) + feats[4]
+    np.testing.assert_allclose(np.asarray(scorer.tables[0].take(4)), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(scorer.tables[0].take(5)), emb[5] + feats[5], rtol=1e-5, atol=1e-6)
+    plain = build_model("sasrec/small", n, 0)
+    from jaxrec.train import Config
+    with pytest.raises(UserError, match="without item features"):
+        Scorer(Recommender.from_model(plain, data.catalog, Config(model="sasrec/small")).stage, new_item_slots=2)

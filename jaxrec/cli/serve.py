@@ -218,6 +218,12 @@ def add_parsers(sub) -> None:
     sv.add_argument("--diversity-pool", type=int, default=200,
                     help="candidates the diversity re-ranking (RecommendRequest.diversity) chooses among; "
                          "0 turns it off and skips its warm-up compiles")
+    sv.add_argument("--new-item-slots", type=int, default=0,
+                    help="items AddItems may add while serving (a model trained with item features: a new item "
+                         "is represented by its feature values)")
+    sv.add_argument("--cold-items", choices=["features", "trained"], default="features",
+                    help="catalog items never trained on: represented by their features (default, for a model "
+                         "with item features) or as trained")
     sv.add_argument("--store", default="sqlite:jaxrec-events.sqlite",
                     help="the user-event store behind Observe, ForgetUser and Recommend by user_id: "
                          "sqlite:PATH (embedded, shared by --workers; default: jaxrec-events.sqlite in the "

@@ -77,6 +77,25 @@ def item_features(catalog: ItemCatalog, names) -> ItemFeatures:
     return ItemFeatures(ids, base, tuple(names))
 
 
+def encode_values(catalog: ItemCatalog, names, values: dict) -> tuple[np.ndarray, dict, list]:
+    """A new item's feature values (``{name: [value, ...]}``, strings as in the catalog's
+    vocabularies) -> (its feature ids for a model trained on features ``names``, as
+    ``item_features`` numbers them; {name: value codes} for ``ItemCatalog.add``; the values no
+    vocabulary has, as "name=value": they cannot be represented and are reported, not kept)."""
+    unknown, codes, ids, base = [], {}, [], 0
+    for name in set(values) - set(catalog.features):
+        unknown += [f"{name}={v}" for v in values[name]]
+    for name in catalog.features:
+        vocab = {v: i for i, v in enumerate(catalog.features[name]["vocab"])}
+        got = [vocab.get(str(v)) for v in values.get(name, ())]
+        unknown += [f"{name}={v}" for v, c in zip(values.get(name, ()), got) if c is None]
+        codes[name] = list(dict.fromkeys(c for c in got if c is not None))
+    for name in names:
+        ids += [c + base + 1 for c in codes.get(name, [])]
+        base += len(catalog.features[name]["vocab"])
+    return np.asarray(ids, np.int32), codes, unknown
+
+
 def categorical_feature(values_per_item: list, vocab: list | None = None) -> dict:
     """A catalog feature column from per-item value lists (index 0 = padding, usually [])."""
     vocab = sorted({v for vs in values_per_item for v in vs}, key=str) if vocab is None else list(vocab)
@@ -84,6 +103,23 @@ def categorical_feature(values_per_item: list, vocab: list | None = None) -> dic
     lens = np.array([len(vs) for vs in values_per_item], np.int64)
     return {"vocab": [str(v) for v in vocab], "offsets": np.r_[0, np.cumsum(lens)].astype(np.int64),
             "values": np.array([code[v] for vs in values_per_item for v in vs], np.int32)}
+
+
+def _unit_rows(offsets: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """(rows, size) float32 multi-hot rows of CSR value codes (row i: values[offsets[i]:offsets[i+1]]),
+    scaled to unit length; rows without values stay zero."""
+    counts = np.diff(offsets)
+    out = np.zeros((len(counts), max(1, size)), np.float32)
+    out[np.repeat(np.arange(len(counts)), counts), values[: counts.sum()]] = 1.0
+    norm = np.sqrt(out.sum(axis=1, keepdims=True))
+    return np.divide(out, norm, out=out, where=norm > 0)
+
+
+def unit_multi_hot(codes_per_item: list, size: int) -> np.ndarray:
+    """(m, size): ``_unit_rows`` of per-item lists of value codes (items added at serve time)."""
+    counts = [len(c) for c in codes_per_item]
+    return _unit_rows(np.r_[0, np.cumsum(counts)].astype(np.int64),
+                      np.asarray([v for c in codes_per_item for v in c], np.int64), size)
 
 
 def feature_vectors(catalog: ItemCatalog, name: str) -> np.ndarray:
@@ -95,12 +131,8 @@ def feature_vectors(catalog: ItemCatalog, name: str) -> np.ndarray:
         have = ", ".join(catalog.features) or "none"
         raise UserError(f"item feature {name!r} is not in the catalog (it has: {have})")
     f = catalog.features[name]
-    offsets, values = np.asarray(f["offsets"], np.int64), np.asarray(f["values"], np.int64)
     n1 = catalog.num_items + 1
-    counts = np.diff(offsets)[:n1]
-    out = np.zeros((n1, max(1, len(f["vocab"]))), np.float32)
-    out[np.repeat(np.arange(n1), counts), values[: counts.sum()]] = 1.0
-    norm = np.sqrt(out.sum(axis=1, keepdims=True))
-    out = np.divide(out, norm, out=out, where=norm > 0)
+    out = _unit_rows(np.asarray(f["offsets"], np.int64)[: n1 + 1], np.asarray(f["values"], np.int64),
+                     len(f["vocab"]))
     out[0] = 0.0
     return out

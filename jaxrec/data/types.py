@@ -104,6 +104,27 @@ class ItemCatalog:
         lo, hi = f["offsets"][index], f["offsets"][index + 1]
         return [f["vocab"][v] for v in f["values"][lo:hi]]
 
+    def add(self, ids: list, titles: list, features: dict) -> int:
+        """Append new items (a server's ``AddItems``): ``ids`` not yet in the catalog, ``titles``
+        (str or None each) and ``features`` {name: per-item lists of value codes} for every
+        feature of the catalog. Returns the first new index. The id lookup is extended last, so
+        a reader on another thread never finds an id whose rows are not there yet."""
+        start = len(self.ids)
+        m = len(ids)
+        if self.titles is not None or any(titles):
+            old = self.titles if self.titles is not None else np.full(start, None, dtype=object)
+            self.titles = np.concatenate([old, np.asarray(list(titles), dtype=object)])
+        for name, f in self.features.items():
+            per_item = features.get(name) or [[] for _ in range(m)]
+            counts = np.array([len(v) for v in per_item], np.int64)
+            f["offsets"] = np.concatenate([f["offsets"], f["offsets"][-1] + np.cumsum(counts)])
+            f["values"] = np.concatenate([np.asarray(f["values"], np.int32),
+                                          np.asarray([c for v in per_item for c in v], np.int32)])
+        self.ids = np.concatenate([self.ids, np.asarray(list(ids), dtype=object)])
+        if self._index is not None:
+            self._index.update({x: start + i for i, x in enumerate(ids)})
+        return start
+
     def save(self, path: str | Path) -> None:
         obj = {"ids": self.ids.tolist(),
                "titles": None if self.titles is None else list(self.titles),

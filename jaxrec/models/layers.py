@@ -160,10 +160,14 @@ class FeatureEmbedding(nnx.Module):
                              embedding_init=nnx.initializers.normal(stddev=dim ** -0.5))
 
     def __call__(self) -> jax.Array:
-        ids = jnp.asarray(self.features.ids)  # (rows, F)
+        return self.rows(jnp.asarray(self.features.ids))  # (rows, D)
+
+    def rows(self, ids: jax.Array) -> jax.Array:
+        """(m, D) the representation of items with feature ids (m, F) (0 = none): the mean of
+        their values' embeddings, for the catalog's items or for items added at serve time."""
         has = (ids > 0)[..., None]
-        e = jnp.where(has, self.emb(ids), 0.0)  # (rows, F, D)
-        return e.sum(1) / jnp.maximum(has.sum(1), 1)  # (rows, D)
+        e = jnp.where(has, self.emb(ids), 0.0)  # (m, F, D)
+        return e.sum(1) / jnp.maximum(has.sum(1), 1)
 
 
 def table_rows(rows: int, multiple: int = 1) -> int:

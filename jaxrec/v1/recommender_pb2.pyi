@@ -122,6 +122,42 @@ class ObserveResponse(_message.Message):
     unknown_items: int
     def __init__(self, history_length: _Optional[int] = ..., unknown_items: _Optional[int] = ...) -> None: ...
 
+class FeatureValues(_message.Message):
+    __slots__ = ("name", "values")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class NewItem(_message.Message):
+    __slots__ = ("item_id", "title", "features")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    title: str
+    features: _containers.RepeatedCompositeFieldContainer[FeatureValues]
+    def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., features: _Optional[_Iterable[_Union[FeatureValues, _Mapping]]] = ...) -> None: ...
+
+class AddItemsRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[NewItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[NewItem, _Mapping]]] = ...) -> None: ...
+
+class AddItemsResponse(_message.Message):
+    __slots__ = ("added", "catalog_size", "slots_left", "unknown_values")
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_VALUES_FIELD_NUMBER: _ClassVar[int]
+    added: int
+    catalog_size: int
+    slots_left: int
+    unknown_values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, added: _Optional[int] = ..., catalog_size: _Optional[int] = ..., slots_left: _Optional[int] = ..., unknown_values: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ForgetUserRequest(_message.Message):
     __slots__ = ("user_id",)
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -151,7 +187,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "step", "catalog_size", "max_history_length", "batch_buckets", "length_buckets", "k_buckets", "checkpoint", "uses_time", "table_dtype", "table_bytes", "store", "store_max_events", "store_ttl_s", "diversity_pool", "item_features")
+    __slots__ = ("name", "step", "catalog_size", "max_history_length", "batch_buckets", "length_buckets", "k_buckets", "checkpoint", "uses_time", "table_dtype", "table_bytes", "store", "store_max_events", "store_ttl_s", "diversity_pool", "item_features", "new_item_slots", "cold_items")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     CATALOG_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +204,8 @@ class ModelInfo(_message.Message):
     STORE_TTL_S_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_POOL_FIELD_NUMBER: _ClassVar[int]
     ITEM_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    NEW_ITEM_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    COLD_ITEMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     step: int
     catalog_size: int
@@ -184,4 +222,6 @@ class ModelInfo(_message.Message):
     store_ttl_s: int
     diversity_pool: int
     item_features: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., step: _Optional[int] = ..., catalog_size: _Optional[int] = ..., max_history_length: _Optional[int] = ..., batch_buckets: _Optional[_Iterable[int]] = ..., length_buckets: _Optional[_Iterable[int]] = ..., k_buckets: _Optional[_Iterable[int]] = ..., checkpoint: _Optional[str] = ..., uses_time: _Optional[bool] = ..., table_dtype: _Optional[str] = ..., table_bytes: _Optional[int] = ..., store: _Optional[str] = ..., store_max_events: _Optional[int] = ..., store_ttl_s: _Optional[int] = ..., diversity_pool: _Optional[int] = ..., item_features: _Optional[_Iterable[str]] = ...) -> None: ...
+    new_item_slots: int
+    cold_items: int
+    def __init__(self, name: _Optional[str] = ..., step: _Optional[int] = ..., catalog_size: _Optional[int] = ..., max_history_length: _Optional[int] = ..., batch_buckets: _Optional[_Iterable[int]] = ..., length_buckets: _Optional[_Iterable[int]] = ..., k_buckets: _Optional[_Iterable[int]] = ..., checkpoint: _Optional[str] = ..., uses_time: _Optional[bool] = ..., table_dtype: _Optional[str] = ..., table_bytes: _Optional[int] = ..., store: _Optional[str] = ..., store_max_events: _Optional[int] = ..., store_ttl_s: _Optional[int] = ..., diversity_pool: _Optional[int] = ..., item_features: _Optional[_Iterable[str]] = ..., new_item_slots: _Optional[int] = ..., cold_items: _Optional[int] = ...) -> None: ...

@@ -69,6 +69,11 @@ class RecommenderStub:
                 request_serializer=jaxrec_dot_v1_dot_recommender__pb2.ForgetUserRequest.SerializeToString,
                 response_deserializer=jaxrec_dot_v1_dot_recommender__pb2.ForgetUserResponse.FromString,
                 _registered_method=True)
+        self.AddItems = channel.unary_unary(
+                '/jaxrec.v1.Recommender/AddItems',
+                request_serializer=jaxrec_dot_v1_dot_recommender__pb2.AddItemsRequest.SerializeToString,
+                response_deserializer=jaxrec_dot_v1_dot_recommender__pb2.AddItemsResponse.FromString,
+                _registered_method=True)
 
 
 class RecommenderServicer:
@@ -127,6 +132,16 @@ class RecommenderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddItems(self, request, context):
+        """Add items at serve time (jaxrec serve --new-item-slots N, a model trained with item
+        features): each is represented by its feature values and can be recommended from the next
+        batch on. Kept in this server process's memory until it restarts or reloads a checkpoint;
+        with --workers, each worker process must receive the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommenderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +179,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.ForgetUser,
                     request_deserializer=jaxrec_dot_v1_dot_recommender__pb2.ForgetUserRequest.FromString,
                     response_serializer=jaxrec_dot_v1_dot_recommender__pb2.ForgetUserResponse.SerializeToString,
+            ),
+            'AddItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddItems,
+                    request_deserializer=jaxrec_dot_v1_dot_recommender__pb2.AddItemsRequest.FromString,
+                    response_serializer=jaxrec_dot_v1_dot_recommender__pb2.AddItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +375,33 @@ class Recommender:
             '/jaxrec.v1.Recommender/ForgetUser',
             jaxrec_dot_v1_dot_recommender__pb2.ForgetUserRequest.SerializeToString,
             jaxrec_dot_v1_dot_recommender__pb2.ForgetUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jaxrec.v1.Recommender/AddItems',
+            jaxrec_dot_v1_dot_recommender__pb2.AddItemsRequest.SerializeToString,
+            jaxrec_dot_v1_dot_recommender__pb2.AddItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,
