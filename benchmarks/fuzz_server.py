@@ -4,8 +4,10 @@
 
 Requests (drawn from a seeded generator, sent with ``--concurrency`` in flight): Recommend
 and Score messages with random known/unknown/empty/huge/unicode ids, k from -2^31 to
-2^31-1, random allow/deny lists, explain on and off, wrong models, random event times; and
-raw bytes that are not a valid message. Every OK answer is checked (sorted, no duplicates, no
+2^31-1, random allow/deny lists, explain on and off, wrong models, random event times, random
+user ids (of the event store) and diversity values (NaN, inf, out of range, unknown
+features); Observe, ForgetUser and AddItems calls with the same kinds of ids; and raw bytes
+that are not a valid message. Every OK answer is checked (sorted, no duplicates, no
 padding id, nothing excluded or denied, only allowed items). At the end the server must still
 answer health SERVING and a plain request. Exit status 1 on any UNKNOWN/INTERNAL answer, an
 invalid OK answer, or a dead server. Writes JSON (``--out``).
@@ -48,11 +50,34 @@ def random_ids(rng, catalog: list[str], n: int) -> list[str]:
     return out
 
 
+RAW_METHODS = ("Recommend", "Score", "RecommendBatch", "Observe", "ForgetUser", "AddItems")
+
+
+def random_user(rng) -> str:
+    kd = rng.integers(0, 6)
+    if kd < 4:
+        return f"user-{rng.integers(0, 50)}"  # a small pool: events accumulate, TTL and bounds apply
+    return random_ids(rng, ["u"], 1)[0]  # empty, huge, unicode, numeric
+
+
 def make_request(rng, catalog, pb, model_name):
     """(method, request bytes or message, the request for checking or None)."""
     r = rng.random()
     if r < 0.08:  # not a message at all
-        return str(rng.choice(["Recommend", "Score", "RecommendBatch"])), rng.bytes(int(rng.integers(1, 64))), None
+        return str(rng.choice(RAW_METHODS)), rng.bytes(int(rng.integers(1, 64))), None
+    if r < 0.14:  # the event store
+        items = random_ids(rng, catalog, int(rng.choice([0, 1, 3, 50, 300])))
+        times = [] if rng.random() < 0.7 else [int(t) for t in rng.integers(-10**9, 10**9, len(items) + rng.integers(0, 2))]
+        req = pb.ObserveRequest(user_id=random_user(rng), items=items, times=times)
+        return "Observe", req, None
+    if r < 0.15:
+        return "ForgetUser", pb.ForgetUserRequest(user_id=random_user(rng)), None
+    if r < 0.16:
+        items = [pb.NewItem(item_id=random_ids(rng, catalog, 1)[0], title=random_ids(rng, ["t"], 1)[0],
+                            features=[pb.FeatureValues(name=str(rng.choice(["genres", "topic", ""])),
+                                                       values=random_ids(rng, ["Comedy", "Drama"], 3))])
+                 for _ in range(int(rng.integers(0, 4)))]
+        return "AddItems", pb.AddItemsRequest(items=items), None
     if r > 0.9:  # many users in one call: each entry as random as a lone request
         entries = [make_request(rng, catalog, pb, model_name) for _ in range(int(rng.integers(0, 17)))]
         req = pb.RecommendBatchRequest(requests=[e[1] for e in entries if e[0] == "Recommend" and e[2] is not None])
@@ -64,11 +89,14 @@ def make_request(rng, catalog, pb, model_name):
                               history_times=times)
         return "Score", req, req
     k = int(rng.choice([rng.integers(-5, 120), rng.integers(-2**31, 2**31 - 1), 10]))
+    diversity = 0.0 if rng.random() < 0.7 else float(rng.choice([rng.random(), -1.0, 2.0, np.nan, np.inf]))
     req = pb.RecommendRequest(history=hist, k=k, exclude_seen=bool(rng.random() < 0.8),
                               allow=random_ids(rng, catalog, int(rng.choice([0, 0, 3, 40]))),
                               deny=random_ids(rng, catalog, int(rng.choice([0, 2, 20]))),
                               explain=bool(rng.random() < 0.3), history_times=times,
-                              model=model_name if rng.random() < 0.9 else "another-model")
+                              model=model_name if rng.random() < 0.9 else "another-model",
+                              user_id=random_user(rng) if rng.random() < 0.3 else "", diversity=diversity,
+                              diversity_by=str(rng.choice(["", "", "genres", "nope"])))
     return "Recommend", req, req
 
 
@@ -105,7 +133,7 @@ async def fuzz(target: str, n: int, concurrency: int, catalog: list[str], model_
     entry_codes = collections.Counter()  # RecommendBatch entries by code
     async with grpc.aio.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
         stub = pb_grpc.RecommenderStub(ch)
-        raw = {m: ch.unary_unary(f"/jaxrec.v1.Recommender/{m}") for m in ("Recommend", "Score", "RecommendBatch")}
+        raw = {m: ch.unary_unary(f"/jaxrec.v1.Recommender/{m}") for m in RAW_METHODS}
 
         async def one(method, payload, req):
             async with sem:
@@ -150,12 +178,18 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--port", type=int, default=50889)
+    ap.add_argument("--new-item-slots", action="store_true",
+                    help="serve with --new-item-slots 64 (a checkpoint trained with item features)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().with_name("fuzz_server.json")))
     args = ap.parse_args(argv)
     from jaxrec.train.rundir import RunDir
     run = RunDir.open(args.checkpoint)
     catalog, name = run.catalog().ids[1:].tolist(), run.config().model
-    proc = start_server(args.checkpoint, 64, 2.0, args.port, "10,100")
+    import tempfile
+    store = Path(tempfile.mkdtemp(prefix="fuzz-store-")) / "events.sqlite"
+    proc = start_server(args.checkpoint, 64, 2.0, args.port, "10,100",
+                        extra=["--store", f"sqlite:{store}", "--store-ttl-s", "30"] + (
+                            ["--new-item-slots", "64"] if args.new_item_slots else []))
     try:
         rss0 = rss_mib(proc.pid)
         out = asyncio.run(fuzz(f"127.0.0.1:{args.port}", args.requests, args.concurrency, catalog, name, args.seed))

@@ -19,7 +19,7 @@ engine adds is only serving's part:
 * diversity (``Query.diversity`` > 0): the top-k call of the smallest k bucket holding
   ``diversity_pool`` items feeds ``Scorer.diversify`` (maximal marginal relevance, by item
   embeddings or a catalog feature's rows, built once per feature) on device; no model bucket is
-  added, and the re-ranking's own small compiles (batch x k bucket x similarity) are warmed up.
+  added, and the re-ranking's own small compiles (batch x similarity) are warmed up.
 """
 
 from __future__ import annotations
@@ -188,8 +188,11 @@ class Engine:
                     f"{', '.join(self.item_features) or 'none'}; \"\" = item embeddings)")
         return None
 
-    def _diversify(self, top, k: int, diversity, by: str):
-        return self.scorer.diversify(top, k, diversity, pool=self.diversity_pool,
+    def _diversify(self, top, diversity, by: str):
+        """The re-ranked list at the largest diversity k bucket: greedy MMR's first k picks are the
+        same whatever the list's length, so one compile per batch size and similarity serves every
+        k (each answer takes its first k)."""
+        return self.scorer.diversify(top, self.diversity_k_buckets[-1], diversity, pool=self.diversity_pool,
                                      feats=self._feature_rows(by) if by else None)
 
     def _feature_rows(self, by: str):
@@ -271,13 +274,13 @@ class Engine:
             times = np.zeros((b, l + 1), np.int32) if self.uses_time else None
             jax.block_until_ready(self.scorer.top_k(hist, k, exclude=exclude, times=times, explain=True))
 
-        def diverse(shape):  # the re-ranking's compiles: per batch, k and similarity (not per length)
-            b, k, by = shape
+        def diverse(shape):  # the re-ranking's compiles: per batch and similarity (not per length or k)
+            b, by = shape
             top = self.scorer.top_k(np.zeros((b, self.length_buckets[0]), np.int32), self.diversity_base,
                                     times=np.zeros((b, self.length_buckets[0] + 1), np.int32) if self.uses_time
                                     else None, exclude=np.zeros((b, self._exclude_width(self.length_buckets[0])),
                                                                 np.int32), explain=True)
-            jax.block_until_ready(self._diversify(top, k, np.zeros(b, np.float32), by))
+            jax.block_until_ready(self._diversify(top, np.zeros(b, np.float32), by))
 
         t = time.perf_counter()
         for by in self.item_features:
@@ -286,8 +289,8 @@ class Engine:
         n = threads or max(1, len(os.sched_getaffinity(0)))
         with concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="jaxrec-warmup") as pool:
             list(pool.map(one, shapes))  # list(): re-raises the first failure
-            list(pool.map(diverse, itertools.product(self.batch_buckets, self.diversity_k_buckets,
-                                                     [""] + self.item_features)))
+            if self.diversity_k_buckets:
+                list(pool.map(diverse, itertools.product(self.batch_buckets, [""] + self.item_features)))
         return time.perf_counter() - t
 
     def compile_count(self) -> int:
@@ -350,7 +353,7 @@ class Engine:
         if diverse:
             d = np.zeros(b, np.float32)
             d[:n] = [q.diversity for q in queries]
-            top = self._diversify(top, k, d, queries[0].diversity_by)
+            top = self._diversify(top, d, queries[0].diversity_by)
         out = jax.device_get(top)
         vals, idx, att = out.values, out.items, out.attention  # (b, k), (b, k), (b, l)
         answers = []

@@ -118,7 +118,7 @@ def test_watch_refuses_partial_corrupt_and_foreign_checkpoints_and_keeps_serving
     best = RunDir(run).checkpoints_dir("best")
     step = RunDir(run).latest_step("best")
     srv = ThreadedServer(ServeConfig(str(run), port=0, watch=True, watch_interval_s=0.1, max_batch_size=4,
-                                     length_buckets=[50], k_buckets=[10]))
+                                     length_buckets=[50], k_buckets=[10], diversity_pool=0))
     errors, stop = [], threading.Event()
 
     def load():

@@ -96,7 +96,8 @@ def live(tmp_path_factory):
     d = tmp_path_factory.mktemp("fz") / "run"
     train(Config(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1), d,
           progress=False)
-    srv = ThreadedServer(ServeConfig(str(d), port=0, max_batch_size=8, length_buckets=[50], k_buckets=[10, 100]))
+    srv = ThreadedServer(ServeConfig(str(d), port=0, max_batch_size=8, length_buckets=[50], k_buckets=[10, 100],
+                                     diversity_pool=0))
     with Client(f"127.0.0.1:{srv.port}", retries=0, timeout=20) as c:
         yield c
     srv.stop()

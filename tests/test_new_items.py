@@ -57,12 +57,16 @@ def test_add_items_are_recommendable_at_once_without_compiling(feature_run):
                     c.add_items(items)
                 assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in e.value.details()
             assert c.model_info().new_item_slots == 1
+        from jaxrec.cli import main
+        assert main(["query", "--target", f"127.0.0.1:{srv.port}", "--add-item", "new-3", "--title", "Third",
+                     "--feature", f"topic={topics[3]},zzz"]) == 0
+        assert engine.catalog.title(engine.catalog.index_of(["new-3"])[0]) == "Third" and engine.new_item_slots == 0
     finally:
         srv.stop()
 
 
 def test_a_server_without_slots_refuses_add_items(feature_run):
-    srv = ThreadedServer(ServeConfig(str(feature_run), port=0, **SERVE))
+    srv = ThreadedServer(ServeConfig(str(feature_run), port=0, **(SERVE | dict(diversity_pool=0))))
     try:
         with Client(f"127.0.0.1:{srv.port}", timeout=20, retries=0) as c:
             with pytest.raises(grpc.RpcError) as e:

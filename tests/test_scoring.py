@@ -230,6 +230,8 @@ def test_mmr_equals_the_greedy_reference(d):
     for r in range(b):
         np.testing.assert_array_equal(got_i[r], _ref_mmr(vals[r], items[r], vecs[r], k, d))
     assert (got_i[3, 8:] == 0).all() and np.isinf(got_v[3, 8:]).all()
+    short = np.asarray(mmr(vals, items, vecs, 5, np.full(b, d, np.float32))[1])
+    np.testing.assert_array_equal(short, got_i[:, :5])  # greedy: a shorter list is the longer one's prefix
     if d == 0:  # no diversity: the top k unchanged
         np.testing.assert_array_equal(got_i[:3], items[:3, :k])
         np.testing.assert_allclose(got_v[:3], vals[:3, :k])

@@ -11,7 +11,7 @@ from jaxrec.train import Config, train
 from jaxrec_server.client import Client
 from jaxrec_server.main import ServeConfig, ThreadedServer, TokenAuth
 
-SMALL = dict(max_batch_size=2, length_buckets=[50], k_buckets=[10])
+SMALL = dict(max_batch_size=2, length_buckets=[50], k_buckets=[10], diversity_pool=0)
 
 
 @pytest.fixture(scope="module")

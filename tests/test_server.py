@@ -31,6 +31,7 @@ def _load_test():
     """benchmarks/serve_load.py's main (benchmarks are scripts, not an installed package)."""
     return runpy.run_path(str(ROOT / "benchmarks" / "serve_load.py"))["main"]
 SERVE = dict(max_batch_size=64, length_buckets=[16, 50], k_buckets=[10, 100], max_delay_ms=5.0)
+QUIET = dict(SERVE, diversity_pool=0)  # servers of tests that do not ask for diversity: fewer warm-up compiles
 
 
 @pytest.fixture(scope="module")
@@ -266,11 +267,11 @@ class SlowWarmup(Engine):
 
 def test_health_serving_only_after_warmup(run_dir):
     engine = SlowWarmup(Recommender.from_checkpoint(run_dir), max_batch_size=2, length_buckets=[50],
-                        k_buckets=[10])
+                        k_buckets=[10], diversity_pool=0)
     loop = asyncio.new_event_loop()
     th = threading.Thread(target=loop.run_forever, daemon=True)
     th.start()
-    srv = Server(ServeConfig(str(run_dir), port=0, max_batch_size=2), engine)
+    srv = Server(ServeConfig(str(run_dir), port=0, max_batch_size=2, diversity_pool=0), engine)
     fut = asyncio.run_coroutine_threadsafe(srv.start(), loop)
     while srv.port is None or srv.server is None:
         time.sleep(0.01)
@@ -293,7 +294,7 @@ def test_token_auth(run_dir, tmp_path):
     tok = tmp_path / "token"
     tok.write_text("s3cret\n")
     srv = ThreadedServer(ServeConfig(str(run_dir), port=0, max_batch_size=2, length_buckets=[50],
-                                     k_buckets=[10], auth_token_file=str(tok)))
+                                     k_buckets=[10], auth_token_file=str(tok), diversity_pool=0))
     try:
         for token in (None, "wrong"):
             with Client(f"127.0.0.1:{srv.port}", token=token, retries=0) as c:
@@ -313,7 +314,7 @@ def test_tls(run_dir, tmp_path):
                     "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
     srv = ThreadedServer(ServeConfig(str(run_dir), port=0, max_batch_size=2, length_buckets=[50],
-                                     k_buckets=[10], tls_cert=str(cert), tls_key=str(key)))
+                                     k_buckets=[10], tls_cert=str(cert), tls_key=str(key), diversity_pool=0))
     try:
         with Client(f"localhost:{srv.port}", tls_ca=cert.read_bytes()) as c:
             assert len(c.recommend(["1"], k=3).items) == 3
@@ -327,7 +328,7 @@ def test_tls(run_dir, tmp_path):
 @pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
 def test_sigterm_drains_in_flight(run_dir, event_loop):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", str(run_dir),
+    proc = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", str(run_dir), "--diversity-pool", "0",
                              "--port", "0", "--max-batch-size", "64", "--length-buckets", "50",
                              "--k-buckets", "10", "--max-delay-ms", "400", "--grace-s", "20",
                              "--event-loop", event_loop],
@@ -409,7 +410,7 @@ def test_two_stage_server_matches_pipeline(run_dir, tmp_path):
     train(Config(model="target_attention/small", data="synthetic:tiny", num_negatives=7, batch_size=32,
                  epochs=1, seed=2, ranking=Ranking(eval_negatives=20)), rank_dir, progress=False)
     srv = ThreadedServer(ServeConfig(str(run_dir), ranker=str(rank_dir), candidates=30,
-                                     port=0, **{**SERVE, "k_buckets": [10, 30]}))
+                                     port=0, **{**QUIET, "k_buckets": [10, 30]}))
     try:
         pipe = Pipeline(Recommender.from_checkpoint(run_dir), Recommender.from_checkpoint(rank_dir), 30)
         with Client(f"127.0.0.1:{srv.port}", timeout=20) as c:
@@ -431,7 +432,7 @@ def test_max_history_reads_latest_items_but_excludes_all_seen(run_dir):
     every item of the request's history (also those the model did not read)."""
     rec = Recommender.from_checkpoint(run_dir)
     srv = ThreadedServer(ServeConfig(str(run_dir), port=0, max_history=8,
-                                     **{**SERVE, "length_buckets": [8], "k_buckets": [20]}))
+                                     **{**QUIET, "length_buckets": [8], "k_buckets": [20]}))
     try:
         with Client(f"127.0.0.1:{srv.port}", timeout=20) as c:
             assert c.model_info().max_history_length == 8
@@ -458,7 +459,7 @@ def test_time_aware_model_reads_history_times(tmp_path):
     train(Config(model="hstu/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1,
                       seed=0, model_args={"time_buckets": 16}), d, progress=False)
     rec = Recommender.from_checkpoint(d)
-    srv = ThreadedServer(ServeConfig(str(d), port=0, **SERVE))
+    srv = ThreadedServer(ServeConfig(str(d), port=0, **QUIET))
     try:
         with Client(f"127.0.0.1:{srv.port}", timeout=20) as c:
             assert c.model_info().uses_time
@@ -551,7 +552,7 @@ def test_workers_share_the_port_restart_and_all_drain_on_sigterm(run_dir):
     assert worker_env(1, 2, ["0", "1"], environ={}) == {"CUDA_VISIBLE_DEVICES": "1"}  # one per GPU
     assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in worker_env(0, 2, ["0"], environ={"XLA_PYTHON_CLIENT_MEM_FRACTION": ".5"})
     mport = 50795
-    proc = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", str(run_dir), "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", str(run_dir), "--diversity-pool", "0", "--port", "0",
                              "--workers", "2", "--length-buckets", "50", "--k-buckets", "10", "--max-delay-ms", "300",
                              "--grace-s", "20", "--metrics-port", str(mport)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -606,7 +607,7 @@ def test_workers_share_the_port_restart_and_all_drain_on_sigterm(run_dir):
 
 def test_int8_table_serves_close_to_float32(run_dir, server, client):
     """--table-dtype int8: a quarter of the table's bytes, and the top-10 mostly the float32 server's."""
-    srv = ThreadedServer(ServeConfig(str(run_dir), port=0, table_dtype="int8", **SERVE))
+    srv = ThreadedServer(ServeConfig(str(run_dir), port=0, table_dtype="int8", **QUIET))
     try:
         with Client(f"127.0.0.1:{srv.port}", timeout=20) as c8:
             info, info32 = c8.model_info(), client.model_info()
@@ -662,7 +663,7 @@ def test_artifact_answers_exactly_as_the_checkpoint(run_dir, server, client, tmp
 
 
 def test_sigterm_while_workers_compile_leaves_no_worker_behind(run_dir):
-    proc = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", str(run_dir), "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", str(run_dir), "--diversity-pool", "0", "--port", "0",
                              "--workers", "2", "--length-buckets", "50", "--k-buckets", "10"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, JAX_PLATFORMS="cpu"))

@@ -19,7 +19,7 @@ from jaxrec_server.client import Client
 from jaxrec_server.main import ServeConfig, ThreadedServer
 from jaxrec_server.store import EMPTY, RedisStore, SQLiteStore, StoreUnavailable, open_store
 
-SERVE = dict(max_batch_size=8, length_buckets=[16, 50], k_buckets=[10], max_delay_ms=1.0)
+SERVE = dict(max_batch_size=8, length_buckets=[16, 50], k_buckets=[10], max_delay_ms=1.0, diversity_pool=0)
 REDIS = shutil.which("redis-server")
 needs_redis = pytest.mark.skipif(REDIS is None, reason="redis-server not installed (.ci/run installs it)")
 
@@ -221,7 +221,7 @@ def test_two_server_processes_share_one_store(run_dir, store_url):
     srv = _serve(run_dir, store_url)
     proc = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", str(run_dir), "--port", "0",
                              "--store", store_url, "--max-batch-size", "8", "--length-buckets", "16,50",
-                             "--k-buckets", "10"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             "--k-buckets", "10", "--diversity-pool", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, JAX_PLATFORMS="cpu"))
     try:
         log = []

@@ -91,8 +91,8 @@ def cmd_query(args) -> int:
     histories = [_ids(one) for one in args.history]
     if (args.observe or args.forget) and not args.user:
         raise UserError("--observe and --forget go with --user")
-    if not histories and not args.user:
-        raise UserError("give --history IDS (repeat for several users) or --user ID")
+    if not histories and not args.user and not args.add_item:
+        raise UserError("give --history IDS (repeat for several users), --user ID or --add-item ID")
     if args.times and len(histories) > 1:
         raise UserError("--times goes with one --history")
     if args.user and len(histories) > 1:
@@ -102,6 +102,17 @@ def cmd_query(args) -> int:
                     diversity_by=args.diversity_by) for h in histories or [[]]]
     try:
         with Client(args.target, token=token, tls_ca=ca, tls_cert=cert, tls_key=key, timeout=args.timeout) as c:
+            if args.add_item:
+                feats = {}
+                for f in args.feature:
+                    name, eq, values = f.partition("=")
+                    if not eq or not name.strip():
+                        raise UserError(f"--feature {f!r}: use NAME=V1,V2 (e.g. genres=Comedy,Drama)")
+                    feats.setdefault(name.strip(), []).extend(_ids(values))
+                r = c.add_items([{"item_id": args.add_item, "title": args.title, "features": feats}])
+                print(f"added {r.added} item(s): catalog {r.catalog_size} items, {r.slots_left} slot(s) left"
+                      + "".join(f"\n  not kept: {u}" for u in r.unknown_values))
+                return 0
             if args.forget:
                 found = c.forget_user(args.user).found
                 print(f"user {args.user}: " + ("events deleted" if found else "nothing stored"))
@@ -270,6 +281,11 @@ def add_parsers(sub) -> None:
     qy.add_argument("--observe", default=None, metavar="IDS",
                     help="with --user: append these item ids (comma-separated) to the user's stored history")
     qy.add_argument("--forget", action="store_true", help="with --user: delete the user's stored events")
+    qy.add_argument("--add-item", default=None, metavar="ID",
+                    help="add a new item to the served catalog (AddItems; a server with --new-item-slots)")
+    qy.add_argument("--feature", action="append", default=[], metavar="NAME=V1,V2",
+                    help="with --add-item: its feature values, e.g. genres=Comedy,Drama (repeatable)")
+    qy.add_argument("--title", default="", help="with --add-item: its title")
     qy.add_argument("--diversity", type=float, default=0.0,
                     help="0..1: re-rank for items unlike each other (maximal marginal relevance)")
     qy.add_argument("--diversity-by", default="",
