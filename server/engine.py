@@ -105,7 +105,8 @@ class Engine:
             cold = cold if cold.any() else None
         self.cold_items = 0 if cold is None else int(cold.sum())
         scorer = Scorer(s.first, s.ranker, s.n, s.blend, chunk=chunk, recall=recall, table_dtype=table_dtype,
-                        new_item_slots=new_item_slots, cold_items=cold)
+                        new_item_slots=new_item_slots, cold_items=cold,
+                        item_counts=pop if rec.run is not None else None)
         if scorer.tables is not None:  # only the served tables are kept: drop the float32 copies
             rec.params = rec.stage.params = rec.scorer = model = None
         self.rec, self.model, self.artifact = rec, model, None

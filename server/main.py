@@ -88,7 +88,7 @@ class ServeConfig:
     diversity_pool: int = DEFAULT_POOL
     # items AddItems may add at serve time (spare table rows, filled from the items' features; a model
     # trained with item features), and how catalog items never trained on are served: "features" (their
-    # id row replaced by the trained items' mean: their features decide) or "trained" (as trained)
+    # id row replaced by the rarest trained items' mean: their features decide) or "trained" (as trained)
     new_item_slots: int = 0
     cold_items: str = "features"
 

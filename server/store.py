@@ -203,6 +203,11 @@ class SQLiteStore(EventStore):
         except sqlite3.Error as e:
             raise StoreUnavailable(f"event store {self.url}: {e}") from None
 
+    async def read(self, users: list) -> list:
+        """A read answers in microseconds without suspending the request (no coalescing: there is
+        no round trip to save, and each suspension costs the event loop more than the read)."""
+        return await self.histories(users)
+
     async def forget(self, user) -> bool:
         return await self._run(self._forget, user)
 
