@@ -177,7 +177,7 @@ def test_ttl_expires_a_users_events(run_dir, store_url):
 def test_query_cli_observes_recommends_and_forgets(run_dir, tmp_path, capsys):
     from jaxrec.cli import main
 
-    srv = _serve(run_dir, f"sqlite:{tmp_path / 'e.sqlite'}")
+    srv = _serve(run_dir, f"sqlite:{tmp_path / 'e.sqlite'}", diversity_pool=100)
     target = ["--target", f"127.0.0.1:{srv.port}"]
     try:
         assert main(["query", *target, "--user", "carol", "--observe", "3,9,nope"]) == 0
