@@ -69,7 +69,7 @@ class EventStore:
             raise UserError(f"store TTL must be positive seconds, got {ttl_s}")
         self.max_events, self.ttl_s = int(max_events), float(ttl_s)
         self._waiting: list = []  # (users, future) reads not yet sent
-        self._reading = False
+        self._reading, self._drainer = False, None
 
     async def read(self, users: list) -> list:
         """``histories``, with the reads of concurrent requests coalesced: while one store call is
@@ -80,7 +80,7 @@ class EventStore:
         self._waiting.append((list(users), fut))
         if not self._reading:
             self._reading = True
-            asyncio.ensure_future(self._drain())
+            self._drainer = asyncio.ensure_future(self._drain())  # held: the loop keeps tasks only weakly
         return await fut
 
     async def _drain(self) -> None:
