@@ -530,6 +530,7 @@ class Scorer:
         self._diversify = jax.jit(self._diversify_fn, static_argnames=("k", "pool"))
         self._ranks = jax.jit(self._ranks_fn, static_argnames="k")
         self._final = jax.jit(self._final_fn)
+        self._encode = jax.jit(self._encode_fn, static_argnames="explain")
 
     RARE_QUANTILE = 0.1  # a new item's id row: the mean over the trained items this rarely trained
 
@@ -654,6 +655,10 @@ class Scorer:
         user, table, _ = self._user(p, history, times)
         return (user @ _dense(_as_dtype(table, user.dtype), user.dtype).T).astype(jnp.float32)  # (B, N+1)
 
+    def _encode_fn(self, p, history, times, explain: bool):
+        user, _, att = self._user(p, history, times, explain)
+        return user.astype(jnp.float32), att  # (B, D), (B, L) or None
+
     def _score_fn(self, p, kp, history, candidates, times):
         if self.kind == "ranking":
             return self.first.model(p[0]).score(history[:, -self.first.max_len:], candidates)
@@ -756,6 +761,14 @@ class Scorer:
         return self._top_k(*self._params(), jnp.asarray(history, jnp.int32), ex, al, rs,
                            self._times(times), k=int(k), explain=bool(explain))
 
+    def user_vectors(self, history, times=None, explain: bool = False):
+        """(B, D) float32 user vectors of a retrieval model (the query side of its inner-product
+        scores: what an approximate item index, ``jaxrec.ann``, searches with) and, with
+        ``explain``, the (B, L) last-layer attention (else None)."""
+        if self.kind != "retrieval":
+            raise UserError(f"user vectors are a retrieval model's; this scorer is a {self.kind} one")
+        return self._encode(self._p(), jnp.asarray(history, jnp.int32), self._times(times), explain=bool(explain))
+
     def diversify(self, top: TopK, k: int, diversity, *, pool: int | None = None, feats=None) -> TopK:
         """Re-rank a ``top_k`` answer for diversity: maximal marginal relevance (``mmr``) over its
         first ``pool`` items (default: all of them) down to ``k``, by the similarity of the items'
@@ -797,4 +810,4 @@ class Scorer:
         return rows if scales is None else rows * (scales if idx is None else scales[idx])
 
     def compile_count(self) -> int:
-        return self._top_k._cache_size() + self._diversify._cache_size()
+        return self._top_k._cache_size() + self._diversify._cache_size() + self._encode._cache_size()

@@ -33,12 +33,13 @@ import time
 import jax
 import numpy as np
 
+from jaxrec.ann import DEFAULT_NPROBE, ItemIndex
 from jaxrec.artifact import exclude_width
 from jaxrec.data.codec import left_pad, next_pow2, pick, pow2_buckets
 from jaxrec.errors import UserError
 from jaxrec.data.features import encode_values as feature_ids_of
 from jaxrec.data.features import feature_vectors, unit_multi_hot
-from jaxrec.scoring import DEFAULT_CHUNK, DEFAULT_POOL, MASKED, Scorer, host_allowed
+from jaxrec.scoring import DEFAULT_CHUNK, DEFAULT_POOL, MASKED, Scorer, TopK, host_allowed
 
 
 def _lists(rows: list, b: int, width: int) -> np.ndarray:
@@ -85,8 +86,11 @@ class Engine:
                  candidates: int = 200, blend: float | None = None, max_history: int | None = None,
                  max_k: int = 1000, chunk: int | None = DEFAULT_CHUNK, recall: float | None = None,
                  table_dtype: str | None = None, diversity_pool: int = DEFAULT_POOL, new_item_slots: int = 0,
-                 cold_items: str = "features"):
+                 cold_items: str = "features", index: str | None = None, index_nprobe: int = DEFAULT_NPROBE):
         from jaxrec.pipeline import Pipeline  # here: an engine on an artifact never imports model code
+        if index and (ranker is not None or rec.kind != "retrieval"):
+            raise UserError("--index: an approximate item index serves a retrieval model alone "
+                            f"(this is {'a two-stage server' if ranker is not None else 'a ' + rec.kind + ' model'})")
         # two-stage: Pipeline checks kinds, catalogs and the candidate count
         model = Pipeline(rec, ranker, candidates, blend=blend) if ranker is not None else rec
         s = model.scorer  # the serving scorer: the same stages, chunked as asked
@@ -118,6 +122,10 @@ class Engine:
                     max_batch_size=max_batch_size, length_buckets=length_buckets, k_buckets=k_buckets,
                     max_history=max_history, max_k=max_k, kmax=kmax,
                     diversity_pool=min(diversity_pool, candidates) if ranker is not None else diversity_pool)
+        if index:  # built from the served rows (a compact table's dequantized ones), row 0 left out
+            t = time.perf_counter()
+            self.index = ItemIndex(scorer.item_vectors()[: self.num_items + 1], index, index_nprobe)
+            self.index_build_s = time.perf_counter() - t
 
     @classmethod
     def from_artifact(cls, path, *, max_batch_size: int = 64) -> "Engine":
@@ -174,6 +182,7 @@ class Engine:
         self.diversity_k_buckets = [k for k in self.k_buckets if k <= self.diversity_pool]
         self.item_features = sorted(catalog.features)  # what diversity_by may name
         self.added = 0  # items added with add_items
+        self.index, self.index_build_s = None, 0.0  # an approximate item index (jaxrec.ann), when served
         self._feats: dict = {}  # feature name -> (N+1, V) unit rows on device
 
     def diversity_refusal(self, k: int, by: str) -> str | None:
@@ -237,6 +246,8 @@ class Engine:
         width = max(len(r) for r in rows)
         start = self.scorer.add_items(np.stack([np.pad(r, (0, width - len(r))) for r in rows]))
         m = len(items)
+        if self.index is not None:
+            self.index.add(start, self.scorer.item_vectors(np.arange(start, start + m)))
         self.id_list += [x for x, _, _ in items]  # before the ids can be looked up (catalog.add, last)
         self.title_list += [t or "" for _, t, _ in items]
         self.popularity = np.concatenate([self.popularity, np.zeros(m, np.float32)])
@@ -273,20 +284,29 @@ class Engine:
             hist = np.zeros((b, l), np.int32)
             exclude = np.zeros((b, self._exclude_width(l)), np.int32)
             times = np.zeros((b, l + 1), np.int32) if self.uses_time else None
-            jax.block_until_ready(self.scorer.top_k(hist, k, exclude=exclude, times=times, explain=True))
+            if self.index is not None:  # the device computes user vectors only (one compile per k fewer)
+                jax.block_until_ready(self.scorer.user_vectors(hist, times, explain=True))
+            else:
+                jax.block_until_ready(self.scorer.top_k(hist, k, exclude=exclude, times=times, explain=True))
 
         def diverse(shape):  # the re-ranking's compiles: per batch and similarity (not per length or k)
             b, by = shape
-            top = self.scorer.top_k(np.zeros((b, self.length_buckets[0]), np.int32), self.diversity_base,
-                                    times=np.zeros((b, self.length_buckets[0] + 1), np.int32) if self.uses_time
-                                    else None, exclude=np.zeros((b, self._exclude_width(self.length_buckets[0])),
-                                                                np.int32), explain=True)
+            if self.index is not None:  # re-ranks host arrays from the index
+                top = self._host_top(np.zeros((b, self.diversity_base), np.float32),
+                                     np.zeros((b, self.diversity_base), np.int32), None)
+            else:
+                top = self.scorer.top_k(np.zeros((b, self.length_buckets[0]), np.int32), self.diversity_base,
+                                        times=np.zeros((b, self.length_buckets[0] + 1), np.int32)
+                                        if self.uses_time else None,
+                                        exclude=np.zeros((b, self._exclude_width(self.length_buckets[0])),
+                                                         np.int32), explain=True)
             jax.block_until_ready(self._diversify(top, np.zeros(b, np.float32), by))
 
         t = time.perf_counter()
         for by in self.item_features:
             self._feature_rows(by)  # built before the threads, once
-        shapes = list(itertools.product(self.batch_buckets, self.length_buckets, self.k_buckets))
+        shapes = list(itertools.product(self.batch_buckets, self.length_buckets,
+                                        self.k_buckets if self.index is None else self.k_buckets[:1]))
         n = threads or max(1, len(os.sched_getaffinity(0)))
         with concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="jaxrec-warmup") as pool:
             list(pool.map(one, shapes))  # list(): re-raises the first failure
@@ -349,8 +369,14 @@ class Engine:
             restricted = np.zeros(b, bool)
             restricted[:n] = [q.allow is not None for q in queries]
         diverse = queries[0].diversity > 0  # a group of diversity requests, one similarity
-        top = self.scorer.top_k(hist, self.diversity_base if diverse else k, exclude=exclude, allow=allow,
-                                restricted=restricted, times=times, explain=True)
+        if self.index is not None and allow is None:  # the device encodes, the index searches
+            users, att = self.scorer.user_vectors(hist, times, explain=True)  # (b, D), (b, l)
+            vals, idx = self.index.search(np.asarray(users)[:n], self.diversity_base if diverse else k, removed)
+            top = self._host_top(np.pad(vals, ((0, b - n), (0, 0)), constant_values=MASKED),
+                                 np.pad(idx, ((0, b - n), (0, 0))), att)
+        else:  # exact (allow lists too: they restrict scoring to their items)
+            top = self.scorer.top_k(hist, self.diversity_base if diverse else k, exclude=exclude, allow=allow,
+                                    restricted=restricted, times=times, explain=True)
         if diverse:
             d = np.zeros(b, np.float32)
             d[:n] = [q.diversity for q in queries]
@@ -364,6 +390,11 @@ class Engine:
             because = self._explain(hist[i], att[i], items) if q.explain else None
             answers.append(Answer(items, sc, because))
         return answers
+
+    @staticmethod
+    def _host_top(vals: np.ndarray, idx: np.ndarray, att) -> TopK:
+        """An index's host answer as the scorer's ``TopK`` (diversity re-ranks it on device)."""
+        return TopK(jax.device_put(vals), jax.device_put(idx), att)
 
     def _unit(self, idx) -> np.ndarray:
         """Unit-length item vectors of ``idx`` (normalised per call: no second (N+1, D) table)."""

@@ -26,6 +26,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from jaxrec.ann import DEFAULT_NPROBE
 from jaxrec.scoring import DEFAULT_CHUNK, DEFAULT_POOL
 from jaxrec_server.batcher import Batcher
 from jaxrec_server.engine import Engine
@@ -91,6 +92,10 @@ class ServeConfig:
     # id row replaced by the rarest trained items' mean: their features decide) or "trained" (as trained)
     new_item_slots: int = 0
     cold_items: str = "features"
+    # an approximate item index (jaxrec.ann; faiss): a factory string such as "IVF4096,Flat", or
+    # "auto" (IVF with ~4 sqrt(N) cells); None: exact scoring. index_nprobe: cells read per query
+    index: str | None = None
+    index_nprobe: int = DEFAULT_NPROBE
 
 
 def reload_failure_reason(e: Exception) -> str:
@@ -179,7 +184,8 @@ def load_engine(cfg: ServeConfig) -> Engine:
                   k_buckets=cfg.k_buckets, checkpoint=cfg.checkpoint, ranker=ranker,
                   candidates=cfg.candidates, blend=cfg.blend, max_history=cfg.max_history,
                   max_k=cfg.max_k, chunk=cfg.catalog_chunk, recall=cfg.approx_recall, table_dtype=cfg.table_dtype,
-                  diversity_pool=cfg.diversity_pool, new_item_slots=cfg.new_item_slots, cold_items=cfg.cold_items)
+                  diversity_pool=cfg.diversity_pool, new_item_slots=cfg.new_item_slots, cold_items=cfg.cold_items,
+                  index=cfg.index, index_nprobe=cfg.index_nprobe)
 
 
 class Server:
@@ -244,6 +250,9 @@ class Server:
 
     async def _load(self, loop) -> Engine:
         engine = self._engine or await loop.run_in_executor(None, load_engine, self.cfg)
+        if engine.index is not None:
+            log.info("approximate item index %s over %d items, built in %.1fs", engine.index.describe(),
+                     engine.index.size, engine.index_build_s)
         secs = await loop.run_in_executor(None, engine.warm_up)
         log.info("compiled %d buckets in %.1fs", engine.compile_count(), secs)
         return engine

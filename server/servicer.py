@@ -485,4 +485,5 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                             checkpoint=str(e.checkpoint), table_dtype=e.table_dtype,
                             table_bytes=e.scorer.table_bytes(), diversity_pool=e.diversity_pool if
                             e.diversity_k_buckets else 0, item_features=e.item_features,
-                            new_item_slots=e.new_item_slots, cold_items=e.cold_items, **self.state.store_info())
+                            new_item_slots=e.new_item_slots, cold_items=e.cold_items,
+                            index="" if e.index is None else e.index.describe(), **self.state.store_info())

@@ -212,6 +212,12 @@ def add_parsers(sub) -> None:
     sv.add_argument("--approx-recall", type=float, default=None,
                     help="approximate top-k (jax.lax.approx_max_k) with this recall target, e.g. 0.95 "
                          "(fast on TPU; exact elsewhere); benchmarks/scale.py measures its recall")
+    sv.add_argument("--index", default=None, metavar="SPEC",
+                    help="serve top-k from an approximate item index (faiss): a factory string such as "
+                         "IVF4096,Flat, or auto (IVF with ~4 sqrt(N) cells); exact scoring when not given. "
+                         "For catalogs where brute force is too slow; benchmarks/scale.py --index measures recall")
+    sv.add_argument("--index-nprobe", type=int, default=32,
+                    help="index cells read per query: more is slower and closer to exact (default: 32)")
     sv.add_argument("--compile-cache", default=None, metavar="DIR",
                     help="persistent XLA compilation cache: a restart with the same model shapes and "
                          "buckets loads its compiled buckets instead of compiling (trusted directory only)")

@@ -187,7 +187,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "step", "catalog_size", "max_history_length", "batch_buckets", "length_buckets", "k_buckets", "checkpoint", "uses_time", "table_dtype", "table_bytes", "store", "store_max_events", "store_ttl_s", "diversity_pool", "item_features", "new_item_slots", "cold_items")
+    __slots__ = ("name", "step", "catalog_size", "max_history_length", "batch_buckets", "length_buckets", "k_buckets", "checkpoint", "uses_time", "table_dtype", "table_bytes", "store", "store_max_events", "store_ttl_s", "diversity_pool", "item_features", "new_item_slots", "cold_items", "index")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     CATALOG_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +206,7 @@ class ModelInfo(_message.Message):
     ITEM_FEATURES_FIELD_NUMBER: _ClassVar[int]
     NEW_ITEM_SLOTS_FIELD_NUMBER: _ClassVar[int]
     COLD_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
     name: str
     step: int
     catalog_size: int
@@ -224,4 +225,5 @@ class ModelInfo(_message.Message):
     item_features: _containers.RepeatedScalarFieldContainer[str]
     new_item_slots: int
     cold_items: int
-    def __init__(self, name: _Optional[str] = ..., step: _Optional[int] = ..., catalog_size: _Optional[int] = ..., max_history_length: _Optional[int] = ..., batch_buckets: _Optional[_Iterable[int]] = ..., length_buckets: _Optional[_Iterable[int]] = ..., k_buckets: _Optional[_Iterable[int]] = ..., checkpoint: _Optional[str] = ..., uses_time: _Optional[bool] = ..., table_dtype: _Optional[str] = ..., table_bytes: _Optional[int] = ..., store: _Optional[str] = ..., store_max_events: _Optional[int] = ..., store_ttl_s: _Optional[int] = ..., diversity_pool: _Optional[int] = ..., item_features: _Optional[_Iterable[str]] = ..., new_item_slots: _Optional[int] = ..., cold_items: _Optional[int] = ...) -> None: ...
+    index: str
+    def __init__(self, name: _Optional[str] = ..., step: _Optional[int] = ..., catalog_size: _Optional[int] = ..., max_history_length: _Optional[int] = ..., batch_buckets: _Optional[_Iterable[int]] = ..., length_buckets: _Optional[_Iterable[int]] = ..., k_buckets: _Optional[_Iterable[int]] = ..., checkpoint: _Optional[str] = ..., uses_time: _Optional[bool] = ..., table_dtype: _Optional[str] = ..., table_bytes: _Optional[int] = ..., store: _Optional[str] = ..., store_max_events: _Optional[int] = ..., store_ttl_s: _Optional[int] = ..., diversity_pool: _Optional[int] = ..., item_features: _Optional[_Iterable[str]] = ..., new_item_slots: _Optional[int] = ..., cold_items: _Optional[int] = ..., index: _Optional[str] = ...) -> None: ...
