@@ -3,6 +3,7 @@
     python benchmarks/scale.py                                  # 10k, 100k, 1M items
     python benchmarks/scale.py --items 10000000 --users 2000    # one more row
     python benchmarks/scale.py --items 1000000 --recall 0.95    # approx_max_k vs exact
+    python benchmarks/scale.py --items 1000000 --index auto     # a faiss index vs exact
 
 Per catalog size N (synthetic data, ``--users`` users of mean length 20, ``sasrec/plus`` with
 max_len 50, sampled softmax with 256 negatives):
@@ -16,7 +17,10 @@ max_len 50, sampled softmax with 256 negatives):
   at a time), closed loop at ``--concurrency`` (req/s, p99), and the ratio of that rate to
   the brute-force bound (a full batch's (batch, D) x (D, N+1) product alone, timed on one
   core of this machine);
-* with ``--recall R``: recall@k of ``lax.approx_max_k`` at that target against exact top-k.
+* with ``--recall R``: recall@k of ``lax.approx_max_k`` at that target against exact top-k;
+* with ``--index SPEC``: a faiss index (``jaxrec.ann``): its build time, recall@10/@100 against
+  the exact top-k and search time per query for each of ``--index-params`` (";"-separated), and
+  the serving figures again with ``jaxrec serve --index SPEC --index-params P`` (the first P).
 
 Prints a table, writes JSON (``--out``) and a PNG of each figure against N.
 """
@@ -122,6 +126,39 @@ def approx_recall(run: Path, items: int, users: int, recall: float, k: int = 100
             "approx_s": time.perf_counter() - t}
 
 
+def index_recall(run: Path, items: int, users: int, spec: str, params: list[str]) -> dict:
+    """recall@10 and @100 of the faiss index (``jaxrec.ann``) against the exact top-k over test
+    histories (seen items excluded from both), and its search time per query (one core: the
+    process is pinned like the server), for each search setting; and its build time."""
+    from jaxrec.ann import ItemIndex, recall_at_k
+    from jaxrec.data import leave_one_out, load_dataset
+    from jaxrec.data.splits import pad_histories
+    from jaxrec.inference import Recommender
+
+    rec = Recommender.from_checkpoint(run)
+    data = load_dataset(data_spec(items, users))
+    es = leave_one_out(data).test
+    n = min(512, len(es))
+    hist = pad_histories(data.items, es.start[:n], es.end[:n], MAX_LEN)  # (n, L)
+    exact = np.asarray(rec.scorer.top_k(hist, 100, exclude=hist).items)  # (n, 100)
+    vecs = np.asarray(rec.scorer.user_vectors(hist)[0])  # (n, D)
+    t = time.perf_counter()
+    index = ItemIndex(rec.scorer.item_vectors(), spec, params[0] or None, threads=1)
+    out = {"index": index.spec, "index_build_s": time.perf_counter() - t, "index_recall": []}
+    removed = [h[h > 0] for h in hist]
+    for p in params:
+        if p:
+            index.set_params(p)
+        t = time.perf_counter()
+        got = index.search(vecs, 100, removed)[1]
+        ms = 1000 * (time.perf_counter() - t) / n
+        out["index_recall"].append({"params": index.params, "recall@10": recall_at_k(got[:, :10], exact[:, :10]),
+                                    "recall@100": recall_at_k(got, exact), "search_ms_per_query": ms})
+        print(f"   index {index.describe()}: recall@10 {out['index_recall'][-1]['recall@10']:.3f} "
+              f"recall@100 {out['index_recall'][-1]['recall@100']:.3f}, {ms:.2f} ms a query (1 thread)", flush=True)
+    return out
+
+
 async def serve_figures(port: int, reqs: list, concurrency: int, seconds: float) -> dict:
     from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -155,10 +192,10 @@ def brute_force_rps(items: int, batch: int) -> float:
     return batch / float(np.median(secs))
 
 
-def serve(run: Path, items: int, users: int, args) -> dict:
+def serve(run: Path, items: int, users: int, args, extra: tuple = ()) -> dict:
     t0 = time.perf_counter()
     proc = start_server(str(run), args.max_batch_size, 2.0, args.port, "10", cpus=args.server_cpus,
-                        extra=["--max-k", "100"])
+                        extra=["--max-k", "100", *extra])
     ready = time.perf_counter() - t0
     warm = next((float(line.rsplit(" in ", 1)[1].rstrip("s")) for line in proc.log if "compiled" in line),
                 float("nan"))
@@ -201,7 +238,13 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--recall", type=float, default=None, help="also measure approx_max_k at this recall target")
-    ap.add_argument("--skip", default="", help="parts to skip: train (reuse --workdir runs), eval, serve")
+    ap.add_argument("--index", default=None, metavar="SPEC",
+                    help="also an approximate item index (faiss factory string, or auto): its recall against "
+                         "exact for each --nprobe, and serving with it (jaxrec serve --index)")
+    ap.add_argument("--index-params", default="", help="search settings to measure, ';'-separated, e.g. "
+                    "'efSearch=64;efSearch=128' (default: the index family's); the server uses the first")
+    ap.add_argument("--skip", default="", help="parts to skip: train (reuse --workdir runs), eval, serve, "
+                                               "exact (serve with --index only)")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     work = Path(args.workdir or tempfile.mkdtemp(prefix="jaxrec-scale-"))
@@ -216,11 +259,24 @@ def main(argv=None) -> int:
             row |= evaluate_time(run, n, args.users)
         if args.recall:
             row |= approx_recall(run, n, args.users, args.recall)
+        if args.index:
+            import os
+            os.sched_setaffinity(0, {int(c) for c in args.server_cpus.split(",")})  # timed as the server runs
+            try:
+                row |= index_recall(run, n, args.users, args.index, args.index_params.split(";"))
+            finally:
+                os.sched_setaffinity(0, set(range(os.cpu_count())))
         if "serve" not in skip:
             import os
             os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
             try:
-                row |= serve(run, n, args.users, args)
+                if "exact" not in skip:
+                    row |= serve(run, n, args.users, args)
+                if args.index:
+                    first = args.index_params.split(";")[0]
+                    ix = serve(run, n, args.users, args, ("--index", args.index) + (("--index-params", first)
+                                                                                    if first else ()))
+                    row |= {"index_serve_params": first or "default"} | {"index_" + k: v for k, v in ix.items()}
             finally:
                 os.sched_setaffinity(0, set(range(os.cpu_count())))
         rows.append(row)
@@ -228,6 +284,9 @@ def main(argv=None) -> int:
     cols = ["items", "train_step_ms", "train_peak_rss_mib", "eval_s_per_1k_users", "serve_warmup_s",
             "batch1_p50_ms", "batch1_p99_ms", f"c{args.concurrency}_rps", f"c{args.concurrency}_p99_ms",
             "ratio_to_bound"]
+    if args.index:
+        cols += ["index_serve_ready_s", "index_serve_warmup_s", "index_batch1_p50_ms", "index_batch1_p99_ms", f"index_c{args.concurrency}_rps",
+                 f"index_c{args.concurrency}_p99_ms"]
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join((f"{r[c]:.3f}" if c == "ratio_to_bound" else f"{r[c]:,.1f}") if isinstance(r.get(c), float) else str(r.get(c, "-"))

@@ -33,7 +33,7 @@ import time
 import jax
 import numpy as np
 
-from jaxrec.ann import DEFAULT_NPROBE, ItemIndex
+from jaxrec.ann import ItemIndex
 from jaxrec.artifact import exclude_width
 from jaxrec.data.codec import left_pad, next_pow2, pick, pow2_buckets
 from jaxrec.errors import UserError
@@ -86,7 +86,8 @@ class Engine:
                  candidates: int = 200, blend: float | None = None, max_history: int | None = None,
                  max_k: int = 1000, chunk: int | None = DEFAULT_CHUNK, recall: float | None = None,
                  table_dtype: str | None = None, diversity_pool: int = DEFAULT_POOL, new_item_slots: int = 0,
-                 cold_items: str = "features", index: str | None = None, index_nprobe: int = DEFAULT_NPROBE):
+                 cold_items: str = "features", index: str | None = None, index_params: str | None = None,
+                 index_cache: str | None = None):
         from jaxrec.pipeline import Pipeline  # here: an engine on an artifact never imports model code
         if index and (ranker is not None or rec.kind != "retrieval"):
             raise UserError("--index: an approximate item index serves a retrieval model alone "
@@ -124,7 +125,8 @@ class Engine:
                     diversity_pool=min(diversity_pool, candidates) if ranker is not None else diversity_pool)
         if index:  # built from the served rows (a compact table's dequantized ones), row 0 left out
             t = time.perf_counter()
-            self.index = ItemIndex(scorer.item_vectors()[: self.num_items + 1], index, index_nprobe)
+            self.index = ItemIndex(scorer.item_vectors()[: self.num_items + 1], index, index_params,
+                                   cache=index_cache)
             self.index_build_s = time.perf_counter() - t
 
     @classmethod

@@ -26,7 +26,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from jaxrec.ann import DEFAULT_NPROBE
 from jaxrec.scoring import DEFAULT_CHUNK, DEFAULT_POOL
 from jaxrec_server.batcher import Batcher
 from jaxrec_server.engine import Engine
@@ -92,10 +91,12 @@ class ServeConfig:
     # id row replaced by the rarest trained items' mean: their features decide) or "trained" (as trained)
     new_item_slots: int = 0
     cold_items: str = "features"
-    # an approximate item index (jaxrec.ann; faiss): a factory string such as "IVF4096,Flat", or
-    # "auto" (IVF with ~4 sqrt(N) cells); None: exact scoring. index_nprobe: cells read per query
+    # an approximate item index (jaxrec.ann; faiss): a factory string such as "HNSW32" or
+    # "IVF4096,Flat", "auto" (HNSW32) or "ivf" (~4 sqrt(N) cells); None: exact scoring.
+    # index_params: faiss search parameters ("efSearch=128", "nprobe=32"; None: by index family)
     index: str | None = None
-    index_nprobe: int = DEFAULT_NPROBE
+    index_params: str | None = None
+    index_cache: str | None = None  # a directory keeping built indexes (keyed by the rows): restarts read them
 
 
 def reload_failure_reason(e: Exception) -> str:
@@ -185,7 +186,7 @@ def load_engine(cfg: ServeConfig) -> Engine:
                   candidates=cfg.candidates, blend=cfg.blend, max_history=cfg.max_history,
                   max_k=cfg.max_k, chunk=cfg.catalog_chunk, recall=cfg.approx_recall, table_dtype=cfg.table_dtype,
                   diversity_pool=cfg.diversity_pool, new_item_slots=cfg.new_item_slots, cold_items=cfg.cold_items,
-                  index=cfg.index, index_nprobe=cfg.index_nprobe)
+                  index=cfg.index, index_params=cfg.index_params, index_cache=cfg.index_cache)
 
 
 class Server:
@@ -251,8 +252,9 @@ class Server:
     async def _load(self, loop) -> Engine:
         engine = self._engine or await loop.run_in_executor(None, load_engine, self.cfg)
         if engine.index is not None:
-            log.info("approximate item index %s over %d items, built in %.1fs", engine.index.describe(),
-                     engine.index.size, engine.index_build_s)
+            ix = engine.index
+            log.info("approximate item index %s over %d items, %s in %.1fs", ix.describe(), ix.size,
+                     f"read from {ix.loaded_from}" if ix.loaded_from else "built", engine.index_build_s)
         secs = await loop.run_in_executor(None, engine.warm_up)
         log.info("compiled %d buckets in %.1fs", engine.compile_count(), secs)
         return engine

@@ -213,11 +213,15 @@ def add_parsers(sub) -> None:
                     help="approximate top-k (jax.lax.approx_max_k) with this recall target, e.g. 0.95 "
                          "(fast on TPU; exact elsewhere); benchmarks/scale.py measures its recall")
     sv.add_argument("--index", default=None, metavar="SPEC",
-                    help="serve top-k from an approximate item index (faiss): a factory string such as "
-                         "IVF4096,Flat, or auto (IVF with ~4 sqrt(N) cells); exact scoring when not given. "
+                    help="serve top-k from an approximate item index (faiss): a factory string such as HNSW32 "
+                         "or IVF4096,Flat, auto (HNSW32) or ivf (~4 sqrt(N) cells); exact scoring when not given. "
                          "For catalogs where brute force is too slow; benchmarks/scale.py --index measures recall")
-    sv.add_argument("--index-nprobe", type=int, default=32,
-                    help="index cells read per query: more is slower and closer to exact (default: 32)")
+    sv.add_argument("--index-params", default=None, metavar="PARAMS",
+                    help="the index's search width, faiss syntax: efSearch=N (HNSW; default 128) or nprobe=N "
+                         "(IVF; default 32): wider is slower and closer to exact")
+    sv.add_argument("--index-cache", default=None, metavar="DIR",
+                    help="keep built indexes here (keyed by a hash of the item rows and the spec): a restart "
+                         "on the same model reads the index instead of building it")
     sv.add_argument("--compile-cache", default=None, metavar="DIR",
                     help="persistent XLA compilation cache: a restart with the same model shapes and "
                          "buckets loads its compiled buckets instead of compiling (trusted directory only)")
