@@ -99,7 +99,7 @@ def test_rank_batches_length_buckets_keep_every_example_once_and_the_batch_count
     split = leave_one_out(load_dataset("synthetic:small"))
     flat = RankBatches(split, 200, 64, 4, "popularity", seed=3, cuts_per_user=2, length_buckets=[])
     bucketed = RankBatches(split, 200, 64, 4, "popularity", seed=3, cuts_per_user=2, length_buckets=None)
-    assert bucketed.windows == [25, 50, 100, 200] and flat.windows == [200]
+    assert bucketed.windows == [20, 50, 100, 200] and flat.windows == [200]  # data_windows of synthetic:small
 
     def examples(rb):  # (history without padding, positive) of every real example of an epoch
         out, widths = [], set()
@@ -112,5 +112,27 @@ def test_rank_batches_length_buckets_keep_every_example_once_and_the_batch_count
     a, wa = examples(flat)
     b, wb = examples(bucketed)
     assert a == b  # the same cuts, none shortened: only grouped differently
-    assert wa == {200} and wb <= {25, 50, 100, 200} and len(wb) > 1
+    assert wa == {200} and wb <= {20, 50, 100, 200} and len(wb) > 1
     assert sum(1 for _ in bucketed.epoch(0)) == bucketed.batches_per_epoch == flat.batches_per_epoch
+
+
+def test_data_windows_minimise_the_positions_computed():
+    from jaxrec.data.batching import data_windows
+    # 6 sequences of 5 positions, 2 of 40, 1 of 50; max_len 50: divisors 10, 25, 50
+    pos = np.array([5] * 6 + [40, 40, 50])
+    assert data_windows(pos, 50, buckets=2) == [10, 50]  # 6 x 10 + 3 x 50 = 210 (25, 50: 300)
+    assert data_windows(pos, 50, buckets=4) == [10, 50]  # 25 would hold nothing: not a window
+    assert data_windows(np.array([50, 50]), 50) == [50]  # one window when shorter ones save nothing
+    assert data_windows(np.array([3, 300]), 200, buckets=3) == [8, 200]  # capped at max_len
+    # a brute force over every choice of windows agrees
+    import itertools
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pos = rng.integers(1, 201, size=rng.integers(1, 40))
+        cands = [w for w in range(8, 200) if 200 % w == 0]
+
+        def cost(ws):
+            ws = np.array(sorted(ws) + [200])
+            return int(ws[np.searchsorted(ws, pos)].sum())
+        best = min(cost(list(c)) for r in range(4) for c in itertools.combinations(cands, r))
+        assert cost([w for w in data_windows(pos, 200) if w < 200]) == best

@@ -54,15 +54,37 @@ class NegativeSampler:
         return out.astype(np.int32)
 
 
-def halvings(max_len: int, minimum: int = 16) -> list[int]:
-    """The default length buckets: max_len/2, max_len/4, ... while they divide max_len and stay
-    >= ``minimum``. A window w = max_len / 2^j batches 2^j x batch_size sequences: the same
-    positions per step, and a batch size that any device count dividing batch_size divides."""
-    out, w = [], max_len
-    while w % 2 == 0 and w // 2 >= minimum:
-        w //= 2
-        out.append(w)
-    return out
+def data_windows(positions: np.ndarray, max_len: int, buckets: int = 4, minimum: int = 8) -> list[int]:
+    """The default length buckets, from the data: at most ``buckets`` windows (max_len among
+    them) that minimise the positions computed per epoch, sum over sequences of the shortest
+    window holding each one's ``positions`` (capped at max_len). Windows are divisors of max_len
+    (>= ``minimum``), so a window's batch, batch_size x max_len / window sequences, is a whole
+    multiple of batch_size (any device count dividing batch_size divides it).
+
+    Why: the former default, the halvings of max_len (max_len/2, /4, ... down to 16), suits no
+    dataset in particular: with a mean of 20 items and max_len 50 it padded to 25 or 50 and
+    computed 1.87 positions per real one; the data's windows (10, 25, 50) compute 1.45."""
+    pos = np.minimum(np.asarray(positions, np.int64), max_len)
+    cand = [w for w in range(minimum, max_len) if max_len % w == 0 and (pos <= w).any()] + [max_len]
+    below = [int((pos <= w).sum()) for w in cand]  # sequences a window could hold
+    inf = float("inf")
+    # best[j][t]: least cost of the sequences with positions <= cand[j], t windows, the largest cand[j]
+    best = [[inf] * (buckets + 1) for _ in cand]
+    back = [[None] * (buckets + 1) for _ in cand]
+    for j, w in enumerate(cand):
+        best[j][1] = w * below[j]
+        for t in range(2, buckets + 1):
+            for i in range(j):
+                c = best[i][t - 1] + w * (below[j] - below[i])
+                if c < best[j][t]:
+                    best[j][t], back[j][t] = c, i
+    j = len(cand) - 1
+    t = min(range(1, buckets + 1), key=lambda t: (best[j][t], t))  # fewest windows at the least cost
+    out = []
+    while j is not None:
+        out.append(cand[j])
+        j, t = back[j][t], t - 1
+    return sorted(out)
 
 
 @dataclasses.dataclass
@@ -76,8 +98,8 @@ class TrainBatches:
     sampler: str = "uniform"
     seed: int = 0
     shared_negatives: bool = False  # (B, 1, K): one negative set per sequence, cheaper for large K
-    # e.g. (50, 100): shorter windows for short sequences, same positions per batch; None: the
-    # halvings of max_len (``halvings``); (): every sequence in one window of max_len
+    # e.g. (50, 100): shorter windows for short sequences, same positions per batch; None: from
+    # the data's lengths (``data_windows``); (): every sequence in one window of max_len
     length_buckets: tuple | list | None = ()
     with_times: bool = False  # add "times" (B, L + 1): event times of inputs + last target
 
@@ -96,9 +118,9 @@ class TrainBatches:
         # Length buckets: a sequence goes to the shortest window that holds it; a bucket of
         # window Lb uses batch size B * L / Lb, so every step sees about the same number of
         # positions and the jitted step compiles once per bucket, not per batch.
-        buckets = halvings(self.max_len) if self.length_buckets is None else self.length_buckets
-        self.windows = sorted({int(w) for w in buckets if 0 < w < self.max_len} | {self.max_len})
         n_pos = np.minimum(lens[self.rows] - 1, self.max_len)
+        buckets = data_windows(n_pos, self.max_len) if self.length_buckets is None else self.length_buckets
+        self.windows = sorted({int(w) for w in buckets if 0 < w < self.max_len} | {self.max_len})
         self.bucket_of = np.searchsorted(self.windows, n_pos)  # (R,) index into windows
         self.bucket_batch = [max(1, self.batch_size * self.max_len // w) for w in self.windows]
 
@@ -196,7 +218,7 @@ class RankBatches:
     a sampled one. With ``prior`` each batch also carries the retriever's scores of its
     candidates (``"prior"`` (B, 1+K)), for a ranker trained as a residual on the retriever.
 
-    Length buckets (``length_buckets``, as in ``TrainBatches``; None: ``halvings``): an
+    Length buckets (``length_buckets``, as in ``TrainBatches``; None: ``data_windows``): an
     example goes to the shortest window that holds its history; full batches are formed within
     a window, the remainders of all windows are batched together (at the window of each such
     batch's longest history), and the batch order is shuffled. So an epoch is still exactly
@@ -229,7 +251,9 @@ class RankBatches:
                             f"{self.num_negatives}")
         self.neg = NegativeSampler(s.data.num_items, self.sampler,
                                    s.train_item_counts() if self.sampler == "popularity" else None)
-        buckets = halvings(self.max_len) if self.length_buckets is None else self.length_buckets
+        # histories are cut at random points: their lengths spread below the sequences' own
+        buckets = data_windows(lens[self.rows] - 1, self.max_len) if self.length_buckets is None \
+            else self.length_buckets
         self.windows = sorted({int(w) for w in buckets if 0 < w < self.max_len} | {self.max_len})
 
     @property

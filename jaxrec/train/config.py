@@ -61,8 +61,8 @@ class Config:
     model_args: dict = field(default_factory=dict)
     batch_size: int = field(default=128, metadata=at_least(1))
     # e.g. [50, 100]: batches of short histories are cut to these windows (retrieval: at the same
-    # positions per step, see TrainBatches; rankers: see RankBatches); None: max_len/2, max_len/4,
-    # ... down to 16 (batching.halvings); []: one window of max_len for every sequence
+    # positions per step, see TrainBatches; rankers: see RankBatches); None: up to 4 windows chosen
+    # from the data's sequence lengths (batching.data_windows); []: one window of max_len for all
     length_buckets: list[int] | None = None
     lr: float = field(default=1e-3, metadata=at_least(0.0, exclusive=True))
     weight_decay: float = field(default=0.0, metadata=at_least(0.0))
