@@ -70,11 +70,13 @@ def peak_rss_of(cmd: list[str]) -> tuple[int, float, float]:
     return proc.returncode, peak, time.perf_counter() - t0
 
 
-def train(items: int, users: int, out: Path, cpus: str) -> dict:
+def train(items: int, users: int, out: Path, cpus: str, extra: list[str] = ()) -> dict:
     cmd = ["taskset", "-c", cpus, sys.executable, "-m", "jaxrec.cli", "train", "--model", "sasrec/plus",
            "--data", data_spec(items, users), "--out", str(out), "--quiet",
            "--set", "loss=sampled_softmax", "--set", "num_negatives=256", "--set", "epochs=2",
            "--set", f"model_args.max_len={MAX_LEN}", "--set", f"model_args.dim={DIM}"]
+    for kv in extra:
+        cmd += ["--set", kv]
     rc, peak, wall = peak_rss_of(cmd)
     if rc:
         raise SystemExit(f"training {items} items failed (exit {rc})")
@@ -238,6 +240,8 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--recall", type=float, default=None, help="also measure approx_max_k at this recall target")
+    ap.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="more training settings, e.g. retrieval.sparse_items=true (repeatable)")
     ap.add_argument("--index", default=None, metavar="SPEC",
                     help="also an approximate item index (faiss factory string, or auto): its recall against "
                          "exact for each --nprobe, and serving with it (jaxrec serve --index)")
@@ -254,7 +258,8 @@ def main(argv=None) -> int:
         row = {"items": n, "users": args.users}
         print(f"-- {n:,} items", flush=True)
         if "train" not in skip:
-            row |= train(n, args.users, run, args.train_cpus)
+            row |= train(n, args.users, run, args.train_cpus, args.train_set)
+            row["train_set"] = args.train_set
         if "eval" not in skip:
             row |= evaluate_time(run, n, args.users)
         if args.recall:

@@ -33,6 +33,9 @@ class Retrieval:
 
     shared_negatives: bool = False  # one set of negatives per sequence (B, 1, K) instead of per position
     gbce_t: float = field(default=0.75, metadata=between(0.0, 1.0))  # gBCE calibration (0: plain BCE)
+    # update only the item-table rows a batch touches ("lazy" Adam, train/step.py SparseItemAdam):
+    # for sampled negatives on large catalogs, where a dense Adam step over the table dominates
+    sparse_items: bool = False
 
 
 @dataclasses.dataclass

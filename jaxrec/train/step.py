@@ -35,6 +35,23 @@ def check_loss(loss: str, kind: str) -> None:
         raise UserError(f"loss {loss!r} does not apply to a {kind} model; use one of {', '.join(allowed)}")
 
 
+def check_sparse_items(cfg: Config, loss: str, model) -> None:
+    """``retrieval.sparse_items`` needs a step whose gradient touches only the batch's rows of one
+    item table: sampled negatives, the output tied to the input table, no side features, and an
+    unsharded table."""
+    why = None
+    if loss not in ("bce", "gbce", "sampled_softmax"):
+        why = f"loss {loss!r} reads every row (full-catalog softmax); use sampled_softmax, bce or gbce"
+    elif model.kind != "retrieval" or getattr(model, "out_emb", None) is not None:
+        why = "the model must be a retrieval model whose output table is its input table (tied)"
+    elif getattr(model, "item_feats", None) is not None or getattr(model, "mask_token", None):
+        why = "item features and extra input tokens are not supported"
+    elif cfg.model_parallel > 1:
+        why = "the item table must not be sharded (model_parallel=1)"
+    if why:
+        raise UserError(f"retrieval.sparse_items: {why}")
+
+
 def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None):
     """(model, batch, key) -> scalar loss for the named objective."""
     if loss not in LOSSES:
@@ -43,8 +60,8 @@ def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None):
         beta = losses.gbce_beta(cfg.num_negatives, num_items, cfg.retrieval.gbce_t)
     log_q = None if sample_prob is None else jnp.log(jnp.maximum(jnp.asarray(sample_prob, jnp.float32), 1e-12))
 
-    def negatives_logits(h, table, negs):
-        e = table[negs]  # (B, L|1, K, D)
+    def negatives_logits(h, rows_of, negs):
+        e = rows_of(negs)  # (B, L|1, K, D)
         if negs.shape[1] == 1:  # shared per sequence
             return jnp.einsum("bld,bkd->blk", h, e[:, 0])
         return jnp.einsum("bld,blkd->blk", h, e)
@@ -59,7 +76,8 @@ def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None):
                 return losses.bce(pos, neg, w)
             return losses.sampled_softmax(pos, neg, w, neg_ids=batch["candidates"][:, 1:],
                                           targets=batch["candidates"][:, 0])
-        table = model.output_table()  # (N+1, D)
+        sparse = getattr(model, "compact", None)  # SparseRows: the batch's rows, not the table
+        table = None if sparse is not None else model.output_table()  # (N+1, D)
         if loss == "cloze":
             seq = jnp.concatenate([batch["inputs"][:, 1:], batch["targets"][:, -1:]], axis=1)  # (B, L)
             k1, key = jax.random.split(key)
@@ -67,12 +85,14 @@ def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None):
         else:
             inputs, targets, weights = batch["inputs"], batch["targets"], batch["weights"]
         h = model.hidden(inputs, key, batch.get("times"))  # (B, L, D)
-        table = table.astype(h.dtype)
         if loss in ("ce", "cloze"):
-            return losses.catalog_ce(h, table, targets, weights)
+            return losses.catalog_ce(h, table.astype(h.dtype), targets, weights)
+
+        def rows_of(idx):  # (..., D) output rows of idx
+            return sparse.take(idx, h.dtype) if sparse is not None else table[idx].astype(h.dtype)
         negs = batch["negatives"]
-        pos = jnp.einsum("bld,bld->bl", h, table[targets])  # (B, L)
-        neg = negatives_logits(h, table, negs)  # (B, L, K)
+        pos = jnp.einsum("bld,bld->bl", h, rows_of(targets))  # (B, L)
+        neg = negatives_logits(h, rows_of, negs)  # (B, L, K)
         if loss == "bce":
             return losses.bce(pos, neg, weights)
         if loss == "gbce":
@@ -86,7 +106,8 @@ def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None):
     return loss_fn
 
 
-def make_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformation:
+def make_schedule(cfg: Config, total_steps: int):
+    """step -> learning rate (before the trainer's wall-clock factor of ``linear_time``)."""
     decay_steps = max(1, total_steps - cfg.warmup_steps)
     if cfg.schedule in ("constant", "linear_time"):  # linear_time: decayed by the trainer's clock
         sched = optax.constant_schedule(cfg.lr)
@@ -101,10 +122,115 @@ def make_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformatio
     if cfg.warmup_steps:
         sched = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), sched],
                                      [cfg.warmup_steps])
-    opt = optax.adamw(sched, b2=0.98, weight_decay=cfg.weight_decay) if cfg.weight_decay else \
-        optax.adam(sched, b2=0.98)
+    return sched
+
+
+B1, B2, EPS = 0.9, 0.98, 1e-8  # Adam's moments (b2 as in SASRec's code) and epsilon
+
+
+def make_optimizer(cfg: Config, total_steps: int):
+    """Adam(W) with global-norm clipping; with ``retrieval.sparse_items`` a ``SparseItemAdam``."""
+    sched = make_schedule(cfg, total_steps)
+    if cfg.retrieval.sparse_items:
+        return SparseItemAdam(sched, cfg.weight_decay, cfg.clip_norm)
+    opt = optax.adamw(sched, b1=B1, b2=B2, eps=EPS, weight_decay=cfg.weight_decay) if cfg.weight_decay else \
+        optax.adam(sched, b1=B1, b2=B2, eps=EPS)
     chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm else []
     return optax.chain(*chain, opt)
+
+
+def _is_item_table(path) -> bool:
+    key = jax.tree_util.keystr(path)
+    return "['item_emb']" in key and "['embedding']" in key
+
+
+class SparseRows:
+    """The rows of the item table a batch touches, standing in for the table in the model's
+    lookups (``ItemModel.item_rows`` reads ``model.compact``) and the loss's output rows.
+    ``ids`` (M,) sorted, every looked-up index among them (padded with an index past the table)."""
+
+    def __init__(self, ids: jax.Array, rows: jax.Array):
+        self.ids, self.rows = ids, rows  # (M,), (M, D)
+
+    def take(self, idx, dtype=jnp.float32) -> jax.Array:
+        return self.rows[jnp.searchsorted(self.ids, idx)].astype(dtype)  # (..., D)
+
+
+class SparseItemAdam:
+    """Adam(W) whose item-table rows move only when a batch touches them ("lazy" Adam, as in
+    TensorFlow's LazyAdamOptimizer): the other parameters take optax's Adam; the table's moments
+    and rows are read and written at the batch's rows alone, so a step's optimizer cost does
+    not grow with the catalog. Gradients are clipped by their global norm, table rows included.
+
+    Why: a dense Adam step over a 1M x 64 table reads and writes ~1.5 GB (the parameters, two
+    moments, the gradient and the update), more than the model's own work with sampled
+    negatives. The difference from dense Adam: an untouched row's moments do not decay (a
+    dense step would also move it by its momentum); with every row in every batch the two are
+    the same (``tests/test_train.py``)."""
+
+    def __init__(self, schedule, weight_decay: float = 0.0, clip_norm: float = 0.0):
+        self.schedule, self.wd, self.clip = schedule, float(weight_decay), float(clip_norm)
+        self.rest = optax.adamw(schedule, b1=B1, b2=B2, eps=EPS, weight_decay=weight_decay) if weight_decay \
+            else optax.adam(schedule, b1=B1, b2=B2, eps=EPS)
+
+    @staticmethod
+    def split(params):
+        """(the item table (R, D), the parameters with a (1, D) stand-in for it: the model reads
+        rows through ``SparseRows``; one row, not none, because Orbax saves no empty arrays and
+        optax keeps moments of the stand-in)."""
+        found = []
+
+        def pick(path, x):
+            if _is_item_table(path):
+                found.append(x)
+                return jnp.zeros((1,) + tuple(x.shape[1:]), x.dtype)
+            return x
+        rest = jax.tree_util.tree_map_with_path(pick, params)
+        if len(found) != 1:
+            raise UserError("retrieval.sparse_items: the model has no single item table (item_emb)")
+        return found[0], rest
+
+    @staticmethod
+    def join(rest, table):
+        return jax.tree_util.tree_map_with_path(lambda p, x: table if _is_item_table(p) else x, rest)
+
+    def init(self, params):
+        table, rest = self.split(params)
+        return {"rest": self.rest.init(rest), "m": jnp.zeros_like(table), "v": jnp.zeros_like(table)}
+
+    def step(self, graphdef, loss_fn, state, batch, key, lr_scale, compute_dtype=None):
+        table, rest = self.split(state["params"])
+        R = table.shape[0]
+        looked_up = [batch[k].reshape(-1) for k in ("inputs", "targets", "negatives") if k in batch]
+        flat = jnp.concatenate(looked_up)
+        ids = jnp.unique(flat, size=min(R, flat.shape[0]), fill_value=R)  # (M,) sorted; R = none
+        rows = table.at[ids].get(mode="fill", fill_value=0)  # (M, D)
+
+        def f(rest, rows):
+            model = merge(graphdef, rest, compute_dtype)
+            model.compact = SparseRows(ids, rows.astype(compute_dtype or rows.dtype))
+            return loss_fn(model, batch, key)
+
+        loss, (g_rest, g_rows) = jax.value_and_grad(f, argnums=(0, 1))(rest, rows)
+        norm = optax.global_norm((g_rest, g_rows))
+        if self.clip:  # as optax.clip_by_global_norm: scale down to the norm when over it
+            scale = jnp.where(norm > self.clip, self.clip / jnp.maximum(norm, 1e-30), 1.0)
+            g_rest, g_rows = jax.tree.map(lambda g: g * scale, (g_rest, g_rows))
+        opt = state["opt"]
+        updates, opt_rest = self.rest.update(g_rest, opt["rest"], rest)
+        updates = jax.tree.map(lambda u: u * jnp.asarray(lr_scale, u.dtype), updates)
+        rest = optax.apply_updates(rest, updates)
+        t = (state["step"] + 1).astype(jnp.float32)
+        lr = self.schedule(state["step"]) * lr_scale
+        live = ((ids > 0) & (ids < R))[:, None]  # padding row 0 and the fill never move
+        m = B1 * opt["m"].at[ids].get(mode="fill", fill_value=0) + (1 - B1) * g_rows
+        v = B2 * opt["v"].at[ids].get(mode="fill", fill_value=0) + (1 - B2) * g_rows * g_rows
+        step = (m / (1 - B1 ** t)) / (jnp.sqrt(v / (1 - B2 ** t)) + EPS) + self.wd * rows
+        new_rows = jnp.where(live, rows - lr * step, rows)
+        table = table.at[ids].set(new_rows, mode="drop")
+        opt = {"rest": opt_rest, "m": opt["m"].at[ids].set(jnp.where(live, m, 0), mode="drop"),
+               "v": opt["v"].at[ids].set(jnp.where(live, v, 0), mode="drop")}
+        return loss, norm, self.join(rest, table), opt
 
 
 def make_train_step(graphdef, loss_fn, tx, compute_dtype=None, shardings=None):
@@ -114,15 +240,18 @@ def make_train_step(graphdef, loss_fn, tx, compute_dtype=None, shardings=None):
     def train_step(state, batch, key, lr_scale=1.0):
         """``lr_scale`` multiplies the step's updates, i.e. the learning rate (Adam's update is
         linear in it): the host's wall-clock factor of ``schedule="linear_time"``."""
-        def f(params):
-            return loss_fn(merge(graphdef, params, compute_dtype), batch, key)
+        if isinstance(tx, SparseItemAdam):
+            loss, grad_norm, params, opt = tx.step(graphdef, loss_fn, state, batch, key, lr_scale, compute_dtype)
+        else:
+            def f(params):
+                return loss_fn(merge(graphdef, params, compute_dtype), batch, key)
 
-        loss, grads = jax.value_and_grad(f)(state["params"])
-        updates, opt = tx.update(grads, state["opt"], state["params"])
-        updates = jax.tree.map(lambda u: u * jnp.asarray(lr_scale, u.dtype), updates)
-        params = optax.apply_updates(state["params"], updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
-                   "param_norm": optax.global_norm(params)}
+            loss, grads = jax.value_and_grad(f)(state["params"])
+            updates, opt = tx.update(grads, state["opt"], state["params"])
+            updates = jax.tree.map(lambda u: u * jnp.asarray(lr_scale, u.dtype), updates)
+            params = optax.apply_updates(state["params"], updates)
+            grad_norm = optax.global_norm(grads)
+        metrics = {"loss": loss, "grad_norm": grad_norm, "param_norm": optax.global_norm(params)}
         new = {"params": params, "opt": opt, "step": state["step"] + 1}
         if shardings is not None:
             new = jax.lax.with_sharding_constraint(new, shardings)

@@ -34,7 +34,8 @@ from jaxrec.scoring import Scorer, Stage, masked_top_k, with_prior
 from jaxrec.sharding import make_mesh, place, shard_batch, state_shardings
 from jaxrec.train.config import Config
 from jaxrec.train.rundir import Checkpoints, RunDir
-from jaxrec.train.step import check_loss, make_loss_fn, make_optimizer, make_train_step, needs_negatives
+from jaxrec.train.step import (check_loss, check_sparse_items, make_loss_fn, make_optimizer, make_train_step,
+                               needs_negatives)
 
 # validation metric that selects the best checkpoint, by model kind
 SELECT_METRIC = {"retrieval": "NDCG@10", "ranking": "GAUC"}
@@ -198,6 +199,8 @@ def build_run(cfg: Config, split: Split | None = None) -> Run:
                                with_times=uses_time)
     if cfg.eval_every is None:
         cfg = dataclasses.replace(cfg, eval_every=default_eval_every(cfg, split, batches, model.kind))
+    if rt.sparse_items:
+        check_sparse_items(cfg, loss, model)
     tx = make_optimizer(cfg, cfg.epochs * batches.batches_per_epoch)
     state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
     mc = dataclasses.asdict(model.config) | {"name": cfg.model, "variant": variant, "kind": model.kind,
