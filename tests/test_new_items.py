@@ -74,3 +74,16 @@ def test_a_server_without_slots_refuses_add_items(feature_run):
             assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "--new-item-slots" in e.value.details()
     finally:
         srv.stop()
+
+
+def test_items_added_join_the_approximate_index(feature_run):
+    from jaxrec.inference import Recommender
+    from jaxrec_server.engine import Engine, Query
+    engine = Engine(Recommender.from_checkpoint(feature_run), max_batch_size=4, length_buckets=[16],
+                    k_buckets=[100], diversity_pool=0, new_item_slots=2, index="Flat")
+    topics = engine.catalog.features["topic"]["vocab"]
+    engine.add_items([("fresh", "", {"topic": [topics[0]]})])
+    assert engine.index.size == 101
+    new = engine.catalog.index_of(["fresh"])[0]
+    got = engine.run([Query(np.array([1, 2], np.int32), 99)])[0].items  # every item but the 2 seen
+    assert new in got.tolist() and len(got) == 99
