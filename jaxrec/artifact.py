@@ -15,14 +15,17 @@ exported whatever later changes the code. Layout of the directory:
     items.npy         (N+1, D) float32 output item vectors: explanations
     params.npz        the parameters (compact tables included), flat, in the functions' order
     top_k/l{L}_k{K}.jaxexport   top-k with exclude lists of width W(L), one per (length, k)
+    top_k/l{L}_k{K}_a{A}.jaxexport   the same with allow lists of width A (``allow_widths``)
     score/l{L}_c{C}.jaxexport   scores of C candidates, one per (length, width)
 
 The batch dimension is symbolic (one export serves every batch bucket); history length, k,
-exclude width and candidate width are concrete, as the server's buckets are. What an
-artifact does not carry: allow lists, exclude lists longer than W(L) = 2 L (rounded up to a
-power of two: a full history plus as many deny ids), Score requests of more than the widest
-exported candidate list; a server on an artifact refuses those with INVALID_ARGUMENT. Only
-single-model (retrieval) servers export; the exported functions run on the platform they
+exclude, allow and candidate widths are concrete, as the server's buckets are. What an
+artifact does not carry: exclude lists longer than W(L) = 2 L (rounded up to a power of two:
+a full history plus as many deny ids), allow lists longer than the widest exported one, Score
+requests of more than the widest exported candidate list; a server on an artifact refuses
+those with INVALID_ARGUMENT. A single retrieval model or a two-stage server (retriever +
+ranker: ``manifest.json`` ``kind`` "pipeline", its functions re-rank the retriever's top
+candidates as the live server does) exports; the exported functions run on the platform they
 were exported for (``manifest.json``: ``platform``).
 """
 
@@ -43,6 +46,7 @@ from jaxrec.scoring import TopK
 
 FORMAT = 1
 SCORE_WIDTHS = (16, 128)
+ALLOW_WIDTHS = (128,)  # allow lists up to 128 items (the server pads them to powers of two >= 16)
 
 
 def exclude_width(l: int) -> int:
@@ -50,8 +54,8 @@ def exclude_width(l: int) -> int:
     return next_pow2(2 * l, 16)
 
 
-def _top_k_name(l: int, k: int) -> str:
-    return f"top_k/l{l}_k{k}.jaxexport"
+def _top_k_name(l: int, k: int, a: int = 0) -> str:
+    return f"top_k/l{l}_k{k}" + (f"_a{a}" if a else "") + ".jaxexport"
 
 
 def _score_name(l: int, c: int) -> str:
@@ -79,19 +83,21 @@ def _load_flat(path: Path, dtypes: list[str]) -> list:
         return out
 
 
-def export(engine, out: str | Path, score_widths=SCORE_WIDTHS, progress=print) -> dict:
+def export(engine, out: str | Path, score_widths=SCORE_WIDTHS, allow_widths=ALLOW_WIDTHS, progress=print) -> dict:
     """Write ``engine``'s serving functions (a compiled ``jaxrec_server.engine.Engine``'s
     buckets, its scorer and catalog) as an artifact in ``out``; returns the manifest."""
     from jax import export as jex
 
     scorer = engine.scorer
-    if scorer.kind != "retrieval":
-        raise UserError(f"jaxrec export serves one retrieval model; this server is a {scorer.kind}")
+    if scorer.kind not in ("retrieval", "pipeline"):
+        raise UserError(f"jaxrec export serves a retrieval model or a two-stage server; this is a {scorer.kind}")
+    if engine.index is not None:
+        raise UserError("jaxrec export: an approximate item index (--index) is not part of an artifact")
     out = Path(out)
     for sub in ("top_k", "score"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    p = scorer._p()  # (parameters, compact tables or None): the first stage's argument
-    leaves, treedef = jax.tree_util.tree_flatten(p)
+    # ((first stage's parameters, compact tables or None), the ranker's parameters or None)
+    leaves, treedef = jax.tree_util.tree_flatten(scorer._params())
     dtypes = _save_flat(out / "params.npz", leaves)
     uses_time = scorer.uses_time
     b = jex.symbolic_shape("b")[0]
@@ -104,25 +110,31 @@ def export(engine, out: str | Path, score_widths=SCORE_WIDTHS, progress=print) -
     for l in engine.length_buckets:
         times = spec(b, l + 1) if uses_time else None
         for k in engine.k_buckets:
-            def top_k(flat, history, exclude, times, k=k):
-                pk = jax.tree_util.tree_unflatten(treedef, flat)
-                r = scorer._top_k_fn(pk, None, history, exclude, None, None, times, k=k, explain=True)
+            def top_k(flat, history, exclude, times, allow=None, restricted=None, k=k):
+                p, kp = jax.tree_util.tree_unflatten(treedef, flat)
+                r = scorer._top_k_fn(p, kp, history, exclude, allow, restricted, times, k=k, explain=True)
                 return r.values, r.items, r.attention
             exp = jex.export(jax.jit(top_k))(flat_spec, spec(b, l), spec(b, exclude_width(l)), times)
             (out / _top_k_name(l, k)).write_bytes(exp.serialize())
+            for a in allow_widths:
+                exp = jex.export(jax.jit(top_k))(flat_spec, spec(b, l), spec(b, exclude_width(l)), times,
+                                                 spec(b, a), spec(b, dtype=jnp.bool_))
+                (out / _top_k_name(l, k, a)).write_bytes(exp.serialize())
         for c in score_widths:
             def score(flat, history, candidates, times):
-                return scorer._score_fn(jax.tree_util.tree_unflatten(treedef, flat), None, history, candidates, times)
+                return scorer._score_fn(*jax.tree_util.tree_unflatten(treedef, flat), history, candidates, times)
             exp = jex.export(jax.jit(score))(flat_spec, spec(b, l), spec(b, c), times)
             (out / _score_name(l, c)).write_bytes(exp.serialize())
         if progress:
-            progress(f"exported history length {l}: k {engine.k_buckets}, candidate widths {list(score_widths)}")
+            progress(f"exported history length {l}: k {engine.k_buckets}, allow widths {list(allow_widths)}, "
+                     f"candidate widths {list(score_widths)}")
     engine.catalog.save(out / "catalog.json")
     np.save(out / "popularity.npy", engine.popularity)
     np.save(out / "items.npy", scorer.item_vectors().astype(np.float32))
     manifest = {"format": FORMAT, "name": engine.name, "step": engine.step, "max_len": engine.max_len,
                 "uses_time": uses_time, "num_items": engine.num_items, "length_buckets": engine.length_buckets,
                 "k_buckets": engine.k_buckets, "score_widths": list(score_widths),
+                "allow_widths": sorted(int(a) for a in allow_widths), "kind": scorer.kind,
                 "exclude_widths": {str(l): exclude_width(l) for l in engine.length_buckets},
                 "param_dtypes": dtypes, "table_dtype": engine.table_dtype, "table_bytes": scorer.table_bytes(),
                 "jax": jax.__version__, "platform": jax.default_backend(), "checkpoint": str(engine.checkpoint),
@@ -134,8 +146,6 @@ def export(engine, out: str | Path, score_widths=SCORE_WIDTHS, progress=print) -
 class Artifact:
     """A loaded artifact: the ``Scorer`` methods the server's engine calls, from the exported
     functions (each compiled once per batch size, on first use or in warm-up)."""
-
-    kind = "retrieval"
 
     def __init__(self, path: str | Path):
         from jax import export as jex
@@ -156,19 +166,26 @@ class Artifact:
         self.max_len, self.uses_time, self.table_dtype = m["max_len"], m["uses_time"], m["table_dtype"]
         self.length_buckets, self.k_buckets = m["length_buckets"], m["k_buckets"]
         self.score_widths = m["score_widths"]
+        self.allow_widths = m.get("allow_widths", [])  # artifacts before allow lists have none
+        self.kind = m.get("kind", "retrieval")
         self.exclude_widths = {int(l): w for l, w in m["exclude_widths"].items()}
         self._fns = {}
         for l in self.length_buckets:
             for k in self.k_buckets:
-                self._fns["top_k", l, k] = jax.jit(jex.deserialize(bytearray((self.path / _top_k_name(l, k)).read_bytes())).call)
+                for a in [0] + self.allow_widths:
+                    fn = jex.deserialize(bytearray((self.path / _top_k_name(l, k, a)).read_bytes()))
+                    self._fns["top_k", l, k, a] = jax.jit(fn.call)
             for c in self.score_widths:
                 self._fns["score", l, c] = jax.jit(jex.deserialize(bytearray((self.path / _score_name(l, c)).read_bytes())).call)
         self._shapes = set()
 
-    def refusal(self, l: int, exclude: int = 0, allow: bool = False, candidates: int = 0) -> str | None:
-        """Why a request of history bucket ``l`` is outside what was exported (None: it is not)."""
-        if allow:
+    def refusal(self, l: int, exclude: int = 0, allow: int | None = None, candidates: int = 0) -> str | None:
+        """Why a request of history bucket ``l`` is outside what was exported (None: it is not);
+        ``allow``: the length of its allow list (None: no list)."""
+        if allow is not None and not self.allow_widths:
             return "allow: this server runs an exported artifact, which has no allow lists"
+        if allow is not None and allow > self.allow_widths[-1]:
+            return f"allow: {allow} ids, more than the {self.allow_widths[-1]} this artifact takes"
         if exclude > self.exclude_widths[l]:
             return (f"{exclude} excluded ids (history + deny) is more than the {self.exclude_widths[l]} this "
                     f"artifact takes for histories of up to {l} items")
@@ -183,16 +200,22 @@ class Artifact:
     def top_k(self, history, k: int, *, exclude=None, allow=None, restricted=None, times=None,
               explain: bool = False) -> TopK:
         b, l = history.shape
-        if allow is not None or ("top_k", l, k) not in self._fns:
-            raise UserError(f"no exported top-k for history length {l}, k {k}" + (", allow lists" if allow is not None else ""))
+        a = 0 if allow is None else next((w for w in self.allow_widths if w >= allow.shape[1]), None)
+        if a is None or ("top_k", l, k, a) not in self._fns:
+            raise UserError(self.refusal(l, allow=allow.shape[1]) if a is None
+                            else f"no exported top-k for history length {l}, k {k}")
         width = self.exclude_widths[l]
         ex = np.zeros((b, width), np.int32)
         if exclude is not None:
             if exclude.shape[1] > width and np.any(exclude[:, width:]):
                 raise UserError(self.refusal(l, exclude.shape[1]))
             ex[:, : min(width, exclude.shape[1])] = exclude[:, :width]
-        vals, items, att = self._call(("top_k", l, k), jnp.asarray(history, jnp.int32), jnp.asarray(ex),
-                                      None if times is None else jnp.asarray(times, jnp.int32))
+        args = [jnp.asarray(history, jnp.int32), jnp.asarray(ex), None if times is None else jnp.asarray(times, jnp.int32)]
+        if a:
+            al = np.zeros((b, a), np.int32)
+            al[:, : allow.shape[1]] = allow
+            args += [jnp.asarray(al), jnp.asarray(np.ones(b, bool) if restricted is None else restricted, jnp.bool_)]
+        vals, items, att = self._call(("top_k", l, k, a), *args)
         return TopK(vals, items, att)
 
     def score(self, history, candidates, times=None):

@@ -141,7 +141,8 @@ class Engine:
         e.artifact, e.cold_items = art, 0
         m = art.manifest
         e._setup(art, art.catalog, name=m["name"], step=m["step"], popularity=art.popularity, checkpoint=str(path),
-                 max_len=art.max_len, score_stage="retriever", max_batch_size=max_batch_size,
+                 max_len=art.max_len, score_stage="pipeline" if art.kind == "pipeline" else "retriever",
+                 max_batch_size=max_batch_size,
                  length_buckets=art.length_buckets, k_buckets=art.k_buckets, max_history=None,
                  max_k=max(art.k_buckets), kmax=max(art.k_buckets), diversity_pool=0)
         return e
@@ -271,7 +272,7 @@ class Engine:
         if q.candidates is not None:
             return self.artifact.refusal(l, candidates=len(q.candidates))
         removed = (len(q.excluded) if q.exclude_seen else 0) + (0 if q.deny is None else len(q.deny))
-        return self.artifact.refusal(l, exclude=removed, allow=q.allow is not None)
+        return self.artifact.refusal(l, exclude=removed, allow=None if q.allow is None else len(q.allow))
 
     @staticmethod
     def _exclude_width(l: int) -> int:

@@ -425,6 +425,24 @@ def test_two_stage_server_matches_pipeline(run_dir, tmp_path):
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         srv.stop()
+    # the same two stages as an exported artifact: the same lists and Score answers
+    from jaxrec.cli import main
+    out = tmp_path / "artifact2"
+    assert main(["export", "--retriever", str(run_dir), "--ranker", str(rank_dir), "--candidates", "30",
+                 "--out", str(out), "--length-buckets", "16,50", "--k-buckets", "10,30"]) == 0
+    srv = ThreadedServer(ServeConfig(str(out), artifact=str(out), port=0, max_batch_size=8, max_delay_ms=1.0,
+                                     store="none"))
+    try:
+        with Client(f"127.0.0.1:{srv.port}", timeout=20) as c:
+            for h in histories(3, seed=3):
+                got = c.recommend(h, k=8)
+                want = pipe.recommend(h, k=8)
+                assert [it.item_id for it in got.items] == want.items
+                np.testing.assert_allclose([it.score for it in got.items], want.scores, rtol=1e-4, atol=1e-4)
+            got = c.recommend(["1", "2"], k=5, allow=["3", "4", "5"])
+            assert sorted(it.item_id for it in got.items) == ["3", "4", "5"]
+    finally:
+        srv.stop()
 
 
 def test_max_history_reads_latest_items_but_excludes_all_seen(run_dir):
@@ -630,7 +648,7 @@ def test_artifact_answers_exactly_as_the_checkpoint(run_dir, server, client, tmp
     from jaxrec.cli import main
     out = tmp_path / "artifact"
     assert main(["export", "--checkpoint", str(run_dir), "--out", str(out), "--length-buckets", "16,50",
-                 "--k-buckets", "10,100"]) == 0
+                 "--k-buckets", "10,100", "--allow-widths", "16"]) == 0
     srv = ThreadedServer(ServeConfig(str(out), artifact=str(out), port=0, max_batch_size=64, max_delay_ms=5.0))
     try:
         with Client(f"127.0.0.1:{srv.port}", timeout=30) as ca:
@@ -643,9 +661,12 @@ def test_artifact_answers_exactly_as_the_checkpoint(run_dir, server, client, tmp
                 a, b = ca.score(h, ["5", "6", "7"]), client.score(h, ["5", "6", "7"])
                 np.testing.assert_allclose([x.score for x in a.items], [x.score for x in b.items], rtol=1e-5)
             _same_answer(ca.recommend([], k=5), client.recommend([], k=5))  # cold start
-            results = ca.recommend_batch([dict(history=["1", "2"], k=5), dict(history=["1"], k=5, allow=["3"])])
+            allow = dict(history=["1", "2"], k=5, allow=["3", "9", "12", "40"])
+            _same_answer(ca.recommend(**allow), client.recommend(**allow))  # allow lists up to 16 exported
+            wide = [str(i) for i in range(3, 23)]  # 20 ids: wider than exported
+            results = ca.recommend_batch([dict(history=["1", "2"], k=5), dict(history=["1"], k=5, allow=wide)])
             assert results[0].code == 0 and results[1].code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-            assert "allow" in results[1].error
+            assert "allow: 20 ids, more than the 16" in results[1].error
             with pytest.raises(grpc.RpcError) as e:
                 ca.score(["1"], [str(i) for i in range(1, 101)] * 2)  # 200 candidates: wider than exported
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "candidates" in e.value.details()

@@ -62,17 +62,18 @@ def cmd_export(args) -> int:
     from jaxrec.artifact import export
     from jaxrec_server.main import ServeConfig, load_engine
 
-    if not args.checkpoint:
-        raise UserError("give --checkpoint DIR (a retrieval run)")
-    cfg = ServeConfig(args.checkpoint, length_buckets=args.length_buckets, k_buckets=args.k_buckets,
-                      max_history=args.max_history, max_k=args.max_k, table_dtype=args.table_dtype)
+    if bool(args.checkpoint) == bool(args.retriever) or bool(args.retriever) != bool(args.ranker):
+        raise UserError("give --checkpoint DIR (a retrieval run), or --retriever DIR with --ranker DIR")
+    cfg = ServeConfig(args.checkpoint or args.retriever, length_buckets=args.length_buckets, k_buckets=args.k_buckets,
+                      max_history=args.max_history, max_k=args.max_k, table_dtype=args.table_dtype,
+                      ranker=args.ranker, candidates=args.candidates, blend=args.blend)
     if args.catalog_chunk is not None:
         cfg.catalog_chunk = args.catalog_chunk or None
     engine = load_engine(cfg)
-    m = export(engine, args.out, score_widths=args.score_widths)
-    print(f"wrote {args.out}: {m['name']} step {m['step']}, history buckets {m['length_buckets']}, "
-          f"k {m['k_buckets']}, score widths {m['score_widths']}, {m['table_dtype']} table, for {m['platform']} "
-          f"({m['export_seconds']}s)")
+    m = export(engine, args.out, score_widths=args.score_widths, allow_widths=args.allow_widths)
+    print(f"wrote {args.out}: {m['name']} ({m['kind']}) step {m['step']}, history buckets {m['length_buckets']}, "
+          f"k {m['k_buckets']}, allow widths {m['allow_widths']}, score widths {m['score_widths']}, "
+          f"{m['table_dtype']} table, for {m['platform']} ({m['export_seconds']}s)")
     return 0
 
 
@@ -267,7 +268,7 @@ def add_parsers(sub) -> None:
     sv.set_defaults(func=cmd_serve)
 
     ex = sub.add_parser("export", help="write a portable serving artifact (jax.export StableHLO) of a run")
-    ex.add_argument("--checkpoint", required=True, help="a retrieval run directory")
+    add_model_options(ex, required=True)
     ex.add_argument("--out", required=True, help="artifact directory (jaxrec serve --artifact DIR)")
     ex.add_argument("--length-buckets", type=_ints, default=None, help="history length buckets, e.g. 16,64,200")
     ex.add_argument("--k-buckets", type=_ints, default=None, help="top-k buckets, e.g. 10,100")
@@ -278,6 +279,9 @@ def add_parsers(sub) -> None:
     ex.add_argument("--table-dtype", choices=["float32", "bfloat16", "int8"], default="float32")
     ex.add_argument("--score-widths", type=_ints, default=[16, 128],
                     help="candidate-list widths of the exported Score functions (the largest is the limit)")
+    ex.add_argument("--allow-widths", type=_ints, default=[128],
+                    help="allow-list widths of the exported top-k functions (the largest is the limit; "
+                         "an empty value exports none)")
     ex.set_defaults(func=cmd_export)
 
     qy = sub.add_parser("query", help="ask a running server for recommendations")
