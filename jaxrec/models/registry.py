@@ -49,8 +49,8 @@ REGISTRY: dict[str, Entry] = {
     "hstu": Entry(HSTU, "sampled_softmax", {
         "base": (dict(dim=50, heads=1, blocks=2, dropout=0.2, max_len=200),
                  "Zhai et al. 2024 / generative-recommenders ML-1M"),
-        "large": (dict(dim=50, heads=1, blocks=8, dropout=0.2, max_len=200),
-                  "Zhai et al. 2024 / generative-recommenders ML-1M, HSTU-large"),
+        "large": (dict(dim=50, heads=2, blocks=8, dropout=0.2, max_len=200),
+                  "Zhai et al. 2024 / generative-recommenders ML-1M, HSTU-large (8 blocks, 2 heads of 25)"),
         "time": (dict(dim=50, heads=1, blocks=2, dropout=0.2, max_len=200, time_buckets=128),
                  "Zhai et al. 2024: relative position and time bias (128 log-time buckets); "
                  "needs timestamps"),
