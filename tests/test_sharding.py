@@ -1,6 +1,7 @@
 """A sharded item table (jaxrec.sharding): a (data 2 x model 4) mesh of fake CPU devices gives
-the loss, gradients, training steps and top-k of one device, for catalog CE and sampled
-softmax. Runs in a subprocess: the device count is fixed when JAX starts."""
+the loss, gradients, training steps and top-k of one device, for catalog CE, sampled softmax
+and sampled softmax with negatives drawn and scored per shard (retrieval.shard_negatives).
+Runs in a subprocess: the device count is fixed when JAX starts."""
 
 import os
 import subprocess
@@ -23,16 +24,25 @@ SCRIPT = textwrap.dedent("""
     from jaxrec.train.step import make_loss_fn, make_train_step
     assert jax.device_count() == 8
     report = {}
-    for loss in ("ce", "sampled_softmax"):
+    from jaxrec.train.config import Retrieval
+    for case in ("ce", "sampled_softmax", "shard_negatives"):
+        loss = "ce" if case == "ce" else "sampled_softmax"
         cfg = Config(model="sasrec/small", data="synthetic:tiny", loss=loss, batch_size=32, seed=0,
-                     num_negatives=16, model_parallel=4)
+                     num_negatives=16, model_parallel=4,
+                     retrieval=Retrieval(shard_negatives=case == "shard_negatives"))
         run = build_run(cfg, leave_one_out(load_dataset(cfg.data)))
-        loss_fn = make_loss_fn(run.loss, cfg, run.split.data.num_items, run.batches.neg.prob)
         batches = list(run.batches.epoch(0))[:3]
+        if case == "shard_negatives":  # the k-th block of 4 negatives lies in the k-th shard's 26 rows
+            negs = np.concatenate([b["negatives"].reshape(-1, 16) for b in batches])
+            report["blocks"] = bool(all(((negs[:, 4 * m: 4 * m + 4] // 26) == m).all() for m in range(4)))
+            report["prob_sum"] = float(run.batches.neg.prob.sum())
         es = run.split.test
         hist = pad_histories(run.split.data.items, es.start[:16], es.end[:16], 50)
         out = {}
         for name, mesh in (("one", make_mesh(1)), ("mesh", make_mesh(8, model_parallel=4))):
+            # per-shard scoring of the negatives on the mesh; one device gathers the same ids
+            loss_fn = make_loss_fn(run.loss, cfg, run.split.data.num_items, run.batches.neg.prob,
+                                   mesh=mesh if case == "shard_negatives" else None)
             state = place(jax.tree.map(np.asarray, run.state), mesh)  # a copy: the step donates it
             table = state["params"]["item_emb"]["embedding"].value
             rows = {tuple(s.data.shape) for s in table.addressable_shards}
@@ -51,7 +61,7 @@ SCRIPT = textwrap.dedent("""
                              losses=losses, rows=sorted(rows), kept=str(after.sharding.spec),
                              items=np.asarray(top.items), ranks=np.asarray(ranks))
         one, mesh = out["one"], out["mesh"]
-        report[loss] = dict(
+        report[case] = dict(
             loss=abs(one["loss"] - mesh["loss"]),
             grads=max(float(np.max(np.abs(a - b))) for a, b in zip(one["grads"], mesh["grads"])),
             steps=max(abs(a - b) for a, b in zip(one["losses"], mesh["losses"])),
@@ -68,6 +78,8 @@ def test_item_table_sharded_over_a_2d_mesh_equals_one_device():
     assert r.returncode == 0, r.stderr[-3000:]
     import json
     report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report.pop("blocks") and abs(report.pop("prob_sum") - 1) < 1e-9
+    assert set(report) == {"ce", "sampled_softmax", "shard_negatives"}
     for loss, rep in report.items():
         assert rep["loss"] < 1e-5 and rep["grads"] < 1e-5, (loss, rep)
         assert rep["steps"] < 1e-4, (loss, rep)

@@ -22,35 +22,60 @@ from jaxrec.errors import UserError
 
 
 class NegativeSampler:
-    """Draw item indices uniformly or by training popularity, never equal to the positive."""
+    """Draw item indices uniformly or by training popularity, never equal to the positive.
 
-    def __init__(self, num_items: int, kind: str = "uniform", counts: np.ndarray | None = None):
+    With ``shards`` > 1 (an item table of ``rows`` rows split into that many equal row blocks,
+    ``retrieval.shard_negatives``) each block of k / shards columns of a draw comes from one
+    shard's rows, in shard order, so each shard scores its own negatives where they live;
+    ``prob`` is then each item's probability under that stratified draw (its shard's 1/shards
+    times its share within the shard), which is what logQ correction must subtract."""
+
+    def __init__(self, num_items: int, kind: str = "uniform", counts: np.ndarray | None = None, *,
+                 shards: int = 1, rows: int | None = None):
         if kind not in ("uniform", "popularity"):
             raise UserError(f"unknown negative sampler {kind!r}; use 'uniform' or 'popularity'")
-        self.num_items, self.kind = num_items, kind
+        self.num_items, self.kind, self.shards = num_items, kind, int(shards)
         if kind == "popularity":
             if counts is None:
                 raise ValueError("popularity sampling needs item counts")
-            p = np.asarray(counts, np.float64).copy()
-            p[0] = 0.0
-            self.cdf = np.cumsum(p) / p.sum()
-            self.prob = p / p.sum()  # (N+1,) q(i), used for logQ correction
+            p = np.asarray(counts, np.float64)[: num_items + 1].copy()
         else:
-            self.prob = np.r_[0.0, np.full(num_items, 1.0 / num_items)]
+            p = np.ones(num_items + 1)
+        p[0] = 0.0
+        rows = num_items + 1 if rows is None else int(rows)
+        per = rows // self.shards  # rows a shard holds (the table's rows are a multiple of shards)
+        self.bounds = [(m * per, min((m + 1) * per, num_items + 1)) for m in range(self.shards)]  # [lo, hi)
+        self.cdfs, self.prob = [], np.zeros(num_items + 1)  # (N+1,) q(i), used for logQ correction
+        for m, (lo, hi) in enumerate(self.bounds):
+            mass = p[lo:hi].sum() if hi > lo else 0.0
+            if mass <= 0:
+                raise UserError(f"shard {m} of the item table (rows {lo}..{hi - 1}) holds no item to sample "
+                                f"negatives from: use fewer shards")
+            self.cdfs.append(np.cumsum(p[lo:hi]) / mass)
+            self.prob[lo:hi] = p[lo:hi] / mass / self.shards
 
-    def _draw(self, rng: np.random.Generator, shape) -> np.ndarray:
-        if self.kind == "uniform":
+    def _draw(self, rng: np.random.Generator, shape, shard: int = 0) -> np.ndarray:
+        lo, hi = self.bounds[shard]
+        if self.kind == "uniform" and self.shards == 1:
             return rng.integers(1, self.num_items + 1, size=shape, dtype=np.int64)
-        return np.searchsorted(self.cdf, rng.random(shape), side="right").clip(1, self.num_items)
+        j = np.searchsorted(self.cdfs[shard], rng.random(shape), side="right")
+        return (lo + j).clip(max(lo, 1), hi - 1)
 
     def sample(self, rng: np.random.Generator, positives: np.ndarray, k: int) -> np.ndarray:
-        """(..., k) negatives for positives (...); a draw equal to its positive is redrawn."""
-        out = self._draw(rng, positives.shape + (k,))
+        """(..., k) negatives for positives (...); a draw equal to its positive is redrawn (from
+        the same shard)."""
+        if k % self.shards:
+            raise UserError(f"num_negatives={k} must be a multiple of the {self.shards} item-table shards")
+        per = k // self.shards
+        out = np.concatenate([self._draw(rng, positives.shape + (per,), m) for m in range(self.shards)], axis=-1)
         for _ in range(100):
             clash = out == positives[..., None]
             if not clash.any():
                 break
-            out[clash] = self._draw(rng, int(clash.sum()))
+            cols = np.nonzero(clash)[-1] // per  # each clash's shard
+            for m in np.unique(cols):
+                sel = tuple(ix[cols == m] for ix in np.nonzero(clash))
+                out[sel] = self._draw(rng, len(sel[0]), int(m))
         return out.astype(np.int32)
 
 
@@ -102,6 +127,8 @@ class TrainBatches:
     # the data's lengths (``data_windows``); (): every sequence in one window of max_len
     length_buckets: tuple | list | None = ()
     with_times: bool = False  # add "times" (B, L + 1): event times of inputs + last target
+    # negatives drawn per item-table shard (NegativeSampler): (shards, table rows); None: global
+    negative_shards: tuple | None = None
 
     def __post_init__(self):
         s = self.split
@@ -113,8 +140,10 @@ class TrainBatches:
         if len(self.rows) == 0:
             raise UserError("no training sequence has 2 or more items")
         self.skipped = int((lens < 2).sum())
+        shards, rows = self.negative_shards or (1, None)
         self.neg = NegativeSampler(s.data.num_items, self.sampler,
-                                   s.train_item_counts() if self.sampler == "popularity" else None)
+                                   s.train_item_counts() if self.sampler == "popularity" else None,
+                                   shards=shards, rows=rows)
         # Length buckets: a sequence goes to the shortest window that holds it; a bucket of
         # window Lb uses batch size B * L / Lb, so every step sees about the same number of
         # positions and the jitted step compiles once per bucket, not per batch.

@@ -36,6 +36,10 @@ class Retrieval:
     # update only the item-table rows a batch touches ("lazy" Adam, train/step.py SparseItemAdam):
     # for sampled negatives on large catalogs, where a dense Adam step over the table dominates
     sparse_items: bool = False
+    # with a sharded item table (model_parallel > 1): each shard draws its share of the sampled
+    # negatives from its own rows and scores them where they live (train/step.py), so logits,
+    # not embedding rows, cross devices; logQ uses the stratified draw's probabilities
+    shard_negatives: bool = False
 
 
 @dataclasses.dataclass

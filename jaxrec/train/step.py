@@ -52,13 +52,48 @@ def check_sparse_items(cfg: Config, loss: str, model) -> None:
         raise UserError(f"retrieval.sparse_items: {why}")
 
 
-def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None):
-    """(model, batch, key) -> scalar loss for the named objective."""
+def check_shard_negatives(cfg: Config, loss: str, model) -> None:
+    """``retrieval.shard_negatives`` needs sampled negatives, a sharded table and no side features."""
+    why = None
+    if loss not in ("bce", "gbce", "sampled_softmax"):
+        why = f"loss {loss!r} samples no negatives"
+    elif cfg.model_parallel < 2:
+        why = "the item table is not sharded (set model_parallel to 2 or more)"
+    elif cfg.num_negatives % cfg.model_parallel:
+        why = f"num_negatives={cfg.num_negatives} must be a multiple of model_parallel={cfg.model_parallel}"
+    elif getattr(model, "item_feats", None) is not None:
+        why = "item features are not supported"
+    if why:
+        raise UserError(f"retrieval.shard_negatives: {why}")
+
+
+def _shard_local_logits(mesh):
+    """(h (B, L, D), table (R, D) sharded by rows on ``model``, negatives (B, L|1, K) whose k-th
+    block of K / shards lies in the k-th shard's rows) -> (B, L, K) logits, each shard scoring
+    its own block: only (B, L, K / shards) logits per shard leave a device, no embedding rows."""
+    from jax.sharding import PartitionSpec as P
+
+    def local(h, table, negs):  # (b, L, D), (R / M, D), (b, L|1, K / M)
+        start = jax.lax.axis_index("model") * table.shape[0]
+        e = table[negs - start]  # (b, L|1, K / M, D): rows of this shard only
+        if negs.shape[1] == 1:
+            return jnp.einsum("bld,bkd->blk", h, e[:, 0])
+        return jnp.einsum("bld,blkd->blk", h, e)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(P("data", None, None), P("model", None), P("data", None, "model")),
+                         out_specs=P("data", None, "model"))
+
+
+def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None, mesh=None):
+    """(model, batch, key) -> scalar loss for the named objective. ``mesh``: with
+    ``retrieval.shard_negatives``, where the item table's shards live (each scores its own
+    negatives)."""
     if loss not in LOSSES:
         raise UserError(f"unknown loss {loss!r}; available: {', '.join(LOSSES)}")
     if loss == "gbce":
         beta = losses.gbce_beta(cfg.num_negatives, num_items, cfg.retrieval.gbce_t)
     log_q = None if sample_prob is None else jnp.log(jnp.maximum(jnp.asarray(sample_prob, jnp.float32), 1e-12))
+    per_shard = _shard_local_logits(mesh) if mesh is not None and mesh.shape["model"] > 1 else None
 
     def negatives_logits(h, rows_of, negs):
         e = rows_of(negs)  # (B, L|1, K, D)
@@ -92,7 +127,11 @@ def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None):
             return sparse.take(idx, h.dtype) if sparse is not None else table[idx].astype(h.dtype)
         negs = batch["negatives"]
         pos = jnp.einsum("bld,bld->bl", h, rows_of(targets))  # (B, L)
-        neg = negatives_logits(h, rows_of, negs)  # (B, L, K)
+        if per_shard is not None:  # the whole (R, D) table, as sharded: each shard reads its rows
+            full = model.item_table() if model.out_emb is None else model.out_emb.embedding[...]
+            neg = per_shard(h, full.astype(h.dtype), negs)  # (B, L, K)
+        else:
+            neg = negatives_logits(h, rows_of, negs)  # (B, L, K)
         if loss == "bce":
             return losses.bce(pos, neg, weights)
         if loss == "gbce":

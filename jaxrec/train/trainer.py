@@ -34,8 +34,8 @@ from jaxrec.scoring import Scorer, Stage, masked_top_k, with_prior
 from jaxrec.sharding import make_mesh, place, shard_batch, state_shardings
 from jaxrec.train.config import Config
 from jaxrec.train.rundir import Checkpoints, RunDir
-from jaxrec.train.step import (check_loss, check_sparse_items, make_loss_fn, make_optimizer, make_train_step,
-                               needs_negatives)
+from jaxrec.train.step import (check_loss, check_shard_negatives, check_sparse_items, make_loss_fn,
+                               make_optimizer, make_train_step, needs_negatives)
 
 # validation metric that selects the best checkpoint, by model kind
 SELECT_METRIC = {"retrieval": "NDCG@10", "ranking": "GAUC"}
@@ -194,9 +194,13 @@ def build_run(cfg: Config, split: Split | None = None) -> Run:
                               rk.cuts_per_user, view, rk.hard_fraction, prior=rk.residual > 0,
                               length_buckets=cfg.length_buckets)
     else:
+        if rt.shard_negatives:
+            check_shard_negatives(cfg, loss, model)
         batches = TrainBatches(split, model.config.max_len, cfg.batch_size, k, cfg.sampler, cfg.seed,
                                shared_negatives=rt.shared_negatives, length_buckets=cfg.length_buckets,
-                               with_times=uses_time)
+                               with_times=uses_time,
+                               negative_shards=(cfg.model_parallel, model.item_emb.embedding.shape[0])
+                               if rt.shard_negatives else None)
     if cfg.eval_every is None:
         cfg = dataclasses.replace(cfg, eval_every=default_eval_every(cfg, split, batches, model.kind))
     if rt.sparse_items:
@@ -361,7 +365,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         restored, meta = ckpt.restore("last", state)
         if restored is not None:
             state, ls = place(restored, mesh), LoopState.from_meta(meta)
-    loss_fn = make_loss_fn(run.loss, cfg, split.data.num_items, batches.neg.prob)
+    loss_fn = make_loss_fn(run.loss, cfg, split.data.num_items, batches.neg.prob,
+                           mesh=mesh if cfg.retrieval.shard_negatives else None)
     train_step = make_train_step(run.graphdef, loss_fn, run.tx, run.model_config["dtype"],
                                  state_shardings(state, mesh))
     t_start = time.perf_counter() - ls.elapsed
