@@ -40,6 +40,7 @@ import numpy as np
 from flax import nnx
 
 from jaxrec.errors import UserError
+from jaxrec.sharding import table_mesh
 
 MASKED = -jnp.inf  # the score of an item that may not be recommended
 TABLE_DTYPES = ("float32", "bfloat16", "int8")
@@ -279,23 +280,27 @@ def _read_chunk(table, c0, chunk: int, dtype=None):
 
 
 def catalog_top_k(user: jax.Array, table: jax.Array, k: int, *, exclude=None, allow=None,
-                  restricted=None, chunk: int | None = None, recall: float | None = None):
+                  restricted=None, chunk: int | None = None, recall: float | None = None,
+                  offset=0, n_valid=None):
     """Top-k items of (B, D) ``user`` vectors against the (N+1, D) item ``table``.
 
     ``exclude`` (B, H) and ``allow`` (B, A) are index lists padded with 0 (column 0 is never
     returned anyway); ``allow`` restricts only the rows where ``restricted`` (B,) is True.
     ``recall``: use ``lax.approx_max_k`` with this recall target inside each chunk.
+    ``offset``: the item index of ``table``'s first row (one shard of a sharded table) and
+    ``n_valid`` the rows in use of the whole table (items at or past it are never returned).
     Returns (values (B, k) float32, ``MASKED`` past the allowed items; items (B, k), 0 there).
     """
     n_cols = table.shape[0]
     bound = table.valid if isinstance(table, CompactTable) else n_cols  # spare rows are never returned
+    bound = bound if n_valid is None else n_valid
     table = _as_dtype(table, user.dtype)
     chunk = n_cols if chunk is None else min(int(chunk), n_cols)
     if chunk >= n_cols:  # one chunk: the full matrix
         scores = (user @ _dense(table, user.dtype).T).astype(jnp.float32)  # (B, N+1)
-        ok = _chunk_allowed(0, n_cols, bound, exclude, allow, restricted)
+        ok = _chunk_allowed(offset, n_cols, bound, exclude, allow, restricted)
         vals, idx = _select(jnp.where(ok, scores, MASKED), k, recall)
-        return vals, jnp.where(jnp.isfinite(vals), idx, 0)
+        return vals, jnp.where(jnp.isfinite(vals), idx + offset, 0)
     kc = min(k, chunk)
     b = user.shape[0]
 
@@ -303,11 +308,12 @@ def catalog_top_k(user: jax.Array, table: jax.Array, k: int, *, exclude=None, al
         best, best_idx = carry  # (B, k): the top-k of the chunks before this one
         t, start = _read_chunk(table, c0, chunk, user.dtype)  # (chunk, D)
         s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
-        s = jnp.where(_chunk_allowed(start, chunk, bound, exclude, allow, restricted, lo=c0), s, MASKED)
+        s = jnp.where(_chunk_allowed(start + offset, chunk, bound, exclude, allow, restricted, lo=c0 + offset),
+                      s, MASKED)
         v, j = _select(s, kc, recall)  # (B, kc)
         # earlier chunks first: among equal scores the lower index wins, as in one top_k
         vals, pos = jax.lax.top_k(jnp.concatenate([best, v], axis=1), k)
-        idx = jnp.take_along_axis(jnp.concatenate([best_idx, j + start], axis=1), pos, axis=1)
+        idx = jnp.take_along_axis(jnp.concatenate([best_idx, j + start + offset], axis=1), pos, axis=1)
         return (vals, idx), None
 
     init = (jnp.full((b, k), MASKED, jnp.float32), jnp.zeros((b, k), jnp.int32))
@@ -316,52 +322,82 @@ def catalog_top_k(user: jax.Array, table: jax.Array, k: int, *, exclude=None, al
 
 
 def catalog_ranks(user: jax.Array, table: jax.Array, targets: jax.Array, exclude=None, *,
-                  k: int = 0, chunk: int | None = None):
+                  k: int = 0, chunk: int | None = None, axis: str | None = None, n_valid=None):
     """Rank of each target among the allowed items, ties counted against it (``1 + #{j !=
     target, allowed, score_j >= score_target}``), and the top-``k`` lists (``k = 0``: none).
 
     (B, D) users, (N+1, D) table, (B,) targets, (B, H) exclude lists -> (ranks (B,) int32,
     values (B, k), items (B, k)). In chunks, the target's score is read in a first pass from the
     same chunk product the counting pass compares it with, so chunked ranks equal the full
-    matrix's exactly.
+    matrix's exactly. Inside ``shard_map`` over a table sharded by rows on mesh ``axis``
+    (``n_valid``: the whole table's rows in use), each shard counts its own rows: the target's
+    score and the counts are summed over the shards, the top-k lists merged.
     """
     n_cols = table.shape[0]
     table = _as_dtype(table, user.dtype)
     chunk = n_cols if chunk is None else min(int(chunk), n_cols)
     b = user.shape[0]
     rows = jnp.arange(b)
-    if chunk >= n_cols:
+    if chunk >= n_cols and axis is None:
         return ranks_from_scores((user @ _dense(table, user.dtype).T).astype(jnp.float32), targets, exclude, k)
+    offset = 0 if axis is None else jax.lax.axis_index(axis) * n_cols
+    bound = n_cols if n_valid is None else n_valid
     starts = _chunk_starts(n_cols, chunk)
 
     def target_score(s_t, c0):
         t, start = _read_chunk(table, c0, chunk, user.dtype)
         s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
-        here = (targets >= c0) & (targets < c0 + chunk)
-        return jnp.where(here, s[rows, jnp.clip(targets - start, 0, chunk - 1)], s_t), None
+        here = (targets >= c0 + offset) & (targets < c0 + offset + chunk)
+        return jnp.where(here, s[rows, jnp.clip(targets - start - offset, 0, chunk - 1)], s_t), None
 
     s_t, _ = jax.lax.scan(target_score, jnp.zeros((b,), jnp.float32), starts)
+    if axis is not None:  # the target's shard has its score, the others 0
+        s_t = jax.lax.psum(s_t, axis)
     kc = min(k, chunk)
 
     def count(carry, c0):
         n_above, best, best_idx = carry
         t, start = _read_chunk(table, c0, chunk, user.dtype)
         s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
-        ok = _chunk_allowed(start, chunk, n_cols, exclude, lo=c0)
-        not_target = (start + jnp.arange(chunk))[None, :] != targets[:, None]
+        ok = _chunk_allowed(start + offset, chunk, bound, exclude, lo=c0 + offset)
+        not_target = (start + offset + jnp.arange(chunk))[None, :] != targets[:, None]
         n_above = n_above + ((s >= s_t[:, None]) & ok & not_target).sum(axis=1, dtype=jnp.int32)
         if k:
             v, j = jax.lax.top_k(jnp.where(ok, s, MASKED), kc)
             best, pos = jax.lax.top_k(jnp.concatenate([best, v], axis=1), k)
-            best_idx = jnp.take_along_axis(jnp.concatenate([best_idx, j + start], axis=1), pos, axis=1)
+            best_idx = jnp.take_along_axis(jnp.concatenate([best_idx, j + start + offset], axis=1), pos, axis=1)
         return (n_above, best, best_idx), None
 
     init = (jnp.zeros((b,), jnp.int32), jnp.full((b, max(k, 1)), MASKED, jnp.float32),
             jnp.zeros((b, max(k, 1)), jnp.int32))
     (n_above, vals, idx), _ = jax.lax.scan(count, init, starts)
+    if axis is not None:
+        n_above = jax.lax.psum(n_above, axis)
+        if k:
+            vals, idx = merge_top_k(vals, idx, k, axis)
     if not k:
         return 1 + n_above, None, None
     return 1 + n_above, vals, jnp.where(jnp.isfinite(vals), idx, 0)
+
+
+def merge_top_k(vals: jax.Array, idx: jax.Array, k: int, axis: str):
+    """Each shard's (B, k) top-k (inside ``shard_map``) -> the top-k of their union, the same on
+    every shard: only (B, shards x k) values and indices cross devices. Shards are concatenated
+    in order, so among equal scores the lower index wins, as in one ``top_k``."""
+    v = jax.lax.all_gather(vals, axis, axis=1, tiled=True)  # (B, shards x k)
+    i = jax.lax.all_gather(idx, axis, axis=1, tiled=True)
+    top, pos = jax.lax.top_k(v, k)
+    return top, jnp.take_along_axis(i, pos, axis=1)
+
+
+def sharded_catalog(fn, mesh, n_args: int):
+    """``fn(user, table, *lists)`` as a ``shard_map`` over ``mesh``: the table split by rows on
+    ``model``, everything else (users, index lists, outputs) replicated. The table never moves;
+    ``fn`` merges what its shards found (``merge_top_k``, ``psum``), so its outputs are the same
+    on every device (the replication check is off: an all-gathered value is not typed invariant)."""
+    from jax.sharding import PartitionSpec as P
+    return jax.shard_map(fn, mesh=mesh, in_specs=(P(), P("model", None)) + (P(),) * n_args, out_specs=P(),
+                         check_vma=False)
 
 
 def ranks_from_scores(scores: jax.Array, targets: jax.Array, exclude=None, k: int = 0):
@@ -524,6 +560,7 @@ class Scorer:
         if self.table_dtype is not None or new_item_slots or cold_items is not None:
             self._compact(first, int(new_item_slots), cold_items, item_counts)
         self._host_rows = None  # item vectors on the host (explanations), built on first use
+        self._mesh, self._mesh_of = None, None  # the mesh splitting the item table (``_sharded``), by params
         self._score_all = jax.jit(self._score_all_fn)
         self._score = jax.jit(self._score_fn)
         self._top_k = jax.jit(self._top_k_fn, static_argnames=("k", "explain"))
@@ -635,6 +672,9 @@ class Scorer:
         return self._first_params, self.tables
 
     def _params(self):
+        if self.first.params is not self._mesh_of:  # new parameters (validation) may live elsewhere
+            self._mesh_of = self.first.params
+            self._mesh = None if self.tables is not None else table_mesh(self.first.params)
         return self._p(), None if self.ranker is None else self.ranker.params
 
     def _user(self, p, history, times, explain: bool = False):
@@ -671,11 +711,34 @@ class Scorer:
         rs = self.ranker.model(kp).score(history[:, -self.ranker.max_len:], candidates)
         return jnp.where(candidates > 0, rs + self.blend * scores, MASKED)
 
+    def _sharded(self, p):
+        """(mesh, the (R, D) output rows as sharded, the rows in use) when the first stage's item
+        table is split by rows over a mesh's ``model`` axis, else None: each shard then ranks its
+        own rows and only (B, k) lists and counts cross devices (GSPMD alone would gather the
+        whole table to every device for every batch)."""
+        params, tables = p
+        if self._mesh is None or tables is not None:
+            return None
+        model = self.first.model(params)
+        return self._mesh, model.output_rows(), model.config.num_items + 1
+
     def _top_k_fn(self, p, kp, history, exclude, allow, restricted, times, k: int, explain: bool):
         user, table, att = self._user(p, history, times, explain)
         n = k if self.ranker is None else self.n
-        vals, idx = catalog_top_k(user, table, n, exclude=exclude, allow=allow, restricted=restricted,
-                                  chunk=self.chunk, recall=self.recall)  # (B, n)
+        sharded = self._sharded(p)
+        if sharded is not None:
+            mesh, rows, n_valid = sharded
+            present = {a: x for a, x in (("exclude", exclude), ("allow", allow), ("restricted", restricted))
+                       if x is not None}
+
+            def local(u, t, *lists):
+                v, i = catalog_top_k(u, t, n, chunk=self.chunk, recall=self.recall, n_valid=n_valid,
+                                     offset=jax.lax.axis_index("model") * t.shape[0], **dict(zip(present, lists)))
+                return merge_top_k(v, i, n, "model")
+            vals, idx = sharded_catalog(local, mesh, len(present))(user, rows.astype(user.dtype), *present.values())
+        else:
+            vals, idx = catalog_top_k(user, table, n, exclude=exclude, allow=allow, restricted=restricted,
+                                      chunk=self.chunk, recall=self.recall)  # (B, n)
         if self.ranker is not None:
             vals, idx = rerank(self.ranker.model(kp), history, vals, idx, k, self.blend)
         return TopK(vals, idx, att)
@@ -693,6 +756,13 @@ class Scorer:
     def _ranks_fn(self, p, kp, history, targets, exclude, times, k: int):
         if self.ranker is None:
             user, table, _ = self._user(p, history, times)
+            sharded = self._sharded(p)
+            if sharded is not None:
+                mesh, rows, n_valid = sharded
+
+                def local(u, t, tg, ex):
+                    return catalog_ranks(u, t, tg, ex, k=k, chunk=self.chunk, axis="model", n_valid=n_valid)
+                return sharded_catalog(local, mesh, 2)(user, rows.astype(user.dtype), targets, exclude)
             return catalog_ranks(user, table, targets, exclude, k=k, chunk=self.chunk)
         return ranks_from_scores(self._final_fn(p, kp, history, exclude), targets, exclude, k)
 

@@ -92,6 +92,17 @@ def param_spec(path, leaf) -> P:
     return P()
 
 
+def table_mesh(params) -> Mesh | None:
+    """The mesh whose ``model`` axis (of 2 or more devices) splits the item tables of
+    ``params`` by rows, or None (a table on one device, or replicated)."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        sh = getattr(leaf, "sharding", None)
+        if (param_spec(path, leaf) != P() and isinstance(sh, NamedSharding) and "model" in sh.mesh.axis_names
+                and sh.mesh.shape["model"] > 1 and len(sh.spec) and sh.spec[0] == "model"):
+            return sh.mesh
+    return None
+
+
 def state_shardings(tree, mesh: Mesh):
     """The NamedSharding of every leaf of a parameter / train-state tree on ``mesh``."""
     def one(path, leaf):

@@ -120,6 +120,14 @@ class RetrievalModel(ItemModel):
         t = self.out_emb.embedding[...][:rows]
         return t if self.item_feats is None else t + self.item_feats()[:rows].astype(t.dtype)
 
+    def output_rows(self) -> jax.Array:
+        """(R, D): ``output_table`` with the padding rows a shardable table may have past the
+        catalog (``table_rows_multiple``): unsliced, so a sharded table keeps its shards."""
+        if self.out_emb is None:
+            return self.item_table()
+        t = self.out_emb.embedding[...]
+        return t if self.item_feats is None else t + self.item_feats().astype(t.dtype)
+
     def encode(self, history: jax.Array, times=None) -> jax.Array:
         """(B, L) left-padded history -> (B, D) user vector (deterministic)."""
         return self.hidden(history, None, times)[:, -1, :]

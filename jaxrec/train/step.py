@@ -128,8 +128,7 @@ def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None, mesh=
         negs = batch["negatives"]
         pos = jnp.einsum("bld,bld->bl", h, rows_of(targets))  # (B, L)
         if per_shard is not None:  # the whole (R, D) table, as sharded: each shard reads its rows
-            full = model.item_table() if model.out_emb is None else model.out_emb.embedding[...]
-            neg = per_shard(h, full.astype(h.dtype), negs)  # (B, L, K)
+            neg = per_shard(h, model.output_rows().astype(h.dtype), negs)  # (B, L, K)
         else:
             neg = negatives_logits(h, rows_of, negs)  # (B, L, K)
         if loss == "bce":
