@@ -1,16 +1,16 @@
-"""What crosses devices in a sampled-softmax train step with a sharded item table: negatives
-drawn from the whole catalog (gathered by GSPMD) against negatives drawn and scored per shard
-(``retrieval.shard_negatives``), side by side.
+"""What crosses devices with a sharded item table, side by side: a sampled-softmax train step
+with negatives drawn from the whole catalog (gathered by GSPMD) or drawn and scored per shard
+(``retrieval.shard_negatives``); and an evaluation batch's top-k and ranks left to GSPMD or
+computed per shard and merged (``jaxrec.scoring``, the default for a sharded table).
 
-    python benchmarks/shard_negatives.py --devices 8 --model-parallel 4 --items 100000
+    python benchmarks/sharded_table.py --devices 8 --model-parallel 4 --items 100000
 
 Runs itself in a subprocess with ``--devices`` fake CPU devices (a data x model mesh), builds
-the train step of ``sasrec/plus`` (sampled softmax, ``--negatives``) both ways, compiles it and
-reads the optimised HLO: every collective (all-gather, all-reduce, reduce-scatter, all-to-all,
-collective-permute) with the bytes of its result, summed per kind. Bytes, not seconds: fake
-CPU devices share one memory, so their timings say nothing about an interconnect, but the
-bytes a step moves are what the interconnect of a real pod would carry. Prints a table and
-writes JSON.
+each function of ``sasrec/plus`` both ways, compiles it and reads the optimised HLO: every
+collective (all-gather, all-reduce, reduce-scatter, all-to-all, collective-permute) with the
+bytes of its result, summed per kind. Bytes, not seconds: fake CPU devices share one memory,
+so their timings say nothing about an interconnect, but the bytes a call moves are what the
+interconnect of a real pod would carry. Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ def measure(args) -> list[dict]:
     import numpy as np
 
     from jaxrec.data import leave_one_out, load_dataset
+    from jaxrec.data.splits import pad_histories
+    from jaxrec.scoring import Scorer, Stage
     from jaxrec.sharding import make_mesh, place, shard_batch, state_shardings
     from jaxrec.train import Config, build_run
     from jaxrec.train.config import Retrieval
@@ -70,14 +72,31 @@ def measure(args) -> list[dict]:
         step = make_train_step(run.graphdef, loss_fn, run.tx, None, state_shardings(state, mesh))
         batch = shard_batch(next(iter(run.batches.epoch(0))), mesh)
         hlo = step.lower(state, batch, jax.random.PRNGKey(0)).compile().as_text()
-        c = collective_bytes(hlo)
-        rows.append({"negatives": "per shard" if per_shard else "global", "items": args.items,
-                     "mesh": f"{args.devices // args.model_parallel}x{args.model_parallel}",
-                     "batch": args.batch_size, "num_negatives": args.negatives, "shared": args.shared,
-                     "collective_mib": sum(b for _, b in c.values()) / 2 ** 20,
-                     **{f"{k}_n": v[0] for k, v in c.items()}, **{f"{k}_mib": v[1] / 2 ** 20 for k, v in c.items()}})
-        print(json.dumps(rows[-1]), flush=True)
+        rows.append(row(f"train step, negatives {'per shard' if per_shard else 'global'}", hlo, args))
+    # evaluation: one batch of test users, seen items excluded, top-10 lists and target ranks
+    es = split.test
+    hist = jax.numpy.asarray(pad_histories(split.data.items, es.start[:args.eval_batch], es.end[:args.eval_batch], 50))
+    targets = jax.numpy.asarray(es.target[:args.eval_batch])
+    for per_shard in (False, True):
+        sc = Scorer(Stage(run.graphdef, state["params"], 50))
+        p = sc._params()
+        if not per_shard:  # what GSPMD alone does with the sharded table (the code before per-shard ranking)
+            sc._mesh = None
+        top = sc._top_k.lower(*p, hist, hist, None, None, None, k=10, explain=False).compile().as_text()
+        rows.append(row(f"eval top-10, {'per shard + merge' if per_shard else 'GSPMD'}", top, args, args.eval_batch))
+        ranks = sc._ranks.lower(*p, hist, targets, hist, None, k=10).compile().as_text()
+        rows.append(row(f"eval ranks, {'per shard + merge' if per_shard else 'GSPMD'}", ranks, args, args.eval_batch))
     return rows
+
+
+def row(what: str, hlo: str, args, batch: int | None = None) -> dict:
+    c = collective_bytes(hlo)
+    out = {"what": what, "items": args.items, "mesh": f"{args.devices // args.model_parallel}x{args.model_parallel}",
+           "batch": batch or args.batch_size, "num_negatives": args.negatives, "shared": args.shared,
+           "collective_mib": sum(b for _, b in c.values()) / 2 ** 20,
+           **{f"{k}_n": v[0] for k, v in c.items()}, **{f"{k}_mib": v[1] / 2 ** 20 for k, v in c.items()}}
+    print(json.dumps(out), flush=True)
+    return out
 
 
 def main(argv=None) -> int:
@@ -90,7 +109,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--negatives", type=int, default=256)
     ap.add_argument("--shared", action="store_true", help="one negative set per sequence (B, 1, K)")
-    ap.add_argument("--out", default="benchmarks/shard_negatives.json")
+    ap.add_argument("--eval-batch", type=int, default=256, help="users of the evaluation batch")
+    ap.add_argument("--out", default="benchmarks/sharded_table.json")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if not args.inner:  # the device count is fixed when JAX starts: run in a child with fake devices
@@ -102,7 +122,7 @@ def main(argv=None) -> int:
             print(r.stderr[-3000:], file=sys.stderr)
             return r.returncode
         rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
-        cols = ["negatives", "items", "mesh", "batch", "num_negatives", "collective_mib"] + \
+        cols = ["what", "items", "mesh", "batch", "collective_mib"] + \
             [f"{k}_mib" for k in COLLECTIVES]
         print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
         for row in rows:
