@@ -12,9 +12,10 @@ conventions onto it:
 * the score is the inner product of the user and item vectors, as in exact serving (a faiss
   ``METRIC_INNER_PRODUCT`` index; the vectors are the served table's, so a compact table's
   dequantized rows);
-* the default index is a graph (``HNSW32``): on the embeddings we measured it reached recall@10
-  0.99 where an inverted file (IVF) reading an eighth of its cells stayed near 0.6
-  (benchmarks/RESULTS.md, "Large catalogs"); IVF (``"ivf"`` or ``IVF<n>,Flat``) builds faster;
+* the default index is a graph (``HNSW32``), built and searched in L2 over rows augmented to
+  one norm, which makes the nearest rows the largest inner products (``ItemIndex._augment``);
+  inverted files (``"ivf"`` or ``IVF<n>,Flat``) search by inner product directly and build
+  faster; recall of both on trained models and synthetic catalogs: benchmarks/RESULTS.md;
 * exclusions (seen items, deny lists) are applied after the search, which asks for ``k`` plus
   the longest exclusion list of the batch: the answer holds ``k`` items unless the probed cells
   hold fewer (a short answer is padded with ``MASKED`` scores and index 0, as exact serving
@@ -39,6 +40,7 @@ from jaxrec.scoring import MASKED
 log = logging.getLogger("jaxrec.ann")
 
 DEFAULT_SPEC = "HNSW32"
+GRAPHS = ("HNSW", "NSG")  # faiss's graph indexes: searched in L2 over augmented rows (ItemIndex._augment)
 # how wide a search reads, by index family (faiss ParameterSpace names): IVF cells probed, HNSW
 # candidate-list length
 DEFAULT_PARAMS = {"IVF": "nprobe=32", "HNSW": "efSearch=128"}
@@ -80,9 +82,13 @@ class ItemIndex:
         self.spec = {"": DEFAULT_SPEC, "auto": DEFAULT_SPEC, "ivf": ivf_spec(n)}.get(spec, spec)
         faiss.omp_set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
         self.dim, self.size, self.loaded_from = d, n, None
+        # graphs search by L2 over rows augmented to one norm (``_augment``), the rest by inner product
+        self.euclidean = any(g in self.spec for g in GRAPHS)
+        self.norm2 = float((table[1:] ** 2).sum(1).max()) if self.euclidean else 0.0  # M^2
         path = None
         if cache is not None:  # keyed by what the index is built from: the rows and how
-            h = hashlib.blake2b(f"{self.spec}|{train_size}|{seed}|{table.shape}".encode(), digest_size=8)
+            h = hashlib.blake2b(f"{self.spec}|{train_size}|{seed}|{table.shape}|{self.euclidean}".encode(),
+                                digest_size=8)
             h.update(memoryview(table))
             path = Path(cache) / f"{re.sub(r'[^A-Za-z0-9]+', '_', self.spec)}-{n}x{d}-{h.hexdigest()}.faiss"
         if path is not None and path.exists():
@@ -92,7 +98,7 @@ class ItemIndex:
                 log.warning("item index cache %s unreadable (%s): building it again", path,
                             str(e).strip().splitlines()[-1])
         if self.loaded_from is None:
-            self.index = self._build(faiss, table[1:], train_size, seed)
+            self.index = self._build(faiss, self._augment(table[1:]), train_size, seed)
             if path is not None:  # written whole, then renamed: a crash leaves no half file under the name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -105,7 +111,8 @@ class ItemIndex:
     def _build(self, faiss, rows: np.ndarray, train_size: int, seed: int):
         log.info("building the item index %s over %d items", self.spec, len(rows))
         try:
-            index = faiss.index_factory(self.dim, self.spec, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.index_factory(rows.shape[1], self.spec,
+                                        faiss.METRIC_L2 if self.euclidean else faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as e:
             raise UserError(f"index {self.spec!r}: not a faiss index factory string "
                             f"({str(e).strip().splitlines()[-1]})") from None
@@ -118,6 +125,18 @@ class ItemIndex:
         index = index if ivf else faiss.IndexIDMap2(index)  # IVF lists store ids; others need a map
         index.add_with_ids(rows, np.arange(1, len(rows) + 1, dtype=np.int64))
         return index
+
+    def _augment(self, rows: np.ndarray) -> np.ndarray:
+        """Rows x -> [x, sqrt(M^2 - |x|^2)] for a graph index (Bachrach et al. 2014): every row then
+        has norm M, so |q' - x'|^2 = |q|^2 + M^2 - 2 q.x for queries q' = [q, 0], and the nearest
+        rows in L2 are exactly the largest inner products. Why: a neighbour graph built on inner
+        products (not a metric) routes badly; on ml-1m SASRec+ HNSW32 found 27% of the exact
+        top-10 by inner product, 99.8% this way (benchmarks/RESULTS.md). A row added later with a
+        larger norm than M gets 0 (it ranks a little too high: its norm exceeds the others')."""
+        if not self.euclidean:
+            return np.ascontiguousarray(rows, np.float32)
+        extra = np.sqrt(np.maximum(self.norm2 - (rows.astype(np.float64) ** 2).sum(1), 0.0))
+        return np.ascontiguousarray(np.hstack([rows, extra[:, None]]), np.float32)
 
     def set_params(self, params: str) -> None:
         """Search parameters, faiss ``ParameterSpace`` syntax: "nprobe=32", "efSearch=128", comma-separated."""
@@ -136,7 +155,7 @@ class ItemIndex:
     def add(self, start: int, rows: np.ndarray) -> None:
         """Index rows for items ``start .. start + len(rows) - 1`` (items added at serve time);
         an IVF index assigns them to the trained cells."""
-        rows = np.ascontiguousarray(rows, np.float32)
+        rows = self._augment(np.asarray(rows, np.float32))
         self.index.add_with_ids(rows, np.arange(start, start + len(rows), dtype=np.int64))
         self.size += len(rows)
 
@@ -148,7 +167,12 @@ class ItemIndex:
         b = len(users)
         extra = max((len(r) for r in removed), default=0) if removed else 0
         want = min(k + extra, self.size)
-        vals, ids = self.index.search(users, want)  # (B, want); -1 past what the probed cells hold
+        if self.euclidean:  # [q, 0] against the augmented rows; squared distances back to q.x
+            q = np.ascontiguousarray(np.hstack([users, np.zeros((b, 1), np.float32)]))
+            dist, ids = self.index.search(q, want)  # (B, want), nearest first
+            vals = (0.5 * ((users.astype(np.float64) ** 2).sum(1, keepdims=True) + self.norm2 - dist)).astype(np.float32)
+        else:
+            vals, ids = self.index.search(users, want)  # (B, want); -1 past what the probed cells hold
         out_v = np.full((b, k), MASKED, np.float32)
         out_i = np.zeros((b, k), np.int32)
         for i in range(b):

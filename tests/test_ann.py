@@ -49,9 +49,22 @@ def test_a_narrower_search_lowers_recall_measured_against_exact(table):
         ivf.set_params(f"nprobe={p}")
         got[p] = recall_at_k(ivf.search(users, 20)[1], exact)
     assert got[32] == 1.0 and got[1] < got[8] <= 1.0
-    graph = ItemIndex(table)  # the default: HNSW32, efSearch=128
-    assert graph.describe() == "HNSW32 efSearch=128"
-    assert recall_at_k(graph.search(users, 20)[1], exact) > 0.95
+    graph = ItemIndex(table)  # the default: HNSW32, efSearch=128, in L2 over augmented rows
+    assert graph.describe() == "HNSW32 efSearch=128" and graph.euclidean
+    vals, items = graph.search(users, 20)
+    assert recall_at_k(items, exact) > 0.95
+    # the scores are inner products, recovered from the augmented distances
+    np.testing.assert_allclose(vals, np.take_along_axis(users @ table.T, items.astype(int), 1), atol=1e-3)
+
+
+def test_a_graph_finds_the_largest_inner_products_whatever_the_norms():
+    """Rows of very different norms: the largest inner products belong to long rows, which a
+    graph built on inner products reaches badly; the augmented L2 graph finds them."""
+    rng = np.random.default_rng(5)
+    t = rng.normal(size=(3001, 16)).astype(np.float32) * rng.uniform(0.1, 3.0, size=(3001, 1)).astype(np.float32)
+    users = rng.normal(size=(128, 16)).astype(np.float32)
+    exact = brute(t, users, 10, [[]] * 128)
+    assert recall_at_k(ItemIndex(t, "HNSW32", "efSearch=64").search(users, 10)[1], exact) > 0.97
 
 
 def test_recall_at_k_by_hand():
