@@ -18,7 +18,7 @@ from flax import nnx
 from jaxrec.data import ItemCatalog
 from jaxrec.data.codec import encode_history, history_times, left_pad
 from jaxrec.errors import UserError
-from jaxrec.data.features import feature_vectors
+from jaxrec.data.features import feature_lists
 from jaxrec.scoring import DEFAULT_POOL, Scorer, Stage
 from jaxrec.train.config import Config
 from jaxrec.train.rundir import ModelInfo, RunDir
@@ -91,7 +91,7 @@ class Recommends:
             pool = min(max(int(pool), k), n)
             top = self.scorer.top_k(row, pool, exclude=row if exclude_seen else None, times=t)
             top = self.scorer.diversify(top, k, np.array([diversity], np.float32), pool=pool,
-                                        feats=feature_vectors(self.catalog, diversity_by) if diversity_by else None)
+                                        feats=feature_lists(self.catalog, diversity_by) if diversity_by else None)
             vals, idx = top.values, top.items
         else:
             vals, idx = self.top_k(row, k, exclude_seen, times=t)

@@ -193,9 +193,8 @@ def evaluate(scorer: Scorer, split: Split, which: str = "test", *, ks=DEFAULT_KS
         beyond_sums: dict = {}
     feats = None
     if diversity_by:
-        from jaxrec.data.features import feature_vectors
-        feats = beyond["features"][diversity_by] if beyond and diversity_by in beyond["features"] else \
-            feature_vectors(data.catalog, diversity_by)
+        from jaxrec.data.features import feature_lists
+        feats = feature_lists(data.catalog, diversity_by)
     covered = {k: np.zeros(n + 1, bool) for k in ks}
     ranks = np.zeros(len(es), np.int64)
     rng = np.random.default_rng(seed)

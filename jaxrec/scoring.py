@@ -447,12 +447,33 @@ def unit_rows(x: jax.Array) -> jax.Array:
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-9)
 
 
-def mmr(vals: jax.Array, items: jax.Array, vecs: jax.Array, k: int, diversity: jax.Array):
+def cosine(vecs: jax.Array) -> jax.Array:
+    """(B, n, E) unit vectors -> (B, n, n) their dot products."""
+    v = vecs.astype(jnp.float32)
+    return jnp.einsum("bne,bme->bnm", v, v)
+
+
+def set_cosine(lists: jax.Array) -> jax.Array:
+    """(B, n, F) value codes per candidate (-1: none) -> (B, n, n) cosine of the value sets,
+    |A & B| / sqrt(|A| |B|) (0 for an item without values): the dot product of unit multi-hot
+    rows, from the codes alone (``jaxrec.data.features.feature_lists``)."""
+    real = lists >= 0  # (B, n, F)
+    inter = jnp.zeros(lists.shape[:2] + lists.shape[1:2], jnp.float32)  # (B, n, n)
+    for f in range(lists.shape[2]):  # F is small (a movie's genres): one (B, n, n, F) compare each
+        a = lists[:, :, f]  # (B, n)
+        same = (a[:, :, None, None] == lists[:, None, :, :]) & real[:, None, :, :]  # (B, n, n, F)
+        inter = inter + jnp.where(real[:, :, f][:, :, None], same.sum(-1), 0).astype(jnp.float32)
+    cnt = real.sum(-1).astype(jnp.float32)  # (B, n)
+    denom = jnp.sqrt(cnt[:, :, None] * cnt[:, None, :])
+    return jnp.where(denom > 0, inter / jnp.maximum(denom, 1.0), 0.0)
+
+
+def mmr(vals: jax.Array, items: jax.Array, sim: jax.Array, k: int, diversity: jax.Array):
     """Greedy maximal marginal relevance (Carbonell & Goldstein, 1998) over each row's candidates.
 
     ``vals`` (B, n): relevance, best first, ``MASKED`` past the allowed candidates; ``items``
-    (B, n); ``vecs`` (B, n, E): unit vectors of the candidates (similarity = their dot product:
-    cosine of item embeddings, or of multi-hot feature rows); ``diversity`` (B,) in [0, 1].
+    (B, n); ``sim`` (B, n, n): the candidates' similarities (``cosine`` of item embeddings, or
+    ``set_cosine`` of feature values); ``diversity`` (B,) in [0, 1].
 
     The first pick is the most relevant candidate; each next one maximises
     ``(1 - d) * rel - d * max_sim``, where ``rel`` is the score min-max scaled over the row's
@@ -469,7 +490,7 @@ def mmr(vals: jax.Array, items: jax.Array, vecs: jax.Array, k: int, diversity: j
     hi = jnp.max(jnp.where(ok, vals, -jnp.inf), axis=1, keepdims=True)
     lo = jnp.min(jnp.where(ok, vals, jnp.inf), axis=1, keepdims=True)
     rel = jnp.where(ok, (vals - lo) / jnp.maximum(hi - lo, 1e-9), 0.0)  # (B, n)
-    sim = jnp.einsum("bne,bme->bnm", vecs.astype(jnp.float32), vecs.astype(jnp.float32))  # (B, n, n)
+    sim = sim.astype(jnp.float32)  # (B, n, n)
     d = jnp.asarray(diversity, jnp.float32)[:, None]  # (B, 1)
     rows = jnp.arange(b)
 
@@ -746,12 +767,13 @@ class Scorer:
     def _diversify_fn(self, p, vals, idx, diversity, feats, k: int, pool: int):
         vals, idx = vals[:, :pool], idx[:, :pool]  # (B, pool) the most relevant, best first
         if feats is not None:
-            rows = feats[idx]  # (B, pool, V) unit feature rows
+            sim = set_cosine(feats[idx])  # (B, pool, F) value codes -> (B, pool, pool)
         else:  # (B, pool, D) the candidates' output embeddings, as scored
             params, tables = p
             table = self.first.model(params).output_table() if tables is None else tables[1]
-            rows = unit_rows(table.take(idx) if isinstance(table, CompactTable) else table[idx].astype(jnp.float32))
-        return mmr(vals, idx, rows, k, diversity)
+            sim = cosine(unit_rows(table.take(idx) if isinstance(table, CompactTable)
+                                   else table[idx].astype(jnp.float32)))
+        return mmr(vals, idx, sim, k, diversity)
 
     def _ranks_fn(self, p, kp, history, targets, exclude, times, k: int):
         if self.ranker is None:
@@ -842,8 +864,8 @@ class Scorer:
     def diversify(self, top: TopK, k: int, diversity, *, pool: int | None = None, feats=None) -> TopK:
         """Re-rank a ``top_k`` answer for diversity: maximal marginal relevance (``mmr``) over its
         first ``pool`` items (default: all of them) down to ``k``, by the similarity of the items'
-        output embeddings, or of ``feats`` (N+1, V) unit rows (a categorical feature:
-        ``jaxrec.data.features.feature_vectors``). ``diversity`` (B,) in [0, 1].
+        output embeddings, or of their values of a categorical feature, ``feats`` (N+1, F) value
+        codes padded with -1 (``jaxrec.data.features.feature_lists``). ``diversity`` (B,) in [0, 1].
 
         A second jitted call on the first one's device arrays (nothing comes back to the host in
         between): it compiles per (batch, k, pool, similarity), not per model shape, so serving's
@@ -852,7 +874,7 @@ class Scorer:
         if not 0 < k <= pool:
             raise UserError(f"diversity: k={k} must be in 1..{pool} (the candidates re-ranked)")
         vals, idx = self._diversify(self._p(), top.values, top.items, jnp.asarray(diversity, jnp.float32),
-                                    None if feats is None else jnp.asarray(feats, jnp.float32), k=int(k),
+                                    None if feats is None else jnp.asarray(feats, jnp.int32), k=int(k),
                                     pool=int(pool))
         return TopK(vals, idx, top.attention)
 

@@ -19,8 +19,9 @@ Test on CPU with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``.
 
 Several processes (hosts) run one program on JAX's own runtime (``initialize_distributed`` =
 ``jax.distributed.initialize``; no home-made orchestration): the mesh spans every process's
-devices, each process computes the same global batch (the batch order is a function of the
-seed) and contributes only the rows of its own devices (``make_array_from_callback``), Orbax
+devices, every process plans the same global batches (the order is a function of the seed)
+and reads and builds only the rows of its own devices (``TrainBatches.epoch(part=...)``,
+``jax.make_array_from_process_local_data``), Orbax
 saves and restores the global arrays, and only process 0 writes the run directory's files.
 """
 
@@ -127,13 +128,28 @@ def replicate(tree, mesh: Mesh):
     return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def shard_batch(batch: dict, mesh: Mesh) -> dict:
-    """Split every array's leading (batch) axis over ``data`` (replicated over ``model``)."""
+def local_rows(mesh: Mesh) -> tuple[int, int, int]:
+    """(lo, hi, n): this process's devices hold rows lo/n .. hi/n of every batch (``shard_batch``
+    splits the batch axis over the ``data`` axis's n positions); the whole batch on one process."""
     n = mesh.shape["data"]
+    mine = [d for d in range(n) if any(dev.process_index == jax.process_index() for dev in mesh.devices[d])]
+    if not mine or mine != list(range(mine[0], mine[-1] + 1)) or any(
+            dev.process_index != jax.process_index() for d in mine for dev in mesh.devices[d]):
+        raise UserError("each process must own whole, consecutive rows of the (data, model) mesh: use a "
+                        "model_parallel that divides the devices of one process")
+    return mine[0], mine[-1] + 1, n
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+    """Split every array's leading (batch) axis over ``data`` (replicated over ``model``). With
+    several processes each gives only its own rows (``local_rows``), built from its own data."""
+    n = mesh.shape["data"]
+    lo, hi, n = local_rows(mesh) if jax.process_count() > 1 else (0, n, n)
     for k, v in batch.items():
-        if v.shape[0] % n:
-            raise UserError(f"batch size {v.shape[0]} ({k}) is not divisible by {n} data-parallel devices")
+        if v.shape[0] % (hi - lo):
+            raise UserError(f"batch size {v.shape[0]} ({k}) is not divisible by {hi - lo} data-parallel devices")
     sharding = NamedSharding(mesh, logical_spec(("batch",)))
-    if jax.process_count() > 1:  # the same global batch everywhere: each process gives its rows
-        return {k: _global(v, sharding) for k, v in batch.items()}
+    if jax.process_count() > 1:
+        return {k: jax.make_array_from_process_local_data(sharding, v, (v.shape[0] * n // (hi - lo),) + v.shape[1:])
+                for k, v in batch.items()}
     return jax.device_put(batch, sharding)

@@ -38,7 +38,7 @@ from jaxrec.artifact import exclude_width
 from jaxrec.data.codec import left_pad, next_pow2, pick, pow2_buckets
 from jaxrec.errors import UserError
 from jaxrec.data.features import encode_values as feature_ids_of
-from jaxrec.data.features import feature_vectors, unit_multi_hot
+from jaxrec.data.features import code_lists, feature_lists
 from jaxrec.scoring import DEFAULT_CHUNK, DEFAULT_POOL, MASKED, Scorer, TopK, host_allowed
 
 
@@ -209,11 +209,12 @@ class Engine:
                                      feats=self._feature_rows(by) if by else None)
 
     def _feature_rows(self, by: str):
-        """(N+1 + spare rows, V) unit feature rows on device (spare rows: zeros until added)."""
+        """(N+1 + spare rows, F) value codes of feature ``by`` on device, -1 padded (spare rows:
+        none until added): ``set_cosine`` compares candidates' codes, so no (N+1, V) rows exist."""
         if by not in self._feats:
-            rows = feature_vectors(self.catalog, by)
+            rows = feature_lists(self.catalog, by)
             spare = self.scorer.spare_rows if self.artifact is None else 0
-            self._feats[by] = jax.device_put(np.pad(rows, ((0, spare), (0, 0))))
+            self._feats[by] = jax.device_put(np.pad(rows, ((0, spare), (0, 0)), constant_values=-1))
         return self._feats[by]
 
     @property
@@ -255,8 +256,12 @@ class Engine:
         self.title_list += [t or "" for _, t, _ in items]
         self.popularity = np.concatenate([self.popularity, np.zeros(m, np.float32)])
         for by, rows_dev in self._feats.items():
-            self._feats[by] = rows_dev.at[start: start + m].set(
-                unit_multi_hot([c[by] for c in codes], len(self.catalog.features[by]["vocab"])))
+            new = code_lists([c[by] for c in codes], rows_dev.shape[1])
+            if any(len(c[by]) > rows_dev.shape[1] for c in codes):  # more values than any item had: wider
+                new = code_lists([c[by] for c in codes])
+                rows_dev = jax.numpy.pad(rows_dev, ((0, 0), (0, new.shape[1] - rows_dev.shape[1])),
+                                         constant_values=-1)
+            self._feats[by] = rows_dev.at[start: start + m].set(new)
         self.catalog.add([x for x, _, _ in items], [t or None for _, t, _ in items],
                          {name: [c[name] for c in codes] for name in self.catalog.features})
         self.num_items = self.catalog.num_items

@@ -136,3 +136,18 @@ def test_data_windows_minimise_the_positions_computed():
             return int(ws[np.searchsorted(ws, pos)].sum())
         best = min(cost(list(c)) for r in range(4) for c in itertools.combinations(cands, r))
         assert cost([w for w in data_windows(pos, 200) if w < 200]) == best
+
+
+def test_a_batch_built_in_row_blocks_equals_the_whole_batch():
+    """Multi-host training: each process builds only its devices' rows of every batch; the
+    blocks, put together, are exactly the batch one process builds (negatives and their
+    redraws included), for every window."""
+    split = leave_one_out(load_dataset("synthetic:small"))
+    for shared in (False, True):
+        tb = TrainBatches(split, 50, 16, num_negatives=64, seed=3, shared_negatives=shared, length_buckets=None)
+        whole = list(tb.epoch(1))
+        parts = [list(tb.epoch(1, part=(lo, hi, 4))) for lo, hi in ((0, 1), (1, 3), (3, 4))]
+        assert len({b["inputs"].shape[1] for b in whole}) > 1  # several windows
+        for i, b in enumerate(whole):
+            for k in b:
+                np.testing.assert_array_equal(np.concatenate([p[i][k] for p in parts]), b[k], err_msg=k)

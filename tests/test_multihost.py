@@ -13,7 +13,7 @@ import time
 
 from jaxrec.train import RunDir
 
-ARGS = ["--model", "sasrec/small", "--data", "synthetic:tiny", "--set", "loss=ce", "--set", "epochs=3",
+ARGS = ["--model", "sasrec/small", "--data", "synthetic:tiny", "--set", "loss=bce", "--set", "epochs=3",
         "--set", "batch_size=32", "--quiet"]
 
 

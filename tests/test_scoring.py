@@ -218,7 +218,7 @@ def _ref_mmr(vals, items, vecs, k, d):
 
 @pytest.mark.parametrize("d", [0.0, 0.3, 0.7, 1.0])
 def test_mmr_equals_the_greedy_reference(d):
-    from jaxrec.scoring import mmr, unit_rows
+    from jaxrec.scoring import cosine, mmr, unit_rows
 
     rng = np.random.default_rng(int(d * 10))
     b, n, e, k = 4, 30, 5, 12
@@ -226,19 +226,30 @@ def test_mmr_equals_the_greedy_reference(d):
     vals[3, 8:] = -np.inf  # a row with only 8 allowed candidates
     items = rng.permutation(np.arange(1, 200))[: b * n].reshape(b, n).astype(np.int32)
     vecs = np.asarray(unit_rows(rng.normal(size=(b, n, e)).astype(np.float32)))
-    got_v, got_i = (np.asarray(x) for x in mmr(vals, items, vecs, k, np.full(b, d, np.float32)))
+    got_v, got_i = (np.asarray(x) for x in mmr(vals, items, cosine(vecs), k, np.full(b, d, np.float32)))
     for r in range(b):
         np.testing.assert_array_equal(got_i[r], _ref_mmr(vals[r], items[r], vecs[r], k, d))
     assert (got_i[3, 8:] == 0).all() and np.isinf(got_v[3, 8:]).all()
-    short = np.asarray(mmr(vals, items, vecs, 5, np.full(b, d, np.float32))[1])
+    short = np.asarray(mmr(vals, items, cosine(vecs), 5, np.full(b, d, np.float32))[1])
     np.testing.assert_array_equal(short, got_i[:, :5])  # greedy: a shorter list is the longer one's prefix
     if d == 0:  # no diversity: the top k unchanged
         np.testing.assert_array_equal(got_i[:3], items[:3, :k])
         np.testing.assert_allclose(got_v[:3], vals[:3, :k])
 
 
+def test_set_cosine_of_value_codes_equals_unit_multi_hot_dot_products():
+    from jaxrec.data.features import categorical_feature, code_lists, unit_multi_hot
+    from jaxrec.scoring import set_cosine
+    rng = np.random.default_rng(2)
+    sets = [sorted(set(rng.integers(0, 9, rng.integers(0, 5)).tolist())) for _ in range(40)]  # some empty
+    dense = unit_multi_hot(sets, 9)  # (40, 9)
+    got = np.asarray(set_cosine(code_lists(sets)[None]))[0]  # (40, 40)
+    np.testing.assert_allclose(got, dense @ dense.T, atol=1e-6)
+    assert categorical_feature(sets)["vocab"]  # the same codes a catalog feature stores
+
+
 def test_diversify_by_embeddings_and_features_raises_list_diversity():
-    from jaxrec.data.features import feature_vectors
+    from jaxrec.data.features import feature_lists, feature_vectors
 
     data = load_dataset("synthetic:tiny")
     rec = Recommender.from_model(build_model("sasrec/small", data.num_items, 0), data.catalog,
@@ -257,7 +268,9 @@ def test_diversify_by_embeddings_and_features_raises_list_diversity():
         return float((1 - (s.sum((1, 2)) - kk) / (kk * (kk - 1))).mean())
 
     base = np.asarray(top.items)[:, :10]
-    for vecs, f in ((emb, None), (feats, feats)):
+    lists = feature_lists(data.catalog, "topic")  # what diversify reads: codes, not the rows
+    assert lists.shape[0] == data.num_items + 1 and (lists[0] == -1).all()
+    for vecs, f in ((emb, None), (feats, lists)):
         out = rec.scorer.diversify(top, 10, np.full(8, 0.7, np.float32), pool=60, feats=f)
         items = np.asarray(out.items)
         assert ild(items, vecs) > ild(base, vecs)

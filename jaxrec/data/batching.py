@@ -61,21 +61,32 @@ class NegativeSampler:
         j = np.searchsorted(self.cdfs[shard], rng.random(shape), side="right")
         return (lo + j).clip(max(lo, 1), hi - 1)
 
-    def sample(self, rng: np.random.Generator, positives: np.ndarray, k: int) -> np.ndarray:
-        """(..., k) negatives for positives (...); a draw equal to its positive is redrawn (from
-        the same shard)."""
+    def sample(self, rng: np.random.Generator, positives: np.ndarray, k: int, *, row_seed=None,
+               rows: slice | None = None, batch_rows: int | None = None) -> np.ndarray:
+        """(b, ..., k) negatives for positives (b, ...); a draw equal to its positive is redrawn
+        (from the same shard).
+
+        ``rows``: ``positives`` are these rows of a batch of ``batch_rows``: the draw is the
+        whole batch's, sliced, and a row's redraws come from a generator of its own, seeded by
+        ``row_seed`` and the row's index in the batch, so any split of a batch over processes
+        gets the negatives of the whole (multi-host training: each process builds its rows)."""
         if k % self.shards:
             raise UserError(f"num_negatives={k} must be a multiple of the {self.shards} item-table shards")
         per = k // self.shards
-        out = np.concatenate([self._draw(rng, positives.shape + (per,), m) for m in range(self.shards)], axis=-1)
-        for _ in range(100):
-            clash = out == positives[..., None]
-            if not clash.any():
-                break
-            cols = np.nonzero(clash)[-1] // per  # each clash's shard
-            for m in np.unique(cols):
-                sel = tuple(ix[cols == m] for ix in np.nonzero(clash))
-                out[sel] = self._draw(rng, len(sel[0]), int(m))
+        rows = slice(0, len(positives)) if rows is None else rows
+        shape = (batch_rows or len(positives),) + positives.shape[1:] + (per,)
+        out = np.concatenate([self._draw(rng, shape, m) for m in range(self.shards)], axis=-1)[rows]
+        clash_rows = np.flatnonzero((out == positives[..., None]).reshape(len(out), -1).any(axis=1))
+        for r in clash_rows:  # rare (about k / N of the positions): each row redraws on its own stream
+            r_rng = np.random.default_rng([*np.atleast_1d(row_seed if row_seed is not None else 0), rows.start + r])
+            for _ in range(100):
+                clash = out[r] == positives[r][..., None]
+                if not clash.any():
+                    break
+                cols = np.nonzero(clash)[-1] // per  # each clash's shard
+                for m in np.unique(cols):
+                    sel = tuple(ix[cols == m] for ix in np.nonzero(clash))
+                    out[r][sel] = self._draw(r_rng, len(sel[0]), int(m))
         return out.astype(np.int32)
 
 
@@ -172,12 +183,20 @@ class TrainBatches:
         return [plan[i] for i in rng.permutation(len(plan))]
 
 
-    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
-        """Batches of one epoch, from ``start_batch`` on (for resuming mid-epoch)."""
+    def epoch(self, epoch: int, start_batch: int = 0, part: tuple[int, int, int] = (0, 1, 1)) -> Iterator[dict]:
+        """Batches of one epoch, from ``start_batch`` on (for resuming mid-epoch). ``part`` =
+        (lo, hi, n): only rows lo/n .. hi/n of every batch, exactly as they are in the whole
+        batch (multi-host training: each process reads and builds the rows of its own devices)."""
         s = self.split
         plan = self._plan(epoch)
+        lo, hi, n = part
         for bi in range(start_batch, len(plan)):
-            L, B, rows = plan[bi]
+            L, B_all, rows_all = plan[bi]
+            if B_all % n:
+                raise UserError(f"a batch of {B_all} sequences does not split over {n} data-parallel devices")
+            block = slice(lo * B_all // n, hi * B_all // n)
+            B = block.stop - block.start
+            rows = rows_all[block]  # the plan's rows in this block (fewer, or none, in a last batch)
             start, end = s.train_start[rows], s.train_end[rows]
             seq = pad_histories(s.data.items, start, end, L + 1)  # (b, L+1)
             pad = B - len(rows)
@@ -190,10 +209,11 @@ class TrainBatches:
                 batch["times"] = np.pad(pad_times(s.data.times, start, end, L + 1), ((0, pad), (0, 0)))
             if self.num_negatives:
                 rng = np.random.default_rng([self.seed, epoch, bi])
+                kw = dict(row_seed=[self.seed, epoch, bi], rows=block, batch_rows=B_all)
                 if self.shared_negatives:  # avoid each row's own targets at any position
-                    negs = self.neg.sample(rng, np.zeros(B, np.int64), self.num_negatives)[:, None, :]
+                    negs = self.neg.sample(rng, np.zeros(B, np.int64), self.num_negatives, **kw)[:, None, :]
                 else:
-                    negs = self.neg.sample(rng, batch["targets"], self.num_negatives)
+                    negs = self.neg.sample(rng, batch["targets"], self.num_negatives, **kw)
                 batch["negatives"] = negs
             yield batch
 
@@ -305,7 +325,15 @@ class RankBatches:
         plan += [(int(w_of[rest[lo:lo + B]].max()), rest[lo:lo + B]) for lo in range(0, len(rest), B)]
         return [plan[i] for i in rng.permutation(len(plan))]
 
-    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
+    def epoch(self, epoch: int, start_batch: int = 0, part: tuple[int, int, int] = (0, 1, 1)) -> Iterator[dict]:
+        """Batches of one epoch from ``start_batch`` on; ``part`` as in ``TrainBatches.epoch``
+        (here each batch is built whole and sliced: candidate lists are cheap to build)."""
+        lo, hi, n = part
+        for batch in self._epoch(epoch, start_batch):
+            b = len(batch["weights"])
+            yield batch if n == 1 else {k: v[lo * b // n: hi * b // n] for k, v in batch.items()}
+
+    def _epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
         s, B, K = self.split, self.batch_size, self.num_negatives
         rng = np.random.default_rng([self.seed, epoch])
         rows = np.repeat(self.rows, self.cuts_per_user)

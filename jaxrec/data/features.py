@@ -122,6 +122,37 @@ def unit_multi_hot(codes_per_item: list, size: int) -> np.ndarray:
                       np.asarray([v for c in codes_per_item for v in c], np.int64), size)
 
 
+def code_lists(codes_per_item: list, width: int | None = None) -> np.ndarray:
+    """(m, width) int32 value codes of each item, padded with -1 (``width``: the longest list,
+    at least 1)."""
+    width = max([1] + [len(c) for c in codes_per_item]) if width is None else width
+    out = np.full((len(codes_per_item), width), -1, np.int32)
+    for i, c in enumerate(codes_per_item):
+        out[i, : len(c)] = c
+    return out
+
+
+def feature_lists(catalog: ItemCatalog, name: str) -> np.ndarray:
+    """(N+1, F) int32: each item's value codes of feature ``name``, padded with -1 (F: the most
+    values an item has). The compact form of ``feature_vectors``: a cosine of two items' value
+    sets is computed from it (``jaxrec.scoring.set_cosine``) without the (N+1, V) rows, which
+    for 10M items and a 5,000-value feature would be 186 GiB."""
+    if name not in catalog.features:
+        have = ", ".join(catalog.features) or "none"
+        raise UserError(f"item feature {name!r} is not in the catalog (it has: {have})")
+    f = catalog.features[name]
+    n1 = catalog.num_items + 1
+    offsets = np.asarray(f["offsets"], np.int64)[: n1 + 1]
+    counts = np.diff(offsets)
+    width = max(1, int(counts.max(initial=0)))
+    out = np.full((n1, width), -1, np.int32)
+    rows = np.repeat(np.arange(len(counts)), counts)
+    cols = np.arange(int(counts.sum())) - np.repeat(offsets[:-1] - offsets[0], counts)
+    out[rows, cols] = np.asarray(f["values"], np.int32)[offsets[0]: offsets[0] + int(counts.sum())]
+    out[0] = -1
+    return out
+
+
 def feature_vectors(catalog: ItemCatalog, name: str) -> np.ndarray:
     """(N+1, V) float32: each item's multi-hot row over feature ``name``'s V values, scaled to
     unit length, so a dot product is the cosine |A & B| / sqrt(|A| |B|) of two items' value sets

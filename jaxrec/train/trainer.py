@@ -31,7 +31,7 @@ from jaxrec.errors import UserError
 from jaxrec.metrics import candidate_lists, evaluate, evaluate_lists
 from jaxrec.models import build_model, resolve
 from jaxrec.scoring import Scorer, Stage, masked_top_k, with_prior
-from jaxrec.sharding import make_mesh, place, shard_batch, state_shardings
+from jaxrec.sharding import local_rows, make_mesh, place, shard_batch, state_shardings
 from jaxrec.train.config import Config
 from jaxrec.train.rundir import Checkpoints, RunDir
 from jaxrec.train.step import (check_loss, check_shard_negatives, check_sparse_items, make_loss_fn,
@@ -254,12 +254,14 @@ def run_epoch(lp: Loop, state, ls: LoopState):
     t_epoch, seqs, pending = time.perf_counter(), 0, []
     step = int(state["step"])  # host copy: the step key depends on it, no device sync per step
     done, over_time = ls.batch, False
-    for bi, batch in enumerate(prefetch(batches.epoch(ls.epoch, ls.batch)), start=ls.batch):
+    part = local_rows(lp.mesh) if jax.process_count() > 1 else (0, 1, 1)  # this process's rows of a batch
+    share = part[2] // (part[1] - part[0])  # processes' shares: sequences counted here x this = all
+    for bi, batch in enumerate(prefetch(batches.epoch(ls.epoch, ls.batch, part)), start=ls.batch):
         state, m = lp.train_step(state, shard_batch(batch, lp.mesh), jax.random.fold_in(base_key, step),
                                  lp.lr_scale())
         step, done = step + 1, bi + 1
         pending.append(m["loss"])
-        seqs += int((batch["weights"].reshape(len(batch["weights"]), -1).sum(1) > 0).sum())
+        seqs += share * int((batch["weights"].reshape(len(batch["weights"]), -1).sum(1) > 0).sum())
         over_time = lp.now_over()
         if len(pending) >= log_every or done == bpe or over_time:
             losses = np.asarray(jax.device_get(pending))
