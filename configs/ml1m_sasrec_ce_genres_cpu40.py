@@ -9,7 +9,8 @@ this model trained 10 minutes on 95% of the items.
 Expected: the published SASRec+ figure is the reference (test NDCG@10 0.1821, Klenitskiy &
 Vasilev 2023; no genres there). Measured on the 2-core CPU (2026-12-01, sharing the cores with
 other work): seed 0 0.1866 (HR@10 0.3182; 172 epochs), seed 1 0.1835 (HR@10 0.3161; 144 epochs),
-mean 0.1851, against 0.1793 for ``ml1m_sasrec_ce_cpu40.py`` without genres (one seed); see
+seed 2 0.1815 (HR@10 0.3147; 58 epochs, starved by test runs), mean 0.1839, against 0.1793 for
+``ml1m_sasrec_ce_cpu40.py`` without genres (one seed); see
 benchmarks/RESULTS.md ("Longer budgets for the CPU recipe").
 
     jaxrec train --config configs/ml1m_sasrec_ce_genres_cpu40.py --data ../shared/data/ml-1m/ml-1m.txt \\

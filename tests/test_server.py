@@ -425,8 +425,18 @@ def test_two_stage_server_matches_pipeline(run_dir, tmp_path):
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         srv.stop()
-    # the same two stages as an exported artifact: the same lists and Score answers
+
+
+@pytest.mark.slow
+def test_two_stage_artifact_answers_as_the_pipeline(run_dir, tmp_path):
+    """jaxrec export --retriever --ranker: the artifact server's lists equal the Pipeline's."""
     from jaxrec.cli import main
+    from jaxrec.pipeline import Pipeline
+
+    rank_dir = tmp_path / "ranker"
+    train(Config(model="target_attention/small", data="synthetic:tiny", num_negatives=7, batch_size=32,
+                 epochs=1, seed=2, ranking=Ranking(eval_negatives=20)), rank_dir, progress=False)
+    pipe = Pipeline(Recommender.from_checkpoint(run_dir), Recommender.from_checkpoint(rank_dir), 30)
     out = tmp_path / "artifact2"
     assert main(["export", "--retriever", str(run_dir), "--ranker", str(rank_dir), "--candidates", "30",
                  "--out", str(out), "--length-buckets", "16,50", "--k-buckets", "10,30"]) == 0
