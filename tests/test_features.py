@@ -53,6 +53,7 @@ def _without_items(data, cold):
                                times=None if data.times is None else data.times[keep])
 
 
+@pytest.mark.slow  # overlapping coverage in the default run; kept for pytest -m slow
 def test_new_item_gets_a_sensible_score_from_its_features(tmp_path):
     """Items never seen in training: with topic features a user's own-topic cold items score
     above other cold items; without features the order is random."""

@@ -236,6 +236,7 @@ def test_diversity_reranks_on_device_without_compiling(server, client):
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in e.value.details()
 
 
+@pytest.mark.slow  # overlapping coverage in the default run; kept for pytest -m slow
 def test_hot_reload_under_load_fails_nothing(server):
     errors, done = [], threading.Event()
 
@@ -480,6 +481,7 @@ def test_max_history_reads_latest_items_but_excludes_all_seen(run_dir):
         Engine(rec, max_history=0)
 
 
+@pytest.mark.slow  # overlapping coverage in the default run; kept for pytest -m slow
 def test_time_aware_model_reads_history_times(tmp_path):
     """An HSTU with relative time bias: requests must carry one time per history id; the
     server's answer equals ``Recommender.recommend`` with the same times."""
@@ -633,6 +635,7 @@ def test_workers_share_the_port_restart_and_all_drain_on_sigterm(run_dir):
             proc.kill()
 
 
+@pytest.mark.slow  # overlapping coverage in the default run; kept for pytest -m slow
 def test_int8_table_serves_close_to_float32(run_dir, server, client):
     """--table-dtype int8: a quarter of the table's bytes, and the top-10 mostly the float32 server's."""
     srv = ThreadedServer(ServeConfig(str(run_dir), port=0, table_dtype="int8", **QUIET))
