@@ -45,6 +45,25 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far per thread group of ``pid``, from ``/proc/PID/task/*/stat``, by the
+    thread's name: the event loop is the main thread, ``jaxrec-device`` the device thread (it
+    dispatches to XLA), ``event_engine``/``grpc*``/``lifeguard`` gRPC's C core, ``tf_*``/
+    ``llvm*``/``ts_pool*`` XLA's own, the rest other Python threads."""
+    tick, out = os.sysconf("SC_CLK_TCK"), collections.Counter()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        group = ("event loop" if task.name == str(pid) else "device" if name.startswith("jaxrec-device")
+                 else "grpc core" if name.startswith(("event_engine", "grpc", "lifeguard"))
+                 else "xla" if name.startswith(("tf_", "llvm", "ts_pool")) else "other")
+        out[group] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return dict(out)
+
+
 def start_server(args, port: int) -> subprocess.Popen:
     cmd = ["taskset", "-c", args.server_cpus, sys.executable, "-m", "jaxrec.cli", "serve",
            "--checkpoint", args.checkpoint, "--port", str(port), "--max-batch-size", str(args.max_batch_size),
@@ -61,6 +80,7 @@ def start_server(args, port: int) -> subprocess.Popen:
 async def open_level(stub, reqs, rate: float, seconds: float, deadline_s: float, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     ok_lat, refusal, codes, tasks = [], [], collections.Counter(), []
+    details = collections.Counter()
 
     async def send(req, scheduled):
         sent = time.perf_counter()
@@ -70,6 +90,7 @@ async def open_level(stub, reqs, rate: float, seconds: float, deadline_s: float,
             ok_lat.append(time.perf_counter() - scheduled)
         except grpc.RpcError as e:
             codes[e.code().name] += 1
+            details[f"{e.code().name}: {(e.details() or '')[:60]}"] += 1
             refusal.append(time.perf_counter() - sent)
 
     t0 = time.perf_counter()
@@ -87,7 +108,7 @@ async def open_level(stub, reqs, rate: float, seconds: float, deadline_s: float,
     ref = np.asarray(refusal) * 1000
     pct = (lambda a, q: float(np.percentile(a, q)) if len(a) else None)
     return {"target_rate": rate, "offered_rate": i / sent_for, "sent": i, "goodput": codes["OK"] / seconds,
-            "codes": dict(codes), "admitted_p50_ms": pct(ok, 50), "admitted_p99_ms": pct(ok, 99),
+            "codes": dict(codes), "details": dict(details.most_common(8)), "admitted_p50_ms": pct(ok, 50), "admitted_p99_ms": pct(ok, 99),
             "refusal_p99_ms": pct(ref, 99), "refusal_max_ms": float(ref.max()) if len(ref) else None}
 
 
@@ -129,10 +150,14 @@ async def run(args, port: int, server_pid: int) -> dict:
         if args.soak:
             return out | {"soak": await soak(stub, reqs, args, out["capacity"], server_pid)}
         for j, x in enumerate(args.levels):
+            cpu0 = thread_cpu(server_pid)
             r = await open_level(stub, reqs, x * out["capacity"], args.seconds, args.deadline_ms / 1000, seed=j)
-            r |= {"level": x, "server_rss_mib": rss_mib(server_pid)}
+            cpu1 = thread_cpu(server_pid)
+            r |= {"level": x, "server_rss_mib": rss_mib(server_pid),
+                  "server_cpu_s": {g: round(cpu1[g] - cpu0.get(g, 0.0), 2) for g in cpu1}}
             out["levels"].append(r)
             print(_row(r, out["capacity"]), flush=True)
+            print(f"      server CPU s by thread: {r['server_cpu_s']}; refusals: {r['details']}", flush=True)
             await asyncio.sleep(1.0)  # let the queue drain between levels
     return out
 

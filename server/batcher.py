@@ -61,6 +61,16 @@ class _Item:
     deadline: float | None  # loop time
 
 
+def name_os_thread(name: str) -> None:
+    """Name the calling thread for the OS (``top -H``, ``/proc/PID/task/*/comm``, per-thread CPU
+    in benchmarks/overload.py): Python's thread names are its own. Linux only; elsewhere none."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # 15: PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
 class Batcher:
     EWMA = 0.2  # weight of the newest batch in the batch-time averages
     STALE_S = 5.0  # an average not refreshed for this long is forgotten
@@ -72,7 +82,8 @@ class Batcher:
         self.max_wait = None if max_wait_ms is None else max_wait_ms / 1000.0
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=max_queue)
         self.metrics = metrics
-        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxrec-device")
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxrec-device",
+                                                              initializer=name_os_thread, initargs=("jaxrec-device",))
         self._task: asyncio.Task | None = None
         self.sizes = pow2_buckets(max_batch_size)
         self.seconds: dict[int, tuple[float, float]] = {}  # bucket -> (average device s, clock when measured)

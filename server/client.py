@@ -2,8 +2,9 @@
 
 Retries are gRPC's own (the channel's service config, ``service_config``; any gRPC client in
 any language can use the same JSON): UNAVAILABLE (server restarting, connection refused) and
-RESOURCE_EXHAUSTED (an overloaded server refusing fast) are retried with exponential backoff,
-at most ``retries`` times, within the call's deadline. An overloaded jaxrec server sends
+RESOURCE_EXHAUSTED (an overloaded server refusing fast), and for the reading calls CANCELLED
+(an overloaded server's gRPC core refusing a call before taking it), are retried with
+exponential backoff, at most ``retries`` times, within the call's deadline, throttled. An overloaded jaxrec server sends
 ``grpc-retry-pushback-ms`` with its refusal (its expected queue wait), which gRPC honours
 instead of its own backoff. Every other error is raised at once as ``grpc.RpcError``.
 
@@ -26,14 +27,28 @@ from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
 SERVICE = "jaxrec.v1.Recommender"
 
 
+# Calls that only read: retried on CANCELLED too, which is how gRPC's C core ends a call an
+# overloaded server refused before taking it (--max-pending-rpcs: nothing ran). The writes
+# (Observe, ForgetUser, AddItems) are not: a CANCELLED at shutdown may follow a write done.
+READS = ("Recommend", "RecommendBatch", "RecommendStream", "Score", "GetModelInfo")
+
+
 def service_config(retries: int = 3) -> str:
-    """The retry policy as a gRPC service config (JSON); ``retries`` = 0 turns retries off."""
-    method = {"name": [{"service": SERVICE}]}
-    if retries > 0:
-        method["retryPolicy"] = {"maxAttempts": retries + 1, "initialBackoff": "0.05s", "maxBackoff": "1s",
-                                 "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE",
-                                                                                  "RESOURCE_EXHAUSTED"]}
-    return json.dumps({"methodConfig": [method]})
+    """The retry policy as a gRPC service config (JSON); ``retries`` = 0 turns retries off.
+
+    Retry throttling (gRPC's token bucket per server: 10 tokens, a failure takes one, a success
+    gives back 0.1, no retries below half) stops retries from multiplying an overload."""
+    if retries <= 0:
+        return json.dumps({"methodConfig": [{"name": [{"service": SERVICE}]}]})
+
+    def policy(codes):
+        return {"maxAttempts": retries + 1, "initialBackoff": "0.05s", "maxBackoff": "1s",
+                "backoffMultiplier": 2, "retryableStatusCodes": codes}
+    writes = {"name": [{"service": SERVICE}], "retryPolicy": policy(["UNAVAILABLE", "RESOURCE_EXHAUSTED"])}
+    reads = {"name": [{"service": SERVICE, "method": m} for m in READS],
+             "retryPolicy": policy(["UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"])}
+    return json.dumps({"methodConfig": [reads, writes],
+                       "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1}})
 
 
 def _options(retries: int, server_name: str | None) -> list:

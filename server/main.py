@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import hmac
 import logging
+import os
 import signal
 import sys
 import threading
@@ -29,7 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from jaxrec.scoring import DEFAULT_CHUNK, DEFAULT_POOL
 from jaxrec_server.batcher import Batcher
 from jaxrec_server.engine import Engine
-from jaxrec_server.metrics import ServerMetrics
+from jaxrec_server.metrics import ServerMetrics, core_call_counts, grpc_server_ids
 from jaxrec_server.servicer import SERVICE, RecommenderServicer, add_to_server
 from jaxrec_server.store import DEFAULT_TTL_S, EXCLUDE_WINDOW, EventStore, open_store
 
@@ -53,6 +54,17 @@ class ServeConfig:
     # default, unbounded): a client's calls past it wait in the client's own transport, costing
     # this server nothing, and fail there at their deadline (DEADLINE_EXCEEDED)
     max_streams_per_connection: int | None = None
+    # Shedding before Python (benchmarks/RESULTS.md, "Overload"): calls gRPC's C core holds
+    # for this process before the event loop takes them (grpc.server.max_pending_requests,
+    # also its hard limit; None: one full batch; 0: gRPC's own 1000 / 3000). Past it a new
+    # call is refused in the C core, at a small part of a Python refusal's CPU.
+    max_pending_rpcs: int | None = None
+    # the nice increment of the event-loop thread (the device thread, XLA's and gRPC's C-core
+    # threads keep theirs; 0: none). When the one core is contended the device thread goes
+    # first, so admitted work is answered, the loop falls behind in taking new calls, and
+    # the excess waits in the C core and is refused there (max_pending_rpcs) instead of
+    # costing Python a call each. An idle device leaves the whole core to the loop.
+    loop_nice: int = 19
     length_buckets: list | None = None
     k_buckets: list | None = None
     max_history: int | None = None  # the model reads the latest N items (None: its max_len)
@@ -202,6 +214,8 @@ class Server:
         self.state: ServerState | None = None
         self.port: int | None = None
         self._watch_task = None
+        self._count_task = None
+        self._channelz_id = None
         self._stopping = False
         self.stopped = asyncio.Event()
 
@@ -246,6 +260,8 @@ class Server:
             self.metrics.serve_http(cfg.metrics_port)
         if cfg.watch:
             self._watch_task = loop.create_task(self._watch())
+        if self._channelz_id is not None:
+            self._count_task = loop.create_task(self._count_grpc_calls())
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
@@ -270,7 +286,14 @@ class Server:
         options = [("grpc.so_reuseport", int(self.bind_when_ready))]
         if cfg.max_streams_per_connection:
             options.append(("grpc.max_concurrent_streams", int(cfg.max_streams_per_connection)))
+        pending = cfg.max_batch_size if cfg.max_pending_rpcs is None else cfg.max_pending_rpcs
+        if pending:
+            options += [("grpc.server.max_pending_requests", int(pending)),
+                        ("grpc.server.max_pending_requests_hard_limit", int(pending))]
+        before = grpc_server_ids()
         self.server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=limit, options=options)
+        ours = grpc_server_ids() - before  # one, unless another thread made a server just now
+        self._channelz_id = ours.pop() if len(ours) == 1 else None
         # Everything is registered before start (gRPC needs that); the Recommender answers
         # UNAVAILABLE and health NOT_SERVING until the engine is compiled.
         self.state = ServerState(None, self.metrics)
@@ -330,6 +353,21 @@ class Server:
                 log.error("refused checkpoint step %s in %s (%s: %s); still serving step %s",
                           step, run.checkpoints_dir("best"), reason, detail, current)
 
+    def sample_grpc_calls(self) -> None:
+        """Bring ``jaxrec_grpc_calls_total`` up to gRPC's own counts for this server."""
+        counts = core_call_counts(self._channelz_id) if self._channelz_id is not None else None
+        if counts is not None:
+            self.metrics.add_grpc_counts(counts)
+
+    async def _count_grpc_calls(self, every_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                self.sample_grpc_calls()
+            except Exception as e:  # a channelz change must not stop the server
+                log.warning("gRPC call counts unavailable (%s: %s)", type(e).__name__, e)
+                return
+
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING, finish in-flight calls, then stop (a second call waits for the first)."""
         if self._stopping:
@@ -337,14 +375,32 @@ class Server:
             return
         self._stopping = True
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        if self._watch_task:
-            self._watch_task.cancel()
+        for task in (self._watch_task, self._count_task):
+            if task:
+                task.cancel()
         await self.server.stop(self.cfg.grace_s if grace is None else grace)
         if self.state and self.state.batcher:
             await self.state.batcher.stop()
         if self.state and self.state.store:
             await self.state.store.close()
         self.stopped.set()
+
+
+async def lower_loop_priority(srv: "Server", nice: int) -> None:
+    """Raise the calling (event-loop) thread's nice value by ``nice`` (``ServeConfig.loop_nice``).
+
+    Threads inherit the nice value of the thread that creates them, so the device thread is
+    started first (one no-op on its executor) and keeps the process's priority; threads the
+    loop starts later (reload, the default executor) run at the loop's. Linux only: elsewhere
+    ``os.setpriority`` on a thread id is not available and this logs and does nothing.
+    """
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(srv.state.batcher.executor, lambda: None)
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + int(nice))
+    except (AttributeError, OSError) as e:
+        log.warning("could not lower the event loop's priority (--loop-nice %s): %s", nice, e)
 
 
 async def serve_forever(cfg: ServeConfig, *, worker=None) -> None:
@@ -356,6 +412,8 @@ async def serve_forever(cfg: ServeConfig, *, worker=None) -> None:
     srv = Server(cfg, bind_when_ready=worker is not None)
     port = await srv.start()
     loop = asyncio.get_running_loop()
+    if cfg.loop_nice:
+        await lower_loop_priority(srv, cfg.loop_nice)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(srv.stop()))
     if worker is not None:

@@ -6,10 +6,51 @@ figures together: counters and histograms summed, gauges as each ``multiprocess_
 
 from __future__ import annotations
 
+import json
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (.0005, .001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+GRPC_RESULTS = ("started", "succeeded", "failed")
+
+
+def _channelz():
+    """gRPC's channelz entry points (what the grpcio-channelz service reads), or None."""
+    try:
+        from grpc._cython import cygrpc
+        return cygrpc if hasattr(cygrpc, "channelz_get_server") else None
+    except ImportError:
+        return None
+
+
+def grpc_server_ids() -> set[int]:
+    """The channelz ids of this process's gRPC servers (empty where channelz is unavailable)."""
+    cz, out, start = _channelz(), set(), 0
+    try:
+        while cz is not None:
+            page = json.loads(cz.channelz_get_servers(start))
+            ids = [int(x["ref"]["serverId"]) for x in page.get("server", [])]
+            out.update(ids)
+            if page.get("end", True) or not ids:
+                break
+            start = max(ids) + 1
+    except (ValueError, KeyError, TypeError):  # channelz's JSON changed: no counts, still serving
+        return set()
+    return out
+
+
+def core_call_counts(server_id: int) -> dict[str, int] | None:
+    """gRPC's call counts (started, succeeded, failed) of one server, from channelz. A call
+    the C core refuses from its pending queue is started and neither succeeded nor failed,
+    which is how the calls refused before Python are counted at all."""
+    cz = _channelz()
+    if cz is None:
+        return None
+    data = json.loads(cz.channelz_get_server(server_id)).get("server", {}).get("data", {})
+    return {k: int(data.get("calls" + k.capitalize(), 0)) for k in GRPC_RESULTS}
 
 
 class ServerMetrics:
@@ -34,12 +75,24 @@ class ServerMetrics:
                                multiprocess_mode="livesum")
         self.store_seconds = Histogram("jaxrec_store_seconds", "Event-store calls: reads for user_id "
                                        "requests, Observe, ForgetUser", ["op"], buckets=LATENCY_BUCKETS, registry=r)
+        self.grpc_calls = Counter("jaxrec_grpc_calls_total", "gRPC's own call counts for this server "
+                                  "(channelz), by result: started - succeeded - failed - in flight = calls "
+                                  "gRPC's C core refused before Python took them (--max-pending-rpcs)",
+                                  ["result"], registry=r)
+        self._grpc_seen = dict.fromkeys(GRPC_RESULTS, 0)
         self.reload_failures = Counter("jaxrec_reload_failures_total",
                                        "Checkpoints refused by hot reload, by reason", ["reason"], registry=r)
 
     def serve_http(self, port: int, addr: str = "127.0.0.1"):
         """Expose /metrics over HTTP; returns (server, thread)."""
         return start_http_server(port, addr=addr, registry=self.registry)
+
+    def add_grpc_counts(self, counts: dict[str, int]) -> None:
+        """Advance ``jaxrec_grpc_calls_total`` to gRPC's counts (``core_call_counts``)."""
+        for k in GRPC_RESULTS:
+            if counts.get(k, 0) > self._grpc_seen[k]:
+                self.grpc_calls.labels(k).inc(counts[k] - self._grpc_seen[k])
+                self._grpc_seen[k] = counts[k]
 
     def batches_served(self) -> int:
         return int(self.registry.get_sample_value("jaxrec_batch_size_count") or 0)

@@ -724,3 +724,73 @@ def test_sigterm_while_workers_compile_leaves_no_worker_behind(run_dir):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+
+def test_calls_past_the_pending_limit_are_refused_in_grpc_core(run_dir):
+    """While the event loop is busy, new calls wait in gRPC's C core; past ``max_pending_rpcs``
+    the core refuses them at once, with no Python run (here: while the loop is still blocked),
+    and the calls it held are answered once the loop is back. ``lower_loop_priority`` (the
+    ``--loop-nice`` that keeps the loop behind the device under load) nices the loop thread
+    only: the device thread keeps the process's priority."""
+    from jaxrec_server.main import lower_loop_priority
+
+    srv = ThreadedServer(ServeConfig(str(run_dir), port=0, max_pending_rpcs=4, max_batch_size=8, length_buckets=[16],
+                                     k_buckets=[10], diversity_pool=0))  # few buckets: a short warm-up
+
+    async def go():
+        async with AsyncClient(f"127.0.0.1:{srv.port}", timeout=30, retries=0) as c:
+            await c.recommend(["1", "2"], k=5)  # connected and compiled
+            srv.loop.call_soon_threadsafe(time.sleep, 2.0)  # the server's event loop is busy for 2 s
+            await asyncio.sleep(0.2)
+            t0 = time.perf_counter()
+
+            async def one(h):
+                try:
+                    await c.recommend(h, k=5)
+                    return "OK", time.perf_counter() - t0
+                except grpc.RpcError as e:
+                    return e.code().name, time.perf_counter() - t0
+            out = await asyncio.gather(*[one(h) for h in histories(24, seed=3)])
+            after = await c.recommend(["3"], k=5)
+            return out, after
+
+    try:
+        out, after = asyncio.run(go())
+        srv.srv.sample_grpc_calls()  # gRPC's own counts (channelz), as the server does each second
+        calls = {k: srv.srv.metrics.registry.get_sample_value("jaxrec_grpc_calls_total", {"result": k}) or 0
+                 for k in ("started", "succeeded", "failed")}
+        base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        srv.call(lower_loop_priority(srv.srv, 5))
+
+        async def tid():
+            return threading.get_native_id()
+        loop_tid = srv.call(tid())
+        device_tid = srv.srv.state.batcher.executor.submit(threading.get_native_id).result()
+        assert os.getpriority(os.PRIO_PROCESS, loop_tid) == min(base + 5, 19)
+        assert os.getpriority(os.PRIO_PROCESS, device_tid) == base
+    finally:
+        srv.stop()
+    codes = [c for c, _ in out]
+    assert set(codes) <= {"OK", "CANCELLED"}, codes
+    refused = [t for c, t in out if c == "CANCELLED"]
+    assert 1 <= codes.count("OK") <= 4 + 2 and len(refused) >= 24 - 4 - 2, codes
+    assert max(refused) < 1.5  # refused while the loop was blocked: nothing in Python saw them
+    assert len(after.items) == 5
+    # refused in the core: started, never succeeded or failed
+    assert calls["started"] >= 26 and calls["succeeded"] >= codes.count("OK") + 2
+    assert calls["started"] - calls["succeeded"] - calls["failed"] >= len(refused)
+
+
+def test_retry_policy_retries_core_refusals_of_reads_only():
+    import json
+
+    from jaxrec_server.client import READS, service_config
+
+    cfg = json.loads(service_config(3))
+    by_method = {n.get("method"): m["retryPolicy"]["retryableStatusCodes"] for m in cfg["methodConfig"]
+                 for n in m["name"]}
+    assert set(READS) <= set(by_method) and all("CANCELLED" in by_method[m] for m in READS)
+    assert by_method[None] == ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]  # Observe, ForgetUser, AddItems
+    assert cfg["retryThrottling"]["maxTokens"] > 0
+    assert "retryPolicy" not in json.loads(service_config(0))["methodConfig"][0]

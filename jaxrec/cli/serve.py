@@ -201,6 +201,13 @@ def add_parsers(sub) -> None:
     sv.add_argument("--max-streams-per-connection", type=int, default=None,
                     help="HTTP/2 streams a connection may have open; a client's calls past it wait on the client "
                          "(costing the server nothing) and fail there at their deadline (default: unbounded)")
+    sv.add_argument("--max-pending-rpcs", type=int, default=None,
+                    help="calls gRPC's C core holds before the event loop takes them; past it a call is refused "
+                         "there, before any Python runs (default: --max-batch-size; 0: gRPC's own, 1000)")
+    sv.add_argument("--loop-nice", type=int, default=19,
+                    help="nice increment of the event-loop thread: when the core is contended the device thread "
+                         "(answering admitted requests) goes first and the excess is refused in gRPC's C core "
+                         "(default 19; 0: off)")
     sv.add_argument("--length-buckets", type=_ints, default=None, help="history length buckets, e.g. 16,64,200")
     sv.add_argument("--k-buckets", type=_ints, default=None, help="top-k buckets, e.g. 10,100")
     sv.add_argument("--max-history", type=int, default=None,
