@@ -391,9 +391,12 @@ async def lower_loop_priority(srv: "Server", nice: int) -> None:
 
     Threads inherit the nice value of the thread that creates them, so the device thread is
     started first (one no-op on its executor) and keeps the process's priority; threads the
-    loop starts later (reload, the default executor) run at the loop's. Linux only: elsewhere
-    ``os.setpriority`` on a thread id is not available and this logs and does nothing.
+    loop starts later (reload, the default executor, the event store's) run at the loop's.
+    Linux only (there a thread id names one thread to ``setpriority``); elsewhere it logs.
     """
+    if not sys.platform.startswith("linux"):  # elsewhere a thread id is not a setpriority target
+        log.warning("--loop-nice works on Linux only; the event loop keeps its priority")
+        return
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(srv.state.batcher.executor, lambda: None)
     try:
