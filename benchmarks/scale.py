@@ -4,6 +4,7 @@
     python benchmarks/scale.py --items 10000000 --users 2000    # one more row
     python benchmarks/scale.py --items 1000000 --recall 0.95    # approx_max_k vs exact
     python benchmarks/scale.py --items 1000000 --index auto     # a faiss index vs exact
+    python benchmarks/scale.py --items 1000000 --skip train,eval --workdir W --serve-args "--fill-gap-ms 1"
 
 Per catalog size N (synthetic data, ``--users`` users of mean length 20, ``sasrec/plus`` with
 max_len 50, sampled softmax with 256 negatives):
@@ -201,11 +202,11 @@ def brute_force_rps(items: int, batch: int) -> float:
 def serve(run: Path, items: int, users: int, args, extra: tuple = ()) -> dict:
     t0 = time.perf_counter()
     proc = start_server(str(run), args.max_batch_size, 2.0, args.port, "10", cpus=args.server_cpus,
-                        extra=["--max-k", "100", *extra])
+                        extra=["--max-k", "100", *args.serve_args.split(), *extra])
     ready = time.perf_counter() - t0
-    warm = next((float(line.rsplit(" in ", 1)[1].rstrip("s")) for line in proc.log if "compiled" in line),
-                float("nan"))
     try:
+        warm = next((float(line.split("buckets in ", 1)[1].split("s")[0]) for line in proc.log
+                     if "compiled" in line), float("nan"))
         reqs = load_requests(data_spec(items, users), MAX_LEN, 2000, 10)
         out = asyncio.run(serve_figures(args.port, reqs, args.concurrency, args.seconds))
     finally:
@@ -253,6 +254,7 @@ def main(argv=None) -> int:
                          "exact for each --nprobe, and serving with it (jaxrec serve --index)")
     ap.add_argument("--index-params", default="", help="search settings to measure, ';'-separated, e.g. "
                     "'efSearch=64;efSearch=128' (default: the index family's); the server uses the first")
+    ap.add_argument("--serve-args", default="", help="more `jaxrec serve` options, e.g. '--fill-gap-ms 1'")
     ap.add_argument("--skip", default="", help="parts to skip: train (reuse --workdir runs), eval, serve, "
                                                "exact (serve with --index only)")
     args = ap.parse_args(argv)

@@ -65,6 +65,11 @@ class ServeConfig:
     # the excess waits in the C core and is refused there (max_pending_rpcs) instead of
     # costing Python a call each. An idle device leaves the whole core to the loop.
     loop_nice: int = 19
+    # past max_delay_ms a batch keeps filling while calls arrive less than this apart and its
+    # members can still finish in time (0: off). With the loop behind the device it takes
+    # calls only while the device is idle: on a slow model (1M items) batches otherwise stay
+    # at the few it takes within max_delay_ms (benchmarks/RESULTS.md, "Large catalogs")
+    fill_gap_ms: float = 0.0
     length_buckets: list | None = None
     k_buckets: list | None = None
     max_history: int | None = None  # the model reads the latest N items (None: its max_len)
@@ -252,7 +257,8 @@ class Server:
                      self.state.store.max_events, cfg.store_ttl_s)
         self.state.batcher = Batcher(lambda: self.state.engine, max_batch_size=cfg.max_batch_size,
                                      max_delay_ms=cfg.max_delay_ms, max_queue=cfg.max_queue,
-                                     metrics=self.metrics, max_wait_ms=cfg.max_wait_ms)
+                                     metrics=self.metrics, max_wait_ms=cfg.max_wait_ms,
+                                     fill_gap_ms=cfg.fill_gap_ms)
         self.state.batcher.start()
         self.state.engine = engine
         self.metrics.model_step.set(engine.step or 0)
@@ -273,6 +279,7 @@ class Server:
                      f"read from {ix.loaded_from}" if ix.loaded_from else "built", engine.index_build_s)
         secs = await loop.run_in_executor(None, engine.warm_up)
         log.info("compiled %d buckets in %.1fs", engine.compile_count(), secs)
+        log.info("one device call costs %s (measured after compiling)", engine.describe_costs())
         return engine
 
     async def _bind(self) -> None:

@@ -124,3 +124,39 @@ def test_a_stale_or_foreign_estimate_never_refuses():
     b._observe(1, 0.01, engines[0])
     engines[0] = object()  # hot reload: the new engine's batch times are its own
     assert b.batch_time(1) is None
+
+
+@pytest.mark.parametrize("gap_ms,slow", [(0.0, False), (3.0, False), (3.0, True)])
+def test_a_batch_keeps_filling_while_calls_arrive_close_together(gap_ms, slow):
+    """Requests 2 ms apart to an instant device: with no fill gap a batch closes ``max_delay``
+    (1 ms) after its first request; with a 3 ms gap it keeps filling, up to the batch limit,
+    unless a batch is known to take longer than its requests' deadlines allow."""
+    metrics = ServerMetrics()
+
+    class Instant:
+        def run(self, queries):
+            return [Answer(np.array([1]), np.array([0.0])) for _ in queries]
+    engine = Instant()
+
+    async def main():
+        b = Batcher(lambda: engine, max_batch_size=8, max_delay_ms=1.0, max_queue=10_000, metrics=metrics,
+                    fill_gap_ms=gap_ms)
+        if slow:
+            b.clock = lambda: 0.0  # the averages never go stale
+            b._observe(8, 0.2, engine)  # a batch takes 0.2 s: 8 ms of filling leaves it in time
+        b.start()
+        out = await _offer(b, 8, 0.21, spacing=0.002)
+        await b.stop()
+        return out
+
+    out = asyncio.run(main())
+    batches = metrics.registry.get_sample_value("jaxrec_batch_size_count")
+    if slow:  # the first batch stopped filling when one more would finish past its first deadline
+        assert 2 <= batches, batches
+        assert max(metrics.registry.get_sample_value("jaxrec_batch_size_bucket", {"le": "4.0"}), 0) >= 1
+        return
+    assert all(o == "ok" for o, _ in out)
+    if gap_ms:
+        assert batches <= 2, batches  # one batch of 8 (two if the first closed before the others came)
+    else:
+        assert batches >= 6, batches

@@ -794,3 +794,31 @@ def test_retry_policy_retries_core_refusals_of_reads_only():
     assert by_method[None] == ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]  # Observe, ForgetUser, AddItems
     assert cfg["retryThrottling"]["maxTokens"] > 0
     assert "retryPolicy" not in json.loads(service_config(0))["methodConfig"][0]
+
+
+def test_length_groups_merge_by_measured_cost(run_dir):
+    """One device call per length group, or the groups merged into one padded call, as the
+    costs measured at warm-up say; the answers are the same either way."""
+    from jaxrec_server.engine import Query
+    rec = Recommender.from_checkpoint(run_dir)
+    engine = Engine(rec, max_batch_size=8, length_buckets=[4, 16, 50], k_buckets=[10], diversity_pool=0)
+    engine.warm_up(threads=1)
+    assert set(engine.call_costs) == {4, 16, 50} and all(f >= 0 and p >= 0 for f, p in engine.call_costs.values())
+    rng = np.random.default_rng(3)
+    qs = [Query(history=rng.integers(1, 101, n).astype(np.int32), k=10, explain=i % 2 == 0)
+          for i, n in enumerate([2, 3, 10, 12, 40, 45, 3, 30])]
+    by_length = {4: [0, 1, 6], 16: [2, 3], 50: [4, 5, 7]}
+    engine.call_costs = {l: (1.0, 0.001) for l in (4, 16, 50)}  # a large catalog: the scan dominates
+    assert engine._merge(by_length) == [[0, 1, 6, 2, 3, 4, 5, 7]]
+    merged = engine.run(qs)
+    engine.call_costs = {4: (0.0, 0.001), 16: (0.0, 0.004), 50: (0.0, 0.0125)}  # the encoder dominates
+    assert engine._merge(by_length) == [[0, 1, 6], [2, 3], [4, 5, 7]]
+    apart = engine.run(qs)
+    engine.call_costs = {4: (0.05, 0.001), 16: (0.05, 0.004), 50: (0.05, 0.05)}  # in between
+    assert engine._merge(by_length) == [[0, 1, 6, 2, 3], [4, 5, 7]]
+    for a, b in zip(merged, apart):
+        assert a.items.tolist() == b.items.tolist()
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+        assert (a.because is None) == (b.because is None)
+        if a.because is not None:
+            assert [[i for i, _ in r] for r in a.because] == [[i for i, _ in r] for r in b.because]
