@@ -7,7 +7,8 @@
 The server runs in its own process pinned to ``--server-cpus`` (``taskset``), this load
 generator on ``--client-cpus``, so the client does not steal the server's CPU. First a closed
 loop measures the capacity C (answers/s); then, for each level x, an open loop sends Poisson
-arrivals at x * C for ``--seconds`` with a ``--deadline-ms`` client deadline and no retries.
+arrivals at x * C for ``--seconds`` with a ``--deadline-ms`` client deadline and no retries
+(``--retries N``: the documented client retry policy, ``jaxrec_server.client.service_config``).
 Per level: the rate actually offered (one Python client core tops out somewhere; the table
 says what it reached), goodput (OK answers/s; an OK answer always arrived within its
 deadline), admitted p50/p99 (from the scheduled send time, so client lag cannot hide
@@ -139,7 +140,11 @@ async def run(args, port: int, server_pid: int) -> dict:
 
     reqs = load_requests(args.data, args.history, args.users, args.k)
     out = {"levels": []}
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    from jaxrec_server.client import service_config
+    # --retries N: the documented client retry policy (gRPC's own retries and throttling); the
+    # codes counted are each call's final status, its latency from the first attempt's send time
+    opts = [("grpc.service_config", service_config(args.retries)), ("grpc.enable_retries", int(args.retries > 0))]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=opts) as ch:
         stub = pb_grpc.RecommenderStub(ch)
         await closed_loop(stub, reqs, 8, 2.0)  # warm the channel and the server's batch-time estimates
         cap = await closed_loop(stub, reqs, args.concurrency, args.seconds)
@@ -228,6 +233,8 @@ def main(argv=None) -> int:
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--soak", type=float, default=None, help="minutes of one steady open loop instead")
     ap.add_argument("--soak-level", type=float, default=0.7)
+    ap.add_argument("--retries", type=int, default=0,
+                    help="client retries by jaxrec_server.client.service_config (default 0: none)")
     ap.add_argument("--serve-args", default="", help="extra `jaxrec serve` options, e.g. '--max-wait-ms 100'")
     ap.add_argument("--port", type=int, default=50888)
     ap.add_argument("--out", default=str(Path(__file__).resolve().with_name("overload.json")))
