@@ -14,7 +14,9 @@ engine adds is only serving's part:
   grow). The exclude lists of a warmed bucket hold twice the history bucket (a full history
   plus as many deny ids); a batch with longer lists, with allow lists or with Score
   candidates compiles its shape once, on first use;
-* queries are grouped by history-length bucket, one device call per group;
+* queries are grouped by history-length bucket, and adjacent groups merge into one padded
+  call where the call costs timed after warm-up (``call_costs``) say that is cheaper (on a
+  large catalog every call scans the item table; on a small one the encoder dominates);
 * cold-start queries (no known history) get popular items on the host;
 * diversity (``Query.diversity`` > 0): the top-k call of the smallest k bucket holding
   ``diversity_pool`` items feeds ``Scorer.diversify`` (maximal marginal relevance, by item
@@ -357,9 +359,10 @@ class Engine:
     def run(self, queries: list[Query]) -> list[Answer]:
         """Answer a batch of queries (cold-start ones on the host).
 
-        Queries are grouped by history-length bucket first: one device call per group, so
-        short histories are not padded to the longest one in the batch (the forward pass
-        costs about batch x length, and on CPU it dominates the request).
+        Queries are grouped by history-length bucket first, so short histories are not padded
+        to the longest one in the batch (the forward pass costs about batch x length); groups
+        merge into one call where the measured costs say the shared part (a large catalog's
+        scan) outweighs the padding (``_merge``).
         """
         out: list[Answer | None] = [None] * len(queries)
         # (is a Score request, diversity similarity or None) -> length bucket -> queries
