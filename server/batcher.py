@@ -23,7 +23,7 @@ answers nobody can use):
   (``fill_gap_ms``, off by default) and its members can still finish in time: with the
   event loop behind the device (``--loop-nice``), the loop takes calls only while the device
   is idle, and in ``max_delay`` alone it takes a few (1M items, 32 clients: batches of 1.7,
-  40 req/s; with a 1 ms gap 96 req/s; benchmarks/RESULTS.md);
+  22.4 req/s; with a 1 ms gap 98.5 req/s; benchmarks/RESULTS.md);
 * the queue is bounded (``max_queue``) as a last resort;
 * when a batch forms, requests whose caller has gone (cancelled), whose deadline has passed,
   or whose deadline ends before the batch can finish are dropped (DEADLINE_EXCEEDED), so the

@@ -211,7 +211,7 @@ def add_parsers(sub) -> None:
     sv.add_argument("--fill-gap-ms", type=float, default=0.0,
                     help="past --max-delay-ms a batch keeps filling while calls arrive less than this apart and "
                          "its requests can still finish in time (default 0: off; 1 lifts a slow model's "
-                         "closed-loop throughput, e.g. 1M items 2.4x, at some goodput under heavy overload)")
+                         "closed-loop throughput, e.g. 1M items 4.4x, at some goodput under 10x overload)")
     sv.add_argument("--length-buckets", type=_ints, default=None, help="history length buckets, e.g. 16,64,200")
     sv.add_argument("--k-buckets", type=_ints, default=None, help="top-k buckets, e.g. 10,100")
     sv.add_argument("--max-history", type=int, default=None,
