@@ -24,6 +24,11 @@ answers nobody can use):
   event loop behind the device (``--loop-nice``), the loop takes calls only while the device
   is idle, and in ``max_delay`` alone it takes a few (1M items, 32 clients: batches of 1.7,
   22.4 req/s; with a 1 ms gap 98.5 req/s; benchmarks/RESULTS.md);
+* with a latency target (``latency_target_ms``, off by default) a batch holds at most what
+  the device answers in half of it (``batch_cap``, from the same averages) and the admission
+  bound is the target: under overload every batch is full, so without a cap an admitted
+  request waits a full batch and runs in the next, and its latency grows with the batch size
+  instead of staying near what it is under light load;
 * the queue is bounded (``max_queue``) as a last resort;
 * when a batch forms, requests whose caller has gone (cancelled), whose deadline has passed,
   or whose deadline ends before the batch can finish are dropped (DEADLINE_EXCEEDED), so the
@@ -83,7 +88,8 @@ class Batcher:
     FILL_MAX_S = 0.05  # a batch that keeps filling is sent at the latest this long after its first request
 
     def __init__(self, engine_ref, *, max_batch_size: int, max_delay_ms: float, max_queue: int,
-                 metrics: ServerMetrics, max_wait_ms: float | None = None, fill_gap_ms: float = 0.0):
+                 metrics: ServerMetrics, max_wait_ms: float | None = None, fill_gap_ms: float = 0.0,
+                 latency_target_ms: float | None = None):
         self.engine_ref = engine_ref  # callable -> current Engine (swapped on hot reload)
         self.max_batch_size, self.max_delay = max_batch_size, max_delay_ms / 1000.0
         self.max_wait = None if max_wait_ms is None else max_wait_ms / 1000.0
@@ -100,6 +106,7 @@ class Batcher:
         self.forming: int = 0  # requests taken off the queue into the batch being formed
         self._overloaded = metrics.rejects.labels("overloaded")
         self.fill_gap = fill_gap_ms / 1000.0
+        self.latency_target = None if latency_target_ms is None else latency_target_ms / 1000.0
 
     def _fresh(self) -> dict[int, float]:
         """The averages still worth trusting: measured on the current engine, recently."""
@@ -116,7 +123,7 @@ class Batcher:
         measured yet, the nearest measured one's (optimistic for a larger batch: a burst is
         admitted until batches of its size have been timed, and the deadline check when a
         batch forms catches what the estimate let through)."""
-        fresh = self._fresh()
+        fresh = self._fresh() if fresh is None else fresh
         if not fresh:
             return None
         b = pick(self.sizes, n)
@@ -131,13 +138,39 @@ class Batcher:
         avg = seconds if old is None else (1 - self.EWMA) * old + self.EWMA * seconds
         self.seconds[b] = (avg, self.clock())
 
+    def batch_cap(self, fresh: dict | None = None) -> int:
+        """The most requests one batch may hold now: ``max_batch_size``, or with a latency
+        target the largest batch-size bucket whose measured time is at most half the target
+        (a request waits for the batch running, then runs in its own: two batch times). A
+        bucket not timed yet counts as the nearest larger timed one (no faster: time grows
+        with the batch); above every timed bucket the cap grows one bucket at a time, each
+        tried once and kept while it meets the target. A slow bucket's average goes stale
+        after ``STALE_S`` and is tried again, as load and the machine's speed move."""
+        if self.latency_target is None:
+            return self.max_batch_size
+        fresh = self._fresh() if fresh is None else fresh
+        cap = self.sizes[0]
+        for b in self.sizes:
+            t = fresh.get(b)
+            if t is None:
+                larger = [sec for m, sec in fresh.items() if m > b]
+                if not larger:  # above everything timed: try it
+                    cap = b
+                    break
+                t = min(larger)
+            if t > self.latency_target / 2:
+                break
+            cap = b
+        return cap
+
     def expected_wait(self, depth: int | None = None) -> float:
         """Seconds until a request arriving now would have its answer: the batch running, the
         full batches queued ahead of it, and its own batch."""
         depth = self.queue.qsize() + self.forming if depth is None else depth
-        full, rest = divmod(depth, self.max_batch_size)
         fresh = self._fresh()
-        total = (self.batch_time(self.max_batch_size, fresh) or 0.0) * full + (self.batch_time(rest + 1, fresh) or 0.0)
+        cap = self.batch_cap(fresh)
+        full, rest = divmod(depth, cap)
+        total = (self.batch_time(cap, fresh) or 0.0) * full + (self.batch_time(rest + 1, fresh) or 0.0)
         if self.running:
             total += self.batch_time(self.running, fresh) or 0.0
         return total + self.max_delay
@@ -148,6 +181,8 @@ class Batcher:
     def wait_limit(self, timeout: float | None) -> float | None:
         """The longest expected wait a request may be admitted with (None: no limit yet)."""
         bound = self.max_wait
+        if self.latency_target is not None:
+            bound = self.latency_target if bound is None else min(bound, self.latency_target)
         if bound is None:
             fresh = self._fresh()
             # batch time grows with batch size: no measured batch is slower than a full one
@@ -217,7 +252,8 @@ class Batcher:
         self.forming = 1  # counted as waiting work until the batch is on the device
         start = last = loop.time()
         end, due = start + self.max_delay, first.deadline
-        while len(batch) < self.max_batch_size:
+        cap = self.batch_cap()
+        while len(batch) < cap:
             try:
                 item = self.queue.get_nowait()
             except asyncio.QueueEmpty:

@@ -70,6 +70,10 @@ class ServeConfig:
     # calls only while the device is idle: on a slow model (1M items) batches otherwise stay
     # at the few it takes within max_delay_ms (benchmarks/RESULTS.md, "Large catalogs")
     fill_gap_ms: float = 0.0
+    # a latency target: batches hold at most what the device answers in half of it (measured per
+    # batch-size bucket) and a request expected to wait longer is refused, so admitted latency
+    # under overload stays near it instead of growing to two full batches (None: off)
+    latency_target_ms: float | None = None
     length_buckets: list | None = None
     k_buckets: list | None = None
     max_history: int | None = None  # the model reads the latest N items (None: its max_len)
@@ -258,7 +262,7 @@ class Server:
         self.state.batcher = Batcher(lambda: self.state.engine, max_batch_size=cfg.max_batch_size,
                                      max_delay_ms=cfg.max_delay_ms, max_queue=cfg.max_queue,
                                      metrics=self.metrics, max_wait_ms=cfg.max_wait_ms,
-                                     fill_gap_ms=cfg.fill_gap_ms)
+                                     fill_gap_ms=cfg.fill_gap_ms, latency_target_ms=cfg.latency_target_ms)
         self.state.batcher.start()
         self.state.engine = engine
         self.metrics.model_step.set(engine.step or 0)

@@ -161,3 +161,54 @@ def test_a_batch_keeps_filling_while_calls_arrive_close_together(gap_ms, slow):
         assert batches <= 2, batches  # one batch of 8 (two if the first closed before the others came)
     else:
         assert batches >= 6, batches
+
+
+def test_a_latency_target_caps_the_batch_by_measured_times_and_bounds_the_wait():
+    """Half the target is what one batch may take (a request waits for the batch running, then
+    runs in its own); the cap grows one untimed bucket at a time and falls back when a bucket
+    is timed too slow; the admission bound is the target."""
+    b = Batcher(lambda: None, max_batch_size=64, max_delay_ms=0.0, max_queue=100, metrics=ServerMetrics(),
+                latency_target_ms=100.0)
+    b.clock = lambda: 0.0
+    assert b.batch_cap() == 1  # nothing timed: start small
+    b._observe(1, 0.010)
+    assert b.batch_cap() == 2
+    b._observe(2, 0.020)
+    b._observe(4, 0.040)
+    assert b.batch_cap() == 8  # the next bucket up is tried once
+    b._observe(8, 0.080)  # over 50 ms
+    assert b.batch_cap() == 4
+    # two full batches of the cap queued, then one of one: 2 x 40 ms + 10 ms
+    assert b.expected_wait(8) == pytest.approx(0.09)
+    assert b.wait_limit(None) == pytest.approx(0.1) and b.wait_limit(0.05) == pytest.approx(0.05)
+
+    timed_large = Batcher(lambda: None, max_batch_size=64, max_delay_ms=0.0, max_queue=100,
+                          metrics=ServerMetrics(), latency_target_ms=500.0)
+    timed_large.clock = lambda: 0.0
+    timed_large._observe(64, 0.2)  # smaller buckets are no slower than a timed larger one
+    assert timed_large.batch_cap() == 64
+    timed_large.latency_target = 0.2
+    assert timed_large.batch_cap() == 1
+    no_target = Batcher(lambda: None, max_batch_size=64, max_delay_ms=0.0, max_queue=100, metrics=ServerMetrics())
+    assert no_target.batch_cap() == 64
+
+
+def test_under_a_burst_batches_stay_within_the_latency_target():
+    """SlowEngine: 20 ms + 5 ms a request, so a 70 ms target allows batches of 2 (30 ms); one of
+    4 (40 ms) may be tried, never more, however many requests wait."""
+    engine, metrics = SlowEngine(), ServerMetrics()
+
+    async def main():
+        b = Batcher(lambda: engine, max_batch_size=64, max_delay_ms=1.0, max_queue=10_000, metrics=metrics,
+                    latency_target_ms=70.0)
+        b.start()
+        out = await _offer(b, 200, 5.0, spacing=0.001)
+        await b.stop()
+        return out
+
+    out = asyncio.run(main())
+    assert {o for o, _ in out} <= {"ok", "refused", "deadline"}
+    assert any(o == "ok" for o, _ in out) and any(o == "refused" for o, _ in out)
+    sizes = metrics.registry
+    assert sizes.get_sample_value("jaxrec_batch_size_bucket", {"le": "4.0"}) == \
+        sizes.get_sample_value("jaxrec_batch_size_count")

@@ -212,6 +212,11 @@ def add_parsers(sub) -> None:
                     help="past --max-delay-ms a batch keeps filling while calls arrive less than this apart and "
                          "its requests can still finish in time (default 0: off; 1 lifts a slow model's "
                          "closed-loop throughput, e.g. 1M items 4.4x, at some goodput under 10x overload)")
+    sv.add_argument("--latency-target-ms", type=float, default=None,
+                    help="cap each batch at the largest size whose measured device time is at most half of "
+                         "this, and refuse (RESOURCE_EXHAUSTED) a request expected to wait longer: admitted "
+                         "latency under overload stays near the target, at some throughput (default: off; "
+                         "batches grow to --max-batch-size)")
     sv.add_argument("--length-buckets", type=_ints, default=None, help="history length buckets, e.g. 16,64,200")
     sv.add_argument("--k-buckets", type=_ints, default=None, help="top-k buckets, e.g. 10,100")
     sv.add_argument("--max-history", type=int, default=None,
