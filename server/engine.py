@@ -347,6 +347,12 @@ class Engine:
             floor = costs[l] = (max(fixed, floor[0]), max(per, floor[1]))
         return costs
 
+    def batch_within(self, seconds: float) -> int:
+        """The largest batch bucket whose device call at the longest history bucket took at
+        most ``seconds`` when measured after warm-up (at least the smallest bucket)."""
+        fixed, per = self.call_costs[self.length_buckets[-1]]
+        return max((b for b in self.batch_buckets if fixed + per * b <= seconds), default=self.batch_buckets[0])
+
     def describe_costs(self) -> str:
         """The measured call costs, for the start-up log."""
         return ", ".join(f"l={l}: {1000 * f:.1f} ms + {1000 * p:.2f} ms/row" for l, (f, p) in self.call_costs.items())

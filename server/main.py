@@ -239,9 +239,17 @@ class Server:
         and binds after: the port is shared, so a connection the kernel hands to this process
         must find it ready, and the health a client sees is the same whichever worker answers."""
         loop = asyncio.get_running_loop()
-        if self.bind_when_ready:
+        cfg = self.cfg
+        # a latency target sizes the C core's pending queue by the measured call costs: one
+        # capped batch, not one full batch (calls waiting there count against the target too)
+        by_target = cfg.latency_target_ms is not None and cfg.max_pending_rpcs is None
+        if self.bind_when_ready or by_target:
             engine = await self._load(loop)
-            await self._bind()
+            pending = None
+            if by_target:
+                pending = engine.batch_within(cfg.latency_target_ms / 2000.0)
+                log.info("latency target %.0f ms: gRPC holds at most %d pending calls", cfg.latency_target_ms, pending)
+            await self._bind(pending)
         else:
             await self._bind()
             try:
@@ -249,7 +257,6 @@ class Server:
             except BaseException:
                 await self.server.stop(0)  # release the port before the error surfaces
                 raise
-        cfg = self.cfg
         try:  # bounded per user: what the model reads plus the exclude-seen window
             self.state.store = open_store(cfg.store, max_events=engine.max_len + cfg.exclude_window,
                                           ttl_s=cfg.store_ttl_s)
@@ -286,7 +293,9 @@ class Server:
         log.info("one device call costs %s (measured after compiling)", engine.describe_costs())
         return engine
 
-    async def _bind(self) -> None:
+    async def _bind(self, pending: int | None = None) -> None:
+        """Create the gRPC server and listen; ``pending`` overrides the C core's pending-call
+        limit that ``max_pending_rpcs`` gives."""
         cfg = self.cfg
         interceptors = []
         if cfg.auth_token_file:
@@ -297,7 +306,8 @@ class Server:
         options = [("grpc.so_reuseport", int(self.bind_when_ready))]
         if cfg.max_streams_per_connection:
             options.append(("grpc.max_concurrent_streams", int(cfg.max_streams_per_connection)))
-        pending = cfg.max_batch_size if cfg.max_pending_rpcs is None else cfg.max_pending_rpcs
+        if pending is None:
+            pending = cfg.max_batch_size if cfg.max_pending_rpcs is None else cfg.max_pending_rpcs
         if pending:
             options += [("grpc.server.max_pending_requests", int(pending)),
                         ("grpc.server.max_pending_requests_hard_limit", int(pending))]

@@ -212,3 +212,15 @@ def test_under_a_burst_batches_stay_within_the_latency_target():
     sizes = metrics.registry
     assert sizes.get_sample_value("jaxrec_batch_size_bucket", {"le": "4.0"}) == \
         sizes.get_sample_value("jaxrec_batch_size_count")
+
+
+def test_the_pending_calls_a_latency_target_allows_follow_the_measured_call_costs():
+    """With a latency target the server's C core holds one capped batch of calls: the largest
+    batch bucket whose call at the longest history bucket fits in half the target."""
+    from types import SimpleNamespace
+    from jaxrec_server.engine import Engine
+    e = SimpleNamespace(batch_buckets=[1, 2, 4, 8, 16], length_buckets=[16, 64],
+                        call_costs={16: (0.004, 0.0003), 64: (0.005, 0.004)})
+    assert Engine.batch_within(e, 0.030) == 4  # 5 + 4 x 4 = 21 ms; 8 rows: 37 ms
+    assert Engine.batch_within(e, 0.001) == 1  # never below the smallest bucket
+    assert Engine.batch_within(e, 1.0) == 16

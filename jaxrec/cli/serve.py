@@ -215,8 +215,10 @@ def add_parsers(sub) -> None:
     sv.add_argument("--latency-target-ms", type=float, default=None,
                     help="cap each batch at the largest size whose measured device time is at most half of "
                          "this, and refuse (RESOURCE_EXHAUSTED) a request expected to wait longer: admitted "
-                         "latency under overload stays near the target, at some throughput (default: off; "
-                         "batches grow to --max-batch-size)")
+                         "latency under overload stays near the target, at some throughput; the server then "
+                         "binds once compiled, gRPC holding as many pending calls as the measured call costs "
+                         "allow in half the target unless --max-pending-rpcs (default: off; batches grow to "
+                         "--max-batch-size)")
     sv.add_argument("--length-buckets", type=_ints, default=None, help="history length buckets, e.g. 16,64,200")
     sv.add_argument("--k-buckets", type=_ints, default=None, help="top-k buckets, e.g. 10,100")
     sv.add_argument("--max-history", type=int, default=None,
