@@ -72,19 +72,25 @@ def test_overload_is_refused_fast_and_admitted_work_meets_its_deadline():
     assert metrics.registry.get_sample_value("jaxrec_rejects_total", {"reason": "overloaded"}) == len(refused)
 
 
-def test_light_load_and_bursts_within_the_deadline_are_admitted():
-    engine, metrics = SlowEngine(), ServerMetrics()
-
+def _serve(engine, metrics, offers, **batcher_args):
+    """Run a started Batcher (batches of up to 64, 1 ms delay) through ``offers`` of
+    ``_offer(n, timeout, spacing)`` one after another; every request's outcome."""
     async def main():
         b = Batcher(lambda: engine, max_batch_size=64, max_delay_ms=1.0, max_queue=10_000, metrics=metrics,
-                    max_wait_ms=2_000)
+                    **batcher_args)
         b.start()
-        first = await _offer(b, 8, 5.0, spacing=0.02)
-        burst = await _offer(b, 200, 5.0)  # 4 batches of 64: ~1.3 s, within the 2 s bound
+        out = []
+        for n, timeout, spacing in offers:
+            out += await _offer(b, n, timeout, spacing=spacing)
         await b.stop()
-        return first + burst
+        return out
+    return asyncio.run(main())
 
-    out = asyncio.run(main())
+
+def test_light_load_and_bursts_within_the_deadline_are_admitted():
+    engine, metrics = SlowEngine(), ServerMetrics()
+    # then a burst: 4 batches of 64, ~1.3 s, within the 2 s bound
+    out = _serve(engine, metrics, [(8, 5.0, 0.02), (200, 5.0, 0.0)], max_wait_ms=2_000)
     assert all(o == "ok" for o, _ in out), {o for o, _ in out}
 
 
@@ -197,16 +203,7 @@ def test_under_a_burst_batches_stay_within_the_latency_target():
     """SlowEngine: 20 ms + 5 ms a request, so a 70 ms target allows batches of 2 (30 ms); one of
     4 (40 ms) may be tried, never more, however many requests wait."""
     engine, metrics = SlowEngine(), ServerMetrics()
-
-    async def main():
-        b = Batcher(lambda: engine, max_batch_size=64, max_delay_ms=1.0, max_queue=10_000, metrics=metrics,
-                    latency_target_ms=70.0)
-        b.start()
-        out = await _offer(b, 200, 5.0, spacing=0.001)
-        await b.stop()
-        return out
-
-    out = asyncio.run(main())
+    out = _serve(engine, metrics, [(200, 5.0, 0.001)], latency_target_ms=70.0)
     assert {o for o, _ in out} <= {"ok", "refused", "deadline"}
     assert any(o == "ok" for o, _ in out) and any(o == "refused" for o, _ in out)
     sizes = metrics.registry
