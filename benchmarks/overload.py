@@ -80,11 +80,12 @@ def start_server(args, port: int) -> subprocess.Popen:
 
 async def open_level(stub, reqs, rate: float, seconds: float, deadline_s: float, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    ok_lat, refusal, codes, tasks = [], [], collections.Counter(), []
+    ok_lat, refusal, lag, codes, tasks = [], [], [], collections.Counter(), []
     details = collections.Counter()
 
     async def send(req, scheduled):
         sent = time.perf_counter()
+        lag.append(sent - scheduled)  # the client behind its own schedule: counted in the latency
         try:
             await stub.Recommend(req, timeout=deadline_s)
             codes["OK"] += 1
@@ -110,7 +111,8 @@ async def open_level(stub, reqs, rate: float, seconds: float, deadline_s: float,
     pct = (lambda a, q: float(np.percentile(a, q)) if len(a) else None)
     return {"target_rate": rate, "offered_rate": i / sent_for, "sent": i, "goodput": codes["OK"] / seconds,
             "codes": dict(codes), "details": dict(details.most_common(8)), "admitted_p50_ms": pct(ok, 50), "admitted_p99_ms": pct(ok, 99),
-            "refusal_p99_ms": pct(ref, 99), "refusal_max_ms": float(ref.max()) if len(ref) else None}
+            "refusal_p99_ms": pct(ref, 99), "refusal_max_ms": float(ref.max()) if len(ref) else None,
+            "send_lag_p99_ms": pct(np.asarray(lag) * 1000, 99)}
 
 
 async def soak(stub, reqs, args, capacity: float, server_pid: int) -> dict:
@@ -162,7 +164,8 @@ async def run(args, port: int, server_pid: int) -> dict:
                   "server_cpu_s": {g: round(cpu1[g] - cpu0.get(g, 0.0), 2) for g in cpu1}}
             out["levels"].append(r)
             print(_row(r, out["capacity"]), flush=True)
-            print(f"      server CPU s by thread: {r['server_cpu_s']}; refusals: {r['details']}", flush=True)
+            print(f"      client send lag p99 {r['send_lag_p99_ms']:.1f} ms; server CPU s by thread: "
+                  f"{r['server_cpu_s']}; refusals: {r['details']}", flush=True)
             await asyncio.sleep(1.0)  # let the queue drain between levels
     return out
 
