@@ -221,3 +221,9 @@ def test_the_pending_calls_a_latency_target_allows_follow_the_measured_call_cost
     assert Engine.batch_within(e, 0.030) == 4  # 5 + 4 x 4 = 21 ms; 8 rows: 37 ms
     assert Engine.batch_within(e, 0.001) == 1  # never below the smallest bucket
     assert Engine.batch_within(e, 1.0) == 16
+
+
+def test_a_latency_target_that_is_not_positive_is_a_clear_error(capsys):
+    from jaxrec.cli import main
+    assert main(["serve", "--checkpoint", "nowhere", "--latency-target-ms", "0"]) != 0
+    assert "--latency-target-ms 0.0: must be more than 0 ms" in capsys.readouterr().err

@@ -20,6 +20,8 @@ def cmd_serve(args) -> int:
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's per-restore chatter
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: need at least 1")
+    if args.latency_target_ms is not None and not args.latency_target_ms > 0:
+        raise UserError(f"--latency-target-ms {args.latency_target_ms}: must be more than 0 ms")
     if args.compile_cache:  # XLA's persistent cache: a restart or reload of the same shapes skips compiling
         import os
 
