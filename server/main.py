@@ -135,6 +135,7 @@ class ServerState:
         self.engine, self.metrics = engine, metrics
         self.batcher: Batcher | None = None
         self.store: EventStore | None = None
+        self.draining = False  # stopping: new calls are refused UNAVAILABLE, taken ones answered
 
     def store_info(self) -> dict:
         """``ModelInfo``'s store fields."""
@@ -311,6 +312,8 @@ class Server:
         if pending:
             options += [("grpc.server.max_pending_requests", int(pending)),
                         ("grpc.server.max_pending_requests_hard_limit", int(pending))]
+        if os.environ.get("GRPC_EXPERIMENTS"):
+            log.info("gRPC experiments: %s", os.environ["GRPC_EXPERIMENTS"])
         before = grpc_server_ids()
         self.server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=limit, options=options)
         ours = grpc_server_ids() - before  # one, unless another thread made a server just now
@@ -399,7 +402,18 @@ class Server:
         for task in (self._watch_task, self._count_task):
             if task:
                 task.cancel()
-        await self.server.stop(self.cfg.grace_s if grace is None else grace)
+        # Drain in Python first, then stop gRPC: calls already taken are answered and new ones are
+        # refused UNAVAILABLE (retried elsewhere by the documented retry policy) until none is in
+        # flight or the grace runs out. gRPC's own stop(grace) does this on its default transport,
+        # but its experimental one (--grpc-experiments ph2_server) resets in-flight streams.
+        grace = self.cfg.grace_s if grace is None else grace
+        t_end = time.monotonic() + grace
+        if self.state:
+            self.state.draining = True
+            while self.state.metrics.in_flight_now() > 0 and time.monotonic() < t_end:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the last answers leave before gRPC closes the connections
+        await self.server.stop(max(0.0, t_end - time.monotonic()))
         if self.state and self.state.batcher:
             await self.state.batcher.stop()
         if self.state and self.state.store:

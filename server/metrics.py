@@ -94,5 +94,9 @@ class ServerMetrics:
                 self.grpc_calls.labels(k).inc(counts[k] - self._grpc_seen[k])
                 self._grpc_seen[k] = counts[k]
 
+    def in_flight_now(self) -> int:
+        """Recommender RPCs this process is handling now (the drain on stop waits for 0)."""
+        return int(self.registry.get_sample_value("jaxrec_in_flight_rpcs") or 0)
+
     def batches_served(self) -> int:
         return int(self.registry.get_sample_value("jaxrec_batch_size_count") or 0)

@@ -203,6 +203,9 @@ def status_of(e: BaseException) -> grpc.StatusCode:
 
 
 REFUSALS = (BadRequest, QueueFull, DeadlineExpired, StoreUnavailable, NoStore, NoSlots)  # answered with status_of
+# calls refused UNAVAILABLE (safe to retry elsewhere: nothing ran), by jaxrec_rejects_total's reason
+UNAVAILABLE_BECAUSE = {"warming_up": "warming up: the model is still compiling",
+                       "draining": "draining: the server is shutting down; retry on another instance"}
 
 
 class RecommenderServicer(pb_grpc.RecommenderServicer):
@@ -254,11 +257,19 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         return make_query(engine, request, limit, stored)
 
     async def _engine(self, context):
-        engine = self.state.engine
-        if engine is None:
-            self.state.metrics.rejects.labels("warming_up").inc()
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up: the model is still compiling")
+        engine, why = self._engine_or_why()
+        if why:
+            self.state.metrics.rejects.labels(why).inc()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, UNAVAILABLE_BECAUSE[why])
         return engine
+
+    def _engine_or_why(self):
+        """(engine, None), or (None, why calls are refused UNAVAILABLE now: a key of UNAVAILABLE_BECAUSE)."""
+        if self.state.draining:
+            return None, "draining"
+        if self.state.engine is None:
+            return None, "warming_up"
+        return self.state.engine, None
 
     async def _abort(self, context, e: BaseException):
         code = status_of(e)
@@ -387,9 +398,9 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
         async def one(req):
             res = pb.RecommendResult()
-            engine = self.state.engine
-            if engine is None:
-                res.code, res.error = grpc.StatusCode.UNAVAILABLE.value[0], "warming up: the model is still compiling"
+            engine, why = self._engine_or_why()
+            if why:
+                res.code, res.error = grpc.StatusCode.UNAVAILABLE.value[0], UNAVAILABLE_BECAUSE[why]
             else:
                 await self._entries("RecommendStream", engine, [req], context.time_remaining(), [res])
             return res

@@ -326,13 +326,16 @@ def test_tls(run_dir, tmp_path):
         srv.stop()
 
 
-@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
-def test_sigterm_drains_in_flight(run_dir, event_loop):
+@pytest.mark.parametrize("event_loop,experiments", [("asyncio", None), ("uvloop", None), ("asyncio", "ph2_server")])
+def test_sigterm_drains_in_flight(run_dir, event_loop, experiments):
+    """SIGTERM: calls already taken are answered, then the process exits 0 - also on gRPC's
+    experimental transport, whose own stop(grace) resets in-flight streams (the server drains
+    in Python first)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", str(run_dir), "--diversity-pool", "0",
                              "--port", "0", "--max-batch-size", "64", "--length-buckets", "50",
                              "--k-buckets", "10", "--max-delay-ms", "400", "--grace-s", "20",
-                             "--event-loop", event_loop],
+                             "--event-loop", event_loop] + (["--grpc-experiments", experiments] if experiments else []),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         line = ""
@@ -354,6 +357,34 @@ def test_sigterm_drains_in_flight(run_dir, event_loop):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_while_draining_new_calls_are_refused_unavailable_and_taken_ones_answered(run_dir):
+    """stop(): health NOT_SERVING, calls already taken are answered, a call that arrives during
+    the drain is refused UNAVAILABLE at once (retryable elsewhere), then gRPC stops."""
+    srv = ThreadedServer(ServeConfig(str(run_dir), port=0, **dict(QUIET, max_delay_ms=400.0)))
+
+    async def go():
+        async with AsyncClient(f"127.0.0.1:{srv.port}", timeout=30, retries=0) as c:
+            await c.recommend(["1"], k=5)
+            taken = [asyncio.create_task(c.recommend(h, k=5)) for h in histories(5, seed=2)]
+            await asyncio.sleep(0.1)  # in the batcher's 400 ms window
+            stopping = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(srv.srv.stop(grace=20), srv.loop))
+            await asyncio.sleep(0.1)
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await c.recommend(["2"], k=5)
+            answers = await asyncio.gather(*taken)
+            await stopping
+            return e.value, answers
+
+    try:
+        refused, answers = asyncio.run(go())
+    finally:
+        srv.loop.call_soon_threadsafe(srv.loop.stop)
+        srv._thread.join(5)
+    assert refused.code() == grpc.StatusCode.UNAVAILABLE and "draining" in refused.details()
+    assert [len(a.items) for a in answers] == [5] * 5
+    assert srv.srv.metrics.registry.get_sample_value("jaxrec_rejects_total", {"reason": "draining"}) == 1
 
 
 def test_generated_stubs_in_sync(tmp_path):
@@ -727,13 +758,32 @@ def test_sigterm_while_workers_compile_leaves_no_worker_behind(run_dir):
 
 
 
-def test_calls_past_the_pending_limit_are_refused_in_grpc_core(run_dir):
+def _in_process_with_grpc_experiments(test_id: str, experiments: str | None) -> bool:
+    """gRPC reads GRPC_EXPERIMENTS once, when it loads: a test of an experiment runs itself again
+    in a fresh pytest process with the variable set. True when this process is not that one (the
+    caller returns; the subprocess's result has been asserted)."""
+    if not experiments or experiments in os.environ.get("GRPC_EXPERIMENTS", "").split(","):
+        return False
+    env = dict(os.environ, GRPC_EXPERIMENTS=experiments, JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test_id}"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    return True
+
+
+@pytest.mark.parametrize("experiments", [None, "ph2_server"])
+def test_calls_past_the_pending_limit_are_refused_in_grpc_core(request, run_dir, experiments):
     """While the event loop is busy, new calls wait in gRPC's C core; past ``max_pending_rpcs``
     the core refuses them at once, with no Python run (here: while the loop is still blocked),
-    and the calls it held are answered once the loop is back. ``lower_loop_priority`` (the
-    ``--loop-nice`` that keeps the loop behind the device under load) nices the loop thread
-    only: the device thread keeps the process's priority."""
+    and the calls it held are answered once the loop is back. The refusal is CANCELLED on gRPC's
+    default transport, RESOURCE_EXHAUSTED with ``--grpc-experiments ph2_server``.
+    ``lower_loop_priority`` (the ``--loop-nice`` that keeps the loop behind the device under
+    load) nices the loop thread only: the device thread keeps the process's priority."""
     from jaxrec_server.main import lower_loop_priority
+
+    if _in_process_with_grpc_experiments(request.node.name, experiments):
+        return
+    refusal = "RESOURCE_EXHAUSTED" if experiments else "CANCELLED"
 
     srv = ThreadedServer(ServeConfig(str(run_dir), port=0, max_pending_rpcs=4, max_batch_size=8, length_buckets=[16],
                                      k_buckets=[10], diversity_pool=0))  # few buckets: a short warm-up
@@ -772,11 +822,14 @@ def test_calls_past_the_pending_limit_are_refused_in_grpc_core(run_dir):
     finally:
         srv.stop()
     codes = [c for c, _ in out]
-    assert set(codes) <= {"OK", "CANCELLED"}, codes
-    refused = [t for c, t in out if c == "CANCELLED"]
+    assert set(codes) <= {"OK", refusal}, codes
+    refused = [t for c, t in out if c == refusal]
     assert 1 <= codes.count("OK") <= 4 + 2 and len(refused) >= 24 - 4 - 2, codes
     assert max(refused) < 1.5  # refused while the loop was blocked: nothing in Python saw them
     assert len(after.items) == 5
+    if experiments:  # the promise-based server keeps no channelz call counts: jaxrec_grpc_calls_total stays 0
+        assert not any(calls.values())
+        return
     # refused in the core: started, never succeeded or failed
     assert calls["started"] >= 26 and calls["succeeded"] >= codes.count("OK") + 2
     assert calls["started"] - calls["succeeded"] - calls["failed"] >= len(refused)

@@ -10,9 +10,27 @@ from jaxrec.cli.common import add_model_options, parse_times, require_files
 from jaxrec.errors import UserError
 
 
+def set_grpc_experiments(names: str) -> None:
+    """Add ``names`` (comma-separated) to GRPC_EXPERIMENTS for this process and the workers it
+    starts. gRPC's core reads the variable once, when ``grpc`` is imported, so this must run
+    first; in a process that has already imported it the change would be silently ignored, so
+    that is an error."""
+    import os
+    import sys
+
+    if "grpc" in sys.modules:
+        raise UserError("--grpc-experiments: gRPC is already loaded in this process; set GRPC_EXPERIMENTS "
+                        "in the environment instead")
+    have = [x for x in os.environ.get("GRPC_EXPERIMENTS", "").split(",") if x]
+    os.environ["GRPC_EXPERIMENTS"] = ",".join(have + [x.strip() for x in names.split(",")
+                                                      if x.strip() and x.strip() not in have])
+
+
 def cmd_serve(args) -> int:
     import logging
 
+    if args.grpc_experiments:  # gRPC reads them once, when it loads: before jaxrec_server imports it
+        set_grpc_experiments(args.grpc_experiments)
     from jaxrec_server.main import ServeConfig, run_on_loop, serve_forever
 
     # force: an import (absl, via orbax) may have configured the root logger at WARNING already
@@ -206,6 +224,10 @@ def add_parsers(sub) -> None:
     sv.add_argument("--max-pending-rpcs", type=int, default=None,
                     help="calls gRPC's C core holds before the event loop takes them; past it a call is refused "
                          "there, before any Python runs (default: --max-batch-size; 0: gRPC's own, 1000)")
+    sv.add_argument("--grpc-experiments", default=None, metavar="LIST",
+                    help="gRPC core experiments for the serving processes (GRPC_EXPERIMENTS, set before gRPC "
+                         "loads), e.g. ph2_server: gRPC's promise-based HTTP/2 server, whose refusals past "
+                         "--max-pending-rpcs are RESOURCE_EXHAUSTED instead of CANCELLED (default: none)")
     sv.add_argument("--loop-nice", type=int, default=19,
                     help="nice increment of the event-loop thread: when the core is contended the device thread "
                          "(answering admitted requests) goes first and the excess is refused in gRPC's C core "
