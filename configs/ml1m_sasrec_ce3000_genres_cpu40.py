@@ -10,7 +10,7 @@ without genres 0.1793; this config measures whether they add up.
 Expected: the published SASRec+ 3000 figure (test NDCG@10 0.1857) is the reference; the issue's
 target for the best model on this file is 0.195 (5% above it). Measured on the 2-core CPU
 (2026-12-02, one seed, sharing the cores with test runs): test NDCG@10 0.1821 (HR@10 0.3136; 83
-epochs, validation still rising): no gain over either lead alone at this budget; see
+epochs): no gain over either lead alone at this budget; see
 benchmarks/RESULTS.md ("Longer budgets for the CPU recipe").
 
     jaxrec train --config configs/ml1m_sasrec_ce3000_genres_cpu40.py --data ../shared/data/ml-1m/ml-1m.txt \\
