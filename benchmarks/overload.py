@@ -14,6 +14,9 @@ says what it reached), goodput (OK answers/s; an OK answer always arrived within
 deadline), admitted p50/p99 (from the scheduled send time, so client lag cannot hide
 queueing), counts by status code, the p99 and max time to a refusal (send to error), and the
 server's RSS. Writes a table, JSON (``--out``) and a PNG (goodput and p99 against load).
+Past ~2x the one client core is the limit (its send lag is printed per level): ``--client raw``
+(the default) sends requests serialized once and does not parse answers; ``--event-loop
+uvloop`` is the faster loop.
 
 ``--soak MINUTES`` instead runs one open loop at ``--soak-level`` x capacity (default 0.7) for
 that long, reported per minute (goodput, p99, errors, RSS), and ends with the RSS growth and
@@ -36,6 +39,7 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from jaxrec_server.main import run_on_loop  # noqa: E402
 from serve_load import closed_loop, load_requests, pyplot, save_figure  # noqa: E402  (a sibling benchmark script)
 
 
@@ -78,7 +82,9 @@ def start_server(args, port: int) -> subprocess.Popen:
     raise SystemExit(f"server did not start (exit {proc.wait()})")
 
 
-async def open_level(stub, reqs, rate: float, seconds: float, deadline_s: float, seed: int) -> dict:
+async def open_level(call, reqs, rate: float, seconds: float, deadline_s: float, seed: int) -> dict:
+    """One open-loop level: Poisson sends of ``reqs`` through ``call`` (a unary multi-callable:
+    the stub's, or a raw one taking serialized bytes, see ``--client``)."""
     rng = np.random.default_rng(seed)
     ok_lat, refusal, lag, codes, tasks = [], [], [], collections.Counter(), []
     details = collections.Counter()
@@ -87,7 +93,7 @@ async def open_level(stub, reqs, rate: float, seconds: float, deadline_s: float,
         sent = time.perf_counter()
         lag.append(sent - scheduled)  # the client behind its own schedule: counted in the latency
         try:
-            await stub.Recommend(req, timeout=deadline_s)
+            await call(req, timeout=deadline_s)
             codes["OK"] += 1
             ok_lat.append(time.perf_counter() - scheduled)
         except grpc.RpcError as e:
@@ -115,10 +121,10 @@ async def open_level(stub, reqs, rate: float, seconds: float, deadline_s: float,
             "send_lag_p99_ms": pct(np.asarray(lag) * 1000, 99)}
 
 
-async def soak(stub, reqs, args, capacity: float, server_pid: int) -> dict:
+async def soak(call, reqs, args, capacity: float, server_pid: int) -> dict:
     rate, rows = args.soak_level * capacity, []
     for minute in range(int(args.soak)):
-        r = await open_level(stub, reqs, rate, 60.0, args.deadline_ms / 1000, seed=1000 + minute)
+        r = await open_level(call, reqs, rate, 60.0, args.deadline_ms / 1000, seed=1000 + minute)
         r |= {"minute": minute + 1, "server_rss_mib": rss_mib(server_pid)}
         rows.append(r)
         errors = sum(v for k, v in r["codes"].items() if k != "OK")
@@ -154,11 +160,18 @@ async def run(args, port: int, server_pid: int) -> dict:
         out["capacity_run"] = cap
         print(f"capacity (closed loop, concurrency {args.concurrency}): {cap['throughput']:.0f} answers/s, "
               f"p99 {cap['p99_ms']:.1f} ms", flush=True)
+        # the open loop's sends: with --client raw the requests are serialized once, here, and the
+        # answers not parsed, so the one client core spends its time on gRPC calls, not protobuf
+        if args.client == "raw":
+            call = ch.unary_unary("/jaxrec.v1.Recommender/Recommend")  # bytes in, bytes out
+            sends = [r.SerializeToString() for r in reqs]
+        else:
+            call, sends = stub.Recommend, reqs
         if args.soak:
-            return out | {"soak": await soak(stub, reqs, args, out["capacity"], server_pid)}
+            return out | {"soak": await soak(call, sends, args, out["capacity"], server_pid)}
         for j, x in enumerate(args.levels):
             cpu0 = thread_cpu(server_pid)
-            r = await open_level(stub, reqs, x * out["capacity"], args.seconds, args.deadline_ms / 1000, seed=j)
+            r = await open_level(call, sends, x * out["capacity"], args.seconds, args.deadline_ms / 1000, seed=j)
             cpu1 = thread_cpu(server_pid)
             r |= {"level": x, "server_rss_mib": rss_mib(server_pid),
                   "server_cpu_s": {g: round(cpu1[g] - cpu0.get(g, 0.0), 2) for g in cpu1}}
@@ -239,6 +252,11 @@ def main(argv=None) -> int:
     ap.add_argument("--retries", type=int, default=0,
                     help="client retries by jaxrec_server.client.service_config (default 0: none)")
     ap.add_argument("--serve-args", default="", help="extra `jaxrec serve` options, e.g. '--max-wait-ms 100'")
+    ap.add_argument("--client", choices=("raw", "stub"), default="raw",
+                    help="open-loop sends: raw = requests serialized once and answers not parsed (the load "
+                         "generator's core goes further), stub = the generated stub per call")
+    ap.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio",
+                    help="the load generator's event loop")
     ap.add_argument("--port", type=int, default=50888)
     ap.add_argument("--out", default=str(Path(__file__).resolve().with_name("overload.json")))
     args = ap.parse_args(argv)
@@ -249,7 +267,7 @@ def main(argv=None) -> int:
     proc = start_server(args, args.port)
     try:
         print(HEADER)
-        out = asyncio.run(run(args, args.port, proc.pid))
+        out = run_on_loop(run(args, args.port, proc.pid), args.event_loop)
     finally:
         proc.terminate()
         proc.wait(30)
