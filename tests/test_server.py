@@ -20,6 +20,7 @@ from jaxrec.errors import UserError
 from jaxrec.inference import Recommender
 from jaxrec.train import Config, Ranking, train
 from jaxrec.v1 import recommender_pb2 as pb
+from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
 from jaxrec_server.client import AsyncClient, Client
 from jaxrec_server.engine import Engine
 from jaxrec_server.main import ServeConfig, Server, ThreadedServer
@@ -413,6 +414,25 @@ def test_load_test_smoke(server, tmp_path):
         assert r["ok"] > 0 and not r["errors"]
     batch = rows[2]  # recommendations/s counts every entry of a batch call
     assert batch["throughput"] == pytest.approx(8 * batch["calls_per_s"])
+
+
+def test_overload_open_level_raw_and_stub_clients_agree(server):
+    """benchmarks/overload.py's open loop: the raw client (requests serialized once, answers not
+    parsed) counts the same OK answers as the stub at a load the server keeps up with."""
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "overload.py"))
+    reqs = bench["load_requests"]("synthetic:tiny", 50, 20, 5)
+
+    async def go():
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            raw = ch.unary_unary("/jaxrec.v1.Recommender/Recommend")
+            stub = pb_grpc.RecommenderStub(ch)
+            a = await bench["open_level"](raw, [r.SerializeToString() for r in reqs], 40.0, 0.5, 5.0, seed=0)
+            b = await bench["open_level"](stub.Recommend, reqs, 40.0, 0.5, 5.0, seed=0)
+            return a, b
+
+    a, b = asyncio.run(go())
+    assert a["sent"] == b["sent"] > 0  # the same Poisson schedule
+    assert a["codes"] == b["codes"] == {"OK": a["sent"]}
 
 
 def test_load_test_floor_cpu_accounting_and_engine_alone(run_dir, tmp_path):
