@@ -30,8 +30,10 @@ import asyncio
 import collections
 import json
 import os
+import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -121,10 +123,62 @@ async def open_level(call, reqs, rate: float, seconds: float, deadline_s: float,
             "send_lag_p99_ms": pct(np.asarray(lag) * 1000, 99)}
 
 
-async def soak(call, reqs, args, capacity: float, server_pid: int) -> dict:
+METHOD = "/jaxrec.v1.Recommender/Recommend"
+GRPC_CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
+
+
+def build_openloop() -> Path:
+    """Compile benchmarks/openloop.cc (once per source change) with g++ against gRPC's C++
+    library (Debian: libgrpc++-dev); the binary lives in the temp directory."""
+    src = Path(__file__).resolve().with_name("openloop.cc")
+    exe = Path(tempfile.gettempdir()) / "jaxrec-openloop" / "openloop"
+    if exe.exists() and exe.stat().st_mtime >= src.stat().st_mtime:
+        return exe
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "grpc++"], capture_output=True, text=True)
+    if flags.returncode != 0:
+        raise SystemExit("--client cpp needs g++, pkg-config and gRPC's C++ library "
+                         "(Debian: apt-get install g++ pkg-config libgrpc++-dev)")
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["g++", "-O2", "-std=c++17", str(src), "-o", str(exe)] + flags.stdout.split(), check=True)
+    return exe
+
+
+def write_requests(reqs, path: Path) -> Path:
+    """The requests as openloop.cc reads them: a 4-byte little-endian length, then the message."""
+    with open(path, "wb") as f:
+        for r in reqs:
+            b = r.SerializeToString()
+            f.write(struct.pack("<I", len(b)) + b)
+    return path
+
+
+def open_level_cpp(exe: Path, target: str, reqfile: Path, rate: float, seconds: float, deadline_s: float,
+                   seed: int, cpus: str) -> dict:
+    """``open_level`` by the C++ load generator (pinned to ``cpus``): the same fields, from its
+    one line per call (status code, us from the scheduled send, us from the actual send, send lag)."""
+    with tempfile.NamedTemporaryFile(suffix=".calls") as calls:
+        r = subprocess.run(["taskset", "-c", cpus, str(exe), target, METHOD, str(reqfile), repr(rate), repr(seconds),
+                            repr(deadline_s * 1000), str(seed), calls.name], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"openloop failed (exit {r.returncode}): {r.stderr.strip()}")
+        meta = json.loads(r.stdout.strip().splitlines()[-1])
+        a = np.loadtxt(calls.name, dtype=np.int64, ndmin=2).reshape(-1, 4)
+    code, from_sched, from_send, lag = a.T
+    ok = code == 0
+    codes = collections.Counter(GRPC_CODE_NAMES.get(int(c), str(c)) for c in code)
+    ms_ok, ms_ref = from_sched[ok] / 1000, from_send[~ok] / 1000
+    pct = (lambda x, q: float(np.percentile(x, q)) if len(x) else None)
+    return {"target_rate": rate, "offered_rate": meta["sent"] / meta["sent_for_s"], "sent": meta["sent"],
+            "goodput": int(ok.sum()) / seconds, "codes": dict(codes), "details": {},
+            "admitted_p50_ms": pct(ms_ok, 50), "admitted_p99_ms": pct(ms_ok, 99),
+            "refusal_p99_ms": pct(ms_ref, 99), "refusal_max_ms": float(ms_ref.max()) if len(ms_ref) else None,
+            "send_lag_p99_ms": pct(lag / 1000, 99)}
+
+
+async def soak(level, args, capacity: float, server_pid: int) -> dict:
     rate, rows = args.soak_level * capacity, []
     for minute in range(int(args.soak)):
-        r = await open_level(call, reqs, rate, 60.0, args.deadline_ms / 1000, seed=1000 + minute)
+        r = await level(rate, 60.0, seed=1000 + minute)
         r |= {"minute": minute + 1, "server_rss_mib": rss_mib(server_pid)}
         rows.append(r)
         errors = sum(v for k, v in r["codes"].items() if k != "OK")
@@ -161,17 +215,29 @@ async def run(args, port: int, server_pid: int) -> dict:
         print(f"capacity (closed loop, concurrency {args.concurrency}): {cap['throughput']:.0f} answers/s, "
               f"p99 {cap['p99_ms']:.1f} ms", flush=True)
         # the open loop's sends: with --client raw the requests are serialized once, here, and the
-        # answers not parsed, so the one client core spends its time on gRPC calls, not protobuf
-        if args.client == "raw":
-            call = ch.unary_unary("/jaxrec.v1.Recommender/Recommend")  # bytes in, bytes out
-            sends = [r.SerializeToString() for r in reqs]
+        # answers not parsed, so the one client core spends its time on gRPC calls, not protobuf;
+        # --client cpp hands the serialized requests to a C++ load generator instead
+        deadline_s = args.deadline_ms / 1000
+        if args.client == "cpp":
+            exe = build_openloop()
+            reqfile = write_requests(reqs, exe.parent / f"requests-{os.getpid()}.bin")
+
+            async def level(rate, seconds, seed):
+                return open_level_cpp(exe, f"127.0.0.1:{port}", reqfile, rate, seconds, deadline_s, seed, args.client_cpus)
         else:
-            call, sends = stub.Recommend, reqs
+            if args.client == "raw":
+                call = ch.unary_unary(METHOD)  # bytes in, bytes out
+                sends = [r.SerializeToString() for r in reqs]
+            else:
+                call, sends = stub.Recommend, reqs
+
+            async def level(rate, seconds, seed):
+                return await open_level(call, sends, rate, seconds, deadline_s, seed)
         if args.soak:
-            return out | {"soak": await soak(call, sends, args, out["capacity"], server_pid)}
+            return out | {"soak": await soak(level, args, out["capacity"], server_pid)}
         for j, x in enumerate(args.levels):
             cpu0 = thread_cpu(server_pid)
-            r = await open_level(call, sends, x * out["capacity"], args.seconds, args.deadline_ms / 1000, seed=j)
+            r = await level(x * out["capacity"], args.seconds, seed=j)
             cpu1 = thread_cpu(server_pid)
             r |= {"level": x, "server_rss_mib": rss_mib(server_pid),
                   "server_cpu_s": {g: round(cpu1[g] - cpu0.get(g, 0.0), 2) for g in cpu1}}
@@ -252,9 +318,11 @@ def main(argv=None) -> int:
     ap.add_argument("--retries", type=int, default=0,
                     help="client retries by jaxrec_server.client.service_config (default 0: none)")
     ap.add_argument("--serve-args", default="", help="extra `jaxrec serve` options, e.g. '--max-wait-ms 100'")
-    ap.add_argument("--client", choices=("raw", "stub"), default="raw",
+    ap.add_argument("--client", choices=("raw", "stub", "cpp"), default="raw",
                     help="open-loop sends: raw = requests serialized once and answers not parsed (the load "
-                         "generator's core goes further), stub = the generated stub per call")
+                         "generator's core goes further), stub = the generated stub per call, cpp = "
+                         "benchmarks/openloop.cc, compiled on first use (needs g++ and libgrpc++-dev): "
+                         "keeps its schedule far past what a Python client can")
     ap.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio",
                     help="the load generator's event loop")
     ap.add_argument("--port", type=int, default=50888)

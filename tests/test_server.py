@@ -435,6 +435,20 @@ def test_overload_open_level_raw_and_stub_clients_agree(server):
     assert a["codes"] == b["codes"] == {"OK": a["sent"]}
 
 
+@pytest.mark.skipif(shutil.which("g++") is None or subprocess.run(["pkg-config", "--exists", "grpc++"]).returncode != 0,
+                    reason="the C++ load generator needs g++ and libgrpc++-dev")
+def test_overload_cpp_load_generator_counts_the_same_answers(server):
+    """benchmarks/openloop.cc (overload.py --client cpp) sends the same Poisson schedule of
+    serialized requests and reports every call, as the Python open loop does."""
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "overload.py"))
+    reqs = bench["load_requests"]("synthetic:tiny", 50, 20, 5)
+    exe = bench["build_openloop"]()
+    reqfile = bench["write_requests"](reqs, exe.parent / f"test-requests-{os.getpid()}.bin")
+    r = bench["open_level_cpp"](exe, f"127.0.0.1:{server.port}", reqfile, 40.0, 0.5, 5.0, 0,
+                                f"0-{os.cpu_count() - 1}")
+    assert r["sent"] > 0 and r["codes"] == {"OK": r["sent"]} and r["admitted_p99_ms"] < 5000
+
+
 def test_load_test_floor_cpu_accounting_and_engine_alone(run_dir, tmp_path):
     """``--batch-sizes floor --engine``: the model-free gRPC floor server answers, each closed-loop
     row carries the server's and the client's CPU per request, and the engine is timed alone."""
