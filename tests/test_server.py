@@ -909,3 +909,14 @@ def test_length_groups_merge_by_measured_cost(run_dir):
         assert (a.because is None) == (b.because is None)
         if a.because is not None:
             assert [[i for i, _ in r] for r in a.because] == [[i for i, _ in r] for r in b.because]
+
+
+def test_grpc_experiments_after_grpc_loaded_is_a_clear_error(monkeypatch):
+    """gRPC reads GRPC_EXPERIMENTS once, when it loads: asking for one later would be silently
+    ignored, so ``--grpc-experiments`` then says what to do instead (this process has loaded gRPC)."""
+    from jaxrec.cli.serve import set_grpc_experiments
+
+    monkeypatch.delenv("GRPC_EXPERIMENTS", raising=False)
+    with pytest.raises(UserError, match="set GRPC_EXPERIMENTS in the environment"):
+        set_grpc_experiments("ph2_server")
+    assert "GRPC_EXPERIMENTS" not in os.environ
