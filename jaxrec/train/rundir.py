@@ -256,9 +256,11 @@ class Checkpoints:
                 mgr.wait_until_finished()
             except Exception:  # noqa: BLE001 - the same failure, already being reported
                 pass
-            for _ in range(5):  # the half-written attempt
+            clean = 0  # the half-written attempt; Orbax's threads may recreate it for a while
+            for _ in range(50):
                 self._remove_partial(which)
-                if not any(d.glob("*.orbax-checkpoint-tmp*")):
+                clean = clean + 1 if not any(d.glob("*.orbax-checkpoint-tmp*")) else 0
+                if clean >= 5:  # gone, and stayed gone for half a second
                     break
                 time.sleep(0.1)
             last = self.rundir.latest_step(which)
