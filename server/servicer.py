@@ -440,7 +440,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                 raise BadRequest("items: empty (an Observe call appends at least one event)")
             engine = self.state.engine
             if engine is None:  # ids are checked for form against the catalog
-                raise StoreUnavailable("warming up: the model is still compiling")
+                raise StoreUnavailable(UNAVAILABLE_BECAUSE["warming_up"])
             idx = lookup_ids("items", items, engine, self.max_request_items)
             if times and len(times) != len(items):
                 raise BadRequest(f"times: {len(times)} times for {len(items)} items; give one per item or none")
