@@ -144,15 +144,33 @@ def engine_only(checkpoint: str, reqs: list, batch_sizes=(1, 64), max_history: i
         engine = load_engine(ServeConfig(checkpoint, max_batch_size=b, k_buckets=[reqs[0].k],
                                          max_history=max_history))
         engine.warm_up()
-        queries = [recommend_query(engine, r)[0] for r in reqs]  # the servicer's own request path
-        n, lo, t0, c0 = 0, 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - t0 < seconds:
-            batch = queries[lo: lo + b]
-            engine.run(batch)
-            n, lo = n + len(batch), (lo + b) % len(queries)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        rows.append({"mode": "engine", "batch": b, "throughput": n / wall, "engine_cpu_ms": 1000 * cpu / n})
+        rows.append(time_engine(engine, [recommend_query(engine, r)[0] for r in reqs], b, seconds))
     return rows
+
+
+def time_engine(engine, queries: list, b: int, seconds: float) -> dict:
+    """``Engine.run`` over ``queries`` (built by the servicer's own ``recommend_query``) in
+    batches of ``b`` for ``seconds``: recommendations/s and CPU ms per recommendation."""
+    n, lo, t0, c0 = 0, 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - t0 < seconds:
+        batch = queries[lo: lo + b]
+        engine.run(batch)
+        n, lo = n + len(batch), (lo + b) % len(queries)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"mode": "engine", "batch": b, "throughput": n / wall, "engine_cpu_ms": 1000 * cpu / n}
+
+
+def engine_on_demand(checkpoint: str, reqs: list, b: int, max_history: int | None, seconds: float) -> None:
+    """The child of ``EngineChild``: build and warm the engine once, print READY, then time it
+    (``time_engine``) each time a line arrives on stdin, printing one ROW line per timing."""
+    from jaxrec_server.main import ServeConfig, load_engine
+    from jaxrec_server.servicer import recommend_query
+    engine = load_engine(ServeConfig(checkpoint, max_batch_size=b, k_buckets=[reqs[0].k], max_history=max_history))
+    engine.warm_up()
+    queries = [recommend_query(engine, r)[0] for r in reqs]
+    print("READY", flush=True)
+    for _ in sys.stdin:
+        print("ROW", json.dumps(time_engine(engine, queries, b, seconds)), flush=True)
 
 
 def batch_requests(reqs: list, entries: int) -> list:
@@ -263,9 +281,10 @@ def parse_rpc(rpc: str) -> tuple[str, int]:
 
 
 async def measure(target, reqs, concurrencies, seconds, server_pid: int | None = None, rpc: str = "unary",
-                  channels: int = 1) -> list[dict]:
-    """Closed loops at each concurrency, then an open loop at half the best call rate, over
-    ``channels`` connections (a ``--workers`` server's kernel spreads connections, not calls)."""
+                  channels: int = 1, open_loop_too: bool = True) -> list[dict]:
+    """Closed loops at each concurrency, then (``open_loop_too``) an open loop at half the best
+    call rate, over ``channels`` connections (a ``--workers`` server's kernel spreads
+    connections, not calls)."""
     from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
     kind, entries = parse_rpc(rpc)
     calls = batch_requests(reqs, entries) if kind == "batch" else reqs
@@ -284,7 +303,7 @@ async def measure(target, reqs, concurrencies, seconds, server_pid: int | None =
             errs = {k: v for r in rows for k, v in r.get("errors", {}).items()}
             raise SystemExit(f"no request answered in the closed-loop runs (errors: {errs}); "
                              "cannot size the open-loop run")
-        if kind != "stream":  # a stream is a closed loop by nature
+        if kind != "stream" and open_loop_too:  # a stream is a closed loop by nature
             rows.append({"mode": "open", "rpc": rpc, "concurrency": None}
                         | await open_loop(stubs, calls, best / 2, seconds))
     finally:
@@ -369,6 +388,12 @@ def main(argv=None) -> int:
     ap.add_argument("--serve-args", default="", help="extra `jaxrec serve` options, e.g. '--gil-switch-ms 0.5'")
     ap.add_argument("--server-cpus", default=None, help="pin the servers to these cores (taskset -c), e.g. 0")
     ap.add_argument("--client-cpus", default=None, help="pin this load client to these cores, e.g. 1")
+    ap.add_argument("--paired", type=int, default=0, metavar="N",
+                    help="with --checkpoint and --server-cpus: N rounds that time the largest --batch-sizes "
+                         "server (its best closed loop over --rpc x --concurrency) and the engine alone in "
+                         "turn, both processes pinned to the server cores and alive throughout; prints a "
+                         "ratio per round and their median (the ratio the serving issue asks for, robust "
+                         "to the machine's speed drifting between measurements)")
     ap.add_argument("--port", type=int, default=50777)
     ap.add_argument("--out", default=str(Path(__file__).resolve().with_name("serve_load.json")))
     args = ap.parse_args(argv)
@@ -389,6 +414,17 @@ def main(argv=None) -> int:
         ap.error("--data is required with --target")
     reqs = load_requests(data, max_len, args.users, args.k)
     conc = [int(c) for c in args.concurrency.split(",")]
+    if args.paired:
+        if not (args.checkpoint and args.server_cpus):
+            ap.error("--paired needs --checkpoint and --server-cpus")
+        paired = paired_rounds(args, data, reqs, rpcs, conc, args.paired)
+        Path(args.out).write_text(json.dumps({"k": args.k, "data": data, "seconds": args.seconds,
+                                              "serve_args": args.serve_args, "max_history": args.max_history,
+                                              "server_cpus": args.server_cpus, "client_cpus": args.client_cpus,
+                                              "channels": args.channels, "event_loop": args.event_loop,
+                                              "rpc": rpcs, "concurrency": conc, "paired": paired}, indent=2))
+        print(f"wrote {args.out}")
+        return 0
     results = {}
     settings = ([b if b == "floor" else int(b) for b in args.batch_sizes.split(",")]
                 if args.checkpoint else [None])
@@ -460,6 +496,75 @@ def engine_child(args, data: str, sizes) -> list[dict]:
                          capture_output=True, text=True, check=True,
                          env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
     return json.loads(next(x for x in out.stdout.splitlines() if x.startswith("ROWS "))[5:])
+
+
+class EngineChild:
+    """The model path alone (``engine_on_demand``) in a process pinned to the servers' cores
+    before JAX starts, kept alive between load rounds so that each server figure has an
+    engine figure taken a minute from it: this VM's speed drifts 20-30% between sittings and
+    more within one, and a ratio of two figures taken minutes apart measures that drift as
+    much as the server (single runs of the same code gave 60-78%)."""
+
+    def __init__(self, args, data: str, b: int):
+        from jaxrec.train.rundir import RunDir
+        max_len = RunDir.open(args.checkpoint).model_info().max_len
+        code = ("import json, runpy, sys; m = runpy.run_path(sys.argv[1]); "
+                "reqs = m['load_requests'](sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])); "
+                "m['engine_on_demand'](sys.argv[6], reqs, int(sys.argv[7]), json.loads(sys.argv[8]), float(sys.argv[9]))")
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", args.server_cpus, sys.executable, "-c", code, __file__, data, str(max_len),
+             str(args.users), str(args.k), args.checkpoint, str(b), json.dumps(args.max_history), str(args.seconds)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
+        self._line("READY")
+
+    def _line(self, tag: str) -> str:
+        for line in self.proc.stdout:
+            if line.startswith(tag):
+                return line[len(tag):].strip()
+        raise SystemExit(f"the engine-alone process ended ({self.proc.wait()}) before printing {tag}")
+
+    def time(self) -> dict:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return json.loads(self._line("ROW"))
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(60)
+
+
+def paired_rounds(args, data: str, reqs: list, rpcs: list, conc: list, rounds: int) -> dict:
+    """``--paired N``: one batched server and one engine-alone process, both pinned to the
+    server cores and alive together, timed in turn N times (the server's best closed loop
+    over ``rpcs`` x ``conc``, then the engine alone): a ratio per round, their median."""
+    from jaxrec_server.main import run_on_loop
+    b = max(int(x) for x in args.batch_sizes.split(",") if x.strip().isdigit())
+    engine = EngineChild(args, data, b)
+    proc = start_server(args.checkpoint, b, args.max_delay_ms, args.port, args.k_buckets, args.max_history,
+                        args.event_loop, args.k, cpus=args.server_cpus, extra=args.serve_args.split())
+    out = []
+    try:
+        for i in range(rounds):
+            rows = []
+            for rpc in rpcs:
+                rows += run_on_loop(measure(f"127.0.0.1:{args.port}", reqs, conc, args.seconds, proc.pid, rpc,
+                                            args.channels, open_loop_too=False), args.event_loop)
+            best = max(rows, key=lambda r: r["throughput"])
+            alone = engine.time()
+            out.append({"round": i + 1, "server": best, "engine": alone,
+                        "ratio": best["throughput"] / alone["throughput"]})
+            print(f"round {i + 1}: server {best['rpc']} c={best['concurrency']} {best['throughput']:.0f} rec/s "
+                  f"({best['server_cpu_ms'] or float('nan'):.3f} cpu ms/rec), engine alone batch {b} "
+                  f"{alone['throughput']:.0f} rec/s ({alone['engine_cpu_ms']:.3f}): {out[-1]['ratio']:.0%}", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        engine.close()
+    ratios_ = sorted(r["ratio"] for r in out)
+    print(f"server / engine alone over {rounds} paired rounds: median {float(np.median(ratios_)):.0%} "
+          f"(min {ratios_[0]:.0%}, max {ratios_[-1]:.0%})")
+    return {"batch": b, "rounds": out, "median_ratio": float(np.median(ratios_))}
 
 
 def ratios(results: dict) -> list[str]:

@@ -38,6 +38,7 @@ answers nobody can use):
 from __future__ import annotations
 
 import asyncio
+import bisect
 import concurrent.futures
 import dataclasses
 import time
@@ -163,12 +164,13 @@ class Batcher:
             cap = b
         return cap
 
-    def expected_wait(self, depth: int | None = None) -> float:
+    def expected_wait(self, depth: int | None = None, fresh: dict | None = None, cap: int | None = None) -> float:
         """Seconds until a request arriving now would have its answer: the batch running, the
-        full batches queued ahead of it, and its own batch."""
+        full batches queued ahead of it, and its own batch. ``fresh`` and ``cap``: this
+        moment's averages and batch cap, where a caller asks for several depths at once."""
         depth = self.queue.qsize() + self.forming if depth is None else depth
-        fresh = self._fresh()
-        cap = self.batch_cap(fresh)
+        fresh = self._fresh() if fresh is None else fresh
+        cap = self.batch_cap(fresh) if cap is None else cap
         full, rest = divmod(depth, cap)
         total = (self.batch_time(cap, fresh) or 0.0) * full + (self.batch_time(rest + 1, fresh) or 0.0)
         if self.running:
@@ -212,12 +214,35 @@ class Batcher:
         limit = self.wait_limit(timeout)
         if limit is None:
             return
-        wait = self.expected_wait()
-        if wait > limit:
+        if self.expected_wait() > limit:
             self._overloaded.inc()
-            raise Overloaded(f"server overloaded: expected wait {1000 * wait:.0f} ms, more than the "
-                             f"{1000 * limit:.0f} ms this request may wait; retry with backoff",
-                             pushback_ms=max(1, int(1000 * wait)))
+            raise self.overloaded(timeout)
+
+    def admit_many(self, n: int, timeout: float | None) -> int:
+        """How many of ``n`` requests arriving together (a batch RPC's entries, all with
+        ``timeout`` seconds left) may queue: the first ones, in order, as long as the expected
+        wait with those ahead of them in the queue stays within the limit. The rest are counted
+        as refused (``overloaded``); the caller answers each of them ``Overloaded``. One
+        estimate for the whole call, not one per entry."""
+        if not self.running and not self.forming and self.queue.empty():
+            return n  # idle: as ``admit``
+        limit = self.wait_limit(timeout)
+        if limit is None:
+            return n
+        fresh, depth = self._fresh(), self.queue.qsize() + self.forming
+        cap = self.batch_cap(fresh)
+        # the expected wait grows with the depth: the first entry that would wait too long
+        m = bisect.bisect_right(range(n), limit, key=lambda j: self.expected_wait(depth + j, fresh, cap))
+        if m < n:
+            self._overloaded.inc(n - m)
+        return m
+
+    def overloaded(self, timeout: float | None) -> Overloaded:
+        """The refusal of a request ``admit_many`` turned away."""
+        wait, limit = self.expected_wait(), self.wait_limit(timeout) or 0.0
+        return Overloaded(f"server overloaded: expected wait {1000 * wait:.0f} ms, more than the "
+                          f"{1000 * limit:.0f} ms this request may wait; retry with backoff",
+                          pushback_ms=max(1, int(1000 * wait)))
 
     def enqueue(self, query: Query, timeout: float | None) -> asyncio.Future:
         """Queue an admitted ``query``; the future resolves to its ``Answer``. Not a coroutine:

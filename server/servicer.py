@@ -51,6 +51,9 @@ class Malformed:
     def __init__(self, message_type, error: Exception):
         self.message_type, self.error = message_type.__name__, error
 
+    def refusal(self) -> "BadRequest":
+        return BadRequest(f"the request bytes are not a valid {self.message_type}: {self.error}")
+
 
 def safe_deserializer(message_type):
     def parse(data: bytes):
@@ -87,6 +90,8 @@ def lookup_ids(field: str, ids, engine, limit: int) -> np.ndarray:
     if len(ids) > limit:
         raise BadRequest(f"{field}: {len(ids)} ids, more than the limit of {limit}")
     idx = engine.catalog.index_of(ids)
+    if idx.all():  # every id known: nothing to check
+        return idx
     for i in np.flatnonzero(idx == 0).tolist():
         x = ids[i]
         if not x or len(x) > MAX_ID_LEN or not x.isprintable() or x.strip() != x:
@@ -179,9 +184,12 @@ def fill_recommend(r: pb.RecommendResponse, engine, a, unknown: int) -> pb.Recom
     lie in the batch response: no message is built twice and copied)."""
     ids, titles = engine.id_list, engine.title_list
     r.unknown_history_items, r.model, r.model_step, r.cold_start = unknown, engine.name, engine.step or 0, a.cold_start
-    add = r.items.add  # cheaper than building ScoredItem objects and a list
+    add = r.items.add  # add() then attributes: cheaper than keywords or ScoredItem objects
     for j, (i, s) in enumerate(zip(a.items.tolist(), a.scores.tolist())):
-        it = add(item_id=ids[i], score=s, title=titles[i])
+        it = add()
+        it.item_id, it.score = ids[i], s
+        if titles[i]:
+            it.title = titles[i]
         if a.because is not None:
             it.because.extend(pb.Because(item_id=ids[h], weight=w) for h, w in a.because[j])
     return r
@@ -220,7 +228,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         """Refuse malformed bytes and work the batcher cannot finish in time, before anything
         else is spent on the request (refusing must cost little)."""
         if isinstance(request, Malformed):
-            raise BadRequest(f"the request bytes are not a valid {request.message_type}: {request.error}")
+            raise request.refusal()
         self.state.batcher.admit(timeout)
 
     async def _stored(self, requests) -> list:
@@ -308,7 +316,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     async def _entries(self, method: str, engine, requests, timeout, results) -> None:
         """Answer many Recommend requests into ``results`` (RecommendResult messages, same order):
-        every entry is admitted, the admitted ones' stored histories are read in one store call,
+        the first entries the batcher can answer in time are admitted (the rest refused in
+        place, RESOURCE_EXHAUSTED), the admitted ones' stored histories are read in one store call,
         the valid ones join the batcher's queue together, and each entry's error is written in
         place; one bad entry fails alone."""
         t0 = time.perf_counter()
@@ -320,13 +329,18 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             if isinstance(e, BadRequest):  # counted as the unary path counts it
                 self.state.metrics.rejects.labels("invalid_argument").inc()
 
-        admitted = []
+        entries = []
         for req, res in zip(requests, results):
-            try:
-                self._admit(req, timeout)
-                admitted.append((req, res))
-            except REFUSALS as e:
-                fail(res, e)
+            if isinstance(req, Malformed):  # a stream's message that did not parse
+                fail(res, req.refusal())
+            else:
+                entries.append((req, res))
+        m = batcher.admit_many(len(entries), timeout)  # one estimate for the call, not one per entry
+        admitted = entries[:m]
+        if m < len(entries):
+            refusal = batcher.overloaded(timeout)
+            for _, res in entries[m:]:
+                fail(res, refusal)
         stored = await self._stored([req for req, _ in admitted])
         waiting = []  # (result, unknown count, answer future)
         for (req, res), ev in zip(admitted, stored):
@@ -354,7 +368,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         code = grpc.StatusCode.OK
         try:
             if isinstance(request, Malformed):
-                raise BadRequest(f"the request bytes are not a valid {request.message_type}: {request.error}")
+                raise request.refusal()
             if self.state.store is None:
                 raise NoStore()
             check_user(request.user_id)
@@ -374,8 +388,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     async def RecommendBatch(self, request, context):
         if isinstance(request, Malformed):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"the request bytes are not a valid {request.message_type}: {request.error}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.refusal()))
         n = len(request.requests)
         if n > self.MAX_BATCH_ENTRIES:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -461,7 +474,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         code = grpc.StatusCode.OK
         try:
             if isinstance(request, Malformed):
-                raise BadRequest(f"the request bytes are not a valid {request.message_type}: {request.error}")
+                raise request.refusal()
             engine = await self._engine(context)
             if not engine.new_item_slots:
                 raise NoSlots()

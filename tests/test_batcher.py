@@ -110,6 +110,26 @@ def test_expected_wait_counts_running_and_queued_batches():
     assert fast.wait_limit(None) == pytest.approx(0.05)
 
 
+def test_a_batch_call_admits_the_entries_that_fit_in_order():
+    """``admit_many``: one estimate per batch RPC; its entries queue behind one another, so the
+    first ones that fit are admitted, as if each had been admitted with those before it queued."""
+    b = Batcher(lambda: None, max_batch_size=4, max_delay_ms=0.0, max_queue=100, metrics=ServerMetrics())
+    assert b.admit_many(50, 0.01) == 50  # idle: everything
+    b._observe(4, 0.1)
+    b._observe(1, 0.04)
+    b.running = 4
+    refused = b.metrics.rejects.labels("overloaded")
+    before = refused._value.get()
+    m = b.admit_many(20, 0.35)
+    # one by one: entry j waits for the running batch and depth j ahead of it
+    assert m == sum(1 for j in range(20) if b.expected_wait(j) <= 0.35) == 10
+    assert b.expected_wait(m - 1) <= 0.35 < b.expected_wait(m)
+    assert refused._value.get() - before == 10
+    limit = b.wait_limit(None)  # the default bound: four full batches
+    assert b.admit_many(20, None) == sum(1 for j in range(20) if b.expected_wait(j) <= limit) > 10
+    assert "expected wait" in str(b.overloaded(0.35)) and b.overloaded(0.35).pushback_ms >= 1
+
+
 def test_a_stale_or_foreign_estimate_never_refuses():
     """A burst of slow batches (a reload compiling on the same CPU) must not leave the server
     refusing everything: refusals stop the batches that would correct the average."""

@@ -40,7 +40,8 @@ def encode_history(catalog: ItemCatalog, ids: Sequence[str]) -> History:
 def history_of_indices(idx: np.ndarray) -> History:
     """A history from ``catalog.index_of`` output (0 = unknown id)."""
     known = idx > 0
-    return History(idx[known].astype(np.int32), known, int((~known).sum()))
+    unknown = len(idx) - int(np.count_nonzero(known))
+    return History((idx[known] if unknown else idx).astype(np.int32, copy=False), known, unknown)
 
 
 def history_times(history: History, times, max_len: int, now=None) -> np.ndarray:

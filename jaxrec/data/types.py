@@ -88,6 +88,8 @@ class ItemCatalog:
             idx = np.fromiter(map(lookup.get, ids, itertools.repeat(PAD)), np.int32, count=len(ids))
         except TypeError:  # an unhashable value: only its string form can be an id
             return np.array([lookup.get(str(x), PAD) for x in ids], dtype=np.int32)
+        if idx.all():  # every id known: the usual case, one C-level pass
+            return idx
         for i in np.flatnonzero(idx == PAD).tolist():
             if not isinstance(ids[i], str):
                 idx[i] = lookup.get(str(ids[i]), PAD)
