@@ -468,6 +468,24 @@ def test_load_test_floor_cpu_accounting_and_engine_alone(run_dir, tmp_path):
     assert all(r["throughput"] > 0 and r["engine_cpu_ms"] > 0 for r in res["engine alone"])
 
 
+def test_load_test_paired_rounds_time_server_and_engine_in_turn(run_dir, tmp_path):
+    """``--paired N``: a server and an engine-alone process alive together, timed in turn; a
+    ratio per round (server / engine alone) and their median in the JSON."""
+    import json
+
+    out = tmp_path / "paired.json"
+    assert _load_test()(["--checkpoint", str(run_dir), "--batch-sizes", "4", "--rpc", "batch4", "--paired", "2",
+                         "--server-cpus", "0", "--seconds", "0.5", "--concurrency", "2", "--users", "20",
+                         "--port", "50792", "--out", str(out)]) == 0
+    paired = json.loads(out.read_text())["paired"]
+    rounds = paired["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2] and paired["batch"] == 4
+    for r in rounds:
+        assert r["server"]["ok"] > 0 and not r["server"]["errors"] and r["engine"]["batch"] == 4
+        assert r["ratio"] == pytest.approx(r["server"]["throughput"] / r["engine"]["throughput"])
+    assert min(r["ratio"] for r in rounds) <= paired["median_ratio"] <= max(r["ratio"] for r in rounds)
+
+
 def test_two_stage_server_matches_pipeline(run_dir, tmp_path):
     """--ranker: the server's lists equal the Pipeline's (retrieve top-N, re-rank, top-k)."""
     from jaxrec.pipeline import Pipeline
