@@ -218,6 +218,7 @@ async def run(args, port: int, server_pid: int) -> dict:
         # answers not parsed, so the one client core spends its time on gRPC calls, not protobuf;
         # --client cpp hands the serialized requests to a C++ load generator instead
         deadline_s = args.deadline_ms / 1000
+        reqfile = None
         if args.client == "cpp":
             exe = build_openloop()
             reqfile = write_requests(reqs, exe.parent / f"requests-{os.getpid()}.bin")
@@ -233,19 +234,23 @@ async def run(args, port: int, server_pid: int) -> dict:
 
             async def level(rate, seconds, seed):
                 return await open_level(call, sends, rate, seconds, deadline_s, seed)
-        if args.soak:
-            return out | {"soak": await soak(level, args, out["capacity"], server_pid)}
-        for j, x in enumerate(args.levels):
-            cpu0 = thread_cpu(server_pid)
-            r = await level(x * out["capacity"], args.seconds, seed=j)
-            cpu1 = thread_cpu(server_pid)
-            r |= {"level": x, "server_rss_mib": rss_mib(server_pid),
-                  "server_cpu_s": {g: round(cpu1[g] - cpu0.get(g, 0.0), 2) for g in cpu1}}
-            out["levels"].append(r)
-            print(_row(r, out["capacity"]), flush=True)
-            print(f"      client send lag p99 {r['send_lag_p99_ms']:.1f} ms; server CPU s by thread: "
-                  f"{r['server_cpu_s']}; refusals: {r['details']}", flush=True)
-            await asyncio.sleep(1.0)  # let the queue drain between levels
+        try:
+            if args.soak:
+                return out | {"soak": await soak(level, args, out["capacity"], server_pid)}
+            for j, x in enumerate(args.levels):
+                cpu0 = thread_cpu(server_pid)
+                r = await level(x * out["capacity"], args.seconds, seed=j)
+                cpu1 = thread_cpu(server_pid)
+                r |= {"level": x, "server_rss_mib": rss_mib(server_pid),
+                      "server_cpu_s": {g: round(cpu1[g] - cpu0.get(g, 0.0), 2) for g in cpu1}}
+                out["levels"].append(r)
+                print(_row(r, out["capacity"]), flush=True)
+                print(f"      client send lag p99 {r['send_lag_p99_ms']:.1f} ms; server CPU s by thread: "
+                      f"{r['server_cpu_s']}; refusals: {r['details']}", flush=True)
+                await asyncio.sleep(1.0)  # let the queue drain between levels
+        finally:
+            if reqfile is not None:  # the serialized requests are this run's alone
+                reqfile.unlink(missing_ok=True)
     return out
 
 

@@ -444,8 +444,11 @@ def test_overload_cpp_load_generator_counts_the_same_answers(server):
     reqs = bench["load_requests"]("synthetic:tiny", 50, 20, 5)
     exe = bench["build_openloop"]()
     reqfile = bench["write_requests"](reqs, exe.parent / f"test-requests-{os.getpid()}.bin")
-    r = bench["open_level_cpp"](exe, f"127.0.0.1:{server.port}", reqfile, 40.0, 0.5, 5.0, 0,
-                                f"0-{os.cpu_count() - 1}")
+    try:
+        r = bench["open_level_cpp"](exe, f"127.0.0.1:{server.port}", reqfile, 40.0, 0.5, 5.0, 0,
+                                    f"0-{os.cpu_count() - 1}")
+    finally:
+        reqfile.unlink()
     assert r["sent"] > 0 and r["codes"] == {"OK": r["sent"]} and r["admitted_p99_ms"] < 5000
 
 
