@@ -208,14 +208,10 @@ class Batcher:
 
     def admit(self, timeout: float | None) -> None:
         """Raise ``Overloaded`` when a request with ``timeout`` seconds left should not queue.
-        The servicer asks before it parses the request's ids: a refusal costs next to nothing."""
-        if not self.running and not self.forming and self.queue.empty():
-            return  # idle: refusing saves nothing, and the batch refreshes the estimates
-        limit = self.wait_limit(timeout)
-        if limit is None:
-            return
-        if self.expected_wait() > limit:
-            self._overloaded.inc()
+        The servicer asks before it parses the request's ids: a refusal costs next to nothing.
+        An idle server (nothing queued, nothing running) admits: refusing saves nothing, and
+        the batch refreshes the estimates."""
+        if not self.admit_many(1, timeout):
             raise self.overloaded(timeout)
 
     def admit_many(self, n: int, timeout: float | None) -> int:
@@ -225,7 +221,7 @@ class Batcher:
         as refused (``overloaded``); the caller answers each of them ``Overloaded``. One
         estimate for the whole call, not one per entry."""
         if not self.running and not self.forming and self.queue.empty():
-            return n  # idle: as ``admit``
+            return n  # idle: refusing saves nothing, and the batch refreshes the estimates
         limit = self.wait_limit(timeout)
         if limit is None:
             return n
