@@ -481,21 +481,17 @@ def main(argv=None) -> int:
 
 
 def engine_child(args, data: str, sizes) -> list[dict]:
-    """``engine_only`` in a fresh process under ``taskset -c SERVER_CPUS``: pinned before JAX
-    starts, so XLA's threads have exactly the cores the server had (pinning this process later
-    would leave threads already started on every core)."""
-    code = ("import json, runpy, sys; m = runpy.run_path(sys.argv[1]); "
-            "reqs = m['load_requests'](sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])); "
-            "print('ROWS', json.dumps(m['engine_only'](sys.argv[6], reqs, json.loads(sys.argv[7]), "
-            "json.loads(sys.argv[8]), float(sys.argv[9]))))")
-    from jaxrec.train.rundir import RunDir
-    max_len = RunDir.open(args.checkpoint).model_info().max_len
-    out = subprocess.run(["taskset", "-c", args.server_cpus, sys.executable, "-c", code, __file__, data, str(max_len),
-                          str(args.users), str(args.k), args.checkpoint, json.dumps(list(sizes)),
-                          json.dumps(args.max_history), str(args.seconds)],
-                         capture_output=True, text=True, check=True,
-                         env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
-    return json.loads(next(x for x in out.stdout.splitlines() if x.startswith("ROWS "))[5:])
+    """``engine_only`` in fresh processes under ``taskset -c SERVER_CPUS`` (``EngineChild``, one
+    per batch size): pinned before JAX starts, so XLA's threads have exactly the cores the
+    server had (pinning this process later would leave threads already started on every core)."""
+    rows = []
+    for b in sizes:
+        child = EngineChild(args, data, b)
+        try:
+            rows.append(child.time())
+        finally:
+            child.close()
+    return rows
 
 
 class EngineChild:
