@@ -18,6 +18,8 @@ max_len 50, sampled softmax with 256 negatives):
   at a time), closed loop at ``--concurrency`` (req/s, p99), and the ratio of that rate to
   the brute-force bound (a full batch's (batch, D) x (D, N+1) product alone, timed on one
   core of this machine);
+* with ``--open-rates R1,R2``: open-loop load at each rate (goodput, p50, p99), the form a
+  "N req/s at p99 <= X ms" target takes;
 * with ``--recall R``: recall@k of ``lax.approx_max_k`` at that target against exact top-k;
 * with ``--index SPEC``: a faiss index (``jaxrec.ann``): its build time, recall@10/@100 against
   the exact top-k and search time per query for each of ``--index-params`` (";"-separated), and
@@ -166,7 +168,13 @@ def index_recall(run: Path, items: int, users: int, spec: str, params: list[str]
     return out
 
 
-async def serve_figures(port: int, reqs: list, concurrency: int, seconds: float) -> dict:
+async def serve_figures(port: int, reqs: list, concurrency: int, seconds: float, open_rates=()) -> dict:
+    """Batch-1 latency, the closed loop at ``concurrency``, then each open-loop rate: Poisson
+    arrivals at a fixed rate with 1 s deadlines (``overload.open_level``), which is what "N req/s
+    at p99 <= X ms" means; a closed loop of C clients cannot show it once C / N > X (Little's law:
+    32 clients at 300 req/s wait 107 ms on average)."""
+    from overload import open_level
+
     from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = pb_grpc.RecommenderStub(ch)
@@ -178,9 +186,15 @@ async def serve_figures(port: int, reqs: list, concurrency: int, seconds: float)
             lat.append(time.perf_counter() - t)
         one = summarize(lat, {}, sum(lat))
         many = await closed_loop(stub, reqs, concurrency, seconds)
+        opened = {}
+        for rate in open_rates:
+            o = await open_level(stub.Recommend, reqs, rate, seconds, 1.0, seed=0)
+            opened |= {f"open{rate:g}_goodput": o["goodput"], f"open{rate:g}_p50_ms": o["admitted_p50_ms"],
+                       f"open{rate:g}_p99_ms": o["admitted_p99_ms"], f"open{rate:g}_codes": o["codes"],
+                       f"open{rate:g}_send_lag_p99_ms": o["send_lag_p99_ms"]}
     return {"batch1_p50_ms": one["p50_ms"], "batch1_p99_ms": one["p99_ms"],
             f"c{concurrency}_rps": many["throughput"], f"c{concurrency}_p99_ms": many["p99_ms"],
-            "serve_errors": many["errors"]}
+            "serve_errors": many["errors"]} | opened
 
 
 def brute_force_rps(items: int, batch: int) -> float:
@@ -208,7 +222,7 @@ def serve(run: Path, items: int, users: int, args, extra: tuple = ()) -> dict:
         warm = next((float(line.split("buckets in ", 1)[1].split("s")[0]) for line in proc.log
                      if "compiled" in line), float("nan"))
         reqs = load_requests(data_spec(items, users), MAX_LEN, 2000, 10)
-        out = asyncio.run(serve_figures(args.port, reqs, args.concurrency, args.seconds))
+        out = asyncio.run(serve_figures(args.port, reqs, args.concurrency, args.seconds, args.open_rates))
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -246,6 +260,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-batch-size", type=int, default=32)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--open-rates", type=lambda v: [float(x) for x in v.split(",") if x], default=[],
+                    help="also open-loop levels at these rates (req/s, comma-separated; Poisson, 1 s deadlines): "
+                         "goodput, p50 and p99 per rate")
     ap.add_argument("--recall", type=float, default=None, help="also measure approx_max_k at this recall target")
     ap.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
                     help="more training settings, e.g. retrieval.sparse_items=true (repeatable)")
@@ -293,6 +310,7 @@ def main(argv=None) -> int:
     cols = ["items", "train_step_ms", "train_peak_rss_mib", "eval_s_per_1k_users", "serve_warmup_s",
             "batch1_p50_ms", "batch1_p99_ms", f"c{args.concurrency}_rps", f"c{args.concurrency}_p99_ms",
             "ratio_to_bound"]
+    cols += [f"open{r:g}_{f}" for r in args.open_rates for f in ("goodput", "p50_ms", "p99_ms")]
     if args.index:
         cols += ["index_serve_ready_s", "index_serve_warmup_s", "index_batch1_p50_ms", "index_batch1_p99_ms", f"index_c{args.concurrency}_rps",
                  f"index_c{args.concurrency}_p99_ms"]
