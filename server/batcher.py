@@ -48,6 +48,18 @@ from jaxrec_server.engine import Answer, Query
 from jaxrec_server.metrics import ServerMetrics
 
 
+AUTO_TARGET_UNITS = 6.0  # --latency-target-ms auto: this many light-load latencies (see auto_latency_target)
+
+
+def auto_latency_target_ms(light_call_s: float, max_delay_ms: float) -> float:
+    """The latency target ``auto`` means: ``AUTO_TARGET_UNITS`` times what one request takes on
+    an idle server (the batching delay plus one call at the longest history bucket, timed after
+    warm-up). A fixed number of milliseconds holds admitted latency under overload near a level
+    that fits one machine's speed; the measured cost follows the model, the catalog and the
+    machine, so the target stays a multiple of the latency the server has under light load."""
+    return AUTO_TARGET_UNITS * (max_delay_ms + 1000.0 * light_call_s)
+
+
 class QueueFull(Exception):
     pass
 

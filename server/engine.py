@@ -353,6 +353,13 @@ class Engine:
         fixed, per = self.call_costs[self.length_buckets[-1]]
         return max((b for b in self.batch_buckets if fixed + per * b <= seconds), default=self.batch_buckets[0])
 
+    def light_call_s(self) -> float:
+        """Seconds of the device call for one request at the longest history bucket (the
+        smallest batch bucket), as measured after warm-up: what a request costs on an idle
+        server, and the unit ``--latency-target-ms auto`` counts in."""
+        fixed, per = self.call_costs[self.length_buckets[-1]]
+        return fixed + per * self.batch_buckets[0]
+
     def describe_costs(self) -> str:
         """The measured call costs, for the start-up log."""
         return ", ".join(f"l={l}: {1000 * f:.1f} ms + {1000 * p:.2f} ms/row" for l, (f, p) in self.call_costs.items())

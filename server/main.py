@@ -28,7 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from jaxrec.scoring import DEFAULT_CHUNK, DEFAULT_POOL
-from jaxrec_server.batcher import Batcher
+from jaxrec_server.batcher import AUTO_TARGET_UNITS, Batcher, auto_latency_target_ms
 from jaxrec_server.engine import Engine
 from jaxrec_server.metrics import ServerMetrics, core_call_counts, grpc_server_ids
 from jaxrec_server.servicer import SERVICE, RecommenderServicer, add_to_server
@@ -72,8 +72,9 @@ class ServeConfig:
     fill_gap_ms: float = 0.0
     # a latency target: batches hold at most what the device answers in half of it (measured per
     # batch-size bucket) and a request expected to wait longer is refused, so admitted latency
-    # under overload stays near it instead of growing to two full batches (None: off)
-    latency_target_ms: float | None = None
+    # under overload stays near it instead of growing to two full batches (None: off; "auto": a
+    # multiple of the measured light-load latency, batcher.auto_latency_target_ms)
+    latency_target_ms: float | str | None = None
     length_buckets: list | None = None
     k_buckets: list | None = None
     max_history: int | None = None  # the model reads the latest N items (None: its max_len)
@@ -244,12 +245,14 @@ class Server:
         # a latency target sizes the C core's pending queue by the measured call costs: one
         # capped batch, not one full batch (calls waiting there count against the target too)
         by_target = cfg.latency_target_ms is not None and cfg.max_pending_rpcs is None
-        if self.bind_when_ready or by_target:
+        target_ms = None
+        if self.bind_when_ready or cfg.latency_target_ms is not None:
             engine = await self._load(loop)
+            target_ms = self._latency_target_ms(engine)
             pending = None
             if by_target:
-                pending = engine.batch_within(cfg.latency_target_ms / 2000.0)
-                log.info("latency target %.0f ms: gRPC holds at most %d pending calls", cfg.latency_target_ms, pending)
+                pending = engine.batch_within(target_ms / 2000.0)
+                log.info("latency target %.1f ms: gRPC holds at most %d pending calls", target_ms, pending)
             await self._bind(pending)
         else:
             await self._bind()
@@ -270,7 +273,7 @@ class Server:
         self.state.batcher = Batcher(lambda: self.state.engine, max_batch_size=cfg.max_batch_size,
                                      max_delay_ms=cfg.max_delay_ms, max_queue=cfg.max_queue,
                                      metrics=self.metrics, max_wait_ms=cfg.max_wait_ms,
-                                     fill_gap_ms=cfg.fill_gap_ms, latency_target_ms=cfg.latency_target_ms)
+                                     fill_gap_ms=cfg.fill_gap_ms, latency_target_ms=target_ms)
         self.state.batcher.start()
         self.state.engine = engine
         self.metrics.model_step.set(engine.step or 0)
@@ -336,6 +339,17 @@ class Server:
             self.port = self.server.add_insecure_port(addr)
         await self.server.start()
 
+    def _latency_target_ms(self, engine: Engine) -> float | None:
+        """``--latency-target-ms`` in ms for ``engine``: the number given, or for ``auto`` a
+        multiple of the engine's measured light-load latency (logged)."""
+        target = self.cfg.latency_target_ms
+        if target != "auto":
+            return target
+        ms = auto_latency_target_ms(engine.light_call_s(), self.cfg.max_delay_ms)
+        log.info("latency target auto: %.1f ms (%.0f x (%.1f ms batching delay + %.1f ms one request's call))",
+                 ms, AUTO_TARGET_UNITS, self.cfg.max_delay_ms, 1000 * engine.light_call_s())
+        return ms
+
     async def reload(self, force: bool = False) -> bool:
         """Load the newest checkpoint, compile it off the request path, swap it in.
 
@@ -350,6 +364,8 @@ class Server:
         if self.state.engine.added:
             log.warning("the new model does not have the %d item(s) AddItems added since the last load: "
                         "add them again", self.state.engine.added)
+        if self.cfg.latency_target_ms == "auto":  # the new model's costs (the C core's pending limit stays)
+            self.state.batcher.latency_target = self._latency_target_ms(engine) / 1000.0
         self.state.engine = engine  # atomic: the next batch uses it
         self.metrics.model_step.set(engine.step or 0)
         log.info("now serving step %s", engine.step)

@@ -247,3 +247,5 @@ def test_a_latency_target_that_is_not_positive_is_a_clear_error(capsys):
     from jaxrec.cli import main
     assert main(["serve", "--checkpoint", "nowhere", "--latency-target-ms", "0"]) != 0
     assert "--latency-target-ms 0.0: must be more than 0 ms" in capsys.readouterr().err
+    assert main(["serve", "--checkpoint", "nowhere", "--latency-target-ms", "fast"]) != 0
+    assert "--latency-target-ms 'fast': a number of ms or 'auto'" in capsys.readouterr().err

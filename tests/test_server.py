@@ -941,3 +941,26 @@ def test_grpc_experiments_after_grpc_loaded_is_a_clear_error(monkeypatch):
     with pytest.raises(UserError, match="set GRPC_EXPERIMENTS in the environment"):
         set_grpc_experiments("ph2_server")
     assert "GRPC_EXPERIMENTS" not in os.environ
+
+
+def test_an_auto_latency_target_is_a_multiple_of_the_measured_light_load_latency(run_dir):
+    """``--latency-target-ms auto``: six times (the batching delay + one request's device call at
+    the longest history bucket, timed after compiling); a reload takes the new model's costs."""
+    from jaxrec_server.batcher import AUTO_TARGET_UNITS, auto_latency_target_ms
+    assert AUTO_TARGET_UNITS == 6  # what `jaxrec serve --help` says
+    assert auto_latency_target_ms(0.004, 2.0) == pytest.approx(36.0)
+    srv = ThreadedServer(ServeConfig(str(run_dir), port=0, latency_target_ms="auto", **QUIET))
+    try:
+        engine, batcher = srv.srv.state.engine, srv.srv.state.batcher
+        fixed, per = engine.call_costs[engine.length_buckets[-1]]
+        assert engine.light_call_s() == pytest.approx(fixed + per * engine.batch_buckets[0])
+        assert batcher.latency_target == pytest.approx(
+            auto_latency_target_ms(engine.light_call_s(), QUIET["max_delay_ms"]) / 1000)
+        with Client(f"127.0.0.1:{srv.port}", timeout=20) as c:
+            assert len(c.recommend(histories(1)[0], k=5).items) == 5
+        assert srv.call(srv.srv.reload(force=True))
+        new = srv.srv.state.engine
+        assert new is not engine and batcher.latency_target == pytest.approx(
+            auto_latency_target_ms(new.light_call_s(), QUIET["max_delay_ms"]) / 1000)
+    finally:
+        srv.stop()

@@ -38,8 +38,13 @@ def cmd_serve(args) -> int:
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's per-restore chatter
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: need at least 1")
-    if args.latency_target_ms is not None and not args.latency_target_ms > 0:
-        raise UserError(f"--latency-target-ms {args.latency_target_ms}: must be more than 0 ms")
+    if args.latency_target_ms is not None and args.latency_target_ms != "auto":
+        try:
+            args.latency_target_ms = float(args.latency_target_ms)
+        except ValueError:
+            raise UserError(f"--latency-target-ms {args.latency_target_ms!r}: a number of ms or 'auto'") from None
+        if not args.latency_target_ms > 0:
+            raise UserError(f"--latency-target-ms {args.latency_target_ms}: must be more than 0 ms")
     if args.compile_cache:  # XLA's persistent cache: a restart or reload of the same shapes skips compiling
         import os
 
@@ -236,10 +241,12 @@ def add_parsers(sub) -> None:
                     help="past --max-delay-ms a batch keeps filling while calls arrive less than this apart and "
                          "its requests can still finish in time (default 0: off; 1 lifts a slow model's "
                          "closed-loop throughput, e.g. 1M items 4.4x, at some goodput under 10x overload)")
-    sv.add_argument("--latency-target-ms", type=float, default=None,
+    sv.add_argument("--latency-target-ms", default=None, metavar="MS|auto",
                     help="cap each batch at the largest size whose measured device time is at most half of "
                          "this, and refuse (RESOURCE_EXHAUSTED) a request expected to wait longer: admitted "
-                         "latency under overload stays near the target, at some throughput; the server then "
+                         "latency under overload stays near the target, at some throughput; 'auto': six times the "
+                         "light-load latency measured after compiling (the batching delay plus one request's "
+                         "device call), which follows the model and the machine's speed; the server then "
                          "binds once compiled, gRPC holding as many pending calls as the measured call costs "
                          "allow in half the target unless --max-pending-rpcs (default: off; batches grow to "
                          "--max-batch-size)")
