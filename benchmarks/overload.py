@@ -71,14 +71,42 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return dict(out)
 
 
+SERVER_FIGURES = ("jaxrec_queue_seconds", "jaxrec_batch_size", "jaxrec_batch_seconds")
+
+
+def server_figures(metrics_port: int) -> dict[str, float]:
+    """The server's histograms of admitted requests (queue time, batch size, batch time): sums
+    and counts, from its Prometheus endpoint; ``level_split`` turns two of these into means."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    return {s.name: s.value for fam in text_string_to_metric_families(text) if fam.name in SERVER_FIGURES
+            for s in fam.samples if s.name.endswith(("_sum", "_count"))}
+
+
+def level_split(before: dict, after: dict) -> dict:
+    """Where an admitted request's time went during one level, by the server's own clock: mean
+    queue wait, mean batch size, mean batch time (the rest of the client's latency is gRPC, the
+    event loop taking the call and sending the answer, and the wait in gRPC's own queue)."""
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    mean = (lambda name, scale: scale * d[f"{name}_sum"] / d[f"{name}_count"] if d.get(f"{name}_count") else None)
+    return {"queue_mean_ms": mean("jaxrec_queue_seconds", 1000), "batch_mean": mean("jaxrec_batch_size", 1),
+            "batch_mean_ms": mean("jaxrec_batch_seconds", 1000)}
+
+
 def start_server(args, port: int) -> subprocess.Popen:
     cmd = ["taskset", "-c", args.server_cpus, sys.executable, "-m", "jaxrec.cli", "serve",
+           "--metrics-port", str(port + 1),
            "--checkpoint", args.checkpoint, "--port", str(port), "--max-batch-size", str(args.max_batch_size),
            "--k-buckets", str(args.k)] + (["--max-history", str(args.max_history)] if args.max_history else [])
     cmd += args.serve_args.split() if args.serve_args else []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
+    proc.log = []  # what the server measured at start-up: call costs, the latency target it chose
     for line in proc.stdout:
+        if "call costs" in line or "latency target" in line:
+            proc.log.append(line.strip().split(" jaxrec_server ", 1)[-1])
         if line.startswith("serving"):
             return proc
     raise SystemExit(f"server did not start (exit {proc.wait()})")
@@ -238,15 +266,17 @@ async def run(args, port: int, server_pid: int) -> dict:
             if args.soak:
                 return out | {"soak": await soak(level, args, out["capacity"], server_pid)}
             for j, x in enumerate(args.levels):
-                cpu0 = thread_cpu(server_pid)
+                cpu0, fig0 = thread_cpu(server_pid), server_figures(port + 1)
                 r = await level(x * out["capacity"], args.seconds, seed=j)
-                cpu1 = thread_cpu(server_pid)
+                cpu1, fig1 = thread_cpu(server_pid), server_figures(port + 1)
                 r |= {"level": x, "server_rss_mib": rss_mib(server_pid),
-                      "server_cpu_s": {g: round(cpu1[g] - cpu0.get(g, 0.0), 2) for g in cpu1}}
+                      "server_cpu_s": {g: round(cpu1[g] - cpu0.get(g, 0.0), 2) for g in cpu1},
+                      "server_split": level_split(fig0, fig1)}
                 out["levels"].append(r)
                 print(_row(r, out["capacity"]), flush=True)
                 print(f"      client send lag p99 {r['send_lag_p99_ms']:.1f} ms; server CPU s by thread: "
-                      f"{r['server_cpu_s']}; refusals: {r['details']}", flush=True)
+                      f"{r['server_cpu_s']}; admitted, by the server: {r['server_split']}; "
+                      f"refusals: {r['details']}", flush=True)
                 await asyncio.sleep(1.0)  # let the queue drain between levels
         finally:
             if reqfile is not None:  # the serialized requests are this run's alone
@@ -339,12 +369,14 @@ def main(argv=None) -> int:
     os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
     proc = start_server(args, args.port)
     try:
+        print("\n".join(proc.log))
         print(HEADER)
         out = run_on_loop(run(args, args.port, proc.pid), args.event_loop)
     finally:
         proc.terminate()
         proc.wait(30)
     out["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
+    out["server_log"] = proc.log
     Path(args.out).write_text(json.dumps(out, indent=2))
     png = Path(args.out).with_suffix(".png")
     drawn = plot_soak(out, png) if args.soak else plot(out, png)

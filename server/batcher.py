@@ -344,6 +344,7 @@ class Batcher:
             finally:
                 self.running = 0
                 self._observe(len(live), loop.time() - t0, engine)
+                self.metrics.batch_seconds.observe(loop.time() - t0)
             for it, a in zip(live, answers):
                 if not it.future.done():
                     it.future.set_result(a)

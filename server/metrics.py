@@ -61,6 +61,9 @@ class ServerMetrics:
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("jaxrec_batch_size", "Requests per device batch",
                                     buckets=BATCH_BUCKETS, registry=r)
+        self.batch_seconds = Histogram("jaxrec_batch_seconds", "Time of a device batch, as admission control "
+                                       "times it: from the hand-off to the device thread until the event loop "
+                                       "has the answers", buckets=LATENCY_BUCKETS, registry=r)
         self.latency_seconds = Histogram("jaxrec_request_latency_seconds", "Handler latency",
                                          ["method"], buckets=LATENCY_BUCKETS, registry=r)
         self.requests = Counter("jaxrec_requests_total", "Requests by method and status code",

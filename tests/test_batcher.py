@@ -229,6 +229,8 @@ def test_under_a_burst_batches_stay_within_the_latency_target():
     sizes = metrics.registry
     assert sizes.get_sample_value("jaxrec_batch_size_bucket", {"le": "4.0"}) == \
         sizes.get_sample_value("jaxrec_batch_size_count")
+    # every batch timed, as admission control times it
+    assert sizes.get_sample_value("jaxrec_batch_seconds_count") == sizes.get_sample_value("jaxrec_batch_size_count")
 
 
 def test_the_pending_calls_a_latency_target_allows_follow_the_measured_call_costs():

@@ -435,6 +435,32 @@ def test_overload_open_level_raw_and_stub_clients_agree(server):
     assert a["codes"] == b["codes"] == {"OK": a["sent"]}
 
 
+def test_overload_splits_admitted_time_by_the_servers_own_histograms():
+    """overload.py reads the server's queue-time, batch-size and batch-time histograms before and
+    after a level and reports their means over the level."""
+    import socket
+
+    from jaxrec_server.metrics import ServerMetrics
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "overload.py"))
+    m = ServerMetrics()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    httpd, _ = m.serve_http(port)
+    try:
+        m.batch_size.observe(3)
+        before = bench["server_figures"](port)
+        for n, q, t in ((4, 0.010, 0.020), (8, 0.030, 0.040)):
+            m.batch_size.observe(n)
+            m.queue_seconds.observe(q)
+            m.batch_seconds.observe(t)
+        split = bench["level_split"](before, bench["server_figures"](port))
+    finally:
+        httpd.shutdown()
+    assert split == pytest.approx({"queue_mean_ms": 20.0, "batch_mean": 6.0, "batch_mean_ms": 30.0})
+    assert bench["level_split"]({}, {}) == {"queue_mean_ms": None, "batch_mean": None, "batch_mean_ms": None}
+
+
 @pytest.mark.skipif(shutil.which("g++") is None or subprocess.run(["pkg-config", "--exists", "grpc++"]).returncode != 0,
                     reason="the C++ load generator needs g++ and libgrpc++-dev")
 def test_overload_cpp_load_generator_counts_the_same_answers(server):
