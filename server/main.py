@@ -346,7 +346,7 @@ class Server:
         if target != "auto":
             return target
         ms = auto_latency_target_ms(engine.light_call_s(), self.cfg.max_delay_ms)
-        log.info("latency target auto: %.1f ms (%.0f x (%.1f ms batching delay + %.1f ms one request's call))",
+        log.info("latency target auto: %.1f ms (%g x (%.1f ms batching delay + %.1f ms one request's call))",
                  ms, AUTO_TARGET_UNITS, self.cfg.max_delay_ms, 1000 * engine.light_call_s())
         return ms
 

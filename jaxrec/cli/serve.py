@@ -244,7 +244,7 @@ def add_parsers(sub) -> None:
     sv.add_argument("--latency-target-ms", default=None, metavar="MS|auto",
                     help="cap each batch at the largest size whose measured device time is at most half of "
                          "this, and refuse (RESOURCE_EXHAUSTED) a request expected to wait longer: admitted "
-                         "latency under overload stays near the target, at some throughput; 'auto': six times the "
+                         "latency under overload stays near the target, at some throughput; 'auto': 4.5 times the "
                          "light-load latency measured after compiling (the batching delay plus one request's "
                          "device call), which follows the model and the machine's speed; the server then "
                          "binds once compiled, gRPC holding as many pending calls as the measured call costs "
