@@ -6,8 +6,9 @@ decay, not a patience counter, ends the run.
 
 Expected: the published SASRec+ figure is the reference (test NDCG@10 0.1821, Klenitskiy &
 Vasilev 2023). Measured on the 2-core CPU (2026-12-01, sharing the cores with other work):
-0.1793 (HR@10 0.3146; 116 epochs, best validation 0.1940 at epoch 86), see
-benchmarks/RESULTS.md ("Longer budgets for the CPU recipe").
+0.1793 (HR@10 0.3146; 116 epochs, best validation 0.1940 at epoch 86); seeds 1 and 2 0.1801 and
+0.1817, mean of 3 seeds 0.1804 +- 0.0012; see benchmarks/RESULTS.md ("Longer budgets for the CPU
+recipe").
 
     jaxrec train --config configs/ml1m_sasrec_ce_cpu40.py --data ../shared/data/ml-1m/ml-1m.txt \\
         --out runs/ml1m_sasrec_ce_cpu40
