@@ -102,7 +102,7 @@ class Batcher:
 
     def __init__(self, engine_ref, *, max_batch_size: int, max_delay_ms: float, max_queue: int,
                  metrics: ServerMetrics, max_wait_ms: float | None = None, fill_gap_ms: float = 0.0,
-                 latency_target_ms: float | None = None):
+                 latency_target_ms: float | None = None, batch_sizes: list | None = None):
         self.engine_ref = engine_ref  # callable -> current Engine (swapped on hot reload)
         self.max_batch_size, self.max_delay = max_batch_size, max_delay_ms / 1000.0
         self.max_wait = None if max_wait_ms is None else max_wait_ms / 1000.0
@@ -111,7 +111,8 @@ class Batcher:
         self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxrec-device",
                                                               initializer=name_os_thread, initargs=("jaxrec-device",))
         self._task: asyncio.Task | None = None
-        self.sizes = pow2_buckets(max_batch_size)
+        # the engine's compiled batch sizes: the buckets batch times are averaged over
+        self.sizes = list(batch_sizes) if batch_sizes else pow2_buckets(max_batch_size)
         self.seconds: dict[int, tuple[float, float]] = {}  # bucket -> (average device s, clock when measured)
         self._measured_on = None  # the engine the averages were measured on
         self.clock = time.monotonic

@@ -76,6 +76,8 @@ class ServeConfig:
     # multiple of the measured light-load latency, batcher.auto_latency_target_ms)
     latency_target_ms: float | str | None = None
     length_buckets: list | None = None
+    # batch sizes compiled (None: powers of two up to max_batch_size; engine.batch_sizes)
+    batch_buckets: list | None = None
     k_buckets: list | None = None
     max_history: int | None = None  # the model reads the latest N items (None: its max_len)
     max_k: int = 1000  # the largest k a client may ask (the largest k bucket)
@@ -200,11 +202,12 @@ class TokenAuth(grpc.aio.ServerInterceptor):
 
 def load_engine(cfg: ServeConfig) -> Engine:
     if cfg.artifact:  # exported functions: no model code, no Orbax
-        return Engine.from_artifact(cfg.artifact, max_batch_size=cfg.max_batch_size)
+        return Engine.from_artifact(cfg.artifact, max_batch_size=cfg.max_batch_size, batch_buckets=cfg.batch_buckets)
     from jaxrec.inference import Recommender
     rec = Recommender.from_checkpoint(cfg.checkpoint)
     ranker = Recommender.from_checkpoint(cfg.ranker) if cfg.ranker else None
-    return Engine(rec, max_batch_size=cfg.max_batch_size, length_buckets=cfg.length_buckets,
+    return Engine(rec, max_batch_size=cfg.max_batch_size, batch_buckets=cfg.batch_buckets,
+                  length_buckets=cfg.length_buckets,
                   k_buckets=cfg.k_buckets, checkpoint=cfg.checkpoint, ranker=ranker,
                   candidates=cfg.candidates, blend=cfg.blend, max_history=cfg.max_history,
                   max_k=cfg.max_k, chunk=cfg.catalog_chunk, recall=cfg.approx_recall, table_dtype=cfg.table_dtype,
@@ -271,6 +274,7 @@ class Server:
             log.info("event store %s: %d events per user, TTL %ss", self.state.store.url,
                      self.state.store.max_events, cfg.store_ttl_s)
         self.state.batcher = Batcher(lambda: self.state.engine, max_batch_size=cfg.max_batch_size,
+                                     batch_sizes=engine.batch_buckets,
                                      max_delay_ms=cfg.max_delay_ms, max_queue=cfg.max_queue,
                                      metrics=self.metrics, max_wait_ms=cfg.max_wait_ms,
                                      fill_gap_ms=cfg.fill_gap_ms, latency_target_ms=target_ms)

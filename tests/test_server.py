@@ -990,3 +990,31 @@ def test_an_auto_latency_target_is_a_multiple_of_the_measured_light_load_latency
             auto_latency_target_ms(new.light_call_s(), QUIET["max_delay_ms"]) / 1000)
     finally:
         srv.stop()
+
+
+def test_batch_buckets_pad_to_the_next_size_given_and_answer_the_same(run_dir):
+    """``--batch-buckets``: the compiled batch sizes are the ones given (plus the largest); a batch
+    runs padded to the next of them; the answers are those of the default powers of two. The
+    server's batcher averages batch times over the same sizes."""
+    from jaxrec_server.engine import Query, batch_sizes
+    assert batch_sizes(32) == [1, 2, 4, 8, 16, 32]
+    assert batch_sizes(32, [24, 1, 12, 12]) == [1, 12, 24, 32]
+    for bad in ([0, 4], [40]):
+        with pytest.raises(UserError, match="each must be from 1 to max_batch_size"):
+            batch_sizes(32, bad)
+    rec = Recommender.from_checkpoint(run_dir)
+    kw = dict(max_batch_size=8, length_buckets=[50], k_buckets=[10], diversity_pool=0)
+    three = Engine(rec, batch_buckets=[3], **kw)
+    assert three.batch_buckets == [3, 8]
+    rng = np.random.default_rng(5)
+    qs = [Query(history=rng.integers(1, 101, n).astype(np.int32), k=10) for n in (2, 9, 30)]
+    for a, b in zip(three.run(qs), Engine(rec, **kw).run(qs)):
+        assert a.items.tolist() == b.items.tolist()
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+    srv = ThreadedServer(ServeConfig(str(run_dir), port=0, batch_buckets=[3], **QUIET))
+    try:
+        assert srv.srv.state.batcher.sizes == srv.srv.state.engine.batch_buckets == [3, 64]
+        with Client(f"127.0.0.1:{srv.port}", timeout=20) as c:
+            assert len(c.recommend(histories(1)[0], k=5).items) == 5
+    finally:
+        srv.stop()

@@ -251,6 +251,10 @@ def add_parsers(sub) -> None:
                          "allow in half the target unless --max-pending-rpcs (default: off; batches grow to "
                          "--max-batch-size)")
     sv.add_argument("--length-buckets", type=_ints, default=None, help="history length buckets, e.g. 16,64,200")
+    sv.add_argument("--batch-buckets", type=_ints, default=None,
+                    help="batch sizes compiled, e.g. 1,2,4,8,12,16,24,32 (default: powers of two up to "
+                         "--max-batch-size); a batch is padded to the next one, which on a large catalog costs "
+                         "what real rows cost")
     sv.add_argument("--k-buckets", type=_ints, default=None, help="top-k buckets, e.g. 10,100")
     sv.add_argument("--max-history", type=int, default=None,
                     help="the model reads only the latest N items (default: its max_len); "
