@@ -4,7 +4,8 @@
     python benchmarks/scale.py --items 10000000 --users 2000    # one more row
     python benchmarks/scale.py --items 1000000 --recall 0.95    # approx_max_k vs exact
     python benchmarks/scale.py --items 1000000 --index auto     # a faiss index vs exact
-    python benchmarks/scale.py --items 1000000 --skip train,eval --workdir W --serve-args "--fill-gap-ms 1"
+    python benchmarks/scale.py --items 1000000 --skip train,eval --workdir W --open-rates 300 \
+        --serve-args "--fill-gap-ms 1 --length-buckets 50 --batch-buckets 1,2,4,8,12,16,20,24,28,32"
 
 Per catalog size N (synthetic data, ``--users`` users of mean length 20, ``sasrec/plus`` with
 max_len 50, sampled softmax with 256 negatives):
