@@ -48,7 +48,7 @@ from jaxrec_server.engine import Answer, Query
 from jaxrec_server.metrics import ServerMetrics
 
 
-AUTO_TARGET_UNITS = 4.5  # --latency-target-ms auto: this many light-load latencies (see auto_latency_target)
+AUTO_TARGET_UNITS = 4.5  # --latency-target-ms auto: this many light-load latencies (auto_latency_target_ms)
 
 
 def auto_latency_target_ms(light_call_s: float, max_delay_ms: float) -> float:

@@ -149,8 +149,9 @@ class Engine:
     @classmethod
     def from_artifact(cls, path, *, max_batch_size: int = 64, batch_buckets: list | None = None) -> "Engine":
         """An engine on an exported artifact (``jaxrec.artifact``): its length and k buckets are
-        the exported ones (the batch dimension is symbolic: any batch sizes); what was not exported (allow lists, longer exclude lists, wider Score lists) is
-        refused per request (``refusal``)."""
+        the exported ones (the batch dimension is symbolic: any batch sizes); what was not
+        exported (allow lists, longer exclude lists, wider Score lists) is refused per request
+        (``refusal``)."""
         from jaxrec.artifact import Artifact
         art = Artifact(path)
         e = cls.__new__(cls)
