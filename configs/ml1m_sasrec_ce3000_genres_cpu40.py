@@ -9,8 +9,8 @@ without genres 0.1793; this config measures whether they add up.
 
 Expected: the published SASRec+ 3000 figure (test NDCG@10 0.1857) is the reference; the issue's
 target for the best model on this file is 0.195 (5% above it). Measured on the 2-core CPU
-(2026-12-02, one seed, sharing the cores with test runs): test NDCG@10 0.1821 (HR@10 0.3136; 83
-epochs): no gain over either lead alone at this budget; see
+(2026-12-02 and -03, three seeds): test NDCG@10 0.1821, 0.1827, 0.1835, mean 0.1828 +- 0.0007
+(HR@10 0.3172; 83-120 epochs): no gain over either lead alone at this budget; see
 benchmarks/RESULTS.md ("Longer budgets for the CPU recipe").
 
     jaxrec train --config configs/ml1m_sasrec_ce3000_genres_cpu40.py --data ../shared/data/ml-1m/ml-1m.txt \\
