@@ -9,6 +9,10 @@ generator on ``--client-cpus``, so the client does not steal the server's CPU. F
 loop measures the capacity C (answers/s); then, for each level x, an open loop sends Poisson
 arrivals at x * C for ``--seconds`` with a ``--deadline-ms`` client deadline and no retries
 (``--retries N``: the documented client retry policy, ``jaxrec_server.client.service_config``).
+``--rounds N`` repeats the capacity run and the levels N times on the one server, judges each
+round's overload levels against that round's own capacity and 0.5x p99 (the VM's speed drifts
+from minute to minute) by issue 17's targets (goodput >= 90% of capacity, admitted p99 <= 2x,
+refusals RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED within 10 ms), and prints medians over rounds.
 Per level: the rate actually offered (one Python client core tops out somewhere; the table
 says what it reached), goodput (OK answers/s; an OK answer always arrived within its
 deadline), admitted p50/p99 (from the scheduled send time, so client lag cannot hide
@@ -71,7 +75,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return dict(out)
 
 
-SERVER_FIGURES = ("jaxrec_queue_seconds", "jaxrec_batch_size", "jaxrec_batch_seconds")
+SERVER_FIGURES = ("jaxrec_queue_seconds", "jaxrec_batch_size", "jaxrec_batch_seconds", "jaxrec_gc_seconds")
 
 
 def server_figures(metrics_port: int) -> dict[str, float]:
@@ -81,7 +85,8 @@ def server_figures(metrics_port: int) -> dict[str, float]:
 
     from prometheus_client.parser import text_string_to_metric_families
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
-    return {s.name: s.value for fam in text_string_to_metric_families(text) if fam.name in SERVER_FIGURES
+    return {s.name + "".join(f"_{v}" for v in s.labels.values()): s.value
+            for fam in text_string_to_metric_families(text) if fam.name in SERVER_FIGURES
             for s in fam.samples if s.name.endswith(("_sum", "_count"))}
 
 
@@ -91,8 +96,13 @@ def level_split(before: dict, after: dict) -> dict:
     event loop taking the call and sending the answer, and the wait in gRPC's own queue)."""
     d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     mean = (lambda name, scale: scale * d[f"{name}_sum"] / d[f"{name}_count"] if d.get(f"{name}_count") else None)
-    return {"queue_mean_ms": mean("jaxrec_queue_seconds", 1000), "batch_mean": mean("jaxrec_batch_size", 1),
-            "batch_mean_ms": mean("jaxrec_batch_seconds", 1000)}
+    out = {"queue_mean_ms": mean("jaxrec_queue_seconds", 1000), "batch_mean": mean("jaxrec_batch_size", 1),
+           "batch_mean_ms": mean("jaxrec_batch_seconds", 1000)}
+    for g in ("0", "1", "2"):  # the garbage collector's pauses by generation: how many, mean ms
+        n = d.get(f"jaxrec_gc_seconds_count_{g}")
+        if n:
+            out[f"gc{g}"] = (int(n), round(1000 * d[f"jaxrec_gc_seconds_sum_{g}"] / n, 2))
+    return out
 
 
 def start_server(args, port: int) -> subprocess.Popen:
@@ -237,11 +247,12 @@ async def run(args, port: int, server_pid: int) -> dict:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=opts) as ch:
         stub = pb_grpc.RecommenderStub(ch)
         await closed_loop(stub, reqs, 8, 2.0)  # warm the channel and the server's batch-time estimates
-        cap = await closed_loop(stub, reqs, args.concurrency, args.seconds)
-        out["capacity"] = cap["throughput"]
-        out["capacity_run"] = cap
-        print(f"capacity (closed loop, concurrency {args.concurrency}): {cap['throughput']:.0f} answers/s, "
-              f"p99 {cap['p99_ms']:.1f} ms", flush=True)
+
+        async def capacity():
+            cap = await closed_loop(stub, reqs, args.concurrency, args.seconds)
+            print(f"capacity (closed loop, concurrency {args.concurrency}): {cap['throughput']:.0f} answers/s, "
+                  f"p99 {cap['p99_ms']:.1f} ms", flush=True)
+            return cap
         # the open loop's sends: with --client raw the requests are serialized once, here, and the
         # answers not parsed, so the one client core spends its time on gRPC calls, not protobuf;
         # --client cpp hands the serialized requests to a C++ load generator instead
@@ -263,25 +274,88 @@ async def run(args, port: int, server_pid: int) -> dict:
             async def level(rate, seconds, seed):
                 return await open_level(call, sends, rate, seconds, deadline_s, seed)
         try:
-            if args.soak:
-                return out | {"soak": await soak(level, args, out["capacity"], server_pid)}
-            for j, x in enumerate(args.levels):
-                cpu0, fig0 = thread_cpu(server_pid), server_figures(port + 1)
-                r = await level(x * out["capacity"], args.seconds, seed=j)
-                cpu1, fig1 = thread_cpu(server_pid), server_figures(port + 1)
-                r |= {"level": x, "server_rss_mib": rss_mib(server_pid),
-                      "server_cpu_s": {g: round(cpu1[g] - cpu0.get(g, 0.0), 2) for g in cpu1},
-                      "server_split": level_split(fig0, fig1)}
-                out["levels"].append(r)
-                print(_row(r, out["capacity"]), flush=True)
-                print(f"      client send lag p99 {r['send_lag_p99_ms']:.1f} ms; server CPU s by thread: "
-                      f"{r['server_cpu_s']}; admitted, by the server: {r['server_split']}; "
-                      f"refusals: {r['details']}", flush=True)
-                await asyncio.sleep(1.0)  # let the queue drain between levels
+            out["rounds"] = []
+            for rnd in range(1, args.rounds + 1):
+                cap = await capacity()  # each round against its own capacity: the VM's speed drifts
+                if rnd == 1:
+                    out["capacity"], out["capacity_run"] = cap["throughput"], cap
+                if args.soak:
+                    return out | {"soak": await soak(level, args, out["capacity"], server_pid)}
+                rows = []
+                for j, x in enumerate(args.levels):
+                    cpu0, fig0 = thread_cpu(server_pid), server_figures(port + 1)
+                    r = await level(x * cap["throughput"], args.seconds, seed=1000 * (rnd - 1) + j)
+                    cpu1, fig1 = thread_cpu(server_pid), server_figures(port + 1)
+                    r |= {"level": x, "round": rnd, "capacity": cap["throughput"],
+                          "server_rss_mib": rss_mib(server_pid),
+                          "server_cpu_s": {g: round(cpu1[g] - cpu0.get(g, 0.0), 2) for g in cpu1},
+                          "server_split": level_split(fig0, fig1)}
+                    rows.append(r)
+                    print(_row(r, r["capacity"]), flush=True)
+                    print(f"      client send lag p99 {r['send_lag_p99_ms']:.1f} ms; server CPU s by thread: "
+                          f"{r['server_cpu_s']}; admitted, by the server: {r['server_split']}; "
+                          f"refusals: {r['details']}", flush=True)
+                    await asyncio.sleep(1.0)  # let the queue drain between levels
+                judge(rows)
+                out["levels"] += rows
+                out["rounds"].append({"round": rnd, "capacity": cap["throughput"]})
+            out["summary"] = summarize(out["levels"])
+            print_summary(out["summary"], args.rounds)
         finally:
             if reqfile is not None:  # the serialized requests are this run's alone
                 reqfile.unlink(missing_ok=True)
     return out
+
+
+TARGET_OF_CAPACITY, TARGET_RATIO, TARGET_REFUSAL_MS = 0.9, 2.0, 10.0  # issue 17's overload targets
+REFUSAL_CODES = {"RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}
+
+
+def judge(rows: list[dict]) -> None:
+    """Issue 17's targets for each overload level (2x and up) of one round, against that round's
+    capacity and its 0.5x admitted p99: goodput >= 90% of capacity, admitted p99 <= 2x, every
+    refusal RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED and the slowest within 10 ms. Adds
+    ``of_capacity``, ``p99_ratio``, ``met`` and ``missed`` to each row."""
+    base = next((r["admitted_p99_ms"] for r in rows if r["level"] == 0.5), None)
+    for r in rows:
+        r["of_capacity"] = r["goodput"] / r["capacity"]
+        p99 = r["admitted_p99_ms"]
+        r["p99_ratio"] = p99 / base if base and p99 else None
+        if r["level"] < 2:
+            continue
+        checks = {"goodput": r["of_capacity"] >= TARGET_OF_CAPACITY,
+                  "p99 ratio": r["p99_ratio"] is not None and r["p99_ratio"] <= TARGET_RATIO,
+                  "refusal codes": set(r["codes"]) - {"OK"} <= REFUSAL_CODES,
+                  "refusal time": (r["refusal_max_ms"] or 0.0) <= TARGET_REFUSAL_MS}
+        r["met"], r["missed"] = all(checks.values()), [k for k, ok in checks.items() if not ok]
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per level over the rounds: the median goodput share and p99 ratio, the slowest refusal,
+    and in how many rounds every target was met."""
+    out = []
+    for x in sorted({r["level"] for r in rows}):
+        rs = [r for r in rows if r["level"] == x]
+        med = (lambda key: float(np.median([r[key] for r in rs if r.get(key) is not None]))
+               if any(r.get(key) is not None for r in rs) else None)
+        out.append({"level": x, "rounds": len(rs), "of_capacity_median": med("of_capacity"),
+                    "p99_ratio_median": med("p99_ratio"), "admitted_p99_ms_median": med("admitted_p99_ms"),
+                    "refusal_max_ms": max((r["refusal_max_ms"] or 0.0 for r in rs), default=0.0),
+                    "met": sum(bool(r.get("met")) for r in rs) if x >= 2 else None,
+                    "missed": sorted({m for r in rs for m in r.get("missed", [])})})
+    return out
+
+
+def print_summary(summary: list[dict], rounds: int) -> None:
+    f = (lambda v, fmt: "-" if v is None else format(v, fmt))
+    print(f"\nover {rounds} round(s): {'load':>5} {'goodput/cap':>11} {'p99 ms':>7} {'p99/0.5x':>8} "
+          f"{'refusal max ms':>14}  targets met")
+    for s in summary:
+        met = "-" if s["met"] is None else f"{s['met']}/{s['rounds']}" + (
+            f" (missed: {', '.join(s['missed'])})" if s["missed"] else "")
+        print(f"{'median':>18} {s['level']:>4g}x {f(s['of_capacity_median'], '.0%'):>11} "
+              f"{f(s['admitted_p99_ms_median'], '.1f'):>7} {f(s['p99_ratio_median'], '.2f'):>8} "
+              f"{s['refusal_max_ms']:>14.1f}  {met}")
 
 
 HEADER = (f"{'load':>5} {'offered/s':>9} {'goodput/s':>9} {'of cap':>6} {'adm p50':>8} {'adm p99':>8} "
@@ -300,7 +374,7 @@ def plot(out: dict, path: Path) -> bool:
     if plt is None:
         return False
     lv = out["levels"]
-    x = [r["offered_rate"] / out["capacity"] for r in lv]
+    x = [r["offered_rate"] / r.get("capacity", out["capacity"]) for r in lv]
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     ax[0].plot(x, [r["goodput"] for r in lv], "o-", label="goodput (OK/s)")
     ax[0].axhline(out["capacity"], ls="--", c="gray", label="capacity")
@@ -348,6 +422,9 @@ def main(argv=None) -> int:
     ap.add_argument("--history", type=int, default=200, help="latest items per request history")
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure capacity and every level this many times on one server; each round is judged "
+                         "against its own capacity and 0.5x p99 (the VM's speed drifts), then medians over rounds")
     ap.add_argument("--soak", type=float, default=None, help="minutes of one steady open loop instead")
     ap.add_argument("--soak-level", type=float, default=0.7)
     ap.add_argument("--retries", type=int, default=0,

@@ -65,6 +65,11 @@ class ServeConfig:
     # the excess waits in the C core and is refused there (max_pending_rpcs) instead of
     # costing Python a call each. An idle device leaves the whole core to the loop.
     loop_nice: int = 19
+    # the nice increment of the compute threads (the device thread, XLA's; 0: none): below
+    # gRPC's own threads, which then take the core as soon as a call arrives, so a call past
+    # max_pending_rpcs is refused in the C core without waiting for the device thread's time
+    # slice (refusal latency; the CPU each costs is the same). Keep it under loop_nice.
+    compute_nice: int = 0
     # past max_delay_ms a batch keeps filling while calls arrive less than this apart and its
     # members can still finish in time (0: off). With the loop behind the device it takes
     # calls only while the device is idle: on a slow model (1M items) batches otherwise stay
@@ -230,6 +235,7 @@ class Server:
         self._watch_task = None
         self._count_task = None
         self._channelz_id = None
+        self.grpc_threads: set[int] = set()  # gRPC's OS threads, started with the server (_bind)
         self._stopping = False
         self.stopped = asyncio.Event()
 
@@ -281,6 +287,7 @@ class Server:
         self.state.batcher.start()
         self.state.engine = engine
         self.metrics.model_step.set(engine.step or 0)
+        self.metrics.time_gc()
         if cfg.metrics_port is not None:
             self.metrics.serve_http(cfg.metrics_port)
         if cfg.watch:
@@ -321,7 +328,7 @@ class Server:
                         ("grpc.server.max_pending_requests_hard_limit", int(pending))]
         if os.environ.get("GRPC_EXPERIMENTS"):
             log.info("gRPC experiments: %s", os.environ["GRPC_EXPERIMENTS"])
-        before = grpc_server_ids()
+        before, threads_before = grpc_server_ids(), os_thread_ids()
         self.server = grpc.aio.server(interceptors=interceptors, maximum_concurrent_rpcs=limit, options=options)
         ours = grpc_server_ids() - before  # one, unless another thread made a server just now
         self._channelz_id = ours.pop() if len(ours) == 1 else None
@@ -342,6 +349,9 @@ class Server:
         else:
             self.port = self.server.add_insecure_port(addr)
         await self.server.start()
+        # gRPC's threads (its event engine, timers, the asyncio poller) start with the server:
+        # --compute-nice leaves them at the process's priority
+        self.grpc_threads = os_thread_ids() - threads_before
 
     def _latency_target_ms(self, engine: Engine) -> float | None:
         """``--latency-target-ms`` in ms for ``engine``: the number given, or for ``auto`` a
@@ -438,27 +448,65 @@ class Server:
             await self.state.batcher.stop()
         if self.state and self.state.store:
             await self.state.store.close()
+        self.metrics.time_gc(False)
         self.stopped.set()
 
 
-async def lower_loop_priority(srv: "Server", nice: int) -> None:
-    """Raise the calling (event-loop) thread's nice value by ``nice`` (``ServeConfig.loop_nice``).
+GRPC_THREAD_NAMES = ("grpc", "event_engine", "lifeguard")  # gRPC's C-core threads name themselves so
 
-    Threads inherit the nice value of the thread that creates them, so the device thread is
-    started first (one no-op on its executor) and keeps the process's priority; threads the
-    loop starts later (reload, the default executor, the event store's) run at the loop's.
-    Linux only (there a thread id names one thread to ``setpriority``); elsewhere it logs.
+
+def os_thread_ids() -> set[int]:
+    """This process's OS thread ids (Linux; empty elsewhere)."""
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
+def _thread_name(tid: int) -> str:
+    try:
+        return Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _renice(tid: int, inc: int) -> None:
+    os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + int(inc))
+
+
+async def set_thread_priorities(srv: "Server", loop_nice: int, compute_nice: int = 0) -> None:
+    """Lower the event-loop thread's priority by ``loop_nice`` and the compute threads' (the
+    device thread's, XLA's) by ``compute_nice`` (``ServeConfig.loop_nice``, ``compute_nice``);
+    gRPC's own threads keep the process's.
+
+    On one contended core the order is then: gRPC's C core (taking calls, refusing those past
+    the pending limit), the device (answering admitted work), the event loop (taking new
+    calls only when the device is idle). Threads inherit the nice value of the thread that
+    creates them, so the device thread is started first (one no-op on its executor); threads
+    XLA starts later run at the compute threads' value, those the loop starts later (reload,
+    the default executor, the event store's) at the loop's. Linux only (there a thread id
+    names one thread to ``setpriority``); elsewhere it logs.
     """
     if not sys.platform.startswith("linux"):  # elsewhere a thread id is not a setpriority target
-        log.warning("--loop-nice works on Linux only; the event loop keeps its priority")
+        log.warning("--loop-nice and --compute-nice work on Linux only; every thread keeps its priority")
         return
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(srv.state.batcher.executor, lambda: None)
+    loop_tid = threading.get_native_id()
     try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + int(nice))
+        if compute_nice:
+            spared = srv.grpc_threads | {loop_tid}
+            for tid in os_thread_ids() - spared:
+                if not _thread_name(tid).startswith(GRPC_THREAD_NAMES):
+                    try:
+                        _renice(tid, compute_nice)
+                    except ProcessLookupError:  # ended meanwhile
+                        pass
+        if loop_nice:
+            _renice(loop_tid, loop_nice)
     except (AttributeError, OSError) as e:
-        log.warning("could not lower the event loop's priority (--loop-nice %s): %s", nice, e)
+        log.warning("could not lower the threads' priorities (--loop-nice %s, --compute-nice %s): %s",
+                    loop_nice, compute_nice, e)
 
 
 async def serve_forever(cfg: ServeConfig, *, worker=None) -> None:
@@ -470,8 +518,8 @@ async def serve_forever(cfg: ServeConfig, *, worker=None) -> None:
     srv = Server(cfg, bind_when_ready=worker is not None)
     port = await srv.start()
     loop = asyncio.get_running_loop()
-    if cfg.loop_nice:
-        await lower_loop_priority(srv, cfg.loop_nice)
+    if cfg.loop_nice or cfg.compute_nice:
+        await set_thread_priorities(srv, cfg.loop_nice, cfg.compute_nice)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(srv.stop()))
     if worker is not None:

@@ -6,7 +6,9 @@ figures together: counters and histograms summed, gauges as each ``multiprocess_
 
 from __future__ import annotations
 
+import gc
 import json
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -83,6 +85,10 @@ class ServerMetrics:
                                   "gRPC's C core refused before Python took them (--max-pending-rpcs)",
                                   ["result"], registry=r)
         self._grpc_seen = dict.fromkeys(GRPC_RESULTS, 0)
+        self.gc_seconds = Histogram("jaxrec_gc_seconds", "Pauses of Python's cyclic garbage collector, by "
+                                    "generation: every thread of the process waits them out", ["generation"],
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self._gc_started: float | None = None
         self.reload_failures = Counter("jaxrec_reload_failures_total",
                                        "Checkpoints refused by hot reload, by reason", ["reason"], registry=r)
 
@@ -96,6 +102,21 @@ class ServerMetrics:
             if counts.get(k, 0) > self._grpc_seen[k]:
                 self.grpc_calls.labels(k).inc(counts[k] - self._grpc_seen[k])
                 self._grpc_seen[k] = counts[k]
+
+    def _time_gc(self, phase: str, info: dict) -> None:
+        # gc.callbacks run holding the GIL, so one collection's start and stop cannot interleave
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started is not None:
+            self.gc_seconds.labels(str(info.get("generation"))).observe(time.perf_counter() - self._gc_started)
+            self._gc_started = None
+
+    def time_gc(self, on: bool = True) -> None:
+        """Start (or stop) timing the garbage collector's pauses into ``jaxrec_gc_seconds``."""
+        if on and self._time_gc not in gc.callbacks:
+            gc.callbacks.append(self._time_gc)
+        elif not on and self._time_gc in gc.callbacks:
+            gc.callbacks.remove(self._time_gc)
 
     def in_flight_now(self) -> int:
         """Recommender RPCs this process is handling now (the drain on stop waits for 0)."""

@@ -461,6 +461,53 @@ def test_overload_splits_admitted_time_by_the_servers_own_histograms():
     assert bench["level_split"]({}, {}) == {"queue_mean_ms": None, "batch_mean": None, "batch_mean_ms": None}
 
 
+def test_garbage_collector_pauses_are_timed_by_generation():
+    """``jaxrec_gc_seconds``: every collection while timing is on, by generation; off removes the hook."""
+    import gc
+
+    from jaxrec_server.metrics import ServerMetrics
+    m = ServerMetrics()
+    m.time_gc()
+    m.time_gc()  # once only
+    try:
+        gc.collect(2)
+        gc.collect(0)
+    finally:
+        m.time_gc(False)
+    assert m._time_gc not in gc.callbacks
+    count = (lambda g: m.registry.get_sample_value("jaxrec_gc_seconds_count", {"generation": g}) or 0)
+    assert count("2") == 1 and count("0") >= 1
+    assert m.registry.get_sample_value("jaxrec_gc_seconds_sum", {"generation": "2"}) > 0
+    gc.collect(2)
+    assert count("2") == 1
+
+
+def test_overload_judges_each_round_against_its_own_capacity_and_light_load_p99():
+    """overload.py --rounds: each round's 2x-and-up levels are judged by issue 17's targets against
+    that round's capacity and 0.5x admitted p99; the summary gives medians and rounds met."""
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "overload.py"))
+
+    def row(rnd, level, cap, goodput, p99, codes, refusal_max):
+        return {"round": rnd, "level": level, "capacity": cap, "goodput": goodput, "admitted_p99_ms": p99,
+                "codes": codes, "refusal_max_ms": refusal_max}
+    r1 = [row(1, 0.5, 100, 50, 10.0, {"OK": 500}, None),
+          row(1, 2, 100, 95, 19.0, {"OK": 950, "RESOURCE_EXHAUSTED": 1000}, 6.0),  # met
+          row(1, 5, 100, 89, 15.0, {"OK": 890, "RESOURCE_EXHAUSTED": 4000}, 6.0)]  # goodput 89%
+    r2 = [row(2, 0.5, 200, 100, 20.0, {"OK": 1000}, None),
+          row(2, 2, 200, 200, 41.0, {"OK": 2000, "UNAVAILABLE": 3}, 12.0),  # ratio, codes, time
+          row(2, 5, 200, 190, 30.0, {"OK": 1900, "DEADLINE_EXCEEDED": 5}, 9.0)]  # met
+    for rows in (r1, r2):
+        bench["judge"](rows)
+    assert [r.get("met") for r in r1] == [None, True, False] and r1[2]["missed"] == ["goodput"]
+    assert r2[1]["missed"] == ["p99 ratio", "refusal codes", "refusal time"] and r2[2]["met"]
+    assert r2[1]["p99_ratio"] == pytest.approx(2.05) and r1[1]["of_capacity"] == pytest.approx(0.95)
+    by_level = {s["level"]: s for s in bench["summarize"](r1 + r2)}
+    assert by_level[0.5]["met"] is None and by_level[2]["met"] == 1 and by_level[5]["met"] == 1
+    assert by_level[2]["p99_ratio_median"] == pytest.approx((1.9 + 2.05) / 2)
+    assert by_level[5]["of_capacity_median"] == pytest.approx((0.89 + 0.95) / 2)
+    assert by_level[2]["refusal_max_ms"] == 12.0
+
+
 @pytest.mark.skipif(shutil.which("g++") is None or subprocess.run(["pkg-config", "--exists", "grpc++"]).returncode != 0,
                     reason="the C++ load generator needs g++ and libgrpc++-dev")
 def test_overload_cpp_load_generator_counts_the_same_answers(server):
@@ -858,9 +905,11 @@ def test_calls_past_the_pending_limit_are_refused_in_grpc_core(request, run_dir,
     the core refuses them at once, with no Python run (here: while the loop is still blocked),
     and the calls it held are answered once the loop is back. The refusal is CANCELLED on gRPC's
     default transport, RESOURCE_EXHAUSTED with ``--grpc-experiments ph2_server``.
-    ``lower_loop_priority`` (the ``--loop-nice`` that keeps the loop behind the device under
-    load) nices the loop thread only: the device thread keeps the process's priority."""
-    from jaxrec_server.main import lower_loop_priority
+    ``set_thread_priorities`` (the ``--loop-nice`` that keeps the loop behind the device under
+    load) nices the loop thread only: the device thread keeps the process's priority; with
+    ``--compute-nice`` (tried in the fresh process only: a nice value cannot be raised back)
+    the device thread is lowered too and gRPC's threads keep theirs."""
+    from jaxrec_server.main import _thread_name, os_thread_ids, set_thread_priorities
 
     if _in_process_with_grpc_experiments(request.node.name, experiments):
         return
@@ -892,14 +941,20 @@ def test_calls_past_the_pending_limit_are_refused_in_grpc_core(request, run_dir,
         calls = {k: srv.srv.metrics.registry.get_sample_value("jaxrec_grpc_calls_total", {"result": k}) or 0
                  for k in ("started", "succeeded", "failed")}
         base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        srv.call(lower_loop_priority(srv.srv, 5))
+        compute = 2 if experiments else 0
+        srv.call(set_thread_priorities(srv.srv, 5, compute))
 
         async def tid():
             return threading.get_native_id()
         loop_tid = srv.call(tid())
         device_tid = srv.srv.state.batcher.executor.submit(threading.get_native_id).result()
         assert os.getpriority(os.PRIO_PROCESS, loop_tid) == min(base + 5, 19)
-        assert os.getpriority(os.PRIO_PROCESS, device_tid) == base
+        assert os.getpriority(os.PRIO_PROCESS, device_tid) == base + compute
+        if compute:  # a fresh process: gRPC's threads started with this server
+            grpc_tids = srv.srv.grpc_threads & os_thread_ids()
+            assert any(_thread_name(t).startswith("event_engine") for t in grpc_tids), \
+                {t: _thread_name(t) for t in grpc_tids}
+            assert all(os.getpriority(os.PRIO_PROCESS, t) == base for t in grpc_tids)
     finally:
         srv.stop()
     codes = [c for c, _ in out]

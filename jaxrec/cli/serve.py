@@ -237,6 +237,10 @@ def add_parsers(sub) -> None:
                     help="nice increment of the event-loop thread: when the core is contended the device thread "
                          "(answering admitted requests) goes first and the excess is refused in gRPC's C core "
                          "(default 19; 0: off)")
+    sv.add_argument("--compute-nice", type=int, default=0,
+                    help="nice increment of the compute threads (the device thread, XLA's): gRPC's own threads "
+                         "then go first on a contended core, so calls past --max-pending-rpcs are refused without "
+                         "waiting for the device's time slice; keep it under --loop-nice (default 0: off)")
     sv.add_argument("--fill-gap-ms", type=float, default=0.0,
                     help="past --max-delay-ms a batch keeps filling while calls arrive less than this apart and "
                          "its requests can still finish in time (default 0: off; 1 lifts a slow model's "
