@@ -45,7 +45,7 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from jaxrec_server.main import run_on_loop  # noqa: E402
+from jaxrec_server.main import GRPC_THREAD_NAMES, run_on_loop  # noqa: E402
 from serve_load import closed_loop, load_requests, pyplot, save_figure  # noqa: E402  (a sibling benchmark script)
 
 
@@ -69,7 +69,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
         except OSError:  # the thread ended
             continue
         group = ("event loop" if task.name == str(pid) else "device" if name.startswith("jaxrec-device")
-                 else "grpc core" if name.startswith(("event_engine", "grpc", "lifeguard"))
+                 else "grpc core" if name.startswith(GRPC_THREAD_NAMES)
                  else "xla" if name.startswith(("tf_", "llvm", "ts_pool")) else "other")
         out[group] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
     return dict(out)
