@@ -243,7 +243,8 @@ async def run(args, port: int, server_pid: int) -> dict:
     from jaxrec_server.client import service_config
     # --retries N: the documented client retry policy (gRPC's own retries and throttling); the
     # codes counted are each call's final status, its latency from the first attempt's send time
-    opts = [("grpc.service_config", service_config(args.retries)), ("grpc.enable_retries", int(args.retries > 0))]
+    opts = [("grpc.service_config", service_config(args.retries, args.retry_backoff_ms / 1000)),
+            ("grpc.enable_retries", int(args.retries > 0))]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=opts) as ch:
         stub = pb_grpc.RecommenderStub(ch)
         await closed_loop(stub, reqs, 8, 2.0)  # warm the channel and the server's batch-time estimates
@@ -429,6 +430,9 @@ def main(argv=None) -> int:
     ap.add_argument("--soak-level", type=float, default=0.7)
     ap.add_argument("--retries", type=int, default=0,
                     help="client retries by jaxrec_server.client.service_config (default 0: none)")
+    ap.add_argument("--retry-backoff-ms", type=float, default=50.0,
+                    help="the retry policy's initial backoff (a retry waits a random time up to it, "
+                         "doubling per attempt)")
     ap.add_argument("--serve-args", default="", help="extra `jaxrec serve` options, e.g. '--max-wait-ms 100'")
     ap.add_argument("--client", choices=("raw", "stub", "cpp"), default="raw",
                     help="open-loop sends: raw = requests serialized once and answers not parsed (the load "

@@ -33,7 +33,7 @@ SERVICE = "jaxrec.v1.Recommender"
 READS = ("Recommend", "RecommendBatch", "RecommendStream", "Score", "GetModelInfo")
 
 
-def service_config(retries: int = 3) -> str:
+def service_config(retries: int = 3, initial_backoff_s: float = 0.05) -> str:
     """The retry policy as a gRPC service config (JSON); ``retries`` = 0 turns retries off.
 
     Retry throttling (gRPC's token bucket per server: 100 tokens, a failure takes one, a success
@@ -47,7 +47,7 @@ def service_config(retries: int = 3) -> str:
         return json.dumps({"methodConfig": [{"name": [{"service": SERVICE}]}]})
 
     def policy(codes):
-        return {"maxAttempts": retries + 1, "initialBackoff": "0.05s", "maxBackoff": "1s",
+        return {"maxAttempts": retries + 1, "initialBackoff": f"{initial_backoff_s:g}s", "maxBackoff": "1s",
                 "backoffMultiplier": 2, "retryableStatusCodes": codes}
     writes = {"name": [{"service": SERVICE}], "retryPolicy": policy(["UNAVAILABLE", "RESOURCE_EXHAUSTED"])}
     reads = {"name": [{"service": SERVICE, "method": m} for m in READS],

@@ -251,3 +251,12 @@ def test_a_latency_target_that_is_not_positive_is_a_clear_error(capsys):
     assert "--latency-target-ms 0.0: must be more than 0 ms" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", "nowhere", "--latency-target-ms", "fast"]) != 0
     assert "--latency-target-ms 'fast': a number of ms or 'auto'" in capsys.readouterr().err
+
+
+def test_thread_priorities_out_of_order_are_a_clear_error(capsys):
+    """--compute-nice at or above --loop-nice would put the event loop ahead of the device."""
+    from jaxrec.cli import main
+    assert main(["serve", "--checkpoint", "nowhere", "--compute-nice", "19"]) != 0
+    assert "--compute-nice 19 must be under --loop-nice 19" in capsys.readouterr().err
+    assert main(["serve", "--checkpoint", "nowhere", "--loop-nice", "25"]) != 0
+    assert "--loop-nice 25: a nice increment from 0 (off) to 19" in capsys.readouterr().err

@@ -45,6 +45,14 @@ def cmd_serve(args) -> int:
             raise UserError(f"--latency-target-ms {args.latency_target_ms!r}: a number of ms or 'auto'") from None
         if not args.latency_target_ms > 0:
             raise UserError(f"--latency-target-ms {args.latency_target_ms}: must be more than 0 ms")
+    for flag, n in (("--loop-nice", args.loop_nice), ("--compute-nice", args.compute_nice)):
+        if not 0 <= n <= 19:
+            raise UserError(f"{flag} {n}: a nice increment from 0 (off) to 19")
+    if args.compute_nice and args.loop_nice and args.compute_nice >= args.loop_nice:
+        # the loop would take the core from the device: admitted work waits while new calls are
+        # taken and refused in Python, the collapse --loop-nice is there to prevent
+        raise UserError(f"--compute-nice {args.compute_nice} must be under --loop-nice {args.loop_nice}: "
+                        "the event loop goes behind the device, the compute threads between the two")
     if args.compile_cache:  # XLA's persistent cache: a restart or reload of the same shapes skips compiling
         import os
 
