@@ -20,7 +20,7 @@ def hist(rng, n, b=3, l=50, min_len=5):
     return h
 
 
-@pytest.mark.parametrize("name", ["sasrec/small", "hstu/small"])
+@pytest.mark.parametrize("name", ["sasrec/small", "hstu/small", "sasrec/ligr"])
 def test_causal_cannot_see_future(name):
     m = build_model(name, 60)
     h = hist(np.random.default_rng(0), 60, min_len=20)
@@ -31,7 +31,7 @@ def test_causal_cannot_see_future(name):
     assert not np.allclose(a[:, -1], b[:, -1])
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", MODELS + ["sasrec/ligr"])
 def test_padding_does_not_change_outputs(name):
     """The same history in a longer, more padded window gives the same user vector."""
     m = build_model(name, 60)
@@ -40,7 +40,7 @@ def test_padding_does_not_change_outputs(name):
     np.testing.assert_allclose(np.asarray(m.encode(h)), np.asarray(m.encode(wide)), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["sasrec/small", "sasrec/base", "bert4rec/small"])
+@pytest.mark.parametrize("name", ["sasrec/small", "sasrec/base", "sasrec/ligr", "bert4rec/small"])
 def test_last_only_serving_path_equals_full_forward(name):
     m = build_model(name, 60)
     h = hist(np.random.default_rng(4), 60, l=m.config.max_len)
@@ -72,7 +72,37 @@ def test_attention_matches_reference():
     np.testing.assert_allclose(np.asarray(y[0, 2:]), ref[2:], atol=1e-4)  # real query rows
 
 
+def test_swiglu_feed_forward_matches_reference():
+    """SwiGLU: down(silu(gate x) * up x), no biases (LiGR's feed-forward)."""
+    from jaxrec.models.layers import FeedForward
+    ff = FeedForward(6, 10, 0.0, "swiglu", rngs=nnx.Rngs(0))
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (2, 3, 6)))
+    g, u, d = (np.asarray(m.kernel[...]) for m in (ff.gate, ff.up, ff.down))
+    silu = lambda z: z / (1 + np.exp(-z))  # noqa: E731
+    np.testing.assert_allclose(np.asarray(ff(x)), (silu(x @ g) * (x @ u)) @ d, atol=1e-5)
+    assert ff.up.bias is None and ff.down.bias is None
+
+
+def test_ligr_gates_interpolate_between_identity_and_the_pre_layout():
+    """A LiGR block whose gates are shut (sigmoid -> 0) passes its input through; with the gates
+    open (sigmoid -> 1) it is the ``pre`` block with the same weights."""
+    from jaxrec.models.layers import TransformerBlock
+    items = jnp.array([[0, 3, 4, 5, 6]])
+    x = jax.random.normal(jax.random.PRNGKey(3), (1, 5, 8))
+    mask = attention_mask(items, True)
+    ligr = TransformerBlock(8, 2, 8, 0.0, "ligr", "relu", rngs=nnx.Rngs(0))
+    pre = TransformerBlock(8, 2, 8, 0.0, "pre", "relu", rngs=nnx.Rngs(0))
+    for gate in (ligr.gate1, ligr.gate2):
+        gate.kernel[...] = jnp.zeros_like(gate.kernel[...])
+        gate.bias[...] = jnp.full_like(gate.bias[...], -1e4)
+    np.testing.assert_allclose(np.asarray(ligr(x, mask)[0]), np.asarray(x), atol=1e-6)
+    for gate in (ligr.gate1, ligr.gate2):
+        gate.bias[...] = jnp.full_like(gate.bias[...], 1e4)
+    np.testing.assert_allclose(np.asarray(ligr(x, mask)[0]), np.asarray(pre(x, mask)[0]), atol=1e-5)
+
+
 @pytest.mark.parametrize("name,loss,negs", [("sasrec/small", "bce", 1), ("sasrec/small", "ce", 0),
+                                            ("sasrec/ligr", "ce", 0),
                                             ("gsasrec/small", "gbce", 16),
                                             ("hstu/small", "sampled_softmax", 16),
                                             ("bert4rec/small", "cloze", 0),

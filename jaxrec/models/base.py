@@ -50,8 +50,8 @@ class SelfAttentionConfig(ModelConfig):
     heads: int = field(default=1, metadata=at_least(1))
     blocks: int = field(default=2, metadata=at_least(1))
     ffn_mult: int = field(default=1, metadata=at_least(1))  # FFN hidden = ffn_mult * dim (SASRec: 1, BERT4Rec: 4)
-    layout: str = field(default="pre", metadata=one_of("pre", "sasrec"))  # see layers.TransformerBlock
-    act: str = field(default="relu", metadata=one_of("relu", "gelu"))
+    layout: str = field(default="pre", metadata=one_of("pre", "sasrec", "ligr"))  # see layers.TransformerBlock
+    act: str = field(default="relu", metadata=one_of("relu", "gelu", "swiglu"))  # layers.FeedForward
     tied_output: bool = True  # score against the input item table (False: a separate table)
 
 

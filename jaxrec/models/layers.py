@@ -95,14 +95,21 @@ class MultiHeadAttention(nnx.Module):
 
 
 class FeedForward(nnx.Module):
+    """down(act(up(x))), dropout after the activation and after ``down``; ``swiglu`` (Shazeer
+    2020, LiGR's feed-forward) is down(silu(gate(x)) * up(x)): a second input projection,
+    no biases."""
+
     def __init__(self, dim: int, hidden: int, dropout_rate: float, act: str, *, rngs: nnx.Rngs):
-        self.up = nnx.Linear(dim, hidden, rngs=rngs)
-        self.down = nnx.Linear(hidden, dim, rngs=rngs)
-        self.rate, self.act = dropout_rate, {"relu": jax.nn.relu, "gelu": jax.nn.gelu}[act]
+        bias = act != "swiglu"
+        self.up = nnx.Linear(dim, hidden, use_bias=bias, rngs=rngs)
+        self.down = nnx.Linear(hidden, dim, use_bias=bias, rngs=rngs)
+        self.gate = nnx.Linear(dim, hidden, use_bias=False, rngs=rngs) if act == "swiglu" else None
+        self.rate, self.act = dropout_rate, {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "swiglu": jax.nn.silu}[act]
 
     def __call__(self, x, key=None):
         k1, k2 = split_key(key, 2)
-        return dropout(self.down(dropout(self.act(self.up(x)), self.rate, k1)), self.rate, k2)
+        h = self.act(self.up(x)) if self.gate is None else self.act(self.gate(x)) * self.up(x)  # (..., hidden)
+        return dropout(self.down(dropout(h, self.rate, k1)), self.rate, k2)
 
 
 class TransformerBlock(nnx.Module):
@@ -111,17 +118,23 @@ class TransformerBlock(nnx.Module):
     ``pre``: x + attn(LN(x)), then x + ffn(LN(x)) - the stable modern layout.
     ``sasrec``: the original SASRec code's layout: q = LN(x); x = q + attn(q, x, x);
     x = LN(x); x = x + ffn(x) (queries normalised, keys/values not).
+    ``ligr``: ``pre`` with gated residuals (LiGR, Gao et al. 2025, the layers of eSASRec):
+    x + sigmoid(G1 x) * attn(LN(x)), then x + sigmoid(G2 x) * ffn(LN(x)); each gate, a
+    linear map of the block's input, decides per channel how much of the update to keep.
     """
 
     def __init__(self, dim: int, heads: int, hidden: int, dropout_rate: float, layout: str,
                  act: str, *, rngs: nnx.Rngs):
-        if layout not in ("pre", "sasrec"):
+        if layout not in ("pre", "sasrec", "ligr"):
             raise ValueError(f"unknown block layout {layout!r}")
         self.layout, self.rate = layout, dropout_rate
         self.ln1 = nnx.LayerNorm(dim, epsilon=1e-8, rngs=rngs)
         self.ln2 = nnx.LayerNorm(dim, epsilon=1e-8, rngs=rngs)
         self.attn = MultiHeadAttention(dim, heads, dropout_rate, rngs=rngs)
         self.ffn = FeedForward(dim, hidden, dropout_rate, act, rngs=rngs)
+        gated = layout == "ligr"
+        self.gate1 = nnx.Linear(dim, dim, rngs=rngs) if gated else None
+        self.gate2 = nnx.Linear(dim, dim, rngs=rngs) if gated else None
 
     def __call__(self, x, mask, key=None, last_only: bool = False):
         """x (B, L, D) -> (B, L, D), or (B, 1, D) for the last position only (``last_only``).
@@ -132,12 +145,19 @@ class TransformerBlock(nnx.Module):
         k1, k2, k3 = split_key(key, 3)
         if last_only:
             mask = mask[:, :, -1:, :]
-        if self.layout == "pre":
+        if self.layout in ("pre", "ligr"):
             h = self.ln1(x)
             hq = h[:, -1:] if last_only else h
             a, w = self.attn(hq, h, mask, k1)
-            x = (x[:, -1:] if last_only else x) + dropout(a, self.rate, k2)
-            x = x + self.ffn(self.ln2(x), k3)
+            x = x[:, -1:] if last_only else x
+            a = dropout(a, self.rate, k2)  # (B, L, D)
+            if self.gate1 is not None:
+                a = jax.nn.sigmoid(self.gate1(x)) * a
+            x = x + a
+            f = self.ffn(self.ln2(x), k3)
+            if self.gate2 is not None:
+                f = jax.nn.sigmoid(self.gate2(x)) * f
+            x = x + f
         else:
             q = self.ln1(x)
             a, w = self.attn(q[:, -1:] if last_only else q, x, mask, k1)

@@ -33,6 +33,8 @@ REGISTRY: dict[str, Entry] = {
                  "Kang & McAuley 2018, ML-1M settings"),
         "plus": (dict(dim=64, heads=1, blocks=2, dropout=0.1, max_len=200, layout="pre"),
                  "Klenitskiy & Vasilev 2023 (SASRec+, CE loss)"),
+        "ligr": (dict(dim=64, heads=1, blocks=2, dropout=0.1, max_len=200, layout="ligr", act="swiglu"),
+                 "Tikhonovich et al. 2025 (eSASRec: SASRec+ with LiGR layers, Gao et al. 2025)"),
         "small": (dict(dim=32, heads=1, blocks=1, dropout=0.1, max_len=50), "tests and quickstart"),
     }),
     "gsasrec": Entry(SASRec, "gbce", {
