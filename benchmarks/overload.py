@@ -253,6 +253,12 @@ async def run(args, port: int, server_pid: int) -> dict:
             cap = await closed_loop(stub, reqs, args.concurrency, args.seconds)
             print(f"capacity (closed loop, concurrency {args.concurrency}): {cap['throughput']:.0f} answers/s, "
                   f"p99 {cap['p99_ms']:.1f} ms", flush=True)
+            refused = sum(cap["errors"].values())
+            if refused:  # refused calls come back at once and are resent at once: the server's CPU
+                # goes to refusing them, and the capacity (and every level's rate) comes out low
+                print(f"warning: the capacity run had {refused:,} errors ({cap['errors']}): a closed loop "
+                      f"deeper than the server admits measures refusals, not capacity; lower --concurrency",
+                      flush=True)
             return cap
         # the open loop's sends: with --client raw the requests are serialized once, here, and the
         # answers not parsed, so the one client core spends its time on gRPC calls, not protobuf;
