@@ -268,16 +268,33 @@ async def open_loop(stub, reqs, rate, seconds, seed=0) -> dict:
     return summarize(t.lat, t.errors, seconds, t.recs) | {"offered_rate": rate}
 
 
-RPCS = ("unary", "stream")  # and "batchN": RecommendBatch calls of N histories
+RPCS = ("unary", "stream")  # and "batchN": RecommendBatch calls of N histories; ":int" after any
 
 
-def parse_rpc(rpc: str) -> tuple[str, int]:
-    """"unary" / "stream" / "batch64" -> (kind, entries per call)."""
-    if rpc in RPCS:
-        return rpc, 1
-    if rpc.startswith("batch") and rpc[5:].isdigit() and int(rpc[5:]) > 0:
-        return "batch", int(rpc[5:])
-    raise SystemExit(f"--rpc {rpc!r}: use unary, stream or batchN (e.g. batch64)")
+def parse_rpc(rpc: str) -> tuple[str, int, bool]:
+    """"unary" / "stream" / "batch64", each optionally with ":int" (histories sent as
+    ``history_int_ids``) -> (kind, entries per call, integer ids)."""
+    base, sep, ids = rpc.partition(":")
+    if sep and ids != "int":
+        raise SystemExit(f"--rpc {rpc!r}: the only suffix is :int (histories as integer ids)")
+    if base in RPCS:
+        return base, 1, bool(sep)
+    if base.startswith("batch") and base[5:].isdigit() and int(base[5:]) > 0:
+        return "batch", int(base[5:]), bool(sep)
+    raise SystemExit(f"--rpc {rpc!r}: use unary, stream or batchN (e.g. batch64), optionally with :int")
+
+
+def with_int_ids(reqs: list) -> list:
+    """The same requests with their histories as ``history_int_ids`` (the catalog's ids must be
+    decimal integers, as ml-1m's and beauty's prepared files are)."""
+    out = []
+    for r in reqs:
+        q = type(r)()
+        q.CopyFrom(r)
+        q.ClearField("history")
+        q.history_int_ids.extend(int(x) for x in r.history)
+        out.append(q)
+    return out
 
 
 async def measure(target, reqs, concurrencies, seconds, server_pid: int | None = None, rpc: str = "unary",
@@ -286,7 +303,8 @@ async def measure(target, reqs, concurrencies, seconds, server_pid: int | None =
     call rate, over ``channels`` connections (a ``--workers`` server's kernel spreads
     connections, not calls)."""
     from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
-    kind, entries = parse_rpc(rpc)
+    kind, entries, ints = parse_rpc(rpc)
+    reqs = with_int_ids(reqs) if ints else reqs
     calls = batch_requests(reqs, entries) if kind == "batch" else reqs
     rows = []
     chans = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
@@ -381,7 +399,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rpc", default="unary",
                     help="client calls to compare, comma-separated: unary (Recommend), batchN (RecommendBatch of "
                          "N histories, e.g. batch64; throughput counts recommendations), stream (RecommendStream, "
-                         "one request at a time per caller)")
+                         "one request at a time per caller); each optionally with :int (histories as history_int_ids, "
+                         "e.g. batch64,batch64:int)")
     ap.add_argument("--workers", default="1", help="server --workers settings to compare, e.g. 1,2")
     ap.add_argument("--channels", type=int, default=4,
                     help="client connections (a --workers server spreads connections, not calls)")
@@ -546,21 +565,29 @@ def paired_rounds(args, data: str, reqs: list, rpcs: list, conc: list, rounds: i
             for rpc in rpcs:
                 rows += run_on_loop(measure(f"127.0.0.1:{args.port}", reqs, conc, args.seconds, proc.pid, rpc,
                                             args.channels, open_loop_too=False), args.event_loop)
-            best = max(rows, key=lambda r: r["throughput"])
+            by_rpc = {rpc: max((r for r in rows if r["rpc"] == rpc), key=lambda r: r["throughput"]) for rpc in rpcs}
+            best = max(by_rpc.values(), key=lambda r: r["throughput"])
             alone = engine.time()
             out.append({"round": i + 1, "server": best, "engine": alone,
-                        "ratio": best["throughput"] / alone["throughput"]})
-            print(f"round {i + 1}: server {best['rpc']} c={best['concurrency']} {best['throughput']:.0f} rec/s "
-                  f"({best['server_cpu_ms'] or float('nan'):.3f} cpu ms/rec), engine alone batch {b} "
-                  f"{alone['throughput']:.0f} rec/s ({alone['engine_cpu_ms']:.3f}): {out[-1]['ratio']:.0%}", flush=True)
+                        "ratio": best["throughput"] / alone["throughput"],
+                        "by_rpc": {rpc: {"server": r, "ratio": r["throughput"] / alone["throughput"]}
+                                   for rpc, r in by_rpc.items()}})
+            for rpc, r in by_rpc.items():
+                print(f"round {i + 1}: server {rpc} c={r['concurrency']} {r['throughput']:.0f} rec/s "
+                      f"({r['server_cpu_ms'] or float('nan'):.3f} cpu ms/rec), engine alone batch {b} "
+                      f"{alone['throughput']:.0f} rec/s ({alone['engine_cpu_ms']:.3f}): "
+                      f"{out[-1]['by_rpc'][rpc]['ratio']:.0%}", flush=True)
     finally:
         proc.terminate()
         proc.wait(60)
         engine.close()
-    ratios_ = sorted(r["ratio"] for r in out)
-    print(f"server / engine alone over {rounds} paired rounds: median {float(np.median(ratios_)):.0%} "
-          f"(min {ratios_[0]:.0%}, max {ratios_[-1]:.0%})")
-    return {"batch": b, "rounds": out, "median_ratio": float(np.median(ratios_))}
+    medians = {}
+    for rpc in ["best"] + (rpcs if len(rpcs) > 1 else []):
+        rs = sorted(r["ratio"] if rpc == "best" else r["by_rpc"][rpc]["ratio"] for r in out)
+        medians[rpc] = float(np.median(rs))
+        print(f"server{'' if rpc == 'best' else ' ' + rpc} / engine alone over {rounds} paired rounds: "
+              f"median {medians[rpc]:.0%} (min {rs[0]:.0%}, max {rs[-1]:.0%})")
+    return {"batch": b, "rounds": out, "median_ratio": medians["best"], "median_ratio_by_rpc": medians}
 
 
 def ratios(results: dict) -> list[str]:
@@ -577,11 +604,11 @@ def ratios(results: dict) -> list[str]:
     for (name, rpc), v in best.items():
         if ("batching off", "unary") in best and (name, rpc) != ("batching off", "unary"):
             out.append(f"max throughput {name} {rpc} / batching off unary: {v / best['batching off', 'unary']:.1f}x")
-        kind, n = parse_rpc(rpc)
+        kind, n, _ = parse_rpc(rpc)
         if kind == "batch" and n in engine:
             out.append(f"{name} {rpc} / engine alone batch {n}: {v / engine[n]:.0%}")
-        if rpc == "unary" and name.startswith("batch<=") and ("grpc floor", "unary") in best:
-            out.append(f"{name} unary / grpc floor unary: {v / best['grpc floor', 'unary']:.0%}")
+        if kind == "unary" and name.startswith("batch<=") and ("grpc floor", "unary") in best:
+            out.append(f"{name} {rpc} / grpc floor unary: {v / best['grpc floor', 'unary']:.0%}")
         if " x" in name and (name.split(" x")[0], rpc) in best:
             w = name.split(" x")[1].split()[0]
             out.append(f"{name} / 1 worker, {rpc}: {v / best[name.split(' x')[0], rpc]:.2f}x ({w} workers)")

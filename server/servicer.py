@@ -99,21 +99,34 @@ def lookup_ids(field: str, ids, engine, limit: int) -> np.ndarray:
     return idx
 
 
+def history_indices(engine, request, limit: int, stored=None) -> tuple[np.ndarray, int]:
+    """(catalog indices of the stored history then the request's own, 0 = unknown; how many
+    ids the request gave). The request's ids come as strings (``history``) or as integers
+    (``history_int_ids``: looked up without a Python string per id), never both."""
+    ints, ids = request.history_int_ids, request.history
+    field, given = ("history_int_ids", ints) if len(ints) else ("history", ids)
+    if len(ints) and len(ids):
+        raise BadRequest(f"history and history_int_ids: send one of them, not both (got {len(ids)} "
+                         f"and {len(ints)} ids)")
+    if len(given) > limit:  # the request's own ids are limited; the store bounds its own
+        raise BadRequest(f"{field}: {len(given)} ids, more than the limit of {limit}")
+    idx = engine.catalog.index_of_ints(ints) if len(ints) else lookup_ids("history", ids, engine, limit)
+    if stored:
+        idx = np.concatenate([lookup_ids("history", stored.items, engine, len(stored)), idx])
+    return idx, len(given)
+
+
 def request_history(engine, request, limit: int, stored=None):
     """(the latest items the model reads, every known item, count of unknown ids, their
     relative times + the prediction time for a time-aware model, else None). ``stored``: the
     user's ``Events`` from the event store, read before the request's own history."""
-    ids = request.history
-    if stored:
-        if len(ids) > limit:  # the request's own ids are limited; the store bounds its own
-            raise BadRequest(f"history: {len(ids)} ids, more than the limit of {limit}")
-        ids, limit = stored.items + list(ids), len(stored) + len(ids)
-    h = history_of_indices(lookup_ids("history", ids, engine, limit))
+    idx, n = history_indices(engine, request, limit, stored)
+    h = history_of_indices(idx)
     times = None
     if engine.uses_time:
         given = request.history_times
-        if len(given) != len(request.history):
-            raise BadRequest(f"history_times: {len(given)} times for {len(request.history)} "
+        if len(given) != n:
+            raise BadRequest(f"history_times: {len(given)} times for {n} "
                              f"history ids; {engine.name} reads event times, one per id")
         try:
             times = history_times(h, (stored.times + list(given)) if stored else given, engine.max_len,

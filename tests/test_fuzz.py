@@ -113,13 +113,19 @@ def _check_answer(req, r):
     assert len(got) == len(set(got)) <= req.k and scores == sorted(scores, reverse=True)
     assert "0" not in got and "" not in got  # never the padding item
     if req.exclude_seen:
-        assert not set(got) & set(req.history)
+        assert not set(got) & (set(req.history) | {str(x) for x in req.history_int_ids})
     if req.allow:
         assert set(got) <= set(req.allow)
     assert not set(got) & set(req.deny)
 
 
-requests = st.builds(pb.RecommendRequest, history=st.lists(ids, max_size=30), k=st.integers(-5, 200),
+int_ids = st.one_of(st.integers(-3, 120), st.integers(-(2**63), 2**63 - 1))
+# the history as strings, as integers (history_int_ids), or both (refused)
+histories = st.one_of(st.fixed_dictionaries({"history": st.lists(ids, max_size=30)}),
+                      st.fixed_dictionaries({"history_int_ids": st.lists(int_ids, max_size=30)}),
+                      st.fixed_dictionaries({"history": st.lists(ids, max_size=3),
+                                             "history_int_ids": st.lists(int_ids, max_size=3)}))
+requests = st.builds(lambda h, **kw: pb.RecommendRequest(**h, **kw), histories, k=st.integers(-5, 200),
                      exclude_seen=st.booleans(), allow=st.lists(ids, max_size=8), deny=st.lists(ids, max_size=8))
 REFUSED = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
 

@@ -44,6 +44,19 @@ def test_remap_contiguous_and_catalog_roundtrip(tmp_path):
     assert c2.index_of(["c", "zzz"]).tolist() == [3, 0]
 
 
+def test_integer_ids_name_the_catalog_ids_written_as_they_are():
+    """``index_of_ints(x)`` is ``index_of(str(x))`` for every int64, on catalogs of any ids, and
+    follows items added at serve time."""
+    cat = ItemCatalog(np.array(["", "1", "07", "x", "-3", "42", "9223372036854775807", "1_0"], dtype=object))
+    asked = [1, 7, 42, -3, 99, 0, 2**63 - 1, 10, -(2**63)]
+    assert cat.index_of_ints(asked).tolist() == cat.index_of([str(x) for x in asked]).tolist() \
+        == [1, 0, 5, 4, 0, 0, 6, 0, 0]
+    assert cat.index_of_ints([]).tolist() == []
+    assert cat.add(["100", "y"], ["", ""], {}) == 8
+    assert cat.index_of_ints([100, 1, 5]).tolist() == [8, 1, 0]
+    assert ItemCatalog(np.array(["", "a"], dtype=object)).index_of_ints([1, 2]).tolist() == [0, 0]
+
+
 def test_threshold_needs_ratings():
     from jaxrec.errors import DataError
     with pytest.raises(DataError, match="rating"):

@@ -91,6 +91,43 @@ def test_unknown_and_cold_start(client):
     assert [it.item_id for it in s.items] == ["3", "4"] and list(s.unknown_candidates) == ["missing"]
 
 
+def test_integer_histories_answer_as_the_strings(client):
+    """``history_int_ids`` names the same items as ``history`` in every call that reads a
+    history; unknown integers are counted like unknown strings; never both fields."""
+    def same(a, b):
+        assert [it.item_id for it in a.items] == [it.item_id for it in b.items] and a.items
+        np.testing.assert_allclose([it.score for it in a.items], [it.score for it in b.items], rtol=1e-5, atol=1e-6)
+        assert a.unknown_history_items == b.unknown_history_items
+
+    hs = [[int(x) for x in h] + [10**12, -4] for h in histories(3, seed=3)]
+    for h in hs:
+        as_str = pb.RecommendRequest(history=[str(x) for x in h], k=7, exclude_seen=True, deny=["3"])
+        as_int = pb.RecommendRequest(history_int_ids=h, k=7, exclude_seen=True, deny=["3"])
+        got = client.stub.Recommend(as_int, timeout=20)
+        same(got, client.stub.Recommend(as_str, timeout=20))
+        assert got.unknown_history_items == 2
+        same(got, client.recommend(np.array(h, np.int64), k=7, deny=["3"]))  # the client sends ints as ints
+        same(client.stub.Score(pb.ScoreRequest(history_int_ids=h, candidates=["1", "2"]), timeout=20),
+             client.score([str(x) for x in h], ["1", "2"]))
+    batch = client.recommend_batch([pb.RecommendRequest(history_int_ids=h, k=5, exclude_seen=True) for h in hs])
+    for h, r in zip(hs, batch):
+        same(r.response, client.recommend([str(x) for x in h], k=5))
+    for req, needle in [(pb.RecommendRequest(history=["1"], history_int_ids=[2], k=5), "send one of them"),
+                        (pb.RecommendRequest(history_int_ids=[1] * 10_001, k=5), "history_int_ids: 10001 ids")]:
+        with pytest.raises(grpc.RpcError) as e:
+            client.stub.Recommend(req, timeout=20)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in e.value.details()
+
+
+def test_the_client_sends_integer_histories_as_integers():
+    from jaxrec_server.client import history_fields
+    assert history_fields([1, np.int32(7)]) == {"history_int_ids": [1, 7]}
+    assert history_fields(["1", 2]) == {"history": ["1", "2"]}
+    assert history_fields([True, 2]) == {"history": ["True", "2"]}  # a bool is no item id
+    assert history_fields([2**63]) == {"history": [str(2**63)]}  # past int64: as a string
+    assert history_fields(None) == {"history": []}
+
+
 @pytest.mark.parametrize("kwargs,needle", [
     (dict(history=["1"], k=0), "k: must be in 1..100, got 0"),
     (dict(history=["1"], k=101), "got 101"),
@@ -406,10 +443,11 @@ def test_load_test_smoke(server, tmp_path):
     out = tmp_path / "load.json"
     assert main(["--target", f"127.0.0.1:{server.port}", "--data", "synthetic:tiny", "--seconds", "0.5",
                  "--concurrency", "2", "--users", "20", "--out", str(out), "--event-loop", "uvloop",
-                 "--rpc", "unary,batch8,stream"]) == 0
+                 "--rpc", "unary,batch8,stream,batch8:int"]) == 0
     rows = json.loads(out.read_text())["results"]["target"]
     assert [(r["rpc"], r["mode"]) for r in rows] == [("unary", "closed"), ("unary", "open"), ("batch8", "closed"),
-                                                     ("batch8", "open"), ("stream", "closed")]
+                                                     ("batch8", "open"), ("stream", "closed"),
+                                                     ("batch8:int", "closed"), ("batch8:int", "open")]
     for r in rows:
         assert r["ok"] > 0 and not r["errors"]
     batch = rows[2]  # recommendations/s counts every entry of a batch call
@@ -550,7 +588,7 @@ def test_load_test_paired_rounds_time_server_and_engine_in_turn(run_dir, tmp_pat
     import json
 
     out = tmp_path / "paired.json"
-    assert _load_test()(["--checkpoint", str(run_dir), "--batch-sizes", "4", "--rpc", "batch4", "--paired", "2",
+    assert _load_test()(["--checkpoint", str(run_dir), "--batch-sizes", "4", "--rpc", "batch4,batch4:int", "--paired", "2",
                          "--server-cpus", "0", "--seconds", "0.5", "--concurrency", "2", "--users", "20",
                          "--port", "50792", "--out", str(out)]) == 0
     paired = json.loads(out.read_text())["paired"]
@@ -559,7 +597,9 @@ def test_load_test_paired_rounds_time_server_and_engine_in_turn(run_dir, tmp_pat
     for r in rounds:
         assert r["server"]["ok"] > 0 and not r["server"]["errors"] and r["engine"]["batch"] == 4
         assert r["ratio"] == pytest.approx(r["server"]["throughput"] / r["engine"]["throughput"])
+        assert r["ratio"] == max(x["ratio"] for x in r["by_rpc"].values()) and set(r["by_rpc"]) == {"batch4", "batch4:int"}
     assert min(r["ratio"] for r in rounds) <= paired["median_ratio"] <= max(r["ratio"] for r in rounds)
+    assert set(paired["median_ratio_by_rpc"]) == {"best", "batch4", "batch4:int"}
 
 
 def test_two_stage_server_matches_pipeline(run_dir, tmp_path):

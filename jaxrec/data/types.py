@@ -50,6 +50,24 @@ class Interactions:
                             pick(self.time), pick(self.rating), self.source)
 
 
+def _canonical_int(s: str) -> bool:
+    """``s`` is how Python writes some int64 (``"7"``, ``"-3"``; not ``"07"``, ``"+7"``, ``" 7"``)."""
+    try:
+        v = int(s)
+    except ValueError:
+        return False
+    return str(v) == s and -(2 ** 63) <= v < 2 ** 63
+
+
+def _int_index(ids: list, first: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted int64 keys, int32 indices) of the ids in canonical integer form; ``ids[j]`` has
+    index ``first + j``."""
+    pairs = [(int(s), first + j) for j, s in enumerate(ids) if _canonical_int(s)]
+    keys = np.array([k for k, _ in pairs], np.int64)
+    order = np.argsort(keys, kind="stable")
+    return keys[order], np.array([i for _, i in pairs], np.int32)[order]
+
+
 @dataclasses.dataclass
 class ItemCatalog:
     """External item id <-> contiguous index. Index 0 is padding and has id ``""``.
@@ -66,6 +84,7 @@ class ItemCatalog:
     def __post_init__(self):
         self.ids = np.asarray(self.ids, dtype=object)
         self._index = None  # external id -> index, built on first use (training never needs it)
+        self._int_index = None  # (sorted int ids, their indices): the ids that are decimal integers
 
     @property
     def _lookup(self) -> dict:
@@ -94,6 +113,21 @@ class ItemCatalog:
             if not isinstance(ids[i], str):
                 idx[i] = lookup.get(str(ids[i]), PAD)
         return idx
+
+    def index_of_ints(self, ids) -> np.ndarray:
+        """Indices of ids given as integers (``7`` is the id ``"7"``); 0 for an integer that is
+        no catalog id. Exact for any catalog: its ids that are decimal integers in canonical
+        form (``"7"``, not ``"07"``) are the only ones an integer can name. Vectorized (one
+        binary search per id, no Python string per id): the server's fast path for histories
+        sent as ``history_int_ids``."""
+        if self._int_index is None:
+            self._int_index = _int_index(self.ids.tolist()[1:], 1)
+        keys, vals = self._int_index
+        x = np.asarray(ids, np.int64)  # (H,)
+        if not len(keys):
+            return np.zeros(x.shape, np.int32)
+        pos = np.minimum(np.searchsorted(keys, x), len(keys) - 1)
+        return np.where(keys[pos] == x, vals[pos], PAD).astype(np.int32, copy=False)
 
     def external(self, indices) -> list[str]:
         return [self.ids[int(i)] for i in np.asarray(indices).ravel()]
@@ -125,6 +159,10 @@ class ItemCatalog:
         self.ids = np.concatenate([self.ids, np.asarray(list(ids), dtype=object)])
         if self._index is not None:
             self._index.update({x: start + i for i, x in enumerate(ids)})
+        if self._int_index is not None:  # merged, then swapped in whole (a reader sees old or new)
+            keys, vals = (np.concatenate(a) for a in zip(self._int_index, _int_index(list(ids), start)))
+            order = np.argsort(keys, kind="stable")
+            self._int_index = (keys[order], vals[order])
         return start
 
     def save(self, path: str | Path) -> None:

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("history", "k", "exclude_seen", "allow", "deny", "explain", "model", "history_times", "now", "user_id", "diversity", "diversity_by")
+    __slots__ = ("history", "k", "exclude_seen", "allow", "deny", "explain", "model", "history_times", "now", "user_id", "diversity", "diversity_by", "history_int_ids")
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class RecommendRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_BY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_INT_IDS_FIELD_NUMBER: _ClassVar[int]
     history: _containers.RepeatedScalarFieldContainer[str]
     k: int
     exclude_seen: bool
@@ -32,7 +33,8 @@ class RecommendRequest(_message.Message):
     user_id: str
     diversity: float
     diversity_by: str
-    def __init__(self, history: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_seen: _Optional[bool] = ..., allow: _Optional[_Iterable[str]] = ..., deny: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., model: _Optional[str] = ..., history_times: _Optional[_Iterable[int]] = ..., now: _Optional[int] = ..., user_id: _Optional[str] = ..., diversity: _Optional[float] = ..., diversity_by: _Optional[str] = ...) -> None: ...
+    history_int_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, history: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., exclude_seen: _Optional[bool] = ..., allow: _Optional[_Iterable[str]] = ..., deny: _Optional[_Iterable[str]] = ..., explain: _Optional[bool] = ..., model: _Optional[str] = ..., history_times: _Optional[_Iterable[int]] = ..., now: _Optional[int] = ..., user_id: _Optional[str] = ..., diversity: _Optional[float] = ..., diversity_by: _Optional[str] = ..., history_int_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Because(_message.Message):
     __slots__ = ("item_id", "weight")
@@ -91,18 +93,20 @@ class RecommendBatchResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[RecommendResult, _Mapping]]] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("history", "candidates", "history_times", "now", "user_id")
+    __slots__ = ("history", "candidates", "history_times", "now", "user_id", "history_int_ids")
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     HISTORY_TIMES_FIELD_NUMBER: _ClassVar[int]
     NOW_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_INT_IDS_FIELD_NUMBER: _ClassVar[int]
     history: _containers.RepeatedScalarFieldContainer[str]
     candidates: _containers.RepeatedScalarFieldContainer[str]
     history_times: _containers.RepeatedScalarFieldContainer[int]
     now: int
     user_id: str
-    def __init__(self, history: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[str]] = ..., history_times: _Optional[_Iterable[int]] = ..., now: _Optional[int] = ..., user_id: _Optional[str] = ...) -> None: ...
+    history_int_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, history: _Optional[_Iterable[str]] = ..., candidates: _Optional[_Iterable[str]] = ..., history_times: _Optional[_Iterable[int]] = ..., now: _Optional[int] = ..., user_id: _Optional[str] = ..., history_int_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ObserveRequest(_message.Message):
     __slots__ = ("user_id", "items", "times")
