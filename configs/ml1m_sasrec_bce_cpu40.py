@@ -8,7 +8,10 @@ lifted the end of the run (``ml1m_sasrec_ce_cpu40.py``). A one-negative epoch is
 CPU minutes are a few hundred epochs.
 
 Expected: the published SASRec BCE figure is the reference (test NDCG@10 0.1341, Klenitskiy &
-Vasilev 2023).
+Vasilev 2023). Measured on the 2-core CPU (session 22, sharing the cores with a CI run for its first
+21 minutes): 0.1068 (HR@10 0.1992; 158 epochs, validation still rising at 0.111): one negative per
+position learns too slowly for 40 CPU minutes, and the decay only ends it sooner; see
+benchmarks/RESULTS.md.
 
     jaxrec train --config configs/ml1m_sasrec_bce_cpu40.py --data ../shared/data/ml-1m/ml-1m.txt \\
         --out runs/ml1m_sasrec_bce_cpu40
