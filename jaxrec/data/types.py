@@ -63,9 +63,12 @@ def _int_index(ids: list, first: int) -> tuple[np.ndarray, np.ndarray]:
     """(sorted int64 keys, int32 indices) of the ids in canonical integer form; ``ids[j]`` has
     index ``first + j``."""
     pairs = [(int(s), first + j) for j, s in enumerate(ids) if _canonical_int(s)]
-    keys = np.array([k for k, _ in pairs], np.int64)
+    return _by_key(np.array([k for k, _ in pairs], np.int64), np.array([i for _, i in pairs], np.int32))
+
+
+def _by_key(keys: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(keys, kind="stable")
-    return keys[order], np.array([i for _, i in pairs], np.int32)[order]
+    return keys[order], vals[order]
 
 
 @dataclasses.dataclass
@@ -160,9 +163,7 @@ class ItemCatalog:
         if self._index is not None:
             self._index.update({x: start + i for i, x in enumerate(ids)})
         if self._int_index is not None:  # merged, then swapped in whole (a reader sees old or new)
-            keys, vals = (np.concatenate(a) for a in zip(self._int_index, _int_index(list(ids), start)))
-            order = np.argsort(keys, kind="stable")
-            self._int_index = (keys[order], vals[order])
+            self._int_index = _by_key(*(np.concatenate(a) for a in zip(self._int_index, _int_index(list(ids), start))))
         return start
 
     def save(self, path: str | Path) -> None:
