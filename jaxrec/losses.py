@@ -112,12 +112,13 @@ def sampled_softmax(pos: jax.Array, neg: jax.Array, weights: jax.Array, *,
 
     With negatives drawn from q, ``logit - log q`` makes the sampled softmax an unbiased-in-
     the-limit estimate of the full softmax (Bengio & Senecal 2008; Yi et al. 2019), so log q
-    is SUBTRACTED. A negative equal to the target (an accidental hit) is masked out.
+    is SUBTRACTED. A negative equal to the target (an accidental hit) is masked out, and so is
+    a padding negative (id 0: a draw that ran out of items).
     """
     if log_q_pos is not None:
         pos = pos - log_q_pos
         neg = neg - log_q_neg
-    neg = jnp.where(neg_ids == targets[..., None], NEG_INF, neg)  # (B, L, K)
+    neg = jnp.where((neg_ids == targets[..., None]) | (neg_ids == 0), NEG_INF, neg)  # (B, L, K)
     all_logits = jnp.concatenate([pos[..., None], neg], axis=-1).astype(jnp.float32)
     per = jax.nn.logsumexp(all_logits, axis=-1) - pos.astype(jnp.float32)
     return _mean(per, weights)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from jaxrec.data import Interactions, build_sequences, leave_one_out, load_dataset
-from jaxrec.data.batching import NegativeSampler, RankBatches, TrainBatches, prefetch
+from jaxrec.data.batching import NegativeSampler, RankBatches, TrainBatches, outside_negatives, prefetch
+from jaxrec.errors import UserError
 
 
 def test_batches_fixed_shape_aligned_and_weighted():
@@ -138,13 +139,47 @@ def test_data_windows_minimise_the_positions_computed():
         assert cost([w for w in data_windows(pos, 200) if w < 200]) == best
 
 
+def test_outside_negatives_are_distinct_unseen_and_uniform():
+    """SASRec+ 3000's draw: k distinct items from outside the row's window, each unseen item
+    equally likely (a chi-square-free check: every unseen item's count within 5 sigma of the
+    mean over many rows); a row with fewer than k unseen items gets them all, then padding."""
+    n, k = 12, 5
+    seq = np.array([[0, 0, 3, 5, 3, 7]] * 4000)  # seen: 3, 5, 7 -> 9 unseen items
+    negs = outside_negatives(seq, n, k, row_seed=[1, 2])
+    assert negs.shape == (4000, k) and negs.dtype == np.int32
+    assert all(len(set(r)) == k for r in negs.tolist())
+    assert not np.isin(negs, [0, 3, 5, 7]).any()
+    counts = np.bincount(negs.ravel(), minlength=n + 1)[[i for i in range(1, n + 1) if i not in (3, 5, 7)]]
+    mean = 4000 * k / 9
+    assert np.abs(counts - mean).max() < 5 * np.sqrt(mean)
+    short = outside_negatives(np.array([[1, 2, 3, 4, 5, 6, 7, 8, 9]]), n, k, row_seed=0)
+    assert sorted(short[0].tolist()) == [0, 0, 10, 11, 12]  # three unseen items, then padding
+    # the same row of a batch draws the same negatives whatever block of rows it is built in
+    np.testing.assert_array_equal(outside_negatives(seq[2:4], n, k, [1, 2], first_row=2), negs[2:4])
+
+
+def test_train_batches_outside_negatives_avoid_the_window():
+    split = leave_one_out(load_dataset("synthetic:small"))
+    tb = TrainBatches(split, 50, 16, num_negatives=40, seed=3, shared_negatives=True,
+                      negatives_outside=True, length_buckets=None)
+    for b in list(tb.epoch(0))[:5]:
+        negs = b["negatives"]  # (B, 1, K)
+        assert negs.shape[1:] == (1, 40)
+        for row_in, row_t, row_n in zip(b["inputs"], b["targets"], negs[:, 0]):
+            window = np.concatenate([row_in, row_t])
+            assert not np.isin(row_n, window[window > 0]).any()
+    with pytest.raises(UserError, match="shared_negatives"):
+        TrainBatches(split, 50, 16, num_negatives=40, negatives_outside=True)
+
+
 def test_a_batch_built_in_row_blocks_equals_the_whole_batch():
     """Multi-host training: each process builds only its devices' rows of every batch; the
     blocks, put together, are exactly the batch one process builds (negatives and their
     redraws included), for every window."""
     split = leave_one_out(load_dataset("synthetic:small"))
-    for shared in (False, True):
-        tb = TrainBatches(split, 50, 16, num_negatives=64, seed=3, shared_negatives=shared, length_buckets=None)
+    for shared, outside in ((False, False), (True, False), (True, True)):
+        tb = TrainBatches(split, 50, 16, num_negatives=64, seed=3, shared_negatives=shared,
+                          negatives_outside=outside, length_buckets=None)
         whole = list(tb.epoch(1))
         parts = [list(tb.epoch(1, part=(lo, hi, 4))) for lo, hi in ((0, 1), (1, 3), (3, 4))]
         assert len({b["inputs"].shape[1] for b in whole}) > 1  # several windows

@@ -75,6 +75,14 @@ def test_sampled_softmax_logq_subtracted_and_hits_masked():
     assert got == pytest.approx(want, rel=1e-5)
 
 
+def test_sampled_softmax_ignores_padding_negatives():
+    """A negative with id 0 (a draw that ran out of unseen items) counts as nothing."""
+    pos, neg = np.array([[1.0]]), np.array([[[0.5, 3.0, 2.0]]])
+    got = float(losses.sampled_softmax(pos, neg, np.ones((1, 1)), neg_ids=np.array([[[4, 0, 7]]]),
+                                       targets=np.array([[9]])))
+    assert got == pytest.approx(np.log(np.exp(1.0) + np.exp(0.5) + np.exp(2.0)) - 1.0, rel=1e-5)
+
+
 def test_uniform_logq_is_a_no_op():
     rng = np.random.default_rng(2)
     pos, neg = rng.normal(size=(2, 3)), rng.normal(size=(2, 3, 5))

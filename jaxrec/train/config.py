@@ -32,6 +32,11 @@ class Retrieval:
     """Settings of retrieval training only."""
 
     shared_negatives: bool = False  # one set of negatives per sequence (B, 1, K) instead of per position
+    # with shared_negatives and the uniform sampler: a sequence's K negatives are K distinct items
+    # from outside its training window (drawn without replacement), as SASRec+ 3000's code draws
+    # them, instead of K independent draws (which repeat items and include the sequence's own
+    # future targets); with fewer than K such items the rest are padding, which no loss counts
+    negatives_outside_sequence: bool = False
     gbce_t: float = field(default=0.75, metadata=between(0.0, 1.0))  # gBCE calibration (0: plain BCE)
     # update only the item-table rows a batch touches ("lazy" Adam, train/step.py SparseItemAdam):
     # for sampled negatives on large catalogs, where a dense Adam step over the table dominates
