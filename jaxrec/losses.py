@@ -41,11 +41,14 @@ def gbce(pos: jax.Array, neg: jax.Array, weights: jax.Array, beta: float) -> jax
 
 
 def catalog_ce(h: jax.Array, table: jax.Array, targets: jax.Array, weights: jax.Array,
-               chunk: int = 256) -> jax.Array:
+               chunk: int = 256, exclude: jax.Array | None = None) -> jax.Array:
     """Softmax cross-entropy over the whole catalog (SASRec+ / "CE"); item 0 is not a class.
 
     ``h`` (B, L, D) hidden states, ``table`` (V, D) item embeddings (row 0 = padding),
-    ``targets``/``weights`` (B, L). Never materialises the (B, L, V) logits: positions are
+    ``targets``/``weights`` (B, L). ``exclude`` (B, V) bool, optional: items that are not a
+    class at any position of that row except where they are the target (the sequence's own
+    items: ``window_items``), so the loss never pushes down an item the user chose elsewhere
+    in the window. Never materialises the (B, L, V) logits: positions are
     processed ``chunk`` at a time, and since the loss is a terminal node its gradient is
     computed in the same pass (softmax - one-hot, times the position's weight) and returned
     by the VJP scaled by the incoming cotangent. Each chunk's (chunk, V) block stays in cache,
@@ -61,16 +64,32 @@ def catalog_ce(h: jax.Array, table: jax.Array, targets: jax.Array, weights: jax.
     hs = jnp.pad(h.reshape(n, D), ((0, pad), (0, 0))).reshape(-1, chunk, D)  # (C, c, D)
     ts = jnp.pad(targets.reshape(n), (0, pad)).reshape(-1, chunk)  # (C, c)
     ss = jnp.pad(scale.reshape(n), (0, pad)).reshape(-1, chunk)  # (C, c)
-    return _catalog_ce(hs, table, ts, ss)
+    rs = None  # (C, c) the row of each position, when rows exclude items
+    if exclude is not None:
+        rs = jnp.pad(jnp.repeat(jnp.arange(B), L), (0, pad)).reshape(-1, chunk)
+        exclude = jnp.asarray(exclude, bool)
+    return _catalog_ce(hs, table, ts, ss, rs, exclude)
 
 
-def _ce_chunks(hs, table, ts, ss):
+def window_items(inputs: jax.Array, targets: jax.Array, num_rows: int) -> jax.Array:
+    """(B, V) bool: the items in each row's training window (inputs and targets; never the
+    padding column, which ``catalog_ce`` leaves out anyway)."""
+    b = jnp.arange(inputs.shape[0])[:, None]
+    seen = jnp.zeros((inputs.shape[0], num_rows), bool).at[b, inputs].set(True).at[b, targets].set(True)
+    return seen.at[:, 0].set(False)
+
+
+def _ce_chunks(hs, table, ts, ss, rs, exclude):
     """-> (weighted loss sum, dloss/dh (C, c, D), dloss/dtable (V, D)), one chunk at a time."""
-    not_class = (jnp.arange(table.shape[0]) == 0)[None, :]  # (1, V)
+    cols = jnp.arange(table.shape[0])
+    not_class = (cols == 0)[None, :]  # (1, V)
 
     def chunk_step(d_table, xs):
-        hc, tc, sc = xs  # (c, D), (c,), (c,)
-        logits = jnp.where(not_class, NEG_INF, (hc @ table.T).astype(jnp.float32))  # (c, V)
+        hc, tc, sc, rc = xs  # (c, D), (c,), (c,), (c,)
+        out = not_class
+        if exclude is not None:  # the row's window items, but for this position's own target
+            out = out | (exclude[rc] & (cols[None, :] != tc[:, None]))  # (c, V)
+        logits = jnp.where(out, NEG_INF, (hc @ table.T).astype(jnp.float32))  # (c, V)
         top = logits.max(-1, keepdims=True)
         ex = jnp.exp(logits - top)
         total = ex.sum(-1, keepdims=True)
@@ -83,23 +102,23 @@ def _ce_chunks(hs, table, ts, ss):
         d_table = d_table.at[tc].add(-(sc[:, None] * hc).astype(jnp.float32))
         return d_table, (loss, dh.astype(hc.dtype))
 
-    d_table, (loss, dh) = jax.lax.scan(chunk_step, jnp.zeros(table.shape, jnp.float32), (hs, ts, ss))
+    d_table, (loss, dh) = jax.lax.scan(chunk_step, jnp.zeros(table.shape, jnp.float32), (hs, ts, ss, rs))
     return loss.sum(), dh, d_table.astype(table.dtype)
 
 
 @jax.custom_vjp
-def _catalog_ce(hs, table, ts, ss):
-    return _ce_chunks(hs, table, ts, ss)[0]
+def _catalog_ce(hs, table, ts, ss, rs, exclude):
+    return _ce_chunks(hs, table, ts, ss, rs, exclude)[0]
 
 
-def _catalog_ce_fwd(hs, table, ts, ss):
-    loss, dh, d_table = _ce_chunks(hs, table, ts, ss)
+def _catalog_ce_fwd(hs, table, ts, ss, rs, exclude):
+    loss, dh, d_table = _ce_chunks(hs, table, ts, ss, rs, exclude)
     return loss, (dh, d_table)
 
 
 def _catalog_ce_bwd(res, g):  # the loss is a scalar: its gradient was computed in the forward
     dh, d_table = res
-    return dh * g.astype(dh.dtype), d_table * g.astype(d_table.dtype), None, None
+    return dh * g.astype(dh.dtype), d_table * g.astype(d_table.dtype), None, None, None, None
 
 
 _catalog_ce.defvjp(_catalog_ce_fwd, _catalog_ce_bwd)

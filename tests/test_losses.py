@@ -92,3 +92,33 @@ def test_uniform_logq_is_a_no_op():
     b = losses.sampled_softmax(pos, neg, w, neg_ids=ids, targets=t,
                                log_q_pos=jnp.full((2, 3), lq), log_q_neg=jnp.full((2, 3, 5), lq))
     assert float(a) == pytest.approx(float(b), rel=1e-5)
+
+
+def test_catalog_ce_with_excluded_items_equals_a_masked_brute_force():
+    """``exclude``: a row's excluded items are no class at its positions, except where one is
+    the position's own target; value and gradient against the masked textbook softmax."""
+    rng = np.random.default_rng(4)
+    h = rng.normal(size=(2, 3, 4)).astype(np.float32)
+    table = rng.normal(size=(7, 4)).astype(np.float32)
+    inputs = np.array([[0, 1, 5], [2, 3, 6]])
+    targets = np.array([[1, 5, 4], [3, 6, 5]])
+    w = (targets > 0).astype(np.float32)
+    ex = losses.window_items(inputs, targets, 7)
+    np.testing.assert_array_equal(np.asarray(ex), [[0, 1, 0, 0, 1, 1, 0], [0, 0, 1, 1, 0, 1, 1]])
+
+    def masked(h, table):
+        lg = jnp.einsum("bld,vd->blv", h, table)
+        cols = jnp.arange(7)
+        out = (cols == 0) | (jnp.asarray(ex)[:, None, :] & (cols != targets[..., None]))
+        lg = jnp.where(out, -1e9, lg)
+        nll = jax.nn.logsumexp(lg, -1) - jnp.take_along_axis(lg, targets[..., None], -1)[..., 0]
+        return (nll * w).sum() / w.sum()
+
+    for chunk in (1, 4, 256):
+        assert float(losses.catalog_ce(h, table, targets, w, chunk, exclude=ex)) == pytest.approx(
+            float(masked(h, table)), rel=1e-5)
+    assert float(losses.catalog_ce(h, table, targets, w, 4, exclude=ex)) < float(
+        losses.catalog_ce(h, table, targets, w, 4))  # fewer classes, lower loss
+    got = jax.grad(lambda h, t: losses.catalog_ce(h, t, targets, w, 4, exclude=ex), (0, 1))(h, table)
+    for a, b in zip(got, jax.grad(masked, (0, 1))(h, table)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

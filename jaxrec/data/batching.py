@@ -174,7 +174,7 @@ class TrainBatches:
             raise UserError("no training sequence has 2 or more items")
         self.skipped = int((lens < 2).sum())
         shards, rows = self.negative_shards or (1, None)
-        if self.negatives_outside and not (self.shared_negatives and self.sampler == "uniform" and shards == 1):
+        if self.negatives_outside and self.num_negatives and not (self.shared_negatives and self.sampler == "uniform" and shards == 1):
             raise UserError("retrieval.negatives_outside_sequence draws one uniform set per sequence: "
                             "it needs retrieval.shared_negatives=true, sampler=uniform and no shard_negatives")
         self.neg = NegativeSampler(s.data.num_items, self.sampler,
@@ -235,7 +235,7 @@ class TrainBatches:
             if self.num_negatives:
                 rng = np.random.default_rng([self.seed, epoch, bi])
                 kw = dict(row_seed=[self.seed, epoch, bi], rows=block, batch_rows=B_all)
-                if self.negatives_outside:
+                if self.negatives_outside:  # (shared, uniform: checked above)
                     negs = outside_negatives(seq, s.data.num_items, self.num_negatives,
                                              [self.seed, epoch, bi], block.start)[:, None, :]
                 elif self.shared_negatives:  # avoid each row's own targets at any position

@@ -32,10 +32,12 @@ class Retrieval:
     """Settings of retrieval training only."""
 
     shared_negatives: bool = False  # one set of negatives per sequence (B, 1, K) instead of per position
-    # with shared_negatives and the uniform sampler: a sequence's K negatives are K distinct items
-    # from outside its training window (drawn without replacement), as SASRec+ 3000's code draws
-    # them, instead of K independent draws (which repeat items and include the sequence's own
-    # future targets); with fewer than K such items the rest are padding, which no loss counts
+    # never a negative from the sequence's own training window. sampled_softmax (with
+    # shared_negatives and the uniform sampler): a sequence's K negatives are K distinct items
+    # from outside its window (without replacement), as SASRec+ 3000's code draws them, instead of
+    # K independent draws (which repeat items and include the sequence's own later targets; with
+    # fewer than K such items the rest are padding, which no loss counts). ce: the softmax's
+    # classes at a position are its target and the items outside the window (the limit K -> N)
     negatives_outside_sequence: bool = False
     gbce_t: float = field(default=0.75, metadata=between(0.0, 1.0))  # gBCE calibration (0: plain BCE)
     # update only the item-table rows a batch touches ("lazy" Adam, train/step.py SparseItemAdam):

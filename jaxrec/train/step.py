@@ -121,7 +121,10 @@ def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None, mesh=
             inputs, targets, weights = batch["inputs"], batch["targets"], batch["weights"]
         h = model.hidden(inputs, key, batch.get("times"))  # (B, L, D)
         if loss in ("ce", "cloze"):
-            return losses.catalog_ce(h, table.astype(h.dtype), targets, weights)
+            exclude = None  # ce with negatives_outside_sequence: the window's items are no class
+            if loss == "ce" and cfg.retrieval.negatives_outside_sequence:
+                exclude = losses.window_items(inputs, targets, table.shape[0])  # (B, V)
+            return losses.catalog_ce(h, table.astype(h.dtype), targets, weights, exclude=exclude)
 
         def rows_of(idx):  # (..., D) output rows of idx
             return sparse.take(idx, h.dtype) if sparse is not None else table[idx].astype(h.dtype)
