@@ -200,18 +200,23 @@ def test_a_run_with_sparse_item_updates_trains(tmp_path):
     assert train(cfg, tmp_path / "sparse", progress=False)["metrics"]["NDCG@10"] > 0.05
 
 
+@pytest.mark.slow
 def test_negatives_outside_the_sequence_train_with_sampled_softmax_and_ce(tmp_path):
     """``retrieval.negatives_outside_sequence`` trains end to end with both losses it applies to
-    (SASRec+ 3000's draw, and its full-softmax limit); with another loss the run refuses to
-    start and says why."""
-    from jaxrec.data import leave_one_out, load_dataset
-    from jaxrec.errors import UserError
-    from jaxrec.train import build_run
+    (SASRec+ 3000's draw, and its full-softmax limit)."""
     from jaxrec.train.config import Retrieval
     rt = Retrieval(shared_negatives=True, negatives_outside_sequence=True)
     cfg = Config(**TINY | dict(loss="sampled_softmax", num_negatives=16, epochs=1), retrieval=rt)
     assert train(cfg, tmp_path / "outside", progress=False)["metrics"]["NDCG@10"] > 0.0
     cfg = Config(**TINY | dict(epochs=1), retrieval=Retrieval(negatives_outside_sequence=True))  # ce
     assert train(cfg, tmp_path / "outside_ce", progress=False)["metrics"]["NDCG@10"] > 0.0
+
+
+def test_negatives_outside_the_sequence_need_a_loss_they_apply_to():
+    from jaxrec.data import leave_one_out, load_dataset
+    from jaxrec.errors import UserError
+    from jaxrec.train import build_run
+    from jaxrec.train.config import Retrieval
+    rt = Retrieval(shared_negatives=True, negatives_outside_sequence=True)
     with pytest.raises(UserError, match="negatives_outside_sequence applies to loss sampled_softmax or ce"):
         build_run(Config(**TINY | dict(loss="bce"), retrieval=rt), leave_one_out(load_dataset("synthetic:tiny")))
