@@ -9,7 +9,9 @@ independent draws cover about 2,000 distinct items and include the sequence's ow
 targets as negatives; 3,000 distinct unseen items are ~93% of the catalog less the window,
 close to a full softmax that never pushes down an item the user watched in the window.
 
-Expected: the published SASRec+ 3000 figure, test NDCG@10 0.1857.
+Expected: the published SASRec+ 3000 figure, test NDCG@10 0.1857. Measured on the 2-core CPU
+(session 23, seed 0): 0.1855 / HR@10 0.3204 after 84 epochs (the independent draws' mean of 3
+seeds: 0.1832).
 
     jaxrec train --config configs/ml1m_sasrec_ce3000_unseen_cpu40.py \\
         --data ../shared/data/ml-1m/ml-1m.txt --out runs/ml1m_sasrec_ce3000_unseen_cpu40
