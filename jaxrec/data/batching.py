@@ -174,7 +174,8 @@ class TrainBatches:
             raise UserError("no training sequence has 2 or more items")
         self.skipped = int((lens < 2).sum())
         shards, rows = self.negative_shards or (1, None)
-        if self.negatives_outside and self.num_negatives and not (self.shared_negatives and self.sampler == "uniform" and shards == 1):
+        one_uniform_set = self.shared_negatives and self.sampler == "uniform" and shards == 1
+        if self.negatives_outside and self.num_negatives and not one_uniform_set:
             raise UserError("retrieval.negatives_outside_sequence draws one uniform set per sequence: "
                             "it needs retrieval.shared_negatives=true, sampler=uniform and no shard_negatives")
         self.neg = NegativeSampler(s.data.num_items, self.sampler,
