@@ -5,7 +5,8 @@ Klenitskiy & Vasilev (RecSys 2023, "Turning Dross Into Gold Loss"), their code's
 dropout 0.1, batch 128, Adam lr 1e-3, at most 100 epochs, patience 10; one draw of 3,000
 uniform negatives per sequence, shared by all its positions (`full_negative_sampling=False`).
 Differences here: our draws are with replacement and exclude only each position's own
-positive (theirs: without replacement, excluding the whole sequence), and uniform sampling
+positive (theirs: without replacement, excluding the whole sequence; that draw is
+``retrieval.negatives_outside_sequence=true``, ``ml1m_sasrec_ce3000_unseen_cpu40.py``), and uniform sampling
 needs no logQ correction (its log q is a constant). On ML-1M's 3,416 items 3,000 negatives
 cost about what the full softmax does; the point of the recipe is larger catalogs.
 
