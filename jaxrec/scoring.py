@@ -40,6 +40,7 @@ import numpy as np
 from flax import nnx
 
 from jaxrec.errors import UserError
+from jaxrec.models.layers import unit_rows
 from jaxrec.sharding import table_mesh
 
 MASKED = -jnp.inf  # the score of an item that may not be recommended
@@ -442,11 +443,6 @@ def rerank(ranker, history: jax.Array, vals: jax.Array, cand: jax.Array, k: int,
 DEFAULT_POOL = 200  # candidates the diversity re-ranking chooses among
 
 
-def unit_rows(x: jax.Array) -> jax.Array:
-    """Rows scaled to unit length (zero rows stay zero): dot products become cosine similarities."""
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-9)
-
-
 def cosine(vecs: jax.Array) -> jax.Array:
     """(B, n, E) unit vectors -> (B, n, n) their dot products."""
     v = vecs.astype(jnp.float32)
@@ -640,8 +636,11 @@ class Scorer:
                 ids_out[cold] = self._mean_rows[1]
         rows_in = ids_in if f is None else ids_in + f[: len(ids_in)]
         inp = CompactTable.build(rows_in, dtype, n, spare)
-        out = inp if model.out_emb is None else CompactTable.build(ids_out + (0 if f is None else f[:n]), dtype,
-                                                                    n, spare)
+        if model.out_emb is None and not model.cosine:
+            out = inp
+        else:  # its own rows, or the input rows made unit length (cosine): model.item_side
+            out = CompactTable.build(np.asarray(model.item_side(jnp.asarray(ids_out + (0 if f is None else f[:n])))),
+                                     dtype, n, spare)
         self.tables = (inp, out)
 
         def strip(path, x):  # a (0, D) placeholder: a read that bypassed the served table fails loudly
@@ -670,7 +669,8 @@ class Scorer:
         inp, out = self.tables
         start = int(inp.valid)
         new_in = inp.with_rows(start, self._mean_rows[0] + f)
-        new_out = new_in if out is inp else out.with_rows(start, self._mean_rows[1] + f)
+        new_out = new_in if out is inp else out.with_rows(start, np.asarray(model.item_side(
+            jnp.asarray(self._mean_rows[1] + f))))
         self.tables, self._host_rows = (new_in, new_out), None  # explanations re-read the host copy
         return start
 

@@ -88,20 +88,22 @@ def test_new_item_gets_a_sensible_score_from_its_features(tmp_path):
 
 # ---------------------------------------------------------------- new and cold items at serve time
 
-def _feature_model(untied=False):
+def _feature_model(untied=False, cosine=False):
     from jaxrec.train import Config
     data = load_dataset("synthetic:tiny")
-    extra = {"tied_output": False} if untied else {}
+    extra = ({"tied_output": False} if untied else {}) | ({"similarity": "cosine"} if cosine else {})
     m = build_model("sasrec/small", data.num_items, 0, catalog=data.catalog, features=["topic"], **extra)
     return data, Recommender.from_model(m, data.catalog, Config(model="sasrec/small")), m
 
 
-@pytest.mark.parametrize("untied", [False, True])
-def test_new_items_get_rows_from_their_features_and_spare_rows_are_never_returned(untied):
+@pytest.mark.parametrize("untied,cosine", [(False, False), (True, False), (False, True)])
+def test_new_items_get_rows_from_their_features_and_spare_rows_are_never_returned(untied, cosine):
+    """Cosine: the served output table holds unit rows (a table of its own though tied), the
+    input table the raw ones, and a new item's output row is made unit length too."""
     from jaxrec.data.features import encode_values
     from jaxrec.scoring import Scorer
 
-    data, rec, model = _feature_model(untied)
+    data, rec, model = _feature_model(untied, cosine)
     n = data.num_items
     scorer = Scorer(rec.stage, new_item_slots=3)
     h = np.random.default_rng(1).integers(1, n + 1, (4, 20)).astype(np.int32)
@@ -118,11 +120,13 @@ def test_new_items_get_rows_from_their_features_and_spare_rows_are_never_returne
     emb = np.asarray(model.item_emb.embedding[...])[1: n + 1]
     out = emb if model.out_emb is None else np.asarray(model.out_emb.embedding[...])[1: n + 1]
     f = np.asarray(model.item_feats.rows(ids[None, :]))[0]
+    new_out = out.mean(0) + f
+    new_out = new_out / np.linalg.norm(new_out) if cosine else new_out
     np.testing.assert_allclose(np.asarray(scorer.tables[0].take(start)), emb.mean(0) + f, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(scorer.tables[1].take(start)), out.mean(0) + f, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(scorer.tables[1].take(start)), new_out, rtol=1e-5, atol=1e-6)
     user = np.asarray(rec.scorer._user(rec.scorer._p(), h, None)[0])  # (4, D) as the model encodes
     np.testing.assert_allclose(np.asarray(scorer.score(h, np.full((4, 1), start)))[:, 0],
-                               user @ (out.mean(0) + f), rtol=1e-4, atol=1e-5)
+                               user @ new_out, rtol=1e-4, atol=1e-5)
     top = scorer.top_k(h, n + 1, exclude=np.zeros((4, 1), np.int32))
     items = np.asarray(top.items)
     assert (items == start).any(1).all() and items.max() == start  # recommendable, the next spare row is not

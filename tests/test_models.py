@@ -101,21 +101,26 @@ def test_ligr_gates_interpolate_between_identity_and_the_pre_layout():
     np.testing.assert_allclose(np.asarray(ligr(x, mask)[0]), np.asarray(pre(x, mask)[0]), atol=1e-5)
 
 
-@pytest.mark.parametrize("name,loss,negs", [("sasrec/small", "bce", 1), ("sasrec/small", "ce", 0),
-                                            ("sasrec/ligr", "ce", 0),
-                                            ("gsasrec/small", "gbce", 16),
-                                            ("hstu/small", "sampled_softmax", 16),
-                                            ("bert4rec/small", "cloze", 0),
-                                            ("target_attention/small", "listwise", 15),
-                                            ("bst/small", "pointwise", 7),
-                                            ("encdec/small", "listwise", 15)])
-def test_trains_with_falling_finite_loss(name, loss, negs):
+COSINE = {"similarity": "cosine"}
+
+
+@pytest.mark.parametrize("name,loss,negs,args", [("sasrec/small", "bce", 1, {}), ("sasrec/small", "ce", 0, {}),
+                                                 ("sasrec/small", "ce", 0, COSINE),
+                                                 ("sasrec/ligr", "ce", 0, {}),
+                                                 ("gsasrec/small", "gbce", 16, {}),
+                                                 ("hstu/small", "sampled_softmax", 16, {}),
+                                                 ("hstu/small", "sampled_softmax", 16, COSINE),
+                                                 ("bert4rec/small", "cloze", 0, {}),
+                                                 ("target_attention/small", "listwise", 15, {}),
+                                                 ("bst/small", "pointwise", 7, {}),
+                                                 ("encdec/small", "listwise", 15, {})])
+def test_trains_with_falling_finite_loss(name, loss, negs, args):
     from jaxrec.data import leave_one_out, load_dataset
     from jaxrec.train import Config, build_run
     from jaxrec.train.step import make_loss_fn, make_train_step
 
-    cfg = Config(model=name, data="synthetic:tiny", loss=loss, num_negatives=max(negs, 1),
-                      batch_size=32, lr=3e-3, sampler="popularity")
+    cfg = Config(model=name, data="synthetic:tiny", loss=loss, num_negatives=max(negs, 1), model_args=args,
+                 batch_size=32, lr=3e-3, sampler="popularity")
     run = build_run(cfg, leave_one_out(load_dataset(cfg.data)))
     step = make_train_step(run.graphdef, make_loss_fn(loss, cfg, run.split.data.num_items,
                                                       run.batches.neg.prob), run.tx)
@@ -176,3 +181,21 @@ def test_separate_output_table_scores_against_its_own_table():
     ut = np.asarray(tied.encode(h))
     np.testing.assert_allclose(np.asarray(tied.score_all(h)), ut @ np.asarray(tied.item_table()).T,
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["sasrec/small", "hstu/small", "bert4rec/small", "gsasrec/small"])
+def test_cosine_similarity_scores_unit_vectors_over_the_temperature(name):
+    """``similarity="cosine"`` (generative-recommenders' HSTU and SASRec): every position's score
+    is cos(state, item) / temperature, from the same parameters as the dot-product model; the
+    encoder's input lookups still read the raw table (the states before normalising agree)."""
+    h = hist(np.random.default_rng(6), 60)
+    dot, cos = build_model(name, 60), build_model(name, 60, similarity="cosine", temperature=0.1)
+
+    def unit(x):
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+    np.testing.assert_allclose(np.asarray(cos.hidden(h)), unit(np.asarray(dot.hidden(h))) / 0.1,
+                               rtol=1e-4, atol=1e-4)
+    u, table = unit(np.asarray(dot.encode(h))), unit(np.asarray(dot.output_table()))
+    got = np.asarray(cos.score_all(h))
+    np.testing.assert_allclose(got, u @ table.T / 0.1, rtol=1e-4, atol=1e-4)
+    assert np.isfinite(got).all() and np.abs(got).max() <= 1 / 0.1 + 1e-4

@@ -220,7 +220,8 @@ def _ref_mmr(vals, items, vecs, k, d):
 
 @pytest.mark.parametrize("d", [0.0, 0.3, 0.7, 1.0])
 def test_mmr_equals_the_greedy_reference(d):
-    from jaxrec.scoring import cosine, mmr, unit_rows
+    from jaxrec.models.layers import unit_rows
+    from jaxrec.scoring import cosine, mmr
 
     rng = np.random.default_rng(int(d * 10))
     b, n, e, k = 4, 30, 5, 12

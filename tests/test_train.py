@@ -190,6 +190,9 @@ def test_sparse_item_updates_equal_dense_adam_when_every_row_is_in_every_batch(t
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-4 if "['kv']['bias']" in k else 1e-6, err_msg=k)
     with pytest.raises(UserError, match="sparse_items: loss 'ce'"):
         build_run(Config(**TINY, retrieval=Retrieval(sparse_items=True)), split)
+    with pytest.raises(UserError, match="sparse_items: similarity='cosine'"):
+        build_run(Config(**base | dict(model_args={"similarity": "cosine"}), retrieval=Retrieval(sparse_items=True)),
+                  split)
 
 
 @pytest.mark.slow

@@ -10,6 +10,12 @@ position, all items) use the same two methods:
     hidden(items, key, times) -> (B, L, D)  # key=None: deterministic (eval/serving)
     output_table()     -> (N+1, D)          # row 0 is padding and is never recommended
 
+With ``similarity="cosine"`` (generative-recommenders' HSTU and SASRec settings: user and
+item embeddings L2-normalised, logits divided by a temperature) both sides are unit vectors
+and the user side is also divided by ``temperature``: ``hidden`` returns states already so
+scaled and ``output_table`` unit rows, so every caller (the losses, evaluation, serving, ANN)
+still scores by one dot product. The input lookups (``item_rows``) read the raw table.
+
 ``times`` (B, L + 1) are event times: the history's plus the prediction time (see
 ``jaxrec.models.hstu``). Only models with ``uses_time`` read them (HSTU with
 ``time_buckets``); the others accept and ignore them, so callers treat all models alike.
@@ -24,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxrec.models.layers import unit_rows
 from jaxrec.settings import at_least, between, one_of
 
 
@@ -44,7 +51,17 @@ class ModelConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class SelfAttentionConfig(ModelConfig):
+class RetrievalConfig(ModelConfig):
+    """Settings of the models that score by a dot product with an output table."""
+
+    tied_output: bool = True  # score against the input item table (False: a separate table)
+    similarity: str = field(default="dot", metadata=one_of("dot", "cosine"))  # see the module docstring
+    # cosine only: logits = cos(user, item) / temperature (generative-recommenders: 0.05)
+    temperature: float = field(default=0.05, metadata=at_least(0.0, exclusive=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfAttentionConfig(RetrievalConfig):
     """SASRec, gSASRec (and BERT4Rec below): a stack of transformer blocks."""
 
     heads: int = field(default=1, metadata=at_least(1))
@@ -52,7 +69,6 @@ class SelfAttentionConfig(ModelConfig):
     ffn_mult: int = field(default=1, metadata=at_least(1))  # FFN hidden = ffn_mult * dim (SASRec: 1, BERT4Rec: 4)
     layout: str = field(default="pre", metadata=one_of("pre", "sasrec", "ligr"))  # see layers.TransformerBlock
     act: str = field(default="relu", metadata=one_of("relu", "gelu", "swiglu"))  # layers.FeedForward
-    tied_output: bool = True  # score against the input item table (False: a separate table)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,11 +77,10 @@ class BERT4RecConfig(SelfAttentionConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class HSTUConfig(ModelConfig):
+class HSTUConfig(RetrievalConfig):
     heads: int = field(default=1, metadata=at_least(1))
     blocks: int = field(default=2, metadata=at_least(1))
     time_buckets: int = field(default=0, metadata=at_least(0))  # relative time bias buckets (0: off; paper: 128)
-    tied_output: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,24 +124,34 @@ class RetrievalModel(ItemModel):
         """Whether ``times`` must be given (HSTU with relative time bias)."""
         return getattr(self.config, "time_buckets", 0) > 0
 
+    @property
+    def cosine(self) -> bool:
+        """Whether scores are cosine similarities over a temperature (``similarity="cosine"``)."""
+        return getattr(self.config, "similarity", "dot") == "cosine"
+
     def hidden(self, items: jax.Array, key: jax.Array | None = None, times=None) -> jax.Array:
         raise NotImplementedError
 
+    def user_side(self, h: jax.Array) -> jax.Array:
+        """(..., D) final states -> the user vectors scores are dot products of: unchanged, or
+        unit length over the temperature (cosine). Each model's ``hidden`` ends with it."""
+        return unit_rows(h) / jnp.asarray(self.config.temperature, h.dtype) if self.cosine else h
+
+    def item_side(self, t: jax.Array) -> jax.Array:
+        """(R, D) item representations -> the rows scores are dot products with."""
+        return unit_rows(t) if self.cosine else t
+
     def output_table(self) -> jax.Array:
         """(N+1, D): the item vectors scores are dot products with (see the module docstring)."""
-        rows = self.config.num_items + 1
-        if self.out_emb is None:
-            return self.item_table()[:rows]
-        t = self.out_emb.embedding[...][:rows]
-        return t if self.item_feats is None else t + self.item_feats()[:rows].astype(t.dtype)
+        return self.output_rows()[: self.config.num_items + 1]
 
     def output_rows(self) -> jax.Array:
         """(R, D): ``output_table`` with the padding rows a shardable table may have past the
         catalog (``table_rows_multiple``): unsliced, so a sharded table keeps its shards."""
         if self.out_emb is None:
-            return self.item_table()
+            return self.item_side(self.item_table())
         t = self.out_emb.embedding[...]
-        return t if self.item_feats is None else t + self.item_feats().astype(t.dtype)
+        return self.item_side(t if self.item_feats is None else t + self.item_feats().astype(t.dtype))
 
     def encode(self, history: jax.Array, times=None) -> jax.Array:
         """(B, L) left-padded history -> (B, D) user vector (deterministic)."""

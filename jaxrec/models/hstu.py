@@ -111,7 +111,7 @@ class HSTU(RetrievalModel):
         for layer, k in zip(self.layers, keys[1:]):
             x, a = layer(x, mask, k, buckets)
             x = x * real
-        return self.final_ln(x), a
+        return self.user_side(self.final_ln(x)), a  # (B, L, D)
 
     def hidden(self, items, key=None, times=None):
         return self._forward(items, key, times)[0]

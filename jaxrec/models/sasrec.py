@@ -6,7 +6,8 @@ Read top to bottom:
     for each block: causal self-attention, FFN  # position i sees items <= i only
     h = LN(x)                                   # (B, L, D)
     score(i, item j) = h_i . E[j]               # output layer shares the input table
-                                                # (tied_output=False: its own table, gSASRec)
+                                                # (tied_output=False: its own table, gSASRec;
+                                                # similarity="cosine": unit h, E over a temperature)
 
 The same network is trained three ways, which is why the losses are separate
 (``jaxrec.losses``): SASRec (BCE, 1 negative), SASRec+ (full softmax CE, Klenitskiy &
@@ -56,7 +57,7 @@ class SASRec(RetrievalModel):
             last = last_only and i == len(self.blocks) - 1
             x, w = blk(x, mask, k, last_only=last)
             x = x * (real[:, -1:] if last else real)  # padding stays zero (SASRec's timeline mask)
-        return self.final_ln(x), w  # (B, L, D), or (B, 1, D) with last_only
+        return self.user_side(self.final_ln(x)), w  # (B, L, D), or (B, 1, D) with last_only
 
     def hidden(self, items, key=None, times=None):  # times: unused (no time bias)
         return self._forward(items, key)[0]

@@ -37,8 +37,8 @@ def check_loss(loss: str, kind: str) -> None:
 
 def check_sparse_items(cfg: Config, loss: str, model) -> None:
     """``retrieval.sparse_items`` needs a step whose gradient touches only the batch's rows of one
-    item table: sampled negatives, the output tied to the input table, no side features, and an
-    unsharded table."""
+    item table: sampled negatives, the output tied to the input table and scored as it is (dot),
+    no side features, and an unsharded table."""
     why = None
     if loss not in ("bce", "gbce", "sampled_softmax"):
         why = f"loss {loss!r} reads every row (full-catalog softmax); use sampled_softmax, bce or gbce"
@@ -46,6 +46,8 @@ def check_sparse_items(cfg: Config, loss: str, model) -> None:
         why = "the model must be a retrieval model whose output table is its input table (tied)"
     elif getattr(model, "item_feats", None) is not None or getattr(model, "mask_token", None):
         why = "item features and extra input tokens are not supported"
+    elif getattr(model, "cosine", False):
+        why = "similarity='cosine' scores unit rows, not the table's own (use similarity='dot')"
     elif cfg.model_parallel > 1:
         why = "the item table must not be sharded (model_parallel=1)"
     if why:
