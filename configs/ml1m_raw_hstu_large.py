@@ -3,9 +3,11 @@
 ``ml1m_raw_hstu.py``'s data, split and loss with the large encoder of generative-recommenders'
 ``configs/ml-1m/hstu-sampled-softmax-n128-large-final.gin``: 8 blocks, 2 heads of 25 (d=50),
 dropout 0.2, max_len 200, batch 128, lr 1e-3, no weight decay or warm-up, 128 sampled negatives,
-101 epochs (theirs runs them all; selection reads the test targets, as that code base does).
-Differences that remain: theirs L2-normalises user and item embeddings and divides logits by
-a temperature of 0.05 (jaxrec's HSTU does neither), and its negatives are drawn per position.
+101 epochs (theirs runs them all; selection reads the test targets, as that code base does),
+and its similarity: user and item embeddings L2-normalised, logits divided by a temperature of
+0.05 (``user_embedding_norm="l2_norm"``, ``item_l2_norm=True``, ``temperature=0.05`` in the gin
+file; here ``model_args.similarity="cosine"``). A difference that remains: its 128 negatives
+are drawn per position, ours shared by a sequence's positions.
 
 Expected (generative-recommenders README, HSTU-large on ML-1M): NDCG@10 0.1893, HR@10 0.3294.
 Not run to the end yet: 8 blocks at L=200 need a GPU (about 4x the base model's step).
@@ -21,6 +23,7 @@ from ml1m_raw_hstu import get_config as base  # configs build on each other by i
 
 def get_config():
     return dataclasses.replace(base(), model="hstu/large", epochs=101, patience=1000,
+                               model_args={"similarity": "cosine", "temperature": 0.05},
                                expected={"dataset": "ml-1m-raw", "NDCG@10": 0.1893, "HR@10": 0.3294,
                                          "source": "generative-recommenders (Zhai et al. 2024), HSTU-large, raw "
                                                    "ML-1M, last item held out"})
