@@ -40,7 +40,7 @@ import numpy as np
 from flax import nnx
 
 from jaxrec.errors import UserError
-from jaxrec.models.layers import unit_rows
+from jaxrec.numerics import unit_rows
 from jaxrec.sharding import table_mesh
 
 MASKED = -jnp.inf  # the score of an item that may not be recommended

@@ -220,7 +220,7 @@ def _ref_mmr(vals, items, vecs, k, d):
 
 @pytest.mark.parametrize("d", [0.0, 0.3, 0.7, 1.0])
 def test_mmr_equals_the_greedy_reference(d):
-    from jaxrec.models.layers import unit_rows
+    from jaxrec.numerics import unit_rows
     from jaxrec.scoring import cosine, mmr
 
     rng = np.random.default_rng(int(d * 10))

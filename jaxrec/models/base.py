@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxrec.models.layers import unit_rows
+from jaxrec.numerics import unit_rows
 from jaxrec.settings import at_least, between, one_of
 
 

@@ -203,16 +203,6 @@ def item_embeddings(rows: int, dim: int, features: ItemFeatures | None, rngs: nn
     return ids, (None if features is None else FeatureEmbedding(features, rows, dim, rngs=rngs))
 
 
-def unit_rows(x: jax.Array, eps: float = 1e-6) -> jax.Array:
-    """Rows scaled to unit length (computed in float32, returned in ``x``'s dtype; a row shorter
-    than ``eps`` is divided by ``eps``, so zero rows stay zero): dot products of unit rows are
-    cosine similarities. The clamp is on the squared norm, so a zero row (a padding position's
-    state) has a zero gradient, not ``linalg.norm``'s NaN at 0."""
-    x32 = x.astype(jnp.float32)
-    sq = jnp.sum(x32 * x32, axis=-1, keepdims=True)
-    return (x32 * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))).astype(x.dtype)
-
-
 def output_embeddings(config, rngs: nnx.Rngs) -> nnx.Embed | None:
     """The separate output table of a retrieval model with ``tied_output=False`` (else None).
 
