@@ -21,6 +21,19 @@ def _scratch_cwd(tmp_path_factory):
     os.chdir(old)
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One small trained retrieval run (SASRec, synthetic:tiny, full-softmax CE, one epoch),
+    trained once for the whole test session: for tests that only read a run (serve it,
+    restore it, mine it). A test that changes its run directory trains its own."""
+    from jaxrec.train import Config, train
+
+    d = tmp_path_factory.mktemp("tiny") / "run"
+    train(Config(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1), d,
+          progress=False)
+    return d
+
+
 @pytest.fixture
 def ml1m_path():
     if not ML1M.exists():

@@ -6,7 +6,6 @@ import pytest
 from jaxrec.ann import ItemIndex, ivf_spec, recall_at_k
 from jaxrec.errors import UserError
 from jaxrec.inference import Recommender
-from jaxrec.train import Config, train
 from jaxrec_server.engine import Engine, Query
 
 
@@ -93,11 +92,8 @@ def test_ivf_spec_and_bad_specs():
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ann") / "run"
-    train(Config(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1, seed=3), d,
-          progress=False)
-    return d
+def run(tiny_run):
+    return tiny_run
 
 
 def test_an_engine_on_an_index_that_reads_every_cell_answers_as_exact(run):

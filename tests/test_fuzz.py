@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from jaxrec.data.loaders import read_interactions
 from jaxrec.errors import DataError, UserError
-from jaxrec.train import Config, train
+from jaxrec.train import Config
 from jaxrec.v1 import recommender_pb2 as pb
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -89,14 +89,11 @@ def test_any_override_is_accepted_typed_or_refused_in_one_line(key, value):
 # ---------------------------------------------------------------- request validation (live server)
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
+def live(tiny_run):
     from jaxrec_server.client import Client
     from jaxrec_server.main import ServeConfig, ThreadedServer
 
-    d = tmp_path_factory.mktemp("fz") / "run"
-    train(Config(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1), d,
-          progress=False)
-    srv = ThreadedServer(ServeConfig(str(d), port=0, max_batch_size=8, length_buckets=[50], k_buckets=[10, 100],
+    srv = ThreadedServer(ServeConfig(str(tiny_run), port=0, max_batch_size=8, length_buckets=[50], k_buckets=[10, 100],
                                      diversity_pool=0))
     with Client(f"127.0.0.1:{srv.port}", retries=0, timeout=20) as c:
         yield c

@@ -88,14 +88,12 @@ def test_pipeline_rejects_wrong_kinds_and_k():
         rank.score_all(np.ones((1, 10), np.int32))
 
 
-def test_ranker_run_warm_started_and_mined_from_one_retriever_run(tmp_path):
+def test_ranker_run_warm_started_and_mined_from_one_retriever_run(tiny_run):
     """``init_from`` and ``retriever`` naming the same run: the ranker's item-id embeddings start
     as the retriever's, and its hard negatives come from the retriever's top ``hard_pool``."""
-    from jaxrec.train import Config, Ranking, build_run, train
+    from jaxrec.train import Config, Ranking, build_run
 
-    retr_dir = tmp_path / "retriever"
-    train(Config(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1),
-          retr_dir, progress=False)
+    retr_dir = tiny_run
     cfg = Config(model="target_attention/small", data="synthetic:tiny", num_negatives=8, batch_size=16,
                  epochs=1, ranking=Ranking(retriever=str(retr_dir), init_from=str(retr_dir), hard_pool=10,
                                            hard_fraction=1.0))
@@ -116,7 +114,7 @@ def test_ranker_run_warm_started_and_mined_from_one_retriever_run(tmp_path):
                                       ranking=dataclasses.replace(cfg.ranking, retriever=None)))
 
 
-def test_residual_ranker_trains_on_top_of_the_retriever_score(tmp_path):
+def test_residual_ranker_trains_on_top_of_the_retriever_score(tmp_path, tiny_run):
     """``residual=w``: batches carry the retriever's score of each candidate, the loss sees
     ranker + w * retriever, and the pipeline blends with w unless told otherwise."""
     from jaxrec import losses
@@ -124,9 +122,7 @@ def test_residual_ranker_trains_on_top_of_the_retriever_score(tmp_path):
     from jaxrec.scoring import merge
     from jaxrec.train.step import make_loss_fn
 
-    retr_dir, rank_dir = tmp_path / "retriever", tmp_path / "ranker"
-    train(Config(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1),
-          retr_dir, progress=False)
+    retr_dir, rank_dir = tiny_run, tmp_path / "ranker"
     cfg = Config(model="target_attention/small", data="synthetic:tiny", num_negatives=8, batch_size=16,
                  epochs=1, ranking=Ranking(retriever=str(retr_dir), hard_pool=10, residual=1.5,
                                            eval_negatives=20))

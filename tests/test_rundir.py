@@ -12,7 +12,7 @@ from jaxrec.cli import main
 from jaxrec.errors import UserError
 from jaxrec.inference import Recommender
 from jaxrec.models import build_model
-from jaxrec.train import Config, RunDir, train
+from jaxrec.train import RunDir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -35,10 +35,8 @@ def test_a_run_directory_of_the_previous_layout_evaluates_the_same(capsys, tmp_p
     assert rec.step == 2 and len(rec.recommend(rec.catalog.ids[1:6].tolist(), k=5).items) == 5
 
 
-def test_params_are_their_own_item_and_restore_without_an_optimizer(tmp_path):
-    out = tmp_path / "run"
-    train(Config(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1), out,
-          progress=False)
+def test_params_are_their_own_item_and_restore_without_an_optimizer(tiny_run):
+    out = tiny_run
     rd = RunDir.open(out)
     step = rd.latest_step("best")
     items = {p.name for p in (rd.checkpoints_dir("best") / str(step)).iterdir() if p.is_dir()}

@@ -7,7 +7,6 @@ import time
 import grpc
 import pytest
 
-from jaxrec.train import Config, train
 from jaxrec_server.client import Client
 from jaxrec_server.main import ServeConfig, ThreadedServer, TokenAuth
 
@@ -15,11 +14,8 @@ SMALL = dict(max_batch_size=2, length_buckets=[50], k_buckets=[10], diversity_po
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sec") / "run"
-    train(Config(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=32, epochs=1), d,
-          progress=False)
-    return d
+def run_dir(tiny_run):
+    return tiny_run
 
 
 def _openssl(*args):
