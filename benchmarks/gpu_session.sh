@@ -106,7 +106,7 @@ done
 SERVE_RUN=$RUNS/ml1m_sasrec_ce_gpu_s1
 if [ -f $SERVE_RUN/results.json ]; then
   $PY benchmarks/serve_load.py --checkpoint $SERVE_RUN --data $D/ml-1m.txt --batch-sizes 64 \
-      --rpc unary,batch64 --workers $WORKERS --concurrency 16,128,512 --channels 8 \
+      --rpc unary,batch64 --workers $WORKERS --concurrency 8,32,128,512 --channels 8 \
       --seconds $SERVE_SECONDS --out "$OUT/serve_load_gpu.json" || echo "serve_load failed"
 fi
 date -u
