@@ -49,3 +49,23 @@ def test_reported_runs_are_kept_for_later_tables(quality, tmp_path):
     quality["archive"](quality["collect"]([_run(tmp_path / "later", "cfg_a_s1", 0.19, 1)]), folder)
     rows = quality["group"](quality["archived"](folder))
     assert len(rows) == 1 and rows[0]["seeds"] == 2 and rows[0]["NDCG@10"] == pytest.approx(0.18)
+
+
+def test_the_gpu_session_script_parses_and_names_configs_and_data_that_exist():
+    """benchmarks/gpu_session.sh runs once, on a lent GPU, with no chance to fix it there: its
+    shell must parse, every config it trains must exist, and every data file it reads must be
+    one that its --prepare step copies."""
+    import re
+    import subprocess
+
+    script = ROOT / "benchmarks" / "gpu_session.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    copied = set(re.findall(r'"\$SHARED/[\w-]+/([\w.-]+)"', text))
+    assert {"ml-1m.txt", "beauty.txt", "user_movie_time_ordered_original_ids.txt"} <= copied
+    variables = dict(re.findall(r"^(\w+)=([\w.-]+)$", text, re.M))  # RAW=user_movie_...
+    trained = re.findall(r"^\s*train (\w+) (\$?[\w.-]+) ", text, re.M)
+    assert len(trained) >= 6
+    for cfg, data in trained:
+        assert (ROOT / "configs" / f"{cfg}.py").exists(), cfg
+        assert variables.get(data.lstrip("$"), data) in copied, (cfg, data)
