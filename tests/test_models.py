@@ -134,6 +134,34 @@ def test_trains_with_falling_finite_loss(name, loss, negs, args):
     assert np.mean(seen[-k:]) < np.mean(seen[:k]), seen
 
 
+@pytest.mark.parametrize("loss", ["bce", "gbce", "sampled_softmax"])
+def test_negatives_scored_from_dense_logits_equal_gathered_rows(loss):
+    """``make_loss_fn(dense=True)`` scores per-position negatives from the (B, L, N+1) catalog
+    logits (cheaper when the catalog is small against the negatives); loss and gradients must be
+    the gathered rows' (``dense=False``), logQ and accidental hits included."""
+    from jaxrec.data import leave_one_out, load_dataset
+    from jaxrec.scoring import merge
+    from jaxrec.train import Config, build_run
+    from jaxrec.train.step import dense_negatives, make_loss_fn
+
+    cfg = Config(model="gsasrec/small", data="synthetic:tiny", loss=loss, num_negatives=24, batch_size=16,
+                 sampler="popularity")
+    run = build_run(cfg, leave_one_out(load_dataset(cfg.data)))
+    assert dense_negatives(24, 101, shared=False) and not dense_negatives(24, 101, shared=True)
+    assert not dense_negatives(256, 54_543, shared=False)  # beauty: gather the rows
+    b = next(run.batches.epoch(0))
+    assert b["negatives"].shape[1] > 1  # per position
+    out = {}
+    for dense in (False, True):
+        fn = make_loss_fn(loss, cfg, run.split.data.num_items, run.batches.neg.prob, dense=dense)
+        out[dense] = jax.jit(jax.value_and_grad(lambda p: fn(merge(run.graphdef, p), b, jax.random.PRNGKey(1))))(
+            run.state["params"])
+    (l0, g0), (l1, g1) = out[False], out[True]
+    np.testing.assert_allclose(float(l0), float(l1), rtol=1e-5)
+    for a, c in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-4, atol=1e-6)
+
+
 def test_bf16_compute_keeps_f32_params():
     from jaxrec.data import leave_one_out, load_dataset
     from jaxrec.train import Config, build_run
