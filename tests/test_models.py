@@ -134,7 +134,8 @@ def test_trains_with_falling_finite_loss(name, loss, negs, args):
     assert np.mean(seen[-k:]) < np.mean(seen[:k]), seen
 
 
-@pytest.mark.parametrize("loss", ["bce", "gbce", "sampled_softmax"])
+@pytest.mark.parametrize("loss", ["gbce", pytest.param("bce", marks=pytest.mark.slow),
+                                  pytest.param("sampled_softmax", marks=pytest.mark.slow)])
 def test_negatives_scored_from_dense_logits_equal_gathered_rows(loss):
     """``make_loss_fn(dense=True)`` scores per-position negatives from the (B, L, N+1) catalog
     logits (cheaper when the catalog is small against the negatives); loss and gradients must be
