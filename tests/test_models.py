@@ -148,8 +148,7 @@ def test_negatives_scored_from_dense_logits_equal_gathered_rows(loss):
     cfg = Config(model="gsasrec/small", data="synthetic:tiny", loss=loss, num_negatives=24, batch_size=16,
                  sampler="popularity")
     run = build_run(cfg, leave_one_out(load_dataset(cfg.data)))
-    assert dense_negatives(24, 101, shared=False) and not dense_negatives(24, 101, shared=True)
-    assert not dense_negatives(256, 54_543, shared=False)  # beauty: gather the rows
+    assert dense_negatives(24, 101) and not dense_negatives(256, 54_543)  # beauty: gather the rows
     b = next(run.batches.epoch(0))
     assert b["negatives"].shape[1] > 1  # per position
     out = {}

@@ -94,9 +94,10 @@ DENSE_NEGATIVES_RATIO = 16
 DENSE_MAX = 2 ** 27  # and the (B, L, N+1) logits stay under 512 MiB of float32
 
 
-def dense_negatives(num_negatives: int, num_rows: int, shared: bool) -> bool:
-    """Whether ``make_loss_fn`` scores per-position negatives from full catalog logits."""
-    return not shared and num_rows <= DENSE_NEGATIVES_RATIO * num_negatives
+def dense_negatives(num_negatives: int, num_rows: int) -> bool:
+    """Whether ``make_loss_fn`` scores per-position negatives (not a sequence's shared set) from
+    full catalog logits."""
+    return num_rows <= DENSE_NEGATIVES_RATIO * num_negatives
 
 
 def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None, mesh=None, dense: bool | None = None):
@@ -111,7 +112,7 @@ def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None, mesh=
     log_q = None if sample_prob is None else jnp.log(jnp.maximum(jnp.asarray(sample_prob, jnp.float32), 1e-12))
     per_shard = _shard_local_logits(mesh) if mesh is not None and mesh.shape["model"] > 1 else None
     if dense is None:
-        dense = dense_negatives(cfg.num_negatives, num_items + 1, cfg.retrieval.shared_negatives)
+        dense = dense_negatives(cfg.num_negatives, num_items + 1)
 
     def negatives_logits(h, rows_of, negs):
         e = rows_of(negs)  # (B, L|1, K, D)
