@@ -582,6 +582,7 @@ def test_load_test_floor_cpu_accounting_and_engine_alone(run_dir, tmp_path):
     assert all(r["throughput"] > 0 and r["engine_cpu_ms"] > 0 for r in res["engine alone"])
 
 
+@pytest.mark.slow  # a benchmark option (serve_load.py --paired): two processes timed in turn, ~40 s
 def test_load_test_paired_rounds_time_server_and_engine_in_turn(run_dir, tmp_path):
     """``--paired N``: a server and an engine-alone process alive together, timed in turn; a
     ratio per round (server / engine alone) and their median in the JSON."""
