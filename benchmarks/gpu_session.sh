@@ -8,7 +8,8 @@
 #
 # What it runs (issue 21 seeds and rows that need an accelerator, issue 19's serving at scale):
 #   1. QUALITY_MIN (5) minutes of training, all runs at once on the one GPU (each process takes a
-#      slice of its memory): HSTU-large on the raw protocol x3 seeds, SASRec BCE, BERT4Rec,
+#      slice of its memory): HSTU-large on the raw protocol x3 seeds, and with MoL
+#      (ml1m_raw_hstu_large_mol) x3 seeds, SASRec BCE, BERT4Rec,
 #      beauty SASRec+ and beauty BERT4Rec seeds 1 and 2 (seed 0 of each is in the quality table),
 #      SASRec+ CE seed 1 (whose checkpoint step 2 serves);
 #   2. serve_load.py against that SASRec+ run: unary and RecommendBatch of 64, --workers 1 and 4;
@@ -79,6 +80,10 @@ train() {  # train CONFIG DATAFILE RUN [--set ...]
 RAW=user_movie_time_ordered_original_ids.txt
 for s in 0 $SEEDS; do
   train ml1m_raw_hstu_large $RAW ml1m_raw_hstu_large_gpu_s$s --set seed=$s
+  [ "$MODE" = "--rehearse" ] && break
+done
+for s in 0 $SEEDS; do  # the same with a mixture-of-logits similarity (RAILS' ML-1M setting)
+  train ml1m_raw_hstu_large_mol $RAW ml1m_raw_hstu_large_mol_gpu_s$s --set seed=$s
   [ "$MODE" = "--rehearse" ] && break
 done
 for s in $SEEDS; do

@@ -280,9 +280,15 @@ def _read_chunk(table, c0, chunk: int, dtype=None):
     return jax.lax.dynamic_slice_in_dim(table, start, chunk), start
 
 
+def dot_scores(user: jax.Array, rows: jax.Array) -> jax.Array:
+    """(B, U) users against (X, U) rows -> (B, X) float32 dot products: the score of every model
+    but MoL's (whose ``RetrievalModel.pair_scores`` the callers pass as ``score`` instead)."""
+    return (user @ rows.T).astype(jnp.float32)
+
+
 def catalog_top_k(user: jax.Array, table: jax.Array, k: int, *, exclude=None, allow=None,
                   restricted=None, chunk: int | None = None, recall: float | None = None,
-                  offset=0, n_valid=None):
+                  offset=0, n_valid=None, score=dot_scores):
     """Top-k items of (B, D) ``user`` vectors against the (N+1, D) item ``table``.
 
     ``exclude`` (B, H) and ``allow`` (B, A) are index lists padded with 0 (column 0 is never
@@ -290,6 +296,7 @@ def catalog_top_k(user: jax.Array, table: jax.Array, k: int, *, exclude=None, al
     ``recall``: use ``lax.approx_max_k`` with this recall target inside each chunk.
     ``offset``: the item index of ``table``'s first row (one shard of a sharded table) and
     ``n_valid`` the rows in use of the whole table (items at or past it are never returned).
+    ``score(user, rows)`` -> (B, rows) scores: ``dot_scores``, or a model's ``pair_scores``.
     Returns (values (B, k) float32, ``MASKED`` past the allowed items; items (B, k), 0 there).
     """
     n_cols = table.shape[0]
@@ -298,7 +305,7 @@ def catalog_top_k(user: jax.Array, table: jax.Array, k: int, *, exclude=None, al
     table = _as_dtype(table, user.dtype)
     chunk = n_cols if chunk is None else min(int(chunk), n_cols)
     if chunk >= n_cols:  # one chunk: the full matrix
-        scores = (user @ _dense(table, user.dtype).T).astype(jnp.float32)  # (B, N+1)
+        scores = score(user, _dense(table, user.dtype))  # (B, N+1)
         ok = _chunk_allowed(offset, n_cols, bound, exclude, allow, restricted)
         vals, idx = _select(jnp.where(ok, scores, MASKED), k, recall)
         return vals, jnp.where(jnp.isfinite(vals), idx + offset, 0)
@@ -308,7 +315,7 @@ def catalog_top_k(user: jax.Array, table: jax.Array, k: int, *, exclude=None, al
     def step(carry, c0):
         best, best_idx = carry  # (B, k): the top-k of the chunks before this one
         t, start = _read_chunk(table, c0, chunk, user.dtype)  # (chunk, D)
-        s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
+        s = score(user, t)  # (B, chunk)
         s = jnp.where(_chunk_allowed(start + offset, chunk, bound, exclude, allow, restricted, lo=c0 + offset),
                       s, MASKED)
         v, j = _select(s, kc, recall)  # (B, kc)
@@ -323,7 +330,8 @@ def catalog_top_k(user: jax.Array, table: jax.Array, k: int, *, exclude=None, al
 
 
 def catalog_ranks(user: jax.Array, table: jax.Array, targets: jax.Array, exclude=None, *,
-                  k: int = 0, chunk: int | None = None, axis: str | None = None, n_valid=None):
+                  k: int = 0, chunk: int | None = None, axis: str | None = None, n_valid=None,
+                  score=dot_scores):
     """Rank of each target among the allowed items, ties counted against it (``1 + #{j !=
     target, allowed, score_j >= score_target}``), and the top-``k`` lists (``k = 0``: none).
 
@@ -332,7 +340,8 @@ def catalog_ranks(user: jax.Array, table: jax.Array, targets: jax.Array, exclude
     same chunk product the counting pass compares it with, so chunked ranks equal the full
     matrix's exactly. Inside ``shard_map`` over a table sharded by rows on mesh ``axis``
     (``n_valid``: the whole table's rows in use), each shard counts its own rows: the target's
-    score and the counts are summed over the shards, the top-k lists merged.
+    score and the counts are summed over the shards, the top-k lists merged. ``score``: as in
+    ``catalog_top_k``.
     """
     n_cols = table.shape[0]
     table = _as_dtype(table, user.dtype)
@@ -340,14 +349,14 @@ def catalog_ranks(user: jax.Array, table: jax.Array, targets: jax.Array, exclude
     b = user.shape[0]
     rows = jnp.arange(b)
     if chunk >= n_cols and axis is None:
-        return ranks_from_scores((user @ _dense(table, user.dtype).T).astype(jnp.float32), targets, exclude, k)
+        return ranks_from_scores(score(user, _dense(table, user.dtype)), targets, exclude, k)
     offset = 0 if axis is None else jax.lax.axis_index(axis) * n_cols
     bound = n_cols if n_valid is None else n_valid
     starts = _chunk_starts(n_cols, chunk)
 
     def target_score(s_t, c0):
         t, start = _read_chunk(table, c0, chunk, user.dtype)
-        s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
+        s = score(user, t)  # (B, chunk)
         here = (targets >= c0 + offset) & (targets < c0 + offset + chunk)
         return jnp.where(here, s[rows, jnp.clip(targets - start - offset, 0, chunk - 1)], s_t), None
 
@@ -359,7 +368,7 @@ def catalog_ranks(user: jax.Array, table: jax.Array, targets: jax.Array, exclude
     def count(carry, c0):
         n_above, best, best_idx = carry
         t, start = _read_chunk(table, c0, chunk, user.dtype)
-        s = (user @ t.T).astype(jnp.float32)  # (B, chunk)
+        s = score(user, t)  # (B, chunk)
         ok = _chunk_allowed(start + offset, chunk, bound, exclude, lo=c0 + offset)
         not_target = (start + offset + jnp.arange(chunk))[None, :] != targets[:, None]
         n_above = n_above + ((s >= s_t[:, None]) & ok & not_target).sum(axis=1, dtype=jnp.int32)
@@ -571,6 +580,9 @@ class Scorer:
         self.chunk, self.recall = chunk, recall
         self.max_len = first.max_len if ranker is None else max(first.max_len, ranker.max_len)
         self.uses_time = first.uses_time
+        # whether the first stage scores by a dot product of user and item vectors (what an
+        # approximate inner-product index searches); MoL's gated mixture does not
+        self.inner_product = first.kind != "retrieval" or getattr(first.model(), "mol", None) is None
         self.table_dtype = None if table_dtype in (None, "float32") else table_dtype
         self._first_params, self.tables = None, None  # compact: stripped parameters, (input, output) tables
         self._mean_rows = None  # (input, output) mean id rows of the trained items: new items' id part
@@ -636,9 +648,9 @@ class Scorer:
                 ids_out[cold] = self._mean_rows[1]
         rows_in = ids_in if f is None else ids_in + f[: len(ids_in)]
         inp = CompactTable.build(rows_in, dtype, n, spare)
-        if model.out_emb is None and not model.cosine:
+        if model.out_emb is None and model.raw_rows:
             out = inp
-        else:  # its own rows, or the input rows made unit length (cosine): model.item_side
+        else:  # its own rows, or the input rows transformed (cosine, MoL): model.item_side
             out = CompactTable.build(np.asarray(model.item_side(jnp.asarray(ids_out + (0 if f is None else f[:n])))),
                                      dtype, n, spare)
         self.tables = (inp, out)
@@ -699,34 +711,37 @@ class Scorer:
         return self._p(), None if self.ranker is None else self.ranker.params
 
     def _user(self, p, history, times, explain: bool = False):
-        """(B, D) user vectors, the (N+1, D) output table and, with ``explain``, (B, L) attention."""
+        """(B, U) user vectors, the (N+1, U) output table, with ``explain`` (B, L) attention, and
+        the score function (the model's ``pair_scores``: a dot product, or MoL's)."""
         params, tables = p
         model, lr = self.first.model(params), self.first.max_len
         table = model.output_table() if tables is None else tables[1]
         if tables is not None:
             model.compact = tables[0]  # the model's history lookups read it (ItemModel.item_rows)
         t = None if times is None else times[:, -(lr + 1):]  # (B, <=Lr + 1)
+        score = dot_scores if model.mol is None else model.pair_scores
         if not explain:
-            return model.encode(history[:, -lr:], t), table, None
-        user, att = model.encode_explained(history[:, -lr:], t)  # (B, D), (B, <=Lr)
+            return model.encode(history[:, -lr:], t), table, None, score
+        user, att = model.encode_explained(history[:, -lr:], t)  # (B, U), (B, <=Lr)
         att = jnp.pad(att, ((0, 0), (history.shape[1] - att.shape[1], 0)))  # (B, L)
-        return user, table, att
+        return user, table, att, score
 
     def _score_all_fn(self, p, history, times):
-        user, table, _ = self._user(p, history, times)
-        return (user @ _dense(_as_dtype(table, user.dtype), user.dtype).T).astype(jnp.float32)  # (B, N+1)
+        user, table, _, score = self._user(p, history, times)
+        return score(user, _dense(_as_dtype(table, user.dtype), user.dtype))  # (B, N+1)
 
     def _encode_fn(self, p, history, times, explain: bool):
-        user, _, att = self._user(p, history, times, explain)
+        user, _, att, _ = self._user(p, history, times, explain)
         return user.astype(jnp.float32), att  # (B, D), (B, L) or None
 
     def _score_fn(self, p, kp, history, candidates, times):
         if self.kind == "ranking":
             return self.first.model(p[0]).score(history[:, -self.first.max_len:], candidates)
-        user, table, _ = self._user(p, history, times)  # only the candidates' rows are read
+        user, table, _, score = self._user(p, history, times)  # only the candidates' rows are read
         rows = (table.take(candidates, user.dtype) if isinstance(table, CompactTable)
-                else table[candidates].astype(user.dtype))  # (B, C, D)
-        scores = jnp.einsum("bd,bcd->bc", user, rows).astype(jnp.float32)
+                else table[candidates].astype(user.dtype))  # (B, C, U)
+        scores = (jnp.einsum("bd,bcd->bc", user, rows).astype(jnp.float32) if score is dot_scores
+                  else score(user, rows))  # (B, C)
         if self.ranker is None:
             return scores
         rs = self.ranker.model(kp).score(history[:, -self.ranker.max_len:], candidates)
@@ -744,7 +759,7 @@ class Scorer:
         return self._mesh, model.output_rows(), model.config.num_items + 1
 
     def _top_k_fn(self, p, kp, history, exclude, allow, restricted, times, k: int, explain: bool):
-        user, table, att = self._user(p, history, times, explain)
+        user, table, att, score = self._user(p, history, times, explain)
         n = k if self.ranker is None else self.n
         sharded = self._sharded(p)
         if sharded is not None:
@@ -759,7 +774,7 @@ class Scorer:
             vals, idx = sharded_catalog(local, mesh, len(present))(user, rows.astype(user.dtype), *present.values())
         else:
             vals, idx = catalog_top_k(user, table, n, exclude=exclude, allow=allow, restricted=restricted,
-                                      chunk=self.chunk, recall=self.recall)  # (B, n)
+                                      chunk=self.chunk, recall=self.recall, score=score)  # (B, n)
         if self.ranker is not None:
             vals, idx = rerank(self.ranker.model(kp), history, vals, idx, k, self.blend)
         return TopK(vals, idx, att)
@@ -777,7 +792,7 @@ class Scorer:
 
     def _ranks_fn(self, p, kp, history, targets, exclude, times, k: int):
         if self.ranker is None:
-            user, table, _ = self._user(p, history, times)
+            user, table, _, score = self._user(p, history, times)
             sharded = self._sharded(p)
             if sharded is not None:
                 mesh, rows, n_valid = sharded
@@ -785,7 +800,7 @@ class Scorer:
                 def local(u, t, tg, ex):
                     return catalog_ranks(u, t, tg, ex, k=k, chunk=self.chunk, axis="model", n_valid=n_valid)
                 return sharded_catalog(local, mesh, 2)(user, rows.astype(user.dtype), targets, exclude)
-            return catalog_ranks(user, table, targets, exclude, k=k, chunk=self.chunk)
+            return catalog_ranks(user, table, targets, exclude, k=k, chunk=self.chunk, score=score)
         return ranks_from_scores(self._final_fn(p, kp, history, exclude), targets, exclude, k)
 
     def _final_fn(self, p, kp, history, exclude):

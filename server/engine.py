@@ -109,6 +109,9 @@ class Engine:
         if index and (ranker is not None or rec.kind != "retrieval"):
             raise UserError("--index: an approximate item index serves a retrieval model alone "
                             f"(this is {'a two-stage server' if ranker is not None else 'a ' + rec.kind + ' model'})")
+        if index and not rec.scorer.inner_product:
+            raise UserError(f"--index {index}: an approximate index searches inner products; this model scores "
+                            "by a mixture of logits (similarity='mol'): serve it exactly (no --index)")
         # two-stage: Pipeline checks kinds, catalogs and the candidate count
         model = Pipeline(rec, ranker, candidates, blend=blend) if ranker is not None else rec
         s = model.scorer  # the serving scorer: the same stages, chunked as asked

@@ -102,6 +102,8 @@ def test_ligr_gates_interpolate_between_identity_and_the_pre_layout():
 
 
 COSINE = {"similarity": "cosine"}
+MOL = {"similarity": "mol", "mol_query_groups": 2, "mol_item_groups": 2, "mol_dim": 8, "mol_query_hidden": 16,
+       "mol_gate_hidden": 8}
 
 
 @pytest.mark.parametrize("name,loss,negs,args", [("sasrec/small", "bce", 1, {}), ("sasrec/small", "ce", 0, {}),
@@ -110,6 +112,7 @@ COSINE = {"similarity": "cosine"}
                                                  ("gsasrec/small", "gbce", 16, {}),
                                                  ("hstu/small", "sampled_softmax", 16, {}),
                                                  ("hstu/small", "sampled_softmax", 16, COSINE),
+                                                 ("hstu/small", "sampled_softmax", 16, MOL),
                                                  ("bert4rec/small", "cloze", 0, {}),
                                                  ("target_attention/small", "listwise", 15, {}),
                                                  ("bst/small", "pointwise", 7, {}),

@@ -10,6 +10,11 @@ position, all items) use the same two methods:
     hidden(items, key, times) -> (B, L, D)  # key=None: deterministic (eval/serving)
     output_table()     -> (N+1, D)          # row 0 is padding and is never recommended
 
+With ``similarity="mol"`` (mixture of logits, ``jaxrec.models.mol``) the score is no dot product:
+``hidden`` returns the user side's packed MoL representation, ``output_table`` the items', and
+``pair_scores(user, rows)`` scores them; every caller scores through ``pair_scores`` (a dot
+product for the other two), so nothing else needs to know.
+
 With ``similarity="cosine"`` (generative-recommenders' HSTU and SASRec settings: user and
 item embeddings L2-normalised, logits divided by a temperature) both sides are unit vectors
 and the user side is also divided by ``temperature``: ``hidden`` returns states already so
@@ -55,9 +60,20 @@ class RetrievalConfig(ModelConfig):
     """Settings of the models that score by a dot product with an output table."""
 
     tied_output: bool = True  # score against the input item table (False: a separate table)
-    similarity: str = field(default="dot", metadata=one_of("dot", "cosine"))  # see the module docstring
-    # cosine only: logits = cos(user, item) / temperature (generative-recommenders: 0.05)
+    similarity: str = field(default="dot", metadata=one_of("dot", "cosine", "mol"))  # see the module docstring
+    # cosine and mol: logits = cos(user, item) / temperature (generative-recommenders: 0.05)
     temperature: float = field(default=0.05, metadata=at_least(0.0, exclusive=True))
+    # mol only (jaxrec.models.mol; defaults: RAILS' ML-1M configuration): P_Q x P_X components of
+    # mol_dim, the query MLP's SwiGLU width (0: one linear layer), the gate MLPs' width, dropout
+    # on the gate and on the item embeddings, the weight of the load-balancing term
+    mol_query_groups: int = field(default=8, metadata=at_least(1))
+    mol_item_groups: int = field(default=4, metadata=at_least(1))
+    mol_dim: int = field(default=64, metadata=at_least(1))
+    mol_query_hidden: int = field(default=512, metadata=at_least(0))
+    mol_gate_hidden: int = field(default=128, metadata=at_least(1))
+    mol_gate_dropout: float = field(default=0.2, metadata=between(0.0, 1.0, hi_exclusive=True))
+    mol_item_dropout: float = field(default=0.1, metadata=between(0.0, 1.0, hi_exclusive=True))
+    mol_mi_weight: float = field(default=0.001, metadata=at_least(0.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,34 +140,59 @@ class RetrievalModel(ItemModel):
         """Whether ``times`` must be given (HSTU with relative time bias)."""
         return getattr(self.config, "time_buckets", 0) > 0
 
+    mol = None  # the MoL head (jaxrec.models.mol) when similarity="mol"; each model's __init__ sets it
+
     @property
     def cosine(self) -> bool:
         """Whether scores are cosine similarities over a temperature (``similarity="cosine"``)."""
         return getattr(self.config, "similarity", "dot") == "cosine"
 
+    @property
+    def raw_rows(self) -> bool:
+        """Whether the rows scored are the item table's own (``similarity="dot"``), not a
+        transform of them (unit rows, MoL's item side)."""
+        return getattr(self.config, "similarity", "dot") == "dot"
+
+    def pair_scores(self, user: jax.Array, rows: jax.Array, key: jax.Array | None = None,
+                    gates: bool = False):
+        """Scores of (..., U) user vectors against (X, U) rows (every user, every row) or against
+        (..., X, U) rows (leading dims broadcast) -> (..., X) float32. A dot product, or MoL's
+        gated sum (``key``: the gate's dropout in training; ``gates``: also return them)."""
+        if self.mol is not None:
+            return self.mol.scores(user, rows.astype(user.dtype), key, gates)
+        rows = rows.astype(user.dtype)
+        s = (user @ rows.T if rows.ndim == 2 else jnp.einsum("...d,...xd->...x", user, rows)).astype(jnp.float32)
+        return (s, None) if gates else s
+
     def hidden(self, items: jax.Array, key: jax.Array | None = None, times=None) -> jax.Array:
         raise NotImplementedError
 
     def user_side(self, h: jax.Array) -> jax.Array:
-        """(..., D) final states -> the user vectors scores are dot products of: unchanged, or
-        unit length over the temperature (cosine). Each model's ``hidden`` ends with it."""
+        """(..., D) final states -> the user vectors ``pair_scores`` reads: unchanged, unit
+        length over the temperature (cosine), or MoL's query side. Each model's ``hidden`` ends
+        with it."""
+        if self.mol is not None:
+            return self.mol.query(h)
         return unit_rows(h) / jnp.asarray(self.config.temperature, h.dtype) if self.cosine else h
 
-    def item_side(self, t: jax.Array) -> jax.Array:
-        """(R, D) item representations -> the rows scores are dot products with."""
+    def item_side(self, t: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """(R, D) item representations -> the rows ``pair_scores`` reads (``key``: MoL's item
+        dropout in training)."""
+        if self.mol is not None:
+            return self.mol.items(t, key)
         return unit_rows(t) if self.cosine else t
 
-    def output_table(self) -> jax.Array:
-        """(N+1, D): the item vectors scores are dot products with (see the module docstring)."""
-        return self.output_rows()[: self.config.num_items + 1]
+    def output_table(self, key: jax.Array | None = None) -> jax.Array:
+        """(N+1, U): the item vectors scores are read against (see the module docstring)."""
+        return self.output_rows(key)[: self.config.num_items + 1]
 
-    def output_rows(self) -> jax.Array:
-        """(R, D): ``output_table`` with the padding rows a shardable table may have past the
+    def output_rows(self, key: jax.Array | None = None) -> jax.Array:
+        """(R, U): ``output_table`` with the padding rows a shardable table may have past the
         catalog (``table_rows_multiple``): unsliced, so a sharded table keeps its shards."""
         if self.out_emb is None:
-            return self.item_side(self.item_table())
+            return self.item_side(self.item_table(), key)
         t = self.out_emb.embedding[...]
-        return self.item_side(t if self.item_feats is None else t + self.item_feats().astype(t.dtype))
+        return self.item_side(t if self.item_feats is None else t + self.item_feats().astype(t.dtype), key)
 
     def encode(self, history: jax.Array, times=None) -> jax.Array:
         """(B, L) left-padded history -> (B, D) user vector (deterministic)."""
@@ -159,8 +200,7 @@ class RetrievalModel(ItemModel):
 
     def score_all(self, history: jax.Array, times=None) -> jax.Array:
         """(B, L) -> (B, N+1) scores over the catalog (column 0 is padding)."""
-        u = self.encode(history, times)
-        return (u @ self.output_table().T.astype(u.dtype)).astype(jnp.float32)
+        return self.pair_scores(self.encode(history, times), self.output_table())
 
     def encode_explained(self, history: jax.Array, times=None) -> tuple[jax.Array, jax.Array]:
         """(B, L) -> user vector (B, D) and (B, L) the last layer's attention of the user position

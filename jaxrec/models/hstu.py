@@ -31,6 +31,7 @@ from jaxrec.errors import UserError
 from jaxrec.models.base import HSTUConfig, ModelConfig, RetrievalModel
 from jaxrec.models.layers import (attention_mask, dropout, item_embeddings, output_embeddings,
                                   positions_from_first_item, split_key)
+from jaxrec.models.mol import mol_head
 
 
 TIME_BUCKET_SCALE = 0.301  # bucket width in ln(seconds): each bucket spans 1.35x the previous
@@ -89,6 +90,8 @@ class HSTU(RetrievalModel):
                                           num_time_buckets=config.time_buckets)
                                 for _ in range(config.blocks)])
         self.final_ln = nnx.LayerNorm(d, epsilon=1e-6, rngs=rngs)
+        # last, so the encoder's parameters are the same draws as without it
+        self.mol = mol_head(config, rngs)  # similarity="mol": the mixture-of-logits head, else None
 
     def _forward(self, items, key, times=None):
         cfg = self.config

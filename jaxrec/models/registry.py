@@ -53,6 +53,11 @@ REGISTRY: dict[str, Entry] = {
                  "Zhai et al. 2024 / generative-recommenders ML-1M"),
         "large": (dict(dim=50, heads=2, blocks=8, dropout=0.2, max_len=200),
                   "Zhai et al. 2024 / generative-recommenders ML-1M, HSTU-large (8 blocks, 2 heads of 25)"),
+        "large_mol": (dict(dim=50, heads=2, blocks=8, dropout=0.2, max_len=200, similarity="mol", temperature=0.05,
+                           mol_query_groups=8, mol_item_groups=4, mol_dim=64, mol_query_hidden=512,
+                           mol_gate_hidden=128, mol_gate_dropout=0.2, mol_item_dropout=0.1, mol_mi_weight=0.001),
+                      "Ding & Zhai 2025 (RAILS, WWW'25): HSTU-large with a mixture-of-logits similarity, "
+                      "8 x 4 components of 64 (jaxrec.models.mol)"),
         "time": (dict(dim=50, heads=1, blocks=2, dropout=0.2, max_len=200, time_buckets=128),
                  "Zhai et al. 2024: relative position and time bias (128 log-time buckets); "
                  "needs timestamps"),

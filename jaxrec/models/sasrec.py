@@ -23,6 +23,7 @@ from jaxrec.data.features import ItemFeatures
 from jaxrec.models.base import ModelConfig, RetrievalModel, SelfAttentionConfig
 from jaxrec.models.layers import (TransformerBlock, attention_mask, dropout, item_embeddings,
                                   output_embeddings, positions_from_first_item, split_key)
+from jaxrec.models.mol import mol_head
 
 
 class SASRec(RetrievalModel):
@@ -43,6 +44,8 @@ class SASRec(RetrievalModel):
                                                  config.layout, config.act, rngs=rngs)
                                 for _ in range(config.blocks)])
         self.final_ln = nnx.LayerNorm(d, epsilon=1e-8, rngs=rngs)
+        # last, so the encoder's parameters are the same draws as without it
+        self.mol = mol_head(config, rngs)  # similarity="mol": the mixture-of-logits head, else None
 
     def _forward(self, items, key, last_only: bool = False):
         cfg = self.config

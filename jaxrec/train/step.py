@@ -46,12 +46,27 @@ def check_sparse_items(cfg: Config, loss: str, model) -> None:
         why = "the model must be a retrieval model whose output table is its input table (tied)"
     elif getattr(model, "item_feats", None) is not None or getattr(model, "mask_token", None):
         why = "item features and extra input tokens are not supported"
-    elif getattr(model, "cosine", False):
-        why = "similarity='cosine' scores unit rows, not the table's own (use similarity='dot')"
+    elif not getattr(model, "raw_rows", True):
+        why = "similarity='cosine' or 'mol' scores transformed rows, not the table's own (use similarity='dot')"
     elif cfg.model_parallel > 1:
         why = "the item table must not be sharded (model_parallel=1)"
     if why:
         raise UserError(f"retrieval.sparse_items: {why}")
+
+
+def check_mol(cfg: Config, loss: str, model) -> None:
+    """``similarity="mol"`` scores pairs with a gated mixture, not a dot product: it trains with
+    sampled negatives (the full-catalog softmax's fused pass is written for a dot product), on
+    an unsharded table (each shard would need the gate's parameters: not built)."""
+    if getattr(model, "mol", None) is None:
+        return
+    why = None
+    if loss not in ("bce", "gbce", "sampled_softmax"):
+        why = f"loss {loss!r} scores the whole catalog in a fused dot-product pass; use sampled_softmax, bce or gbce"
+    elif cfg.model_parallel > 1:
+        why = "the item table must not be sharded (model_parallel=1)"
+    if why:
+        raise UserError(f"model_args.similarity='mol': {why}")
 
 
 def check_shard_negatives(cfg: Config, loss: str, model) -> None:
@@ -131,7 +146,11 @@ def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None, mesh=
             return losses.sampled_softmax(pos, neg, w, neg_ids=batch["candidates"][:, 1:],
                                           targets=batch["candidates"][:, 0])
         sparse = getattr(model, "compact", None)  # SparseRows: the batch's rows, not the table
-        table = None if sparse is not None else model.output_table()  # (N+1, D)
+        mol = getattr(model, "mol", None)
+        k_items = k_gate = None
+        if mol is not None and key is not None:  # MoL's item and gate dropout
+            k_items, k_gate = jax.random.split(jax.random.fold_in(key, 1))
+        table = None if sparse is not None else model.output_table(k_items)  # (N+1, U)
         if loss == "cloze":
             seq = jnp.concatenate([batch["inputs"][:, 1:], batch["targets"][:, -1:]], axis=1)  # (B, L)
             k1, key = jax.random.split(key)
@@ -148,23 +167,30 @@ def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None, mesh=
         def rows_of(idx):  # (..., D) output rows of idx
             return sparse.take(idx, h.dtype) if sparse is not None else table[idx].astype(h.dtype)
         negs = batch["negatives"]
-        pos = jnp.einsum("bld,bld->bl", h, rows_of(targets))  # (B, L)
-        if per_shard is not None:  # the whole (R, D) table, as sharded: each shard reads its rows
-            neg = per_shard(h, model.output_rows().astype(h.dtype), negs)  # (B, L, K)
-        elif dense and sparse is None and negs.shape[1] > 1 and h.shape[0] * h.shape[1] * len(table) <= DENSE_MAX:
-            logits = jnp.einsum("bld,vd->blv", h, table.astype(h.dtype))  # (B, L, N+1)
-            neg = jnp.take_along_axis(logits, negs, axis=-1)  # (B, L, K)
+        mi = 0.0
+        if mol is not None:  # a gated mixture per pair: the model scores them (broadcast over L)
+            k_pos = None if k_gate is None else jax.random.fold_in(k_gate, 1)
+            pos = model.pair_scores(h, rows_of(targets)[..., None, :], k_pos)[..., 0]  # (B, L)
+            neg, gates = model.pair_scores(h, rows_of(negs), k_gate, gates=True)  # (B, L, K), (B, L, K, P)
+            mi = model.config.mol_mi_weight * mol.load_balancing(gates, weights)
         else:
-            neg = negatives_logits(h, rows_of, negs)  # (B, L, K)
+            pos = jnp.einsum("bld,bld->bl", h, rows_of(targets))  # (B, L)
+            if per_shard is not None:  # the whole (R, D) table, as sharded: each shard reads its rows
+                neg = per_shard(h, model.output_rows().astype(h.dtype), negs)  # (B, L, K)
+            elif dense and sparse is None and negs.shape[1] > 1 and h.shape[0] * h.shape[1] * len(table) <= DENSE_MAX:
+                logits = jnp.einsum("bld,vd->blv", h, table.astype(h.dtype))  # (B, L, N+1)
+                neg = jnp.take_along_axis(logits, negs, axis=-1)  # (B, L, K)
+            else:
+                neg = negatives_logits(h, rows_of, negs)  # (B, L, K)
         if loss == "bce":
-            return losses.bce(pos, neg, weights)
+            return losses.bce(pos, neg, weights) + mi
         if loss == "gbce":
-            return losses.gbce(pos, neg, weights, beta)
+            return losses.gbce(pos, neg, weights, beta) + mi
         lq_pos = lq_neg = None
         if log_q is not None:
             lq_pos, lq_neg = log_q[targets], log_q[negs]
         return losses.sampled_softmax(pos, neg, weights, neg_ids=negs, targets=targets,
-                                      log_q_pos=lq_pos, log_q_neg=lq_neg)
+                                      log_q_pos=lq_pos, log_q_neg=lq_neg) + mi
 
     return loss_fn
 

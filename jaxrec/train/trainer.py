@@ -34,7 +34,7 @@ from jaxrec.scoring import Scorer, Stage, masked_top_k, with_prior
 from jaxrec.sharding import local_rows, make_mesh, place, shard_batch, state_shardings
 from jaxrec.train.config import Config
 from jaxrec.train.rundir import Checkpoints, RunDir
-from jaxrec.train.step import (check_loss, check_shard_negatives, check_sparse_items, make_loss_fn,
+from jaxrec.train.step import (check_loss, check_mol, check_shard_negatives, check_sparse_items, make_loss_fn,
                                make_optimizer, make_train_step, needs_negatives)
 
 # validation metric that selects the best checkpoint, by model kind
@@ -209,6 +209,7 @@ def build_run(cfg: Config, split: Split | None = None) -> Run:
         cfg = dataclasses.replace(cfg, eval_every=default_eval_every(cfg, split, batches, model.kind))
     if rt.sparse_items:
         check_sparse_items(cfg, loss, model)
+    check_mol(cfg, loss, model)
     tx = make_optimizer(cfg, cfg.epochs * batches.batches_per_epoch)
     state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
     mc = dataclasses.asdict(model.config) | {"name": cfg.model, "variant": variant, "kind": model.kind,
