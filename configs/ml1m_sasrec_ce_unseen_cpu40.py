@@ -9,7 +9,8 @@ of SASRec+ 3000's published draw (3,000 distinct items from outside the window,
 Expected: the published SASRec+ figure is the reference (test NDCG@10 0.1821, Klenitskiy &
 Vasilev 2023); the plain recipe's mean of 3 seeds on the 2-core CPU is 0.1804. Measured on the
 2-core CPU (session 23, one seed): test 0.1907 / HR@10 0.3273 after 204 epochs (best validation
-0.2020); seed 1 (session 25, a slower sitting: 125 epochs) 0.1893, mean of 2 seeds 0.1900 +- 0.0009;
+0.2020); seed 1 (session 25, a slower sitting: 125 epochs) 0.1893; seed 2 (session 26, 108 epochs) 0.1893;
+mean of 3 seeds 0.1898 +- 0.0008;
 benchmarks/RESULTS.md, "Longer budgets for the CPU recipe".
 
     jaxrec train --config configs/ml1m_sasrec_ce_unseen_cpu40.py --data ../shared/data/ml-1m/ml-1m.txt \\
