@@ -719,7 +719,7 @@ class Scorer:
         if tables is not None:
             model.compact = tables[0]  # the model's history lookups read it (ItemModel.item_rows)
         t = None if times is None else times[:, -(lr + 1):]  # (B, <=Lr + 1)
-        score = dot_scores if model.mol is None else model.pair_scores
+        score = model.pair_scores  # a dot product, or MoL's gated mixture
         if not explain:
             return model.encode(history[:, -lr:], t), table, None, score
         user, att = model.encode_explained(history[:, -lr:], t)  # (B, U), (B, <=Lr)
@@ -740,8 +740,7 @@ class Scorer:
         user, table, _, score = self._user(p, history, times)  # only the candidates' rows are read
         rows = (table.take(candidates, user.dtype) if isinstance(table, CompactTable)
                 else table[candidates].astype(user.dtype))  # (B, C, U)
-        scores = (jnp.einsum("bd,bcd->bc", user, rows).astype(jnp.float32) if score is dot_scores
-                  else score(user, rows))  # (B, C)
+        scores = score(user, rows)  # (B, C)
         if self.ranker is None:
             return scores
         rs = self.ranker.model(kp).score(history[:, -self.ranker.max_len:], candidates)
