@@ -8,7 +8,9 @@ beauty's published figure, the one to report beside. On beauty it is the cheaper
 40 minutes give many more epochs than ``beauty_sasrec_ce_unseen_cpu40.py``'s 10.
 
 Expected: SASRec+ on beauty, test NDCG@10 0.0327 / HR@10 0.0533 (Klenitskiy & Vasilev 2023);
-ours with ``beauty_sasrec_ce.py`` on an H100: 0.0321. Not run yet.
+ours with ``beauty_sasrec_ce.py`` on an H100: 0.0321. Measured on the 2-core CPU (session 27,
+seed 0): test 0.0283 / HR@10 0.0492 after 19.6 epochs (86.6% of 0.0327, not met), validation still
+rising; benchmarks/RESULTS.md, "The best recipe unchanged on beauty".
 
     jaxrec train --config configs/beauty_sasrec_ce3000_unseen_cpu40.py \\
         --data ../shared/data/beauty/beauty.txt --out runs/beauty_sasrec_ce3000_unseen_cpu40
