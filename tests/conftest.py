@@ -2,9 +2,27 @@
 and tests that need it skip when it is absent; nothing is ever downloaded."""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# One persistent XLA compilation cache for the whole test session, this process and every
+# process a test starts (servers, workers, trainers inherit the environment): many tests build
+# a server or a trainer for the same small model, and each fresh jit wrapper would compile the
+# same programs again. Compiled programs are keyed by their HLO and options, so a hit is the
+# same program; JAXREC_TEST_COMPILE_CACHE=0 turns it off (to time the suite without it).
+_CACHE = None
+if os.environ.get("JAXREC_TEST_COMPILE_CACHE", "1") != "0" and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="jaxrec-test-xla-cache-")
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _CACHE is not None:
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 SHARED = Path(os.environ.get("JAXREC_SHARED_DATA",
                              Path(__file__).resolve().parents[2] / "shared" / "data"))
