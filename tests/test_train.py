@@ -17,11 +17,22 @@ TINY = dict(model="sasrec/small", data="synthetic:tiny", loss="ce", batch_size=3
             eval_every=1, seed=3)
 
 
-def test_resume_equals_uninterrupted(tmp_path):
+def test_resume_equals_uninterrupted(tmp_path, capsys):
+    """...and --resume refuses settings the checkpoint was not trained with, naming each one;
+    the budget may change, and what it continues from is printed."""
+    from jaxrec.errors import UserError
+    from jaxrec.train.config import Retrieval
     full = train(Config(**TINY), tmp_path / "full", progress=False)
-    # "killed" after the first epoch: a zero time budget stops after epoch 1's checkpoint
+    # "killed" early: a zero time budget stops after the first batch, with a checkpoint
     train(Config(**TINY, max_minutes=0.0), tmp_path / "cut", progress=False)
+    with pytest.raises(UserError, match=r"lr 0.001 -> 0.002; seed 3 -> 4 \(its config.json\)"):
+        train(Config(**TINY | dict(lr=2e-3, seed=4)), tmp_path / "cut", resume=True, progress=False)
+    with pytest.raises(UserError, match=r"retrieval.gbce_t 0.75 -> 0.5"):
+        train(Config(**TINY | dict(retrieval=Retrieval(gbce_t=0.5))), tmp_path / "cut", resume=True, progress=False)
+    capsys.readouterr()
     resumed = train(Config(**TINY), tmp_path / "cut", resume=True, progress=False)
+    out = capsys.readouterr().out
+    assert "resume: max_minutes 0.0 -> None" in out and "resume: from epoch 0 + 1 batches, 0.0 min trained, best validation" in out
     assert resumed["epochs"] == full["epochs"] == 2
     for k, v in full["metrics"].items():
         assert resumed["metrics"][k] == pytest.approx(v, abs=1e-6), k

@@ -115,7 +115,7 @@ class Config:
     def from_dict(cls, d: dict) -> "Config":
         """A nested dict (a run directory's config.json), or the flat layout of run directories
         and config files written before the sections existed (ranker keys at the top level)."""
-        d = _nest_legacy(dict(d))
+        d = nest_legacy(dict(d))
         kw = {}
         for key, value in d.items():
             if key in _SECTIONS:
@@ -199,7 +199,8 @@ _FIELDS = {f.name for f in dataclasses.fields(Config)}
 _LEGACY = {f.name: f"{sec}.{f.name}" for sec, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
 
 
-def _nest_legacy(d: dict) -> dict:
+def nest_legacy(d: dict) -> dict:
+    """The flat layout (ranker keys at the top level) moved into its sections, in place."""
     for key in [k for k in d if k in _LEGACY]:
         sec, name = _LEGACY[key].split(".")
         section = d.setdefault(sec, {})

@@ -120,22 +120,22 @@ class RunDir:
 
     # ------------------------------------------------------------ config, catalog, logs
 
-    def _config_json(self) -> dict:
-        """config.json, read once per RunDir (``write_config`` replaces it)."""
+    def stored_config(self) -> dict:
+        """config.json as written, read once per RunDir (``write_config`` replaces it)."""
         if self._config is None:
             self._config = json.loads(self.config_path.read_text())
         return self._config
 
     def config(self) -> Config:
         """The run's typed config (old, flat run directories are read into the sections)."""
-        return Config.from_dict(self._config_json()["train"])
+        return Config.from_dict(self.stored_config()["train"])
 
     def model_info(self) -> ModelInfo:
-        d = self._config_json()
+        d = self.stored_config()
         return ModelInfo.from_json(d["model"], d["train"]["model"])
 
     def loss(self) -> str:
-        return self._config_json()["loss"]
+        return self.stored_config()["loss"]
 
     def write_config(self, cfg: Config, model: dict, loss: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

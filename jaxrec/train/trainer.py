@@ -32,7 +32,7 @@ from jaxrec.metrics import candidate_lists, evaluate, evaluate_lists
 from jaxrec.models import build_model, resolve
 from jaxrec.scoring import Scorer, Stage, masked_top_k, with_prior
 from jaxrec.sharding import local_rows, make_mesh, place, shard_batch, state_shardings
-from jaxrec.train.config import Config
+from jaxrec.train.config import Config, nest_legacy
 from jaxrec.train.rundir import Checkpoints, RunDir
 from jaxrec.train.step import (check_loss, check_mol, check_shard_negatives, check_sparse_items, make_loss_fn,
                                make_optimizer, make_train_step, needs_negatives)
@@ -352,6 +352,53 @@ def finish(lp: Loop, params_like, ls: LoopState, stop_reason: str) -> dict:
     return results
 
 
+# settings a resumed run may change: how long it trains, how it validates and keeps checkpoints,
+# where its data file lives (the catalog is compared instead), on how many devices it runs.
+# Anything else would continue a run under settings its checkpoint was not trained with.
+RESUMABLE = ("epochs", "max_minutes", "patience", "eval_every", "eval_batch_size", "keep_last",
+             "num_devices", "data", "expected")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k not in ("model_args", "expected"):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def check_resume(rundir: RunDir, cfg: Config, catalog) -> None:
+    """``--resume`` continues the run in ``rundir`` only under its own settings: a change to
+    anything outside ``RESUMABLE`` (or another catalog) is refused, naming each difference; the
+    changes it allows are printed."""
+    old = _flat(nest_legacy(dict(rundir.stored_config()["train"])))  # as written: not validated again
+    new = _flat(cfg.to_dict())
+    diff = [(k, old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    refused = [d for d in diff if d[0] not in RESUMABLE]
+    if refused:
+        raise UserError(f"--resume {rundir.path}: the run was trained with other settings: "
+                        + "; ".join(f"{k} {a!r} -> {b!r}" for k, a, b in refused)
+                        + f" (its config.json). Only {', '.join(RESUMABLE)} may change on resume; "
+                          "start a new run with another --out")
+    if rundir.catalog_path.exists() and list(rundir.catalog().ids) != list(catalog.ids):
+        raise UserError(f"--resume {rundir.path}: the data's catalog differs from the run's "
+                        f"({rundir.catalog_path}); resume on the data it was trained on")
+    for k, a, b in diff:
+        print(f"resume: {k} {a!r} -> {b!r}")
+
+
+def resume_line(rundir: RunDir, ls: LoopState, cfg: Config, restored: bool) -> str:
+    """What ``--resume`` continues from, in one line."""
+    if not restored:
+        return f"resume: no checkpoint in {rundir.path} yet; training from the start"
+    where = f"epoch {ls.epoch}" + (f" + {ls.batch} batches" if ls.batch else "")
+    budget = f" of {cfg.max_minutes:g}" if cfg.max_minutes else ""
+    best = "" if ls.best is None else f", best validation {ls.best:.4f} at epoch {ls.best_epoch:g}"
+    return f"resume: from {where}, {ls.elapsed / 60:.1f}{budget} min trained{best}"
+
+
 def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
           split: Split | None = None) -> dict:
     """Train, select on validation, evaluate the best checkpoint on test. Returns the results."""
@@ -360,6 +407,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         raise UserError(f"{rundir.path} already holds checkpoints; pass --resume to continue, or another --out")
     run = build_run(cfg, split)
     cfg, split, batches = run.cfg, run.split, run.batches
+    if resume and rundir.has_checkpoints():  # (config and catalog were written before any checkpoint)
+        check_resume(rundir, cfg, split.data.catalog)
     rundir.write_config(cfg, run.model_config, run.loss)
     rundir.write_catalog(split.data.catalog, split.train_item_counts())
     mesh = make_mesh(cfg.num_devices, cfg.model_parallel)
@@ -372,6 +421,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         restored, meta = ckpt.restore("last", state)
         if restored is not None:
             state, ls = place(restored, mesh), LoopState.from_meta(meta)
+        print(resume_line(rundir, ls, cfg, restored is not None))
     loss_fn = make_loss_fn(run.loss, cfg, split.data.num_items, batches.neg.prob,
                            mesh=mesh if cfg.retrieval.shard_negatives else None)
     train_step = make_train_step(run.graphdef, loss_fn, run.tx, run.model_config["dtype"],
