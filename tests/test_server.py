@@ -611,7 +611,7 @@ def test_two_stage_server_matches_pipeline(run_dir, tmp_path):
     train(Config(model="target_attention/small", data="synthetic:tiny", num_negatives=7, batch_size=32,
                  epochs=1, seed=2, ranking=Ranking(eval_negatives=20)), rank_dir, progress=False)
     srv = ThreadedServer(ServeConfig(str(run_dir), ranker=str(rank_dir), candidates=30,
-                                     port=0, **{**QUIET, "k_buckets": [10, 30]}))
+                                     port=0, **{**QUIET, "k_buckets": [10, 30], "max_batch_size": 8}))  # 4 batch sizes: a shorter warm-up
     try:
         pipe = Pipeline(Recommender.from_checkpoint(run_dir), Recommender.from_checkpoint(rank_dir), 30)
         with Client(f"127.0.0.1:{srv.port}", timeout=20) as c:
