@@ -281,7 +281,9 @@ def run_epoch(lp: Loop, state, ls: LoopState):
             lp.rundir.log(lp.last)
             pending = []
             if bar is not None:
-                bar.set_postfix(loss=f"{lp.last['loss']:.4f}", seq_s=f"{lp.last['seq_per_s']:.0f}")
+                budget = {} if lp.deadline is None else {  # a long budget: how much of it is left
+                    "left": f"{max(0.0, lp.deadline - time.perf_counter()) / 60:.1f}/{lp.budget_s / 60:g}min"}
+                bar.set_postfix(loss=f"{lp.last['loss']:.4f}", seq_s=f"{lp.last['seq_per_s']:.0f}", **budget)
         if bar is not None:
             bar.update(1)
         if over_time:
