@@ -8,7 +8,9 @@ falling linearly to 0 at 180 minutes of training, validation every 2 epochs. Six
 ``--resume`` (the clock, the schedule's place and the batch position are in every checkpoint).
 
 Expected (generative-recommenders README, HSTU-large on ML-1M): NDCG@10 0.1893, HR@10 0.3294.
-Measured: see benchmarks/RESULTS.md ("HSTU-large in pieces").
+Measured (session 27, seed 0): the first 92 of the 180 minutes, 70 epochs, best 0.1679 at epoch 56
+while the rate was still at half its peak; to be continued with --resume (benchmarks/RESULTS.md,
+"HSTU-large in pieces").
 
     jaxrec train --config configs/ml1m_raw_hstu_large_cpu180.py \\
         --data ../shared/data/ml-1m/user_movie_time_ordered_original_ids.txt \\
