@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jaxrec_server.main import GRPC_THREAD_NAMES, run_on_loop  # noqa: E402
-from serve_load import closed_loop, load_requests, pyplot, save_figure  # noqa: E402  (a sibling benchmark script)
+from serve_load import closed_loop, load_requests, poisson_sends, pyplot, save_figure  # noqa: E402  (a sibling benchmark script)
 
 
 def rss_mib(pid: int) -> float:
@@ -125,8 +125,7 @@ def start_server(args, port: int) -> subprocess.Popen:
 async def open_level(call, reqs, rate: float, seconds: float, deadline_s: float, seed: int) -> dict:
     """One open-loop level: Poisson sends of ``reqs`` through ``call`` (a unary multi-callable:
     the stub's, or a raw one taking serialized bytes, see ``--client``)."""
-    rng = np.random.default_rng(seed)
-    ok_lat, refusal, lag, codes, tasks = [], [], [], collections.Counter(), []
+    ok_lat, refusal, lag, codes = [], [], [], collections.Counter()
     details = collections.Counter()
 
     async def send(req, scheduled):
@@ -141,17 +140,7 @@ async def open_level(call, reqs, rate: float, seconds: float, deadline_s: float,
             details[f"{e.code().name}: {(e.details() or '')[:60]}"] += 1
             refusal.append(time.perf_counter() - sent)
 
-    t0 = time.perf_counter()
-    at, i = t0, 0
-    while at < t0 + seconds:
-        at += rng.exponential(1.0 / rate)
-        delay = at - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(send(reqs[i % len(reqs)], at)))
-        i += 1
-    sent_for = time.perf_counter() - t0
-    await asyncio.gather(*tasks)
+    i, sent_for = await poisson_sends(lambda i, at: send(reqs[i % len(reqs)], at), rate, seconds, seed)
     ok = np.asarray(ok_lat) * 1000
     ref = np.asarray(refusal) * 1000
     pct = (lambda a, q: float(np.percentile(a, q)) if len(a) else None)

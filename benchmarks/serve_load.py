@@ -251,10 +251,13 @@ async def closed_loop(stub, reqs, concurrency, seconds, stream: bool = False) ->
     return summarize(t.lat, t.errors, time.perf_counter() - t0, t.recs)
 
 
-async def open_loop(stub, reqs, rate, seconds, seed=0) -> dict:
-    """Poisson arrivals of calls at ``rate`` per second (latency from the scheduled send time)."""
+async def poisson_sends(launch, rate: float, seconds: float, seed: int = 0) -> tuple[int, float]:
+    """Open-loop load: for ``seconds``, call ``launch(i, scheduled_time)`` at Poisson arrival times
+    of ``rate`` per second, each call a task of its own (a slow answer never delays the next send),
+    then wait for them all. Returns (calls sent, seconds the sending took: more than ``seconds``
+    when the client fell behind its schedule)."""
     rng = np.random.default_rng(seed)
-    t, stubs, tasks = Tally(), _stubs(stub), []
+    tasks = []
     t0 = time.perf_counter()
     at, i = t0, 0
     while at < t0 + seconds:
@@ -262,9 +265,17 @@ async def open_loop(stub, reqs, rate, seconds, seed=0) -> dict:
         delay = at - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(_send(stubs[i % len(stubs)], reqs[i % len(reqs)], at, t)))
+        tasks.append(asyncio.create_task(launch(i, at)))
         i += 1
+    sent_for = time.perf_counter() - t0
     await asyncio.gather(*tasks)
+    return i, sent_for
+
+
+async def open_loop(stub, reqs, rate, seconds, seed=0) -> dict:
+    """Poisson arrivals of calls at ``rate`` per second (latency from the scheduled send time)."""
+    t, stubs = Tally(), _stubs(stub)
+    await poisson_sends(lambda i, at: _send(stubs[i % len(stubs)], reqs[i % len(reqs)], at, t), rate, seconds, seed)
     return summarize(t.lat, t.errors, seconds, t.recs) | {"offered_rate": rate}
 
 

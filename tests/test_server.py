@@ -456,9 +456,11 @@ def test_load_test_smoke(server, tmp_path):
 
 def test_overload_open_level_raw_and_stub_clients_agree(server):
     """benchmarks/overload.py's open loop: the raw client (requests serialized once, answers not
-    parsed) counts the same OK answers as the stub at a load the server keeps up with."""
+    parsed) counts the same OK answers as the stub at a load the server keeps up with, and so
+    does serve_load.py's open loop (the same Poisson schedule, ``poisson_sends``)."""
     bench = runpy.run_path(str(ROOT / "benchmarks" / "overload.py"))
     reqs = bench["load_requests"]("synthetic:tiny", 50, 20, 5)
+    open_loop = runpy.run_path(str(ROOT / "benchmarks" / "serve_load.py"))["open_loop"]
 
     async def go():
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
@@ -466,11 +468,13 @@ def test_overload_open_level_raw_and_stub_clients_agree(server):
             stub = pb_grpc.RecommenderStub(ch)
             a = await bench["open_level"](raw, [r.SerializeToString() for r in reqs], 40.0, 0.5, 5.0, seed=0)
             b = await bench["open_level"](stub.Recommend, reqs, 40.0, 0.5, 5.0, seed=0)
-            return a, b
+            c = await open_loop(stub, reqs, 40.0, 0.5, seed=0)  # serve_load.py's, the same schedule
+            return a, b, c
 
-    a, b = asyncio.run(go())
+    a, b, c = asyncio.run(go())
     assert a["sent"] == b["sent"] > 0  # the same Poisson schedule
     assert a["codes"] == b["codes"] == {"OK": a["sent"]}
+    assert c["errors"] == {} and c["ok"] == a["sent"], c
 
 
 def test_overload_splits_admitted_time_by_the_servers_own_histograms():
