@@ -30,9 +30,15 @@ def test_resume_equals_uninterrupted(tmp_path, capsys):
     with pytest.raises(UserError, match=r"retrieval.gbce_t 0.75 -> 0.5"):
         train(Config(**TINY | dict(retrieval=Retrieval(gbce_t=0.5))), tmp_path / "cut", resume=True, progress=False)
     capsys.readouterr()
+    log = tmp_path / "cut" / "metrics.jsonl"  # records past the checkpoint, as a killed piece leaves them
+    kept = log.read_text()
+    log.write_text(kept + '{"step": 7, "epoch": 1, "loss": 9.0}\n{"step": 8, "epoch": 1, "loss": 8.0}\n')
     resumed = train(Config(**TINY), tmp_path / "cut", resume=True, progress=False)
     out = capsys.readouterr().out
     assert "resume: max_minutes 0.0 -> None" in out and "resume: from epoch 0 + 1 batches, 0.0 min trained, best validation" in out
+    assert "resume: 2 records of steps 7-8 in metrics.jsonl" in out and "moved to metrics.redone.jsonl" in out
+    assert (tmp_path / "cut" / "metrics.redone.jsonl").read_text().count("loss") == 2
+    assert log.read_text().startswith(kept) and '"loss": 9.0' not in log.read_text()
     assert resumed["epochs"] == full["epochs"] == 2
     for k, v in full["metrics"].items():
         assert resumed["metrics"][k] == pytest.approx(v, abs=1e-6), k

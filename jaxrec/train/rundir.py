@@ -6,6 +6,8 @@
     DIR/checkpoints/last/<step>/    Orbax items: params, opt (optimizer state), meta (JSON)
     DIR/checkpoints/best/<step>/    the same, for the best validation result
     DIR/metrics.jsonl, DIR/results.json
+    DIR/metrics.redone.jsonl        records a killed piece logged after its last checkpoint
+                                    (set aside by --resume, which trains those steps again)
 
 Parameters and optimizer state are separate Orbax items, so serving and evaluation restore the
 parameters alone and never build an optimizer. Run directories written before that (one
@@ -161,6 +163,31 @@ class RunDir:
             return
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    redone_path = property(lambda self: self.path / "metrics.redone.jsonl")
+
+    def set_aside_log_after(self, step: int) -> tuple[int, int, int]:
+        """Move metrics.jsonl's records of steps after ``step`` (training a resume from that
+        checkpoint does again) to metrics.redone.jsonl, so the log reads as one run: no step
+        twice, nothing lost. Returns (records moved, first and last step moved)."""
+        if not _writer() or not self.metrics_path.exists():
+            return 0, 0, 0
+        keep, moved = [], []
+        for line in self.metrics_path.read_text().splitlines(keepends=True):
+            try:
+                later = int(json.loads(line).get("step", -1)) > step
+            except (ValueError, AttributeError, TypeError):
+                later = False  # a line cut by a kill, or not a record: kept where it was
+            (moved if later else keep).append(line)
+        if not moved:
+            return 0, 0, 0
+        with open(self.redone_path, "a") as f:
+            f.writelines(moved)
+        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(keep))
+        tmp.replace(self.metrics_path)
+        steps = [json.loads(m)["step"] for m in moved]
+        return len(moved), min(steps), max(steps)
 
     def write_results(self, results: dict) -> None:
         if _writer():

@@ -422,8 +422,12 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     if resume:
         restored, meta = ckpt.restore("last", state)
         if restored is not None:
+            moved, first, last = rundir.set_aside_log_after(int(restored["step"]))
             state, ls = place(restored, mesh), LoopState.from_meta(meta)
         print(resume_line(rundir, ls, cfg, restored is not None))
+        if restored is not None and moved:
+            print(f"resume: {moved} records of steps {first}-{last} in metrics.jsonl, training after that "
+                  f"checkpoint which is done again now, moved to {rundir.redone_path.name}")
     loss_fn = make_loss_fn(run.loss, cfg, split.data.num_items, batches.neg.prob,
                            mesh=mesh if cfg.retrieval.shard_negatives else None)
     train_step = make_train_step(run.graphdef, loss_fn, run.tx, run.model_config["dtype"],
