@@ -1,4 +1,4 @@
-"""``jaxrec train`` and ``jaxrec quickstart``."""
+"""``jaxrec train``, ``jaxrec runs`` and ``jaxrec quickstart``."""
 
 from __future__ import annotations
 
@@ -61,6 +61,44 @@ def cmd_quickstart(args) -> int:
     return 0
 
 
+def cmd_runs(args) -> int:
+    """One line per run directory: what it trains, how far it got, its best validation, its test
+    result; a directory of run directories lists each one."""
+    import json
+    from pathlib import Path
+
+    from jaxrec.train import RunDir
+
+    dirs = []
+    for d in map(Path, args.dirs):
+        if (d / "config.json").exists():
+            dirs.append(d)
+        elif d.is_dir() and (inner := sorted(p for p in d.iterdir() if (p / "config.json").exists())):
+            dirs.extend(inner)
+        else:
+            raise UserError(f"{d}: not a jaxrec run directory (no config.json), nor a directory of them")
+    rows = [RunDir.open(d).summary() for d in dirs]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    num = (lambda v, f="{:.4f}": "-" if v is None else f.format(v))
+    table = [("run", "model (loss)", "epochs", "trained min", "best valid (epoch)", "last valid (epoch)",
+              "test NDCG@10", "state")]
+    for r in rows:
+        budget = "" if r["max_minutes"] is None else f" / {r['max_minutes']:g}"
+        epoch = num(r["epoch"], "{:g}") + (f" +{r['batch']}b" if r.get("batch") else "")
+        best = "-" if r["best_valid"] is None else f"{r['best_valid']:.4f} ({r['best_epoch']:g})"
+        last = "-" if r["last_valid"] is None else f"{r['last_valid']:.4f} ({r['last_valid_epoch']:g})"
+        test = r["test"] and r["test"].get("NDCG@10")
+        state = f"finished: {r['stopped_by']}" if r["state"] == "finished" else r["state"]
+        table.append((r["path"], f"{r['model']} ({r['loss']})", epoch, num(r["trained_min"], "{:.1f}") + budget,
+                      best, last, num(test), state))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
 def add_parsers(sub) -> None:
     t = sub.add_parser("train", help="train a model; writes checkpoints, metrics.jsonl, results.json")
     t.add_argument("--model", default=None, help="registry name, e.g. sasrec, sasrec/plus, bert4rec")
@@ -79,6 +117,11 @@ def add_parsers(sub) -> None:
     t.add_argument("--process-id", type=int, default=None)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("runs", help="where run directories stand: epochs, minutes trained, best validation, test")
+    r.add_argument("dirs", nargs="+", metavar="DIR", help="run directories, or directories holding them (runs/)")
+    r.add_argument("--json", action="store_true", help="the full summaries as JSON")
+    r.set_defaults(func=cmd_runs)
 
     q = sub.add_parser("quickstart", help="the end-to-end demo on the embedded synthetic data")
     q.add_argument("--data", default="synthetic:small")

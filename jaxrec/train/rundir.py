@@ -236,6 +236,55 @@ class RunDir:
             raise UserError(f"{self.path}: no {which!r} checkpoint yet")
         return Loaded(graphdef, params, step, config, info, catalog)
 
+    def checkpoint_meta(self, which: str = "last") -> dict | None:
+        """The loop state saved with the latest ``which`` checkpoint (``trainer.LoopState`` and
+        the step), read from its JSON item without Orbax; None when there is none."""
+        step = self.latest_step(which)
+        f = None if step is None else self.checkpoints_dir(which) / str(step) / "meta" / "metadata"
+        if f is None or not f.exists():
+            return None
+        try:
+            return json.loads(f.read_text())
+        except ValueError:
+            return None
+
+    def summary(self) -> dict:
+        """Where the run stands, from its files: what it trains, how far it got (epochs, the
+        training clock against its budget), its best and latest validation, its test result once
+        it has ended. A run with checkpoints and no results.json is running, or was stopped and
+        ``--resume`` continues it."""
+        cfg = self.config()
+        meta = self.checkpoint_meta("last")
+        last_valid = None
+        if self.metrics_path.exists():
+            for line in self.metrics_path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by a kill
+                if isinstance(rec, dict) and rec.get("split") == "valid":
+                    last_valid = rec
+        res = json.loads(self.results_path.read_text()) if self.results_path.exists() else None
+        out = {"path": str(self.path), "model": cfg.model, "loss": self.loss(), "data": cfg.data,
+               "seed": cfg.seed, "max_minutes": cfg.max_minutes, "max_epochs": cfg.epochs,
+               "epoch": None, "batch": 0, "trained_min": None, "best_valid": None, "best_epoch": None,
+               "last_valid": None, "last_valid_epoch": None, "test": None, "stopped_by": None,
+               "state": "no checkpoint yet"}
+        if meta is not None:
+            out |= {"epoch": meta["epoch"], "batch": meta.get("batch", 0), "trained_min": meta["elapsed"] / 60,
+                    "best_valid": meta.get("best"), "best_epoch": meta.get("best_epoch"),
+                    "state": "not finished: running, or stopped (--resume continues it)"}
+        if last_valid is not None:
+            name = next((k for k in ("NDCG@10", "GAUC") if k in last_valid), None)
+            out |= {"last_valid": last_valid.get(name), "last_valid_epoch": last_valid["epoch"]}
+        if res is not None:
+            best = dict(res.get("best_valid") or {})
+            best_epoch = best.pop("epoch", out["best_epoch"])
+            out |= {"test": res["metrics"], "stopped_by": res.get("stop_reason"), "state": "finished", "batch": 0,
+                    "epoch": res.get("epochs", out["epoch"]), "trained_min": res.get("train_seconds", 0) / 60,
+                    "best_valid": next(iter(best.values()), out["best_valid"]), "best_epoch": best_epoch}
+        return out
+
     def checkpoints(self, keep_last: int = 2) -> "Checkpoints":
         return Checkpoints(self, keep_last)
 
