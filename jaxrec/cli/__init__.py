@@ -1,7 +1,7 @@
 """The ``jaxrec`` command line, one module per command group.
 
     jaxrec data stats PATH                      (cli/data.py)
-    jaxrec train | quickstart                   (cli/train.py)
+    jaxrec train | runs | quickstart            (cli/train.py)
     jaxrec eval | recommend                     (cli/model.py)
     jaxrec serve | query | bench serve          (cli/serve.py)
 
