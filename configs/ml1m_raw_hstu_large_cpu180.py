@@ -8,8 +8,9 @@ falling linearly to 0 at 180 minutes of training, validation every 2 epochs. Six
 ``--resume`` (the clock, the schedule's place and the batch position are in every checkpoint).
 
 Expected (generative-recommenders README, HSTU-large on ML-1M): NDCG@10 0.1893, HR@10 0.3294.
-Measured (session 27, seed 0): the first 92 of the 180 minutes, 70 epochs, best 0.1679 at epoch 56
-while the rate was still at half its peak; to be continued with --resume (benchmarks/RESULTS.md,
+Measured on the 2-core CPU (sessions 27-28, seed 0, two pieces: killed after 91.9 minutes at epoch
+70, then --resume for the rest): NDCG@10 0.1762, HR@10 0.3079 after 136 epochs (best epoch 114;
+93.1% of 0.1893, not met), about the base HSTU's 40-minute figure (benchmarks/RESULTS.md,
 "HSTU-large in pieces").
 
     jaxrec train --config configs/ml1m_raw_hstu_large_cpu180.py \\
