@@ -228,7 +228,7 @@ class RedisStore(EventStore):
         super().__init__(max_events, ttl_s)
         import redis.asyncio as aioredis
         from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        from redis.asyncio.retry import Retry  # the asyncio client's own (a sync Retry is converted, with a warning)
 
         self.url = url
         # no retries inside the client: the caller's deadline is short, and gRPC clients retry
