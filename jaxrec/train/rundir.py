@@ -172,13 +172,17 @@ class RunDir:
         twice, nothing lost. Returns (records moved, first and last step moved)."""
         if not _writer() or not self.metrics_path.exists():
             return 0, 0, 0
-        keep, moved = [], []
+        keep, moved, steps = [], [], []
         for line in self.metrics_path.read_text().splitlines(keepends=True):
             try:
-                later = int(json.loads(line).get("step", -1)) > step
+                s = int(json.loads(line).get("step", -1))
             except (ValueError, AttributeError, TypeError):
-                later = False  # a line cut by a kill, or not a record: kept where it was
-            (moved if later else keep).append(line)
+                s = -1  # a line cut by a kill, or not a record: kept where it was
+            if s > step:
+                moved.append(line)
+                steps.append(s)
+            else:
+                keep.append(line)
         if not moved:
             return 0, 0, 0
         with open(self.redone_path, "a") as f:
@@ -186,7 +190,6 @@ class RunDir:
         tmp = self.metrics_path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(keep))
         tmp.replace(self.metrics_path)
-        steps = [json.loads(m)["step"] for m in moved]
         return len(moved), min(steps), max(steps)
 
     def write_results(self, results: dict) -> None:
