@@ -8,9 +8,18 @@
 // one unary method through gRPC's generic stub (no generated code), at Poisson arrival times,
 // each with a deadline, and writes one line per call to the output file:
 //     <grpc status code> <microseconds from the scheduled send> <from the actual send> <send lag>
+//     <grpc status code> <microseconds from the scheduled send> <from the actual send> <send lag> <local>
 // The caller (overload.py) turns the lines into goodput, percentiles and counts by code.
 //
-//   openloop TARGET METHOD REQUESTS_FILE RATE SECONDS DEADLINE_MS SEED OUT_FILE
+// With THROTTLE_K > 0 it throttles itself as jaxrec's Python clients do (server/throttle.py, the
+// SRE book's client-side throttling): over a trailing window of WINDOW_S one-second buckets it
+// counts the calls asked for and those the server accepted (any answer but RESOURCE_EXHAUSTED,
+// DEADLINE_EXCEEDED or CANCELLED; a sent call counts when it ends), and once the window holds
+// 20 calls it refuses a call locally with probability max(0, (requests - K accepts) /
+// (requests + 1)): such a call is never sent, and its line has code 8 (RESOURCE_EXHAUSTED) and
+// <local> 1.
+//
+//   openloop TARGET METHOD REQUESTS_FILE RATE SECONDS DEADLINE_MS SEED OUT_FILE [THROTTLE_K [WINDOW_S]]
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
@@ -21,6 +30,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -54,14 +64,43 @@ static long us(Clock::duration d) {
   return static_cast<long>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
 }
 
+// The client-side throttle: per-second counts of calls asked for and accepted since the start.
+struct Throttle {
+  double k;
+  int window;
+  std::vector<std::atomic<long>> requests, accepts;
+  Throttle(double k_, int window_, size_t seconds) : k(k_), window(window_), requests(seconds), accepts(seconds) {}
+  size_t bucket(long second) const { return std::min(static_cast<size_t>(second), requests.size() - 1); }
+  double probability(long second) const {
+    long r = 0, a = 0;
+    for (long s = std::max(0L, second - window + 1); s <= second; ++s) {
+      r += requests[bucket(s)].load();
+      a += accepts[bucket(s)].load();
+    }
+    if (r < 20) return 0.0;  // kMinRequests, as server/throttle.py
+    return std::max(0.0, (r - k * a) / (r + 1.0));
+  }
+  void ended(long second, int code) {  // a sent call's end
+    requests[bucket(second)].fetch_add(1);
+    if (code != 8 && code != 4 && code != 1) accepts[bucket(second)].fetch_add(1);
+  }
+};
+
 int main(int argc, char** argv) {
-  if (argc != 9) {
-    std::cerr << "usage: openloop TARGET METHOD REQUESTS_FILE RATE SECONDS DEADLINE_MS SEED OUT_FILE\n";
+  if (argc < 9 || argc > 11) {
+    std::cerr << "usage: openloop TARGET METHOD REQUESTS_FILE RATE SECONDS DEADLINE_MS SEED OUT_FILE "
+                 "[THROTTLE_K [WINDOW_S]]\n";
     return 2;
   }
   const std::string target = argv[1], method = argv[2];
   const double rate = std::stod(argv[4]), seconds = std::stod(argv[5]), deadline_ms = std::stod(argv[6]);
   const unsigned seed = static_cast<unsigned>(std::stoul(argv[7]));
+  const double throttle_k = argc > 9 ? std::stod(argv[9]) : 0.0;
+  const int window_s = argc > 10 ? std::stoi(argv[10]) : 10;
+  if (throttle_k != 0.0 && (throttle_k < 1.0 || window_s < 1)) {
+    std::cerr << "openloop: THROTTLE_K must be 0 (off) or >= 1, WINDOW_S >= 1\n";
+    return 2;
+  }
   std::vector<std::string> requests;
   try {
     requests = read_requests(argv[3]);
@@ -87,20 +126,29 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::atomic<long> pending{0};
+  std::mutex out_lock;  // lines come from the reaper (answers) and the sender (local refusals)
+  const auto t0 = Clock::now();
+  auto second = [&](Clock::time_point t) { return static_cast<long>(us(t - t0) / 1000000); };
+  Throttle throttle(throttle_k, window_s, static_cast<size_t>(seconds + deadline_ms / 1000) + 2);
   std::thread reaper([&] {  // completions: one line per finished call
     void* tag;
     bool ok;
     while (cq.Next(&tag, &ok)) {
       std::unique_ptr<Call> c(static_cast<Call*>(tag));
       auto now = Clock::now();
-      std::fprintf(out, "%d %ld %ld %ld\n", static_cast<int>(c->status.error_code()), us(now - c->scheduled),
-                   us(now - c->sent), us(c->sent - c->scheduled));
+      const int code = static_cast<int>(c->status.error_code());
+      throttle.ended(second(now), code);
+      {
+        std::lock_guard<std::mutex> g(out_lock);
+        std::fprintf(out, "%d %ld %ld %ld 0\n", code, us(now - c->scheduled), us(now - c->sent),
+                     us(c->sent - c->scheduled));
+      }
       pending.fetch_sub(1);
     }
   });
-  std::mt19937_64 rng(seed);
+  std::mt19937_64 rng(seed), throttle_rng(seed + 1);
   std::exponential_distribution<double> gap(rate);
-  const auto t0 = Clock::now();
+  std::uniform_real_distribution<double> draw(0.0, 1.0);
   const auto end = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   auto at = t0;
   size_t i = 0;
@@ -108,6 +156,18 @@ int main(int argc, char** argv) {
     at += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap(rng)));
     if (at >= end) break;
     std::this_thread::sleep_until(at);
+    if (throttle_k > 0.0) {
+      const auto now = Clock::now();
+      const long sec = second(now);
+      const double p = throttle.probability(sec);
+      if (p > 0.0 && draw(throttle_rng) < p) {  // refused here: never sent
+        throttle.requests[throttle.bucket(sec)].fetch_add(1);
+        std::lock_guard<std::mutex> g(out_lock);
+        std::fprintf(out, "8 %ld 0 %ld 1\n", us(now - at), us(now - at));
+        ++i;
+        continue;
+      }
+    }
     auto* c = new Call;
     c->scheduled = at;
     c->ctx.set_deadline(std::chrono::system_clock::now() +

@@ -22,6 +22,12 @@ Past ~2x the one client core is the limit (its send lag is printed per level): `
 (the default) sends requests serialized once and does not parse answers; ``--event-loop
 uvloop`` is the faster loop.
 
+``--client-throttle K`` makes the load generator throttle itself as jaxrec's clients do
+(``jaxrec_server.throttle``: past the point where the server accepts less than 1/K of the calls
+asked for, the excess is refused in the client, RESOURCE_EXHAUSTED, never sent; counted as
+"RESOURCE_EXHAUSTED (client)"), with every client (raw, stub, cpp); 0 (the default) sends every
+call, which measures the server alone.
+
 ``--soak MINUTES`` instead runs one open loop at ``--soak-level`` x capacity (default 0.7) for
 that long, reported per minute (goodput, p99, errors, RSS), and ends with the RSS growth and
 the spread of the per-minute p99.
@@ -46,6 +52,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jaxrec_server.main import GRPC_THREAD_NAMES, run_on_loop  # noqa: E402
+from jaxrec_server.throttle import AdaptiveThrottle  # noqa: E402
 from serve_load import closed_loop, load_requests, poisson_sends, pyplot, save_figure  # noqa: E402  (a sibling benchmark script)
 
 
@@ -122,20 +129,30 @@ def start_server(args, port: int) -> subprocess.Popen:
     raise SystemExit(f"server did not start (exit {proc.wait()})")
 
 
-async def open_level(call, reqs, rate: float, seconds: float, deadline_s: float, seed: int) -> dict:
+async def open_level(call, reqs, rate: float, seconds: float, deadline_s: float, seed: int,
+                     throttle=None) -> dict:
     """One open-loop level: Poisson sends of ``reqs`` through ``call`` (a unary multi-callable:
-    the stub's, or a raw one taking serialized bytes, see ``--client``)."""
+    the stub's, or a raw one taking serialized bytes, see ``--client``), through ``throttle``
+    (a ``jaxrec_server.throttle.AdaptiveThrottle``) when given."""
     ok_lat, refusal, lag, codes = [], [], [], collections.Counter()
     details = collections.Counter()
 
     async def send(req, scheduled):
         sent = time.perf_counter()
         lag.append(sent - scheduled)  # the client behind its own schedule: counted in the latency
+        if throttle is not None and not throttle.allow():
+            codes[LOCAL] += 1
+            refusal.append(time.perf_counter() - sent)
+            return
         try:
             await call(req, timeout=deadline_s)
             codes["OK"] += 1
             ok_lat.append(time.perf_counter() - scheduled)
+            if throttle is not None:
+                throttle.ended(None)
         except grpc.RpcError as e:
+            if throttle is not None:
+                throttle.ended(e)
             codes[e.code().name] += 1
             details[f"{e.code().name}: {(e.details() or '')[:60]}"] += 1
             refusal.append(time.perf_counter() - sent)
@@ -152,6 +169,7 @@ async def open_level(call, reqs, rate: float, seconds: float, deadline_s: float,
 
 METHOD = "/jaxrec.v1.Recommender/Recommend"
 GRPC_CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
+LOCAL = "RESOURCE_EXHAUSTED (client)"  # a call the client's throttle refused: never sent
 
 
 def build_openloop() -> Path:
@@ -180,19 +198,21 @@ def write_requests(reqs, path: Path) -> Path:
 
 
 def open_level_cpp(exe: Path, target: str, reqfile: Path, rate: float, seconds: float, deadline_s: float,
-                   seed: int, cpus: str) -> dict:
-    """``open_level`` by the C++ load generator (pinned to ``cpus``): the same fields, from its
-    one line per call (status code, us from the scheduled send, us from the actual send, send lag)."""
+                   seed: int, cpus: str, throttle_k: float = 0.0) -> dict:
+    """``open_level`` by the C++ load generator (pinned to ``cpus``; ``throttle_k`` > 0: its
+    client-side throttle): the same fields, from its one line per call (status code, us from the
+    scheduled send, us from the actual send, send lag, 1 if the throttle refused it)."""
     with tempfile.NamedTemporaryFile(suffix=".calls") as calls:
         r = subprocess.run(["taskset", "-c", cpus, str(exe), target, METHOD, str(reqfile), repr(rate), repr(seconds),
-                            repr(deadline_s * 1000), str(seed), calls.name], capture_output=True, text=True)
+                            repr(deadline_s * 1000), str(seed), calls.name, repr(float(throttle_k))],
+                           capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(f"openloop failed (exit {r.returncode}): {r.stderr.strip()}")
         meta = json.loads(r.stdout.strip().splitlines()[-1])
-        a = np.loadtxt(calls.name, dtype=np.int64, ndmin=2).reshape(-1, 4)
-    code, from_sched, from_send, lag = a.T
+        a = np.loadtxt(calls.name, dtype=np.int64, ndmin=2).reshape(-1, 5)
+    code, from_sched, from_send, lag, local = a.T
     ok = code == 0
-    codes = collections.Counter(GRPC_CODE_NAMES.get(int(c), str(c)) for c in code)
+    codes = collections.Counter(LOCAL if loc else GRPC_CODE_NAMES.get(int(c), str(c)) for c, loc in zip(code, local))
     ms_ok, ms_ref = from_sched[ok] / 1000, from_send[~ok] / 1000
     pct = (lambda x, q: float(np.percentile(x, q)) if len(x) else None)
     return {"target_rate": rate, "offered_rate": meta["sent"] / meta["sent_for_s"], "sent": meta["sent"],
@@ -259,7 +279,8 @@ async def run(args, port: int, server_pid: int) -> dict:
             reqfile = write_requests(reqs, exe.parent / f"requests-{os.getpid()}.bin")
 
             async def level(rate, seconds, seed):
-                return open_level_cpp(exe, f"127.0.0.1:{port}", reqfile, rate, seconds, deadline_s, seed, args.client_cpus)
+                return open_level_cpp(exe, f"127.0.0.1:{port}", reqfile, rate, seconds, deadline_s, seed, args.client_cpus,
+                                      args.client_throttle)
         else:
             if args.client == "raw":
                 call = ch.unary_unary(METHOD)  # bytes in, bytes out
@@ -267,8 +288,9 @@ async def run(args, port: int, server_pid: int) -> dict:
             else:
                 call, sends = stub.Recommend, reqs
 
-            async def level(rate, seconds, seed):
-                return await open_level(call, sends, rate, seconds, deadline_s, seed)
+            async def level(rate, seconds, seed):  # a fresh throttle per level, as the C++ client has
+                throttle = AdaptiveThrottle(args.client_throttle) if args.client_throttle else None
+                return await open_level(call, sends, rate, seconds, deadline_s, seed, throttle)
         try:
             out["rounds"] = []
             for rnd in range(1, args.rounds + 1):
@@ -304,7 +326,7 @@ async def run(args, port: int, server_pid: int) -> dict:
 
 
 TARGET_OF_CAPACITY, TARGET_RATIO, TARGET_REFUSAL_MS = 0.9, 2.0, 10.0  # issue 17's overload targets
-REFUSAL_CODES = {"RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}
+REFUSAL_CODES = {"RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", LOCAL}
 
 
 def judge(rows: list[dict]) -> None:
@@ -434,6 +456,9 @@ def main(argv=None) -> int:
                          "generator's core goes further), stub = the generated stub per call, cpp = "
                          "benchmarks/openloop.cc, compiled on first use (needs g++ and libgrpc++-dev): "
                          "keeps its schedule far past what a Python client can")
+    ap.add_argument("--client-throttle", type=float, default=0.0, metavar="K",
+                    help="the client-side throttle of jaxrec's clients (jaxrec_server.throttle) with this K "
+                         "(2: the clients' default); 0 (default): every call is sent, the server alone")
     ap.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio",
                     help="the load generator's event loop")
     ap.add_argument("--port", type=int, default=50888)

@@ -8,6 +8,12 @@ exponential backoff, at most ``retries`` times, within the call's deadline, thro
 ``grpc-retry-pushback-ms`` with its refusal (its expected queue wait), which gRPC honours
 instead of its own backoff. Every other error is raised at once as ``grpc.RpcError``.
 
+Each client also throttles itself (``throttle_k``, on by default: ``jaxrec_server.throttle``):
+while the server accepts less than 1/K of the calls asked for over the last 10 seconds, the
+client refuses the excess at once (``Throttled``, RESOURCE_EXHAUSTED, never sent), so an
+overload costs the server its refusals for about K times what it serves, not for all of it.
+Under normal load nothing is refused (``throttle_k=None`` turns it off).
+
     from jaxrec_server.client import Client
     with Client("localhost:50051") as c:
         for it in c.recommend(["1", "2", "3"], k=10).items:
@@ -26,6 +32,7 @@ import grpc
 
 from jaxrec.v1 import recommender_pb2 as pb
 from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
+from jaxrec_server.throttle import AdaptiveThrottle, Throttled  # noqa: F401 - Throttled: what callers catch
 
 
 SERVICE = "jaxrec.v1.Recommender"
@@ -141,16 +148,28 @@ def _observe_request(user_id, items, times) -> pb.ObserveRequest:
 class Client:
     def __init__(self, target: str, *, timeout: float = 5.0, retries: int = 3, tls_ca: bytes | None = None,
                  token: str | None = None, server_name: str | None = None, tls_cert: bytes | None = None,
-                 tls_key: bytes | None = None):
+                 tls_key: bytes | None = None, throttle_k: float | None = 2.0):
         creds, self.metadata = _channel_args(tls_ca, token, tls_cert, tls_key)
         opts = _options(retries, server_name)
         self.channel = (grpc.secure_channel(target, creds, options=opts) if creds
                         else grpc.insecure_channel(target, options=opts))
         self.stub = pb_grpc.RecommenderStub(self.channel)
         self.timeout = timeout
+        self.throttle = AdaptiveThrottle(throttle_k) if throttle_k else None
 
     def _call(self, fn, req, timeout=None):
-        return fn(req, timeout=timeout or self.timeout, metadata=self.metadata)
+        """One unary call with the client's deadline and token, through its throttle (a call
+        refused by the throttle raises ``Throttled`` and is never sent)."""
+        if self.throttle is None:
+            return fn(req, timeout=timeout or self.timeout, metadata=self.metadata)
+        self.throttle.check()
+        try:
+            out = fn(req, timeout=timeout or self.timeout, metadata=self.metadata)
+        except grpc.RpcError as e:
+            self.throttle.ended(e)
+            raise
+        self.throttle.ended(None)
+        return out
 
     def recommend(self, history=(), k: int = 10, *, exclude_seen: bool = True, allow=None, deny=None,
                   explain: bool = False, model: str | None = None, times=None, now: int | None = None,
@@ -211,16 +230,27 @@ class Client:
 class AsyncClient:
     def __init__(self, target: str, *, timeout: float = 5.0, retries: int = 3, tls_ca: bytes | None = None,
                  token: str | None = None, server_name: str | None = None, tls_cert: bytes | None = None,
-                 tls_key: bytes | None = None):
+                 tls_key: bytes | None = None, throttle_k: float | None = 2.0):
         creds, self.metadata = _channel_args(tls_ca, token, tls_cert, tls_key)
         opts = _options(retries, server_name)
         self.channel = (grpc.aio.secure_channel(target, creds, options=opts) if creds
                         else grpc.aio.insecure_channel(target, options=opts))
         self.stub = pb_grpc.RecommenderStub(self.channel)
         self.timeout = timeout
+        self.throttle = AdaptiveThrottle(throttle_k) if throttle_k else None
 
     async def _call(self, fn, req, timeout=None):
-        return await fn(req, timeout=timeout or self.timeout, metadata=self.metadata)
+        """As ``Client._call``: the call, through the client's throttle."""
+        if self.throttle is None:
+            return await fn(req, timeout=timeout or self.timeout, metadata=self.metadata)
+        self.throttle.check()
+        try:
+            out = await fn(req, timeout=timeout or self.timeout, metadata=self.metadata)
+        except grpc.RpcError as e:
+            self.throttle.ended(e)
+            raise
+        self.throttle.ended(None)
+        return out
 
     async def recommend(self, history=(), k: int = 10, *, exclude_seen: bool = True, allow=None, deny=None,
                         explain: bool = False, model: str | None = None, times=None, now: int | None = None,

@@ -95,7 +95,7 @@ def live(tiny_run):
 
     srv = ThreadedServer(ServeConfig(str(tiny_run), port=0, max_batch_size=8, length_buckets=[50], k_buckets=[10, 100],
                                      diversity_pool=0))
-    with Client(f"127.0.0.1:{srv.port}", retries=0, timeout=20) as c:
+    with Client(f"127.0.0.1:{srv.port}", retries=0, timeout=20, throttle_k=None) as c:
         yield c
     srv.stop()
 

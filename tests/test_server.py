@@ -964,7 +964,7 @@ def test_calls_past_the_pending_limit_are_refused_in_grpc_core(request, run_dir,
                                      k_buckets=[10], diversity_pool=0))  # few buckets: a short warm-up
 
     async def go():
-        async with AsyncClient(f"127.0.0.1:{srv.port}", timeout=30, retries=0) as c:
+        async with AsyncClient(f"127.0.0.1:{srv.port}", timeout=30, retries=0, throttle_k=None) as c:
             await c.recommend(["1", "2"], k=5)  # connected and compiled
             srv.loop.call_soon_threadsafe(time.sleep, 2.0)  # the server's event loop is busy for 2 s
             await asyncio.sleep(0.2)
