@@ -49,16 +49,23 @@ def add_model_options(p, required: bool) -> None:
 
 
 def open_model(args):
-    """``--checkpoint DIR`` or ``--retriever DIR --ranker DIR [--candidates N]`` -> (model, name,
-    the (first) run's ``Config``).
+    """``--checkpoint DIR``, ``--retriever DIR --ranker DIR [--candidates N]`` or (eval and
+    recommend) ``--ensemble DIR DIR ...`` -> (model, name, the (first) run's ``Config``).
 
-    The model is a ``Recommender`` or a two-stage ``Pipeline``; both recommend and evaluate alike.
+    The model is a ``Recommender``, a two-stage ``Pipeline`` or an ``Ensemble``; all recommend
+    and evaluate alike.
     """
     from jaxrec.inference import Recommender
 
     two = (args.retriever, args.ranker)
     if args.checkpoint and any(two):
         raise UserError("give --checkpoint, or --retriever with --ranker, not both")
+    if getattr(args, "ensemble", None):
+        if args.checkpoint or any(two):
+            raise UserError("give --ensemble DIR DIR ..., or --checkpoint, or --retriever with --ranker: one of them")
+        from jaxrec.ensemble import Ensemble
+        ens = Ensemble([Recommender.from_checkpoint(d) for d in args.ensemble])
+        return ens, ens.name, ens.config
     if any(two):
         if not all(two):
             raise UserError("the two-stage pipeline needs both --retriever and --ranker")

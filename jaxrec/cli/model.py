@@ -78,6 +78,7 @@ def cmd_recommend(args) -> int:
 def add_parsers(sub) -> None:
     r = sub.add_parser("recommend", help="top-k items for a history, from a trained run")
     add_model_options(r, required=True)
+    add_ensemble_option(r)
     r.add_argument("--history", required=True, help="external item ids, oldest first, comma-separated")
     r.add_argument("-k", type=int, default=10)
     r.add_argument("--times", default=None,
@@ -91,6 +92,7 @@ def add_parsers(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a model under the full-ranking protocol")
     e.add_argument("--model", default="popular", help="baseline model name (popular)")
     add_model_options(e, required=False)
+    add_ensemble_option(e)
     add_data_args(e)
     e.add_argument("--split", choices=("test", "valid"), default="test")
     e.add_argument("--ks", default="1,5,10,20,50", help="cut-offs, comma-separated")
@@ -104,6 +106,12 @@ def add_parsers(sub) -> None:
     add_diversity_options(e)
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
+
+
+def add_ensemble_option(p) -> None:
+    p.add_argument("--ensemble", nargs="+", default=None, metavar="DIR",
+                   help="two or more retrieval runs of one catalog as one model: the mean of their "
+                        "log-probabilities (jaxrec.ensemble)")
 
 
 def add_diversity_options(p) -> None:
