@@ -52,7 +52,8 @@ class Ensemble(Recommends):
                                 "an ensemble's runs must share one")
         self.members, self.catalog = members, first.catalog
         self.kind, self.config, self.step = "retrieval", first.config, None
-        self.name = "ensemble(" + ", ".join(m.name for m in members) + ")"
+        self.name = "ensemble(" + ", ".join(m.name + (f" {m.run.path.name}" if m.run is not None else "")
+                                            for m in members) + ")"
         self._combine = jax.jit(_combine)
 
     @property
