@@ -166,3 +166,33 @@ def test_watch_refuses_partial_corrupt_and_foreign_checkpoints_and_keeps_serving
         t.join(30)
         srv.stop()
     assert not errors, errors[:3]
+
+
+def test_sigterm_saves_where_it_stands_and_resume_ends_with_the_same_metrics(tmp_path, tmp_path_factory):
+    """SIGTERM (a preemption, a scheduler, Ctrl-C's SIGINT alike) stops training at the next step
+    with checkpoints/last saved mid-epoch: exit 143 and a line naming --resume; resumed, the run
+    ends with the uninterrupted run's metrics."""
+    want, _ = _reference(tmp_path_factory)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "jaxrec.cli", "train", *TINY, "--out", str(out)]
+    p = subprocess.Popen(cmd, env=dict(os.environ, JAX_PLATFORMS="cpu"), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    log = out / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and p.poll() is None:  # into the second epoch's steps
+        if log.exists() and any(json.loads(line).get("epoch") == 2 and "loss" in line
+                                for line in log.read_text().splitlines()):
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    stdout, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGTERM, err
+    line = stdout.strip().splitlines()[-1]
+    assert line.startswith("stopped by SIGTERM at epoch") and "--resume" in line, stdout
+    meta = RunDir.open(out).checkpoint_meta("last")
+    assert meta is not None
+    rc, err = _run(["train", *TINY, "--out", str(out), "--resume"])
+    assert rc == 0, err
+    got = json.loads((out / "results.json").read_text())["metrics"]
+    for k in ("HR@10", "NDCG@10", "MRR"):
+        assert got[k] == pytest.approx(want[k], abs=1e-6), k

@@ -18,7 +18,12 @@ def cmd_train(args) -> int:
     cfg = load_config_file(args.config)
     sets = [f"{key}={getattr(args, key)}" for key in ("model", "data") if getattr(args, key)]
     cfg = cfg.with_overrides(sets + args.set)  # --model/--data are overrides like any other
-    results = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    from jaxrec.train.signals import TrainingStopped
+    try:
+        results = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    except TrainingStopped as e:  # SIGTERM / Ctrl-C: checkpoints/last was saved first
+        print(e, flush=True)
+        return 128 + e.signum
     print(f"wrote {args.out}/results.json")
     return 0 if results else 1
 

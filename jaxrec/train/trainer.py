@@ -34,6 +34,7 @@ from jaxrec.scoring import Scorer, Stage, masked_top_k, with_prior
 from jaxrec.sharding import local_rows, make_mesh, place, shard_batch, state_shardings
 from jaxrec.train.config import Config, nest_legacy
 from jaxrec.train.rundir import Checkpoints, RunDir
+from jaxrec.train.signals import StopRequest, TrainingStopped, stop_on_signals
 from jaxrec.train.step import (check_loss, check_mol, check_shard_negatives, check_sparse_items, make_loss_fn,
                                make_optimizer, make_train_step, needs_negatives)
 
@@ -233,6 +234,7 @@ class Loop:
     deadline: float | None
     budget_s: float | None
     last: dict = dataclasses.field(default_factory=dict)  # the latest logged training record
+    stop_request: StopRequest = dataclasses.field(default_factory=StopRequest)  # SIGTERM / SIGINT
 
     def now_over(self) -> bool:
         return self.deadline is not None and time.perf_counter() > self.deadline
@@ -268,7 +270,7 @@ def run_epoch(lp: Loop, state, ls: LoopState):
         pending.append(m["loss"])
         seqs += share * int((batch["weights"].reshape(len(batch["weights"]), -1).sum(1) > 0).sum())
         over_time = lp.now_over()
-        if len(pending) >= log_every or done == bpe or over_time:
+        if len(pending) >= log_every or done == bpe or over_time or lp.stop_request:
             losses = np.asarray(jax.device_get(pending))
             if not np.isfinite(losses).all():
                 bad = step - len(pending) + 1 + int(np.argmax(~np.isfinite(losses)))  # 1-based
@@ -286,7 +288,7 @@ def run_epoch(lp: Loop, state, ls: LoopState):
                 bar.set_postfix(loss=f"{lp.last['loss']:.4f}", seq_s=f"{lp.last['seq_per_s']:.0f}", **budget)
         if bar is not None:
             bar.update(1)
-        if over_time:
+        if over_time or lp.stop_request:
             break
     if bar is not None:
         bar.close()
@@ -328,6 +330,19 @@ def validate_and_save(lp: Loop, state, ls: LoopState, over_time: bool) -> str | 
     if stop is None and ls.epoch >= cfg.epochs:
         stop = "epochs"
     return stop
+
+
+def stop_now(lp: Loop, state, ls: LoopState) -> None:
+    """A signal asked training to stop (``jaxrec.train.signals``): save ``last`` where the loop
+    is (mid-epoch too), without validating, and raise ``TrainingStopped``."""
+    lp.ckpt.save("last", state, dataclasses.asdict(ls))
+    lp.ckpt.close()
+    cfg = lp.run.cfg
+    where = f"epoch {ls.epoch}" + (f" + {ls.batch} batches" if ls.batch else "")
+    budget = f" of {cfg.max_minutes:g}" if cfg.max_minutes else ""
+    raise TrainingStopped(f"stopped by {lp.stop_request.name} at {where} (step {int(state['step'])}, "
+                          f"{ls.elapsed / 60:.1f}{budget} min trained): {lp.rundir.path / 'checkpoints'}/last "
+                          f"saved; the same command with --resume continues", lp.stop_request.signum)
 
 
 def finish(lp: Loop, params_like, ls: LoopState, stop_reason: str) -> dict:
@@ -440,9 +455,12 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
           f"{split.data.num_items:,} items, {batches.batches_per_epoch} batches/epoch, "
           f"{jax.device_count()} {jax.default_backend()} device(s)")
     stop = "epochs" if ls.epoch >= cfg.epochs else None
-    while stop is None:
-        state, over_time = run_epoch(lp, state, ls)
-        stop = validate_and_save(lp, state, ls, over_time)
+    with stop_on_signals() as lp.stop_request:
+        while stop is None:
+            state, over_time = run_epoch(lp, state, ls)
+            if lp.stop_request:
+                stop_now(lp, state, ls)
+            stop = validate_and_save(lp, state, ls, over_time)
     like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state["params"])
     del state  # restoring the best checkpoint next: never two training states at once
     return finish(lp, like, ls, stop)
