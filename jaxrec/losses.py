@@ -71,6 +71,15 @@ def catalog_ce(h: jax.Array, table: jax.Array, targets: jax.Array, weights: jax.
     return _catalog_ce(hs, table, ts, ss, rs, exclude)
 
 
+def soft_ce(logits: jax.Array, teacher_logits: jax.Array, weights: jax.Array) -> jax.Array:
+    """Cross-entropy against a teacher's distribution (distillation): sum_v q_v (-log p_v) with
+    p = softmax(``logits``), q = softmax(``teacher_logits``) over the last axis, (B, L, V) both,
+    NEG_INF where an item is no class (its q and its term are then 0)."""
+    q = jax.lax.stop_gradient(jax.nn.softmax(teacher_logits.astype(jnp.float32), -1))  # (B, L, V)
+    per = -(q * jax.nn.log_softmax(logits.astype(jnp.float32), -1)).sum(-1)  # (B, L)
+    return _mean(per, weights)
+
+
 def window_items(inputs: jax.Array, targets: jax.Array, num_rows: int) -> jax.Array:
     """(B, V) bool: the items in each row's training window (inputs and targets; never the
     padding column, which ``catalog_ce`` leaves out anyway)."""

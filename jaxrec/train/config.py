@@ -47,6 +47,15 @@ class Retrieval:
     # negatives from its own rows and scores them where they live (train/step.py), so logits,
     # not embedding rows, cross devices; logQ uses the stratified draw's probabilities
     shard_negatives: bool = False
+    # knowledge distillation (loss ce): run directories of trained retrieval models on the same
+    # catalog (an ensemble's members); the loss becomes (1 - distill) x the target's cross-entropy
+    # + distill x the cross-entropy against the teachers' next-item distribution (the mean of their
+    # log-probabilities over the same classes, softened by distill_temperature), so one model
+    # learns what several learned together (Hinton et al. 2015). The teachers are frozen and
+    # only read; the student is validated and saved alone
+    teachers: list[str] = field(default_factory=list)
+    distill: float = field(default=0.5, metadata=between(0.0, 1.0))
+    distill_temperature: float = field(default=1.0, metadata=at_least(0.05))
 
 
 @dataclasses.dataclass

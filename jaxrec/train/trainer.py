@@ -406,6 +406,30 @@ def check_resume(rundir: RunDir, cfg: Config, catalog) -> None:
         print(f"resume: {k} {a!r} -> {b!r}")
 
 
+def load_teachers(cfg: Config, loss: str, catalog) -> list:
+    """``retrieval.teachers``: each run's best checkpoint as a frozen model, checked to fit the
+    student (loss ce; retrieval models of the same catalog that read no event times and score
+    by a dot product or cosine, not MoL)."""
+    if not cfg.retrieval.teachers:
+        return []
+    if loss != "ce":
+        raise UserError(f"retrieval.teachers (distillation) needs loss ce, not {loss!r}")
+    out = []
+    for d in cfg.retrieval.teachers:
+        rd = RunDir.open(d)
+        m = rd.load_model("best")
+        model = nnx.merge(m.graphdef, m.params)
+        if model.kind != "retrieval" or m.info.uses_time or getattr(model, "mol", None) is not None:
+            raise UserError(f"teacher {d}: a distillation teacher is a retrieval model without event times "
+                            f"or MoL scores ({m.config.model})")
+        if list(m.catalog.ids) != list(catalog.ids):
+            raise UserError(f"teacher {d} was trained on another item catalog than this data's")
+        out.append(model)
+    print(f"distilling from {len(out)} teacher(s): {', '.join(str(t) for t in cfg.retrieval.teachers)} "
+          f"(weight {cfg.retrieval.distill:g}, temperature {cfg.retrieval.distill_temperature:g})")
+    return out
+
+
 def resume_line(rundir: RunDir, ls: LoopState, cfg: Config, restored: bool) -> str:
     """What ``--resume`` continues from, in one line."""
     if not restored:
@@ -444,7 +468,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
             print(f"resume: {moved} records of steps {first}-{last} in metrics.jsonl, training after that "
                   f"checkpoint which is done again now, moved to {rundir.redone_path.name}")
     loss_fn = make_loss_fn(run.loss, cfg, split.data.num_items, batches.neg.prob,
-                           mesh=mesh if cfg.retrieval.shard_negatives else None)
+                           mesh=mesh if cfg.retrieval.shard_negatives else None,
+                           teachers=load_teachers(cfg, run.loss, split.data.catalog))
     train_step = make_train_step(run.graphdef, loss_fn, run.tx, run.model_config["dtype"],
                                  state_shardings(state, mesh))
     t_start = time.perf_counter() - ls.elapsed
