@@ -4,7 +4,6 @@ and a run that learns from teachers."""
 import dataclasses
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
