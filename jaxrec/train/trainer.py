@@ -337,12 +337,9 @@ def stop_now(lp: Loop, state, ls: LoopState) -> None:
     is (mid-epoch too), without validating, and raise ``TrainingStopped``."""
     lp.ckpt.save("last", state, dataclasses.asdict(ls))
     lp.ckpt.close()
-    cfg = lp.run.cfg
-    where = f"epoch {ls.epoch}" + (f" + {ls.batch} batches" if ls.batch else "")
-    budget = f" of {cfg.max_minutes:g}" if cfg.max_minutes else ""
-    raise TrainingStopped(f"stopped by {lp.stop_request.name} at {where} (step {int(state['step'])}, "
-                          f"{ls.elapsed / 60:.1f}{budget} min trained): {lp.rundir.path / 'checkpoints'}/last "
-                          f"saved; the same command with --resume continues", lp.stop_request.signum)
+    raise TrainingStopped(f"stopped by {lp.stop_request.name} at {position(ls, lp.run.cfg)} (step "
+                          f"{int(state['step'])}): {lp.rundir.path / 'checkpoints'}/last saved; the same command "
+                          f"with --resume continues", lp.stop_request.signum)
 
 
 def finish(lp: Loop, params_like, ls: LoopState, stop_reason: str) -> dict:
@@ -434,10 +431,16 @@ def resume_line(rundir: RunDir, ls: LoopState, cfg: Config, restored: bool) -> s
     """What ``--resume`` continues from, in one line."""
     if not restored:
         return f"resume: no checkpoint in {rundir.path} yet; training from the start"
+    best = "" if ls.best is None else f", best validation {ls.best:.4f} at epoch {ls.best_epoch:g}"
+    return f"resume: from {position(ls, cfg)}{best}"
+
+
+def position(ls: LoopState, cfg: Config) -> str:
+    """Where a run stands, as --resume and a signal's stop say it: "epoch 7 + 312 batches,
+    52.3 of 240 min trained"."""
     where = f"epoch {ls.epoch}" + (f" + {ls.batch} batches" if ls.batch else "")
     budget = f" of {cfg.max_minutes:g}" if cfg.max_minutes else ""
-    best = "" if ls.best is None else f", best validation {ls.best:.4f} at epoch {ls.best_epoch:g}"
-    return f"resume: from {where}, {ls.elapsed / 60:.1f}{budget} min trained{best}"
+    return f"{where}, {ls.elapsed / 60:.1f}{budget} min trained"
 
 
 def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
