@@ -16,6 +16,7 @@ class SlowEngine:
 
     def __init__(self):
         self.computed = []
+        self.queued = 0
 
     def run(self, queries):
         start = time.monotonic()
@@ -55,9 +56,16 @@ def test_overload_is_refused_fast_and_admitted_work_meets_its_deadline():
 
     async def main():
         b = Batcher(lambda: engine, max_batch_size=8, max_delay_ms=1.0, max_queue=10_000, metrics=metrics)
+        enqueue = b.enqueue
+
+        def counted(query, timeout):  # every request that entered the queue
+            engine.queued += 1
+            return enqueue(query, timeout)
+        b.enqueue = counted
         b.start()
         await _offer(b, 16, 1.0, spacing=0.01)  # learn the batch times
         engine.computed.clear()
+        engine.queued = 0
         # 400 requests in 0.4 s = 1,000/s against a capacity of ~8 / 60 ms = 133/s
         out = await _offer(b, 400, 0.4, spacing=0.001, deadlines=deadlines)
         await b.stop()
@@ -68,7 +76,12 @@ def test_overload_is_refused_fast_and_admitted_work_meets_its_deadline():
     ok = [s for o, s in out if o == "ok"]
     refused = [s for o, s in out if o == "refused"]
     assert refused and ok, (len(ok), len(refused))
-    assert max(refused) < 0.010  # refused at once, not after waiting
+    # refused at once, not after waiting: a refusal is raised before the request is queued (so
+    # it never waits for anything), and typically within microseconds. The median, not the
+    # slowest: one garbage collection of the test process's heap (JAX and every earlier test's
+    # objects) can stop any line of Python for a few hundred ms on a loaded 2-core machine
+    assert engine.queued == len(ok) + sum(o == "deadline" for o, _ in out)
+    assert float(np.median(refused)) < 0.010
     # what was admitted was computed before its deadline: no batch began with a member whose
     # deadline had passed (judged by the batcher's own decisions, not by how long a sleep took on
     # a loaded machine: the batcher starts a batch only when its measured batch time fits, so

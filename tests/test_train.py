@@ -33,6 +33,10 @@ def test_resume_equals_uninterrupted(tmp_path, capsys):
     log = tmp_path / "cut" / "metrics.jsonl"  # records past the checkpoint, as a killed piece leaves them
     kept = log.read_text()
     log.write_text(kept + '{"step": 7, "epoch": 1, "loss": 9.0}\n{"step": 8, "epoch": 1, "loss": 8.0}\n')
+    # a run written before a setting existed trained with that setting's default: not a change
+    stored = json.loads((tmp_path / "cut" / "config.json").read_text())
+    del stored["train"]["retrieval"]["teachers"], stored["train"]["retrieval"]["distill"]
+    (tmp_path / "cut" / "config.json").write_text(json.dumps(stored))
     resumed = train(Config(**TINY), tmp_path / "cut", resume=True, progress=False)
     out = capsys.readouterr().out
     assert "resume: max_minutes 0.0 -> None" in out and "resume: from epoch 0 + 1 batches, 0.0 min trained, best validation" in out

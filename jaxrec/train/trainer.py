@@ -388,6 +388,8 @@ def check_resume(rundir: RunDir, cfg: Config, catalog) -> None:
     anything outside ``RESUMABLE`` (or another catalog) is refused, naming each difference; the
     changes it allows are printed."""
     old = _flat(nest_legacy(dict(rundir.stored_config()["train"])))  # as written: not validated again
+    # a setting added after the run was written: it trained with that setting's default
+    old = _flat(Config().to_dict()) | old
     new = _flat(cfg.to_dict())
     diff = [(k, old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
     refused = [d for d in diff if d[0] not in RESUMABLE]
