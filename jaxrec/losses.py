@@ -8,6 +8,8 @@ padding, excluded).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -41,7 +43,8 @@ def gbce(pos: jax.Array, neg: jax.Array, weights: jax.Array, beta: float) -> jax
 
 
 def catalog_ce(h: jax.Array, table: jax.Array, targets: jax.Array, weights: jax.Array,
-               chunk: int = 256, exclude: jax.Array | None = None) -> jax.Array:
+               chunk: int = 256, exclude: jax.Array | None = None, teacher: tuple | None = None,
+               distill: float = 0.0, temperature: float = 1.0) -> jax.Array:
     """Softmax cross-entropy over the whole catalog (SASRec+ / "CE"); item 0 is not a class.
 
     ``h`` (B, L, D) hidden states, ``table`` (V, D) item embeddings (row 0 = padding),
@@ -55,6 +58,13 @@ def catalog_ce(h: jax.Array, table: jax.Array, targets: jax.Array, weights: jax.
     so the step is three catalog matmuls and little else: ~20% faster than logits + logsumexp
     + take_along_axis on a 2-core CPU at ml-1m size (whose backward scatters into and
     transposes the full logits), and memory no longer grows with B * L * V.
+
+    ``teacher`` = (``ht`` (B, L, Dt), ``table_t`` (V, Dt)), optional: distillation (Hinton et
+    al. 2015). The teacher's logits at a position are ``ht . table_t``, over the same classes;
+    the loss becomes (1 - ``distill``) x the cross-entropy above + ``distill`` x T^2 x the
+    cross-entropy of softmax(student / T) against softmax(teacher / T), T = ``temperature``
+    (T^2 keeps the gradient's scale independent of T). In the same chunked pass: neither
+    side's (B, L, V) logits are ever held whole. The teacher gets no gradient.
     """
     h, table, targets, weights = map(jnp.asarray, (h, table, targets, weights))
     B, L, D = h.shape
@@ -68,16 +78,12 @@ def catalog_ce(h: jax.Array, table: jax.Array, targets: jax.Array, weights: jax.
     if exclude is not None:
         rs = jnp.pad(jnp.repeat(jnp.arange(B), L), (0, pad)).reshape(-1, chunk)
         exclude = jnp.asarray(exclude, bool)
-    return _catalog_ce(hs, table, ts, ss, rs, exclude)
-
-
-def soft_ce(logits: jax.Array, teacher_logits: jax.Array, weights: jax.Array) -> jax.Array:
-    """Cross-entropy against a teacher's distribution (distillation): sum_v q_v (-log p_v) with
-    p = softmax(``logits``), q = softmax(``teacher_logits``) over the last axis, (B, L, V) both,
-    NEG_INF where an item is no class (its q and its term are then 0)."""
-    q = jax.lax.stop_gradient(jax.nn.softmax(teacher_logits.astype(jnp.float32), -1))  # (B, L, V)
-    per = -(q * jax.nn.log_softmax(logits.astype(jnp.float32), -1)).sum(-1)  # (B, L)
-    return _mean(per, weights)
+    hts = table_t = None
+    if teacher is not None:
+        ht, table_t = (jax.lax.stop_gradient(jnp.asarray(x)) for x in teacher)
+        hts = jnp.pad(ht.reshape(n, -1), ((0, pad), (0, 0))).reshape(-1, chunk, ht.shape[-1])  # (C, c, Dt)
+    a = float(distill) if teacher is not None else 0.0
+    return _catalog_ce(hs, table, ts, ss, rs, exclude, hts, table_t, a, float(temperature))
 
 
 def window_items(inputs: jax.Array, targets: jax.Array, num_rows: int) -> jax.Array:
@@ -88,46 +94,65 @@ def window_items(inputs: jax.Array, targets: jax.Array, num_rows: int) -> jax.Ar
     return seen.at[:, 0].set(False)
 
 
-def _ce_chunks(hs, table, ts, ss, rs, exclude):
-    """-> (weighted loss sum, dloss/dh (C, c, D), dloss/dtable (V, D)), one chunk at a time."""
+def _softmax_parts(logits):
+    """(max, exp(logits - max), their sum) along the last axis of (c, V) logits."""
+    top = logits.max(-1, keepdims=True)
+    ex = jnp.exp(logits - top)
+    return top, ex, ex.sum(-1, keepdims=True)
+
+
+def _ce_chunks(hs, table, ts, ss, rs, exclude, hts, table_t, a, temp):
+    """-> (weighted loss sum, dloss/dh (C, c, D), dloss/dtable (V, D)), one chunk at a time.
+    With a teacher (``hts`` (C, c, Dt), ``table_t``): the gradient of the loss in the logits is
+    (1 - a)(p - onehot) + a T (p_T - q_T), p_T and q_T the student's and teacher's softmax at
+    temperature T."""
     cols = jnp.arange(table.shape[0])
     not_class = (cols == 0)[None, :]  # (1, V)
+    ce_w = 1.0 - a  # the hard target's share
 
     def chunk_step(d_table, xs):
-        hc, tc, sc, rc = xs  # (c, D), (c,), (c,), (c,)
+        hc, tc, sc, rc, htc = xs  # (c, D), (c,), (c,), (c,), (c, Dt)
         out = not_class
         if exclude is not None:  # the row's window items, but for this position's own target
             out = out | (exclude[rc] & (cols[None, :] != tc[:, None]))  # (c, V)
         logits = jnp.where(out, NEG_INF, (hc @ table.T).astype(jnp.float32))  # (c, V)
-        top = logits.max(-1, keepdims=True)
-        ex = jnp.exp(logits - top)
-        total = ex.sum(-1, keepdims=True)
+        top, ex, total = _softmax_parts(logits)
         et = table[tc]  # (c, D)
         target_logit = (hc * et).sum(-1).astype(jnp.float32)
-        loss = ((jnp.log(total[:, 0]) + top[:, 0] - target_logit) * sc).sum()
-        p = (ex * (sc[:, None] / total)).astype(table.dtype)  # weighted softmax (c, V)
-        dh = p @ table - (sc[:, None] * et).astype(table.dtype)  # (c, D)
+        per = ce_w * (jnp.log(total[:, 0]) + top[:, 0] - target_logit)  # (c,)
+        g = ex * (ce_w / total)  # (c, V) dloss/dlogits but the one-hot
+        if htc is not None:
+            lt = jnp.where(out, NEG_INF, (htc @ table_t.T).astype(jnp.float32)) / temp  # (c, V)
+            _, eq, tq = _softmax_parts(lt)
+            q = eq / tq  # the teacher's softmax (0 at non-classes)
+            st = logits / temp
+            topt, ext, totalt = (top / temp, ex, total) if temp == 1.0 else _softmax_parts(st)
+            per = per + a * temp ** 2 * (jnp.log(totalt[:, 0]) + topt[:, 0] - (q * st).sum(-1))
+            g = g + (a * temp) * (ext / totalt - q)
+        loss = (per * sc).sum()
+        p = (g * sc[:, None]).astype(table.dtype)  # weighted (c, V)
+        dh = p @ table - ((ce_w * sc)[:, None] * et).astype(table.dtype)  # (c, D)
         d_table = d_table + (p.T @ hc).astype(jnp.float32)
-        d_table = d_table.at[tc].add(-(sc[:, None] * hc).astype(jnp.float32))
+        d_table = d_table.at[tc].add(-((ce_w * sc)[:, None] * hc).astype(jnp.float32))
         return d_table, (loss, dh.astype(hc.dtype))
 
-    d_table, (loss, dh) = jax.lax.scan(chunk_step, jnp.zeros(table.shape, jnp.float32), (hs, ts, ss, rs))
+    d_table, (loss, dh) = jax.lax.scan(chunk_step, jnp.zeros(table.shape, jnp.float32), (hs, ts, ss, rs, hts))
     return loss.sum(), dh, d_table.astype(table.dtype)
 
 
-@jax.custom_vjp
-def _catalog_ce(hs, table, ts, ss, rs, exclude):
-    return _ce_chunks(hs, table, ts, ss, rs, exclude)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(8, 9))
+def _catalog_ce(hs, table, ts, ss, rs, exclude, hts, table_t, a, temp):
+    return _ce_chunks(hs, table, ts, ss, rs, exclude, hts, table_t, a, temp)[0]
 
 
-def _catalog_ce_fwd(hs, table, ts, ss, rs, exclude):
-    loss, dh, d_table = _ce_chunks(hs, table, ts, ss, rs, exclude)
+def _catalog_ce_fwd(hs, table, ts, ss, rs, exclude, hts, table_t, a, temp):
+    loss, dh, d_table = _ce_chunks(hs, table, ts, ss, rs, exclude, hts, table_t, a, temp)
     return loss, (dh, d_table)
 
 
-def _catalog_ce_bwd(res, g):  # the loss is a scalar: its gradient was computed in the forward
+def _catalog_ce_bwd(a, temp, res, g):  # the loss is a scalar: its gradient was computed in the forward
     dh, d_table = res
-    return dh * g.astype(dh.dtype), d_table * g.astype(d_table.dtype), None, None, None, None
+    return dh * g.astype(dh.dtype), d_table * g.astype(d_table.dtype), None, None, None, None, None, None
 
 
 _catalog_ce.defvjp(_catalog_ce_fwd, _catalog_ce_bwd)

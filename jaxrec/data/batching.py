@@ -162,6 +162,9 @@ class TrainBatches:
     # negatives drawn per item-table shard (NegativeSampler): (shards, table rows); None: global
     negative_shards: tuple | None = None
     negatives_outside: bool = False  # shared negatives: distinct, outside the window (outside_negatives)
+    # (rows, window, batch size) -> more arrays for the batch, per sequence row (the first
+    # len(rows) of the batch; the rest padding): a distillation's teacher outputs (train.teachers)
+    row_extra: object = None
 
     def __post_init__(self):
         s = self.split
@@ -244,6 +247,8 @@ class TrainBatches:
                 else:
                     negs = self.neg.sample(rng, batch["targets"], self.num_negatives, **kw)
                 batch["negatives"] = negs
+            if self.row_extra is not None:
+                batch |= self.row_extra(rows, L, B)
             yield batch
 
 

@@ -17,7 +17,6 @@ import optax
 
 from jaxrec import losses
 from jaxrec.errors import UserError
-from jaxrec.models.layers import NEG_INF
 from jaxrec.scoring import merge
 from jaxrec.train.config import Config
 
@@ -116,34 +115,14 @@ def dense_negatives(num_negatives: int, num_rows: int) -> bool:
     return num_rows <= DENSE_NEGATIVES_RATIO * num_negatives
 
 
-def distill_term(h, table, inputs, targets, weights, exclude, teachers, temperature: float) -> jax.Array:
-    """The distillation part of the loss (``retrieval.teachers``): cross-entropy of the student's
-    softmax against the teachers' mean log-probability (renormalised), over the same classes as
-    the target's cross-entropy (item 0 never; the window's items but the position's target not,
-    with ``exclude``), both over ``temperature``, times temperature^2 (Hinton et al. 2015: the
-    gradient's scale then does not depend on it). Dense (B, L, V) logits: for catalogs the
-    teachers' full softmax fits (ml-1m, beauty)."""
-    cols = jnp.arange(table.shape[0])
-    out = jnp.broadcast_to(cols == 0, targets.shape + cols.shape)  # (B, L, V) not a class
-    if exclude is not None:
-        out = out | (exclude[:, None, :] & (cols != targets[..., None]))
-    student = jnp.where(out, NEG_INF, jnp.einsum("bld,vd->blv", h, table).astype(jnp.float32))  # (B, L, V)
-    logp = []
-    for t in teachers:
-        ht = t.hidden(inputs, None)  # (B, L, Dt) no dropout
-        lt = jnp.einsum("bld,vd->blv", ht, t.output_table().astype(ht.dtype)).astype(jnp.float32)
-        logp.append(jax.nn.log_softmax(jnp.where(out, NEG_INF, lt), -1))  # (B, L, V)
-    teacher = jnp.where(out, NEG_INF, sum(logp) / len(logp))
-    return losses.soft_ce(student / temperature, teacher / temperature, weights) * temperature ** 2
-
-
 def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None, mesh=None, dense: bool | None = None,
-                 teachers=()):
+                 teacher_table=None):
     """(model, batch, key) -> scalar loss for the named objective. ``mesh``: with
     ``retrieval.shard_negatives``, where the item table's shards live (each scores its own
     negatives). ``dense``: score per-position negatives from the full (B, L, N+1) logits
     (None: when ``dense_negatives`` says it is the cheaper way; the two give the same loss).
-    ``teachers``: frozen retrieval models (``retrieval.teachers``, loss ce) to distill from."""
+    ``teacher_table``: distillation (``retrieval.teachers``, loss ce): the teachers' item tables
+    side by side (V, sum Dt), against the batch's ``teacher_h`` (``train.teachers``)."""
     if loss not in LOSSES:
         raise UserError(f"unknown loss {loss!r}; available: {', '.join(LOSSES)}")
     if loss == "gbce":
@@ -186,12 +165,9 @@ def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None, mesh=
             exclude = None  # ce with negatives_outside_sequence: the window's items are no class
             if loss == "ce" and cfg.retrieval.negatives_outside_sequence:
                 exclude = losses.window_items(inputs, targets, table.shape[0])  # (B, V)
-            ce = losses.catalog_ce(h, table.astype(h.dtype), targets, weights, exclude=exclude)
-            if not teachers:
-                return ce
-            a = cfg.retrieval.distill
-            return (1 - a) * ce + a * distill_term(h, table.astype(h.dtype), inputs, targets, weights, exclude,
-                                                   teachers, cfg.retrieval.distill_temperature)
+            teacher = None if teacher_table is None else (batch["teacher_h"].astype(jnp.float32), teacher_table)
+            return losses.catalog_ce(h, table.astype(h.dtype), targets, weights, exclude=exclude, teacher=teacher,
+                                     distill=cfg.retrieval.distill, temperature=cfg.retrieval.distill_temperature)
 
         def rows_of(idx):  # (..., D) output rows of idx
             return sparse.take(idx, h.dtype) if sparse is not None else table[idx].astype(h.dtype)

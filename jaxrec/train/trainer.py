@@ -37,6 +37,7 @@ from jaxrec.train.rundir import Checkpoints, RunDir
 from jaxrec.train.signals import StopRequest, TrainingStopped, stop_on_signals
 from jaxrec.train.step import (check_loss, check_mol, check_shard_negatives, check_sparse_items, make_loss_fn,
                                make_optimizer, make_train_step, needs_negatives)
+from jaxrec.train.teachers import TeacherCache, load_teachers
 
 # validation metric that selects the best checkpoint, by model kind
 SELECT_METRIC = {"retrieval": "NDCG@10", "ranking": "GAUC"}
@@ -405,28 +406,21 @@ def check_resume(rundir: RunDir, cfg: Config, catalog) -> None:
         print(f"resume: {k} {a!r} -> {b!r}")
 
 
-def load_teachers(cfg: Config, loss: str, catalog) -> list:
-    """``retrieval.teachers``: each run's best checkpoint as a frozen model, checked to fit the
-    student (loss ce; retrieval models of the same catalog that read no event times and score
-    by a dot product or cosine, not MoL)."""
+def distillation(cfg: Config, loss: str, batches, catalog, progress: bool):
+    """``retrieval.teachers``: their outputs for every training window, computed once and handed
+    to each batch (``teacher_h``); -> their item tables side by side for the loss (None: no
+    distillation)."""
     if not cfg.retrieval.teachers:
-        return []
-    if loss != "ce":
-        raise UserError(f"retrieval.teachers (distillation) needs loss ce, not {loss!r}")
-    out = []
-    for d in cfg.retrieval.teachers:
-        rd = RunDir.open(d)
-        m = rd.load_model("best")
-        model = nnx.merge(m.graphdef, m.params)
-        if model.kind != "retrieval" or m.info.uses_time or getattr(model, "mol", None) is not None:
-            raise UserError(f"teacher {d}: a distillation teacher is a retrieval model without event times "
-                            f"or MoL scores ({m.config.model})")
-        if list(m.catalog.ids) != list(catalog.ids):
-            raise UserError(f"teacher {d} was trained on another item catalog than this data's")
-        out.append(model)
-    print(f"distilling from {len(out)} teacher(s): {', '.join(str(t) for t in cfg.retrieval.teachers)} "
-          f"(weight {cfg.retrieval.distill:g}, temperature {cfg.retrieval.distill_temperature:g})")
-    return out
+        return None
+    teachers = load_teachers(cfg.retrieval.teachers, loss, catalog)
+    t0 = time.perf_counter()
+    cache = TeacherCache(teachers, batches, progress=progress)
+    batches.row_extra = cache.rows
+    print(f"distilling from {len(teachers)} teacher(s): {', '.join(str(t) for t in cfg.retrieval.teachers)} "
+          f"(weight {cfg.retrieval.distill:g}, temperature {cfg.retrieval.distill_temperature:g}; their outputs "
+          f"for {len(batches.rows):,} windows: {cache.nbytes / 2 ** 20:,.0f} MiB in "
+          f"{time.perf_counter() - t0:.0f} s, before the training budget starts)")
+    return cache.table
 
 
 def resume_line(rundir: RunDir, ls: LoopState, cfg: Config, restored: bool) -> str:
@@ -474,7 +468,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                   f"checkpoint which is done again now, moved to {rundir.redone_path.name}")
     loss_fn = make_loss_fn(run.loss, cfg, split.data.num_items, batches.neg.prob,
                            mesh=mesh if cfg.retrieval.shard_negatives else None,
-                           teachers=load_teachers(cfg, run.loss, split.data.catalog))
+                           teacher_table=distillation(cfg, run.loss, batches, split.data.catalog, progress))
     train_step = make_train_step(run.graphdef, loss_fn, run.tx, run.model_config["dtype"],
                                  state_shardings(state, mesh))
     t_start = time.perf_counter() - ls.elapsed
