@@ -13,7 +13,8 @@ errors, and on ml-1m their mean ranks better than any of them (benchmarks/RESULT
 "Ensembles"); the price is one forward pass per member at every call.
 
 An ``Ensemble`` evaluates (``jaxrec eval --ensemble A B ...``) and recommends (``jaxrec
-recommend --ensemble ...``) as one model; it scores the whole catalog in one piece (no catalog
+recommend --ensemble ...``) as one model, passing event times to members that read them (HSTU
+with ``time_buckets``); it scores the whole catalog in one piece (no catalog
 chunks), and the server does not serve it (one checkpoint per served model).
 """
 
@@ -45,8 +46,6 @@ class Ensemble(Recommends):
         for m in members:
             if m.kind != "retrieval":
                 raise UserError(f"an ensemble combines retrieval models; {m.name} is a {m.kind} model")
-            if m.uses_time:
-                raise UserError(f"an ensemble does not pass event times: {m.name} reads them (time_buckets > 0)")
             if list(m.catalog.ids) != list(first.catalog.ids):
                 raise UserError(f"{m.name} was trained on another item catalog than {first.name}: "
                                 "an ensemble's runs must share one")
@@ -62,21 +61,32 @@ class Ensemble(Recommends):
 
     @property
     def uses_time(self) -> bool:
-        return False
+        """Whether any member reads event times (HSTU's relative time bias): the ensemble is then
+        given them, and passes each such member its own window's."""
+        return any(m.uses_time for m in self.members)
+
+    def _member_scores(self, m, history: np.ndarray, times) -> jax.Array:
+        h = history[:, -m.max_len:]  # (B, w) its own latest items
+        if not m.uses_time:
+            return m.score_all(h)
+        if times is None:
+            raise UserError(f"{m.name} reads event times: give the ensemble times")
+        return m.score_all(h, np.asarray(times)[:, -(h.shape[1] + 1):])  # (B, w + 1): its items' and the query's
 
     def score_all(self, history: np.ndarray, times=None) -> jax.Array:
         """(B, L) item indices -> (B, N+1) the mean of the members' log-probabilities; each
-        member reads its own ``max_len`` latest items."""
+        member reads its own ``max_len`` latest items. ``times`` (B, L + 1), for members that use
+        them: the history's event times and the query's last."""
         history = np.asarray(history, np.int32)
-        return self._combine([m.score_all(history[:, -m.max_len:]) for m in self.members])
+        return self._combine([self._member_scores(m, history, times) for m in self.members])
 
     def score(self, history: np.ndarray, candidates: np.ndarray, times=None) -> jax.Array:
         """(B, L) history, (B, C) candidate indices -> (B, C) ensemble scores."""
-        return jnp.take_along_axis(self.score_all(history), jnp.asarray(candidates, jnp.int32), axis=1)
+        return jnp.take_along_axis(self.score_all(history, times), jnp.asarray(candidates, jnp.int32), axis=1)
 
     def top_k(self, history: np.ndarray, k: int, exclude_seen: bool = True, times=None):
         """(B, L) -> (values, items) (B, k), seen items removed if asked."""
-        s = self.score_all(history)  # (B, N+1)
+        s = self.score_all(history, times)  # (B, N+1)
         if exclude_seen:
             h = jnp.asarray(history, jnp.int32)
             s = s.at[jnp.arange(s.shape[0])[:, None], h].set(MASKED)

@@ -47,6 +47,28 @@ def test_ensemble_scores_are_the_mean_of_the_members_log_probabilities():
     assert rec.items == data.catalog.external(np.asarray(items)[0])
 
 
+def test_members_that_read_event_times_get_them():
+    """A time-aware member (HSTU's relative time bias) gets its own window's times; one that
+    reads none is scored without; a time-aware member with itself evaluates as it alone."""
+    data = load_dataset("synthetic:tiny")
+    t = _rec("hstu/small", data, 0, time_buckets=32)
+    plain = _rec("sasrec/small", data, 1, max_len=20)
+    ens = Ensemble([t, plain])
+    assert t.uses_time and ens.uses_time
+    rng = np.random.default_rng(5)
+    h = hist(rng, b=4, l=50)
+    times = np.cumsum(rng.integers(1, 10 ** 5, size=(4, 51)), axis=1)  # (B, L + 1) rising
+    got = np.asarray(ens.score_all(h, times))
+    want = (_log_softmax(np.asarray(t.score_all(h, times))) + _log_softmax(np.asarray(plain.score_all(h[:, -20:])))) / 2
+    np.testing.assert_allclose(got[:, 1:], want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(UserError, match="reads event times"):
+        ens.score_all(h)
+    split = leave_one_out(data)
+    alone = evaluate(t, split, "test", beyond_k=None).metrics
+    twice = evaluate(Ensemble([t, t]), split, "test", beyond_k=None).metrics
+    assert twice["NDCG@10"] == pytest.approx(alone["NDCG@10"], abs=1e-6)
+
+
 def test_an_ensemble_of_one_run_twice_ranks_as_the_run():
     """log-softmax keeps each member's order, so a run with itself evaluates exactly as the run."""
     data = load_dataset("synthetic:tiny")
