@@ -30,8 +30,12 @@ def teacher_view(teachers, inputs) -> tuple:
     ignores: so their hidden states side by side, over their count, against their tables side by
     side give the ensemble's distribution at the cost of one wider matmul (``losses.catalog_ce``)."""
     ht = jnp.concatenate([t.hidden(inputs, None) for t in teachers], -1) / len(teachers)  # (B, L, sum Dt)
-    table_t = jnp.concatenate([t.output_table() for t in teachers], -1)  # (V, sum Dt)
-    return ht.astype(jnp.float32), table_t.astype(jnp.float32)
+    return ht.astype(jnp.float32), teacher_table(teachers)
+
+
+def teacher_table(teachers) -> jax.Array:
+    """(V, sum Dt) the teachers' output item tables side by side (``teacher_view``'s item side)."""
+    return jnp.concatenate([t.output_table() for t in teachers], -1).astype(jnp.float32)
 
 
 def load_teachers(run_dirs: list[str], loss: str, catalog) -> list:
@@ -60,10 +64,9 @@ class TeacherCache:
     of ``TrainBatches``), and the loss their tables side by side (``table``)."""
 
     def __init__(self, teachers: list, batches: TrainBatches, chunk: int = 64, progress: bool = True):
-        self.batches = batches
         split = batches.split
         view = jax.jit(lambda inputs: teacher_view(teachers, inputs)[0].astype(jnp.float16))
-        self.table = teacher_view(teachers, jnp.zeros((1, 1), jnp.int32))[1]  # (V, sum Dt)
+        self.table = teacher_table(teachers)  # (V, sum Dt)
         self.dim = int(self.table.shape[1])
         self.slot = np.zeros(split.data.num_users, np.int64)  # sequence row -> its place in its bucket's array
         self.arrays = []  # per length bucket: (rows in it, window, sum Dt) float16
