@@ -2,43 +2,58 @@
 # Everything a session lent a GPU owes, as one device call (the device tool gives a session
 # 15 minutes in all, machine start included: one prepared command, not many small ones).
 #
-#   bash benchmarks/gpu_session.sh --prepare     # here: data into .gpudata/, wheels into .whl/
+#   bash benchmarks/gpu_session.sh --prepare     # here: data into .gpudata/, wheels into .whl/,
+#                                                #   the serving checkpoint into .gpuruns/
 #   bash benchmarks/gpu_session.sh --rehearse    # here: the whole script on the CPU, tiny budgets
-#   device run: command "bash benchmarks/gpu_session.sh", carry [".gpudata", ".whl"], timeout_s 590
+#   device run: command "bash benchmarks/gpu_session.sh", carry [".gpudata", ".whl", ".gpuruns"],
+#               timeout_s 590
 #
-# What it runs (issue 21 seeds and rows that need an accelerator, issue 19's serving at scale):
-#   1. QUALITY_MIN (5) minutes of training, all runs at once on the one GPU (each process takes a
-#      slice of its memory): HSTU-large on the raw protocol x3 seeds, and with MoL
-#      (ml1m_raw_hstu_large_mol) x3 seeds, SASRec BCE, BERT4Rec,
-#      beauty SASRec+ and beauty BERT4Rec seeds 1 and 2 (seed 0 of each is in the quality table),
-#      SASRec+ CE seed 1 (whose checkpoint step 2 serves);
-#   2. serve_load.py against that SASRec+ run: unary and RecommendBatch of 64, --workers 1 and 4;
+# What it runs (issue 21's rows that need an accelerator, issue 19's serving at scale):
+#   1. QUALITY_MIN (4) minutes of training, all runs at once on the one GPU (each process takes
+#      memory as it needs it), the learning rate decayed to 0 over the budget: HSTU-large on the
+#      raw protocol x3 seeds, the same with MoL (ml1m_raw_hstu_large_mol) x3 seeds, beauty
+#      SASRec+ x3 seeds (a row of its own: a shorter, more shared budget than the H100 row);
+#      a watchdog stops (SIGTERM: a clean stop) what is still running two minutes
+#      after the budget;
+#   2. serve_load.py against a carried SASRec+ checkpoint (trained on the CPU: serving speed
+#      does not depend on its quality): unary and RecommendBatch of 64, --workers 8 then 1 (one length bucket: fewer compiles),
+#      the load from several client processes on cores of their own (one Python client offers
+#      about one core's worth of calls), bounded by a timeout so that step 3 always runs;
 #   3. everything small enough to bring back packed in $OUT/gpu_session.tar.gz (the tool brings
 #      back at most 8 files): run directories without checkpoints, logs, the serving JSON.
-# Back here: tar xzf .../gpu_session.tar.gz -C . ; python benchmarks/quality.py --run runs/gpu_...
+# Back here: tar xzf .../gpu_session.tar.gz -C . ; python benchmarks/quality.py --run runs/NAME
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-device}
-QUALITY_MIN=${QUALITY_MIN:-5}
-SERVE_SECONDS=${SERVE_SECONDS:-4}
+QUALITY_MIN=${QUALITY_MIN:-4}
+SERVE_SECONDS=${SERVE_SECONDS:-3}
 D=.gpudata
+
+SERVE_SRC=${SERVE_SRC:-runs/ml1m_sasrec_ce_unseen_cpu40_s1}  # SASRec+ (d=64) on ml-1m.txt
+SERVE_RUN=.gpuruns/$(basename "$SERVE_SRC")
 
 if [ "$MODE" = "--prepare" ]; then
   SHARED=${JAXREC_SHARED_DATA:-../shared/data}
-  mkdir -p $D .whl
+  mkdir -p $D .whl "$SERVE_RUN/checkpoints"
   cp "$SHARED/ml-1m/ml-1m.txt" "$SHARED/ml-1m/movies.dat" \
      "$SHARED/ml-1m/user_movie_time_ordered_original_ids.txt" "$SHARED/beauty/beauty.txt" $D/
+  # the serving checkpoint: the run directory with its best checkpoint only (what serve reads)
+  cp "$SERVE_SRC"/*.json "$SERVE_SRC"/*.jsonl "$SERVE_SRC"/*.npy "$SERVE_RUN/"
+  rm -rf "$SERVE_RUN/checkpoints/best" && cp -r "$SERVE_SRC/checkpoints/best" "$SERVE_RUN/checkpoints/"
   # what the device image lacks or has too old (its pip list: tool library, device/KINDS.md)
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .whl "grpcio>=1.85.1" "grpcio-health-checking>=1.85.1" "grpcio-reflection>=1.85.1" "protobuf>=7.35.1"
-  du -sh $D .whl
+  du -sh $D .whl .gpuruns
   exit 0
 fi
 
 OUT=${OUT:-out/gpu_session}
 RUNS=runs  # the rehearsal's runs go under $OUT, out of the quality table's way
-WORKERS=1,4
+WORKERS=8,1
+CLIENT_PROCS=6
+SERVER_CPUS=0-9
+CLIENT_CPUS=10-15
 mkdir -p "$OUT"
 LOG="$OUT/gpu_session.log"
 exec > >(tee "$LOG") 2>&1
@@ -50,6 +65,10 @@ if [ "$MODE" = "--rehearse" ]; then
   PY=${PY:-python}
   RUNS=$OUT/runs
   WORKERS=1,2
+  CLIENT_PROCS=2
+  SERVER_CPUS=0
+  CLIENT_CPUS=1
+  [ -d "$SERVE_RUN" ] || SERVE_RUN=$SERVE_SRC
 else
   export JAX_PLATFORMS=cuda
   # many processes share the one GPU: each takes memory as it needs it, not 75% up front
@@ -73,50 +92,53 @@ declare -a PIDS=()
 train() {  # train CONFIG DATAFILE RUN [--set ...]
   local cfg=$1 data=$2 run=$3; shift 3
   $PY -m jaxrec.cli train --config configs/$cfg.py --data $D/$data --out $RUNS/$run --quiet \
-      --set max_minutes=$QUALITY_MIN "$@" > "$OUT/$run.log" 2>&1 &
+      --set max_minutes=$QUALITY_MIN --set schedule=linear_time "$@" > "$OUT/$run.log" 2>&1 &
   PIDS+=($!)
   echo "started $run (pid $!)"
 }
 RAW=user_movie_time_ordered_original_ids.txt
 for s in 0 $SEEDS; do
-  train ml1m_raw_hstu_large $RAW ml1m_raw_hstu_large_gpu_s$s --set seed=$s
+  train ml1m_raw_hstu_large $RAW ml1m_raw_hstu_large_h200_s$s --set seed=$s
   [ "$MODE" = "--rehearse" ] && break
 done
 for s in 0 $SEEDS; do  # the same with a mixture-of-logits similarity (RAILS' ML-1M setting)
-  train ml1m_raw_hstu_large_mol $RAW ml1m_raw_hstu_large_mol_gpu_s$s --set seed=$s
+  train ml1m_raw_hstu_large_mol $RAW ml1m_raw_hstu_large_mol_h200_s$s --set seed=$s
   [ "$MODE" = "--rehearse" ] && break
 done
-for s in $SEEDS; do
-  train ml1m_sasrec_ce ml-1m.txt ml1m_sasrec_ce_gpu_s$s --set seed=$s
+for s in 0 $SEEDS; do
+  train beauty_sasrec_ce beauty.txt beauty_sasrec_ce_h200_s$s --set seed=$s
   [ "$MODE" = "--rehearse" ] && break
-  train ml1m_sasrec_bce ml-1m.txt ml1m_sasrec_bce_gpu_s$s --set seed=$s
-  train ml1m_bert4rec ml-1m.txt ml1m_bert4rec_gpu_s$s --set seed=$s
-  train beauty_sasrec_ce beauty.txt beauty_sasrec_ce_gpu_s$s --set seed=$s
-  train beauty_bert4rec beauty.txt beauty_bert4rec_gpu_s$s --set seed=$s
 done
+# the watchdog: SIGTERM (a clean stop that saves) whatever outlives the budget by 120 s
+( sleep $(awk "BEGIN {print int($QUALITY_MIN * 60 + 120)}"); kill -TERM "${PIDS[@]}" 2>/dev/null \
+  && echo "watchdog: stopped runs still going" ) &
+WATCHDOG=$!
 FAILED=0
 for p in "${PIDS[@]}"; do wait "$p" || FAILED=$((FAILED + 1)); done
+kill $WATCHDOG 2>/dev/null
 echo "quality runs done, $FAILED failed"; date -u
-for r in $RUNS/*/results.json; do
-  $PY - "$r" <<'EOF'
+for r in $RUNS/*_h200_s*/results.json; do
+  [ -f "$r" ] || continue
+  $PY - "$r" <<'EOF2'
 import json, sys
 r = json.load(open(sys.argv[1]))
 m = r["metrics"]
 print(sys.argv[1], {k: round(v, 4) for k, v in m.items() if k in ("NDCG@10", "HR@10")}, "epochs", r["epochs"],
       "best valid", r["best_valid"])
-EOF
+EOF2
 done
 
-# ---- 2. serving at scale (issue 19, must-show 3): the SASRec+ run just trained
-SERVE_RUN=$RUNS/ml1m_sasrec_ce_gpu_s1
+# ---- 2. serving at scale (issue 19, must-show 3), servers and load clients on separate cores
 if [ -f $SERVE_RUN/results.json ]; then
-  $PY benchmarks/serve_load.py --checkpoint $SERVE_RUN --data $D/ml-1m.txt --batch-sizes 64 \
-      --rpc unary,batch64 --workers $WORKERS --concurrency 8,32,128,512 --channels 8 \
-      --seconds $SERVE_SECONDS --out "$OUT/serve_load_gpu.json" || echo "serve_load failed"
+  timeout -s INT -k 15 ${SERVE_TIMEOUT:-170} $PY benchmarks/serve_load.py --checkpoint $SERVE_RUN --data $D/ml-1m.txt \
+      --batch-sizes 64 --rpc unary,batch64 --workers $WORKERS --concurrency 16,64,256 --serve-args="--length-buckets 200" \
+      --channels 24 --client-procs $CLIENT_PROCS --server-cpus $SERVER_CPUS --client-cpus $CLIENT_CPUS \
+      --seconds $SERVE_SECONDS --out "$OUT/serve_load_gpu.json" || echo "serve_load failed or timed out"
 fi
 date -u
 
 # ---- 3. bring back what is small: run directories without checkpoints, logs, JSON
-tar czf "$OUT/gpu_session.tar.gz" --exclude='checkpoints' -C "$(dirname "$RUNS")" "$(basename "$RUNS")" \
+tar czf "$OUT/gpu_session.tar.gz" --exclude='checkpoints' -C "$(dirname "$RUNS")" \
+    $(cd "$(dirname "$RUNS")" && ls -d "$(basename "$RUNS")"/*_h200_s* 2>/dev/null) \
     -C "$OUT" $(cd "$OUT" && ls *.log *.json 2>/dev/null | grep -v gpu_session.log)
 ls -la "$OUT"

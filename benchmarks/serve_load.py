@@ -85,6 +85,15 @@ def start_server(checkpoint: str, batch: int | str, delay_ms: float, port: int, 
     raise SystemExit(f"server did not start: {proc.wait()}")
 
 
+def cpu_list(spec: str) -> set[int]:
+    """taskset's list syntax: "1", "0,2", "10-15" -> the cores."""
+    cores = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        cores.update(range(int(lo), int(hi or lo) + 1))
+    return cores
+
+
 def _stat(pid) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
 
@@ -115,16 +124,20 @@ class CpuMeter:
     """Per-request CPU of the server process and of this client over one measurement: the
     budget the two cores share, so a table can say where a request's time goes."""
 
-    def __init__(self, server_pid: int | None):
+    def __init__(self, server_pid: int | None, client_pids=()):
         self.pid = server_pid if server_pid and Path(f"/proc/{server_pid}/stat").exists() else None
+        self.clients = [None, *client_pids]  # this process and its load processes (--client-procs)
+
+    def _client_s(self) -> float:
+        return sum(process_cpu_s(p) for p in self.clients)
 
     def __enter__(self):
-        self.s0, self.c0 = (process_cpu_s(self.pid) if self.pid else None), process_cpu_s(None)
+        self.s0, self.c0 = (process_cpu_s(self.pid) if self.pid else None), self._client_s()
         return self
 
     def __exit__(self, *exc):
         self.server = process_cpu_s(self.pid) - self.s0 if self.pid else None
-        self.client = process_cpu_s(None) - self.c0
+        self.client = self._client_s() - self.c0
 
     def per_request(self, n: int) -> dict:
         n = max(n, 1)
@@ -219,7 +232,7 @@ def _stubs(stub) -> list:
     return stub if isinstance(stub, list) else [stub]
 
 
-async def closed_loop(stub, reqs, concurrency, seconds, stream: bool = False) -> dict:
+async def closed_tally(stub, reqs, concurrency, seconds, stream: bool = False) -> tuple[Tally, float]:
     """``concurrency`` callers, each sending its next call when the last is answered; ``stub``: one
     stub or a list (callers take them round-robin: one connection each); ``reqs``: unary or batch
     requests; ``stream``: each caller keeps a ``RecommendStream`` open and sends its unary
@@ -248,7 +261,13 @@ async def closed_loop(stub, reqs, concurrency, seconds, stream: bool = False) ->
 
     t0 = time.perf_counter()
     await asyncio.gather(*((stream_worker if stream else worker)(j) for j in range(concurrency)))
-    return summarize(t.lat, t.errors, time.perf_counter() - t0, t.recs)
+    return t, time.perf_counter() - t0
+
+
+async def closed_loop(stub, reqs, concurrency, seconds, stream: bool = False) -> dict:
+    """``closed_tally`` summarized: recommendations/s and per-call latency percentiles."""
+    t, wall = await closed_tally(stub, reqs, concurrency, seconds, stream)
+    return summarize(t.lat, t.errors, wall, t.recs)
 
 
 async def poisson_sends(launch, rate: float, seconds: float, seed: int = 0) -> tuple[int, float]:
@@ -272,10 +291,16 @@ async def poisson_sends(launch, rate: float, seconds: float, seed: int = 0) -> t
     return i, sent_for
 
 
-async def open_loop(stub, reqs, rate, seconds, seed=0) -> dict:
+async def open_tally(stub, reqs, rate, seconds, seed=0) -> Tally:
     """Poisson arrivals of calls at ``rate`` per second (latency from the scheduled send time)."""
     t, stubs = Tally(), _stubs(stub)
     await poisson_sends(lambda i, at: _send(stubs[i % len(stubs)], reqs[i % len(reqs)], at, t), rate, seconds, seed)
+    return t
+
+
+async def open_loop(stub, reqs, rate, seconds, seed=0) -> dict:
+    """``open_tally`` summarized over the ``seconds`` of sending."""
+    t = await open_tally(stub, reqs, rate, seconds, seed)
     return summarize(t.lat, t.errors, seconds, t.recs) | {"offered_rate": rate}
 
 
@@ -308,24 +333,145 @@ def with_int_ids(reqs: list) -> list:
     return out
 
 
+class Load:
+    """This process's load: ``channels`` connections to ``target`` and the calls of one ``rpc``
+    kind; ``await load(mode, n, seconds)`` runs a closed loop of ``n`` callers or an open loop
+    of ``n`` calls/s and returns the summary row."""
+
+    def __init__(self, target: str, reqs: list, rpc: str, channels: int):
+        kind, entries, ints = parse_rpc(rpc)
+        reqs = with_int_ids(reqs) if ints else reqs
+        self.calls = batch_requests(reqs, entries) if kind == "batch" else reqs
+        self.target, self.channels, self.stream = target, channels, kind == "stream"
+
+    async def __aenter__(self):
+        from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
+        self.chans = [grpc.aio.insecure_channel(self.target, options=[("grpc.use_local_subchannel_pool", 1)])
+                      for _ in range(self.channels)]
+        self.stubs = [pb_grpc.RecommenderStub(ch) for ch in self.chans]
+        return self
+
+    async def __aexit__(self, *exc):
+        for ch in self.chans:
+            await ch.close()
+
+    async def tally(self, mode: str, n, seconds: float) -> tuple[Tally, float]:
+        if mode == "closed":
+            return await closed_tally(self.stubs, self.calls, n, seconds, stream=self.stream)
+        return await open_tally(self.stubs, self.calls, n, seconds), seconds
+
+    async def __call__(self, mode: str, n, seconds: float) -> dict:
+        t, wall = await self.tally(mode, n, seconds)
+        return summarize(t.lat, t.errors, wall, t.recs)
+
+
+class ClientProcs:
+    """``--client-procs N``: the load offered from N client processes, each with its share of
+    the callers (or of the open-loop rate) and of the connections, started together. One Python
+    client tops out near one core's worth of gRPC calls, under what a many-core server with
+    ``--workers`` answers; with several, the client stops being the limit. Used as ``Load`` is."""
+
+    def __init__(self, n: int, data: str, max_len: int, users: int, k: int, event_loop: str):
+        import multiprocessing as mp
+        ctx = mp.get_context("spawn")  # gRPC's threads do not survive a fork
+        self.conns, self.procs = [], []
+        for _ in range(n):
+            here, there = ctx.Pipe()
+            p = ctx.Process(target=client_proc, args=(there, data, max_len, users, k, event_loop), daemon=True)
+            p.start()
+            self.conns.append(here)
+            self.procs.append(p)
+        for c in self.conns:
+            if c.recv() != "ready":
+                raise SystemExit("a client process failed to start")
+        self.pids = [p.pid for p in self.procs]
+
+    def load(self, target: str, rpc: str, channels: int) -> "ProcsLoad":
+        return ProcsLoad(self, (target, rpc, channels))
+
+    def run(self, job: tuple, mode: str, n, seconds: float) -> dict:
+        """One measurement: each process's share sent, the tallies merged into one summary row."""
+        target, rpc, channels = job
+        k = len(self.conns)
+        start = time.time() + 2.0  # each connects and warms up first, then all start together
+        for i, c in enumerate(self.conns):
+            share = n / k if mode == "open" else n // k + (i < n % k)
+            c.send((target, rpc, max(1, channels // k), mode, share, seconds, start, i))
+        t, wall = Tally(), 0.0
+        for c in self.conns:
+            lat, recs, errors, w = c.recv()
+            t.lat += lat
+            t.recs += recs
+            t.errors.update(errors)
+            wall = max(wall, w)
+        return summarize(t.lat, t.errors, wall or seconds, t.recs)
+
+    def close(self) -> None:
+        for c in self.conns:
+            c.send(None)
+        for p in self.procs:
+            p.join(30)
+
+
+class ProcsLoad:
+    """``Load``'s interface over ``ClientProcs`` (the processes open their own connections)."""
+
+    def __init__(self, procs: ClientProcs, job: tuple):
+        self.procs, self.job = procs, job
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        pass
+
+    async def __call__(self, mode: str, n, seconds: float) -> dict:
+        return await asyncio.to_thread(self.procs.run, self.job, mode, n, seconds)
+
+
+def client_proc(conn, data: str, max_len: int, users: int, k: int, event_loop: str) -> None:
+    """One ``ClientProcs`` process: load the histories once, then run each job sent to it."""
+    import signal
+    from jaxrec_server.main import run_on_loop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C / timeout -s INT: the parent stops, then ends these
+    reqs = load_requests(data, max_len, users, k)
+    conn.send("ready")
+    try:
+        while (job := conn.recv()) is not None:
+            conn.send(run_on_loop(client_job(reqs, *job), event_loop))
+    except (EOFError, BrokenPipeError):  # the parent ended (a timeout): nothing left to measure for
+        pass
+
+
+async def client_job(reqs, target, rpc, channels, mode, n, seconds, start, seed):
+    """One process's share of a measurement: warm the connections, wait for the common start,
+    run until the common end; the raw tally goes back to be merged."""
+    async with Load(target, reqs, rpc, channels) as load:
+        await load.tally("closed", channels, 0.5)
+        if start > time.time():
+            await asyncio.sleep(start - time.time())
+        left = start + seconds - time.time()
+        if not n or left <= 0:
+            return [], 0, {}, 0.0
+        if mode == "closed":
+            t, wall = await load.tally("closed", n, left)
+        else:
+            t, wall = await open_tally(load.stubs, load.calls, n, left, seed), left
+    return t.lat, t.recs, dict(t.errors), wall
+
+
 async def measure(target, reqs, concurrencies, seconds, server_pid: int | None = None, rpc: str = "unary",
-                  channels: int = 1, open_loop_too: bool = True) -> list[dict]:
+                  channels: int = 1, open_loop_too: bool = True, procs: ClientProcs | None = None) -> list[dict]:
     """Closed loops at each concurrency, then (``open_loop_too``) an open loop at half the best
     call rate, over ``channels`` connections (a ``--workers`` server's kernel spreads
-    connections, not calls)."""
-    from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
-    kind, entries, ints = parse_rpc(rpc)
-    reqs = with_int_ids(reqs) if ints else reqs
-    calls = batch_requests(reqs, entries) if kind == "batch" else reqs
+    connections, not calls), from this process or from ``procs``."""
+    kind = parse_rpc(rpc)[0]
     rows = []
-    chans = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-             for _ in range(channels)]
-    try:
-        stubs = [pb_grpc.RecommenderStub(ch) for ch in chans]
-        await closed_loop(stubs, calls, max(4, channels), 1.0, stream=kind == "stream")  # warm the channels
+    async with (Load(target, reqs, rpc, channels) if procs is None else procs.load(target, rpc, channels)) as run:
+        await run("closed", max(4, channels), 1.0)  # warm the channels
         for c in concurrencies:
-            with CpuMeter(server_pid) as cpu:
-                r = await closed_loop(stubs, calls, c, seconds, stream=kind == "stream")
+            with CpuMeter(server_pid, procs.pids if procs else ()) as cpu:
+                r = await run("closed", c, seconds)
             rows.append({"mode": "closed", "rpc": rpc, "concurrency": c} | r | cpu.per_request(r["ok"]))
         best = max(r["calls_per_s"] for r in rows)
         if best <= 0:
@@ -334,10 +480,7 @@ async def measure(target, reqs, concurrencies, seconds, server_pid: int | None =
                              "cannot size the open-loop run")
         if kind != "stream" and open_loop_too:  # a stream is a closed loop by nature
             rows.append({"mode": "open", "rpc": rpc, "concurrency": None}
-                        | await open_loop(stubs, calls, best / 2, seconds))
-    finally:
-        for ch in chans:
-            await ch.close()
+                        | await run("open", best / 2, seconds) | {"offered_rate": best / 2})
     return rows
 
 
@@ -413,6 +556,9 @@ def main(argv=None) -> int:
                          "one request at a time per caller); each optionally with :int (histories as history_int_ids, "
                          "e.g. batch64,batch64:int)")
     ap.add_argument("--workers", default="1", help="server --workers settings to compare, e.g. 1,2")
+    ap.add_argument("--client-procs", type=int, default=1,
+                    help="load client processes (callers, rate and connections shared out): one Python client "
+                         "offers about one core's worth of calls, under what --workers on many cores answer")
     ap.add_argument("--channels", type=int, default=4,
                     help="client connections (a --workers server spreads connections, not calls)")
     ap.add_argument("--serve-args", default="", help="extra `jaxrec serve` options, e.g. '--gil-switch-ms 0.5'")
@@ -434,7 +580,7 @@ def main(argv=None) -> int:
         parse_rpc(r)
     workers = [int(w) for w in args.workers.split(",")]
     if args.client_cpus:
-        os.sched_setaffinity(0, {int(c) for c in args.client_cpus.split(",")})
+        os.sched_setaffinity(0, cpu_list(args.client_cpus))
     max_len, data = 200, args.data
     if args.checkpoint:
         from jaxrec.train.rundir import RunDir
@@ -459,6 +605,11 @@ def main(argv=None) -> int:
     settings = ([b if b == "floor" else int(b) for b in args.batch_sizes.split(",")]
                 if args.checkpoint else [None])
     names = {None: "target", 1: "batching off", "floor": "grpc floor"}
+    procs = (ClientProcs(args.client_procs, data, max_len, args.users, args.k, args.event_loop)
+             if args.client_procs > 1 else None)
+    meta = {"k": args.k, "data": data, "seconds": args.seconds, "serve_args": args.serve_args,
+            "max_history": args.max_history, "server_cpus": args.server_cpus, "client_cpus": args.client_cpus,
+            "channels": args.channels, "client_procs": args.client_procs, "event_loop": args.event_loop}
     for b in settings:
         for w in ([1] if b in (None, "floor") else workers):
             name = names.get(b, f"batch<={b}") + (f" x{w} workers" if w > 1 else "")
@@ -470,16 +621,21 @@ def main(argv=None) -> int:
                 for rpc in rpcs:
                     results[name] += run_on_loop(measure(args.target or f"127.0.0.1:{args.port}", reqs, conc,
                                                          args.seconds, proc.pid if proc else None, rpc,
-                                                         args.channels), args.event_loop)
+                                                         args.channels, procs=procs), args.event_loop)
             finally:
                 if proc:
                     proc.terminate()
                     proc.wait(60)
+            # what is measured so far, should a timeout end the run before the last server
+            Path(args.out).write_text(json.dumps(meta | {"results": results, "partial": True}, indent=2))
+    if procs:
+        procs.close()
     print(f"top-{args.k}, {len(reqs)} test histories from {data}, {args.seconds:g}s per point, "
           f"{os.cpu_count()} CPUs, server and client on one machine"
           + (f" (server cores {args.server_cpus}, client cores {args.client_cpus})" if args.server_cpus else "")
           + (f", server --max-history {args.max_history}" if args.max_history else "")
-          + f", {args.event_loop} event loop, {args.channels} connection(s); req/s = recommendations/s")
+          + f", {args.event_loop} event loop, {args.channels} connection(s)"
+          + (f" from {args.client_procs} client processes" if procs else "") + "; req/s = recommendations/s")
     print(f"{'server':<22} {'rpc':<8} {'mode':<7} {'conc':>5} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
           f"{'p99.9':>7} {'cpu ms/req srv+cli':>18}  errors")
     for name, rows in results.items():
@@ -500,11 +656,7 @@ def main(argv=None) -> int:
                   f"{r['engine_cpu_ms']:.3f} cpu ms/req")
     for line in ratios(results):
         print(line)
-    Path(args.out).write_text(json.dumps({"k": args.k, "data": data, "seconds": args.seconds,
-                                          "serve_args": args.serve_args,
-                                          "max_history": args.max_history, "server_cpus": args.server_cpus,
-                                          "client_cpus": args.client_cpus, "channels": args.channels,
-                                          "event_loop": args.event_loop, "results": results}, indent=2))
+    Path(args.out).write_text(json.dumps(meta | {"results": results}, indent=2))
     png = Path(args.out).with_suffix(".png")
     print(f"wrote {args.out}" + (f" and {png}" if plot(results, png) else " (no matplotlib: no plot)"))
     return 0
