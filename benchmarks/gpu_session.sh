@@ -141,4 +141,6 @@ date -u
 tar czf "$OUT/gpu_session.tar.gz" --exclude='checkpoints' -C "$(dirname "$RUNS")" \
     $(cd "$(dirname "$RUNS")" && ls -d "$(basename "$RUNS")"/*_h200_s* 2>/dev/null) \
     -C "$OUT" $(cd "$OUT" && ls *.log *.json 2>/dev/null | grep -v gpu_session.log)
+# the tool brings back at most 8 files: the runs' logs are in the archive
+(cd "$OUT" && ls | grep -v -x -e gpu_session.log -e gpu_session.tar.gz -e serve_load_gpu.json | xargs -r rm -rf)
 ls -la "$OUT"
