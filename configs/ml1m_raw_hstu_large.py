@@ -13,8 +13,9 @@ Expected (generative-recommenders README, HSTU-large on ML-1M): NDCG@10 0.1893, 
 Measured on the 2-core CPU with the CPU schedule (--set batch_size=16 --set lr=2e-3 --set
 schedule=linear_time --set max_minutes=60 --set eval_every=2): NDCG@10 0.1642, HR@10 0.2929 after
 44 epochs (86.8%, still rising when the rate reached 0); over 180 minutes
-(ml1m_raw_hstu_large_cpu180.py) 0.1762 / 0.3079 after 136 epochs (93.1%); the settings below, run
-to the end, need a GPU (benchmarks/gpu_session.sh).
+(ml1m_raw_hstu_large_cpu180.py) 0.1762 / 0.3079 after 136 epochs (93.1%). The settings below run
+to the end on one H200 (--set length_buckets=none, 0.2 s an epoch, three seeds at once): 0.1489 +-
+0.0026 / HR@10 0.2697 over seeds 0-2 (78.7%), still rising at epoch 101 (benchmarks/RESULTS.md).
 
     jaxrec train --config configs/ml1m_raw_hstu_large.py \\
         --data ../shared/data/ml-1m/user_movie_time_ordered_original_ids.txt --out runs/ml1m_raw_hstu_large
