@@ -10,8 +10,10 @@
 #
 # What it runs (issue 21's rows that need an accelerator, issue 19's serving at scale):
 #   1. QUALITY_MIN (4) minutes of training, all runs at once on the one GPU (each process takes
-#      memory as it needs it), the learning rate decayed to 0 over the budget: HSTU-large on the
-#      raw protocol x3 seeds, the same with MoL (ml1m_raw_hstu_large_mol) x3 seeds, beauty
+#      memory as it needs it), one length bucket each (session 31: 9 processes compiling 5
+#      shapes each spent 200 s of a 240 s budget compiling; on a GPU padding costs nothing), the
+#      configs' own schedules (a decay over the budget would be spent during the compile):
+#      HSTU-large on the raw protocol x3 seeds, the same with MoL (ml1m_raw_hstu_large_mol) x3 seeds, beauty
 #      SASRec+ x3 seeds (a row of its own: a shorter, more shared budget than the H100 row);
 #      a watchdog stops (SIGTERM: a clean stop) what is still running two minutes
 #      after the budget;
@@ -92,7 +94,7 @@ declare -a PIDS=()
 train() {  # train CONFIG DATAFILE RUN [--set ...]
   local cfg=$1 data=$2 run=$3; shift 3
   $PY -m jaxrec.cli train --config configs/$cfg.py --data $D/$data --out $RUNS/$run --quiet \
-      --set max_minutes=$QUALITY_MIN --set schedule=linear_time "$@" > "$OUT/$run.log" 2>&1 &
+      --set max_minutes=$QUALITY_MIN --set length_buckets=none "$@" > "$OUT/$run.log" 2>&1 &
   PIDS+=($!)
   echo "started $run (pid $!)"
 }

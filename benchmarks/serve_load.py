@@ -78,11 +78,16 @@ def start_server(checkpoint: str, batch: int | str, delay_ms: float, port: int, 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
     proc.log = []
-    for line in proc.stdout:
-        proc.log.append(line.rstrip())
-        if line.startswith("serving"):
-            return proc
-    raise SystemExit(f"server did not start: {proc.wait()}")
+    try:
+        for line in proc.stdout:
+            proc.log.append(line.rstrip())
+            if line.startswith("serving"):
+                return proc
+    except BaseException:  # a timeout or Ctrl-C while it starts: say how far it got
+        print("server not serving yet; its log so far:", *proc.log[-20:], sep="\n  ", flush=True)
+        proc.kill()
+        raise
+    raise SystemExit(f"server did not start: {proc.wait()}\n" + "\n".join(proc.log[-20:]))
 
 
 def cpu_list(spec: str) -> set[int]:

@@ -10,6 +10,11 @@ the same port with ``SO_REUSEPORT`` and the kernel spreads incoming connections 
 * Each worker loads and compiles its own engine and binds only then: a connection the kernel
   hands to a worker always finds it SERVING, so health reads the same whichever answers.
   The parent prints ``serving ...`` when every worker is ready.
+* One compilation for all: the workers share a JAX persistent compilation cache (a temporary
+  directory removed at exit, or ``JAX_COMPILATION_CACHE_DIR`` when set) and worker 0 starts first; the others
+  start once it serves and read its compiled buckets instead of compiling them again, all at
+  once, on the same cores (8 workers compiling together on an H200 host did not finish in 170 s;
+  a restarted worker reads the cache too).
 * CPU: worker i is pinned to its share of the cores this process may use (XLA's thread pool
   per worker would otherwise oversubscribe them). GPU: ``--worker-gpus 0,1,...`` gives worker i
   device ``ids[i % len(ids)]`` (``CUDA_VISIBLE_DEVICES``); workers sharing a device split its
@@ -77,11 +82,25 @@ def worker_env(i: int, n: int, gpus: list[str] | None, environ=None) -> dict:
     return env
 
 
-def _worker_main(cfg, index: int, cpus, env: dict, ready, event_loop: str) -> None:
-    """A worker process (spawned: a fresh interpreter, so JAX starts with this env and cores)."""
+def use_compile_cache(cache_dir: str) -> None:
+    """Make this process's JAX read and write ``cache_dir`` (unless JAX_COMPILATION_CACHE_DIR
+    chose another), caching every compilation: a serving bucket compiles in well under JAX's
+    default 1 s threshold on a CPU, and 49 of them are what a worker's start-up waits for. Set
+    through ``jax.config``, not the environment: JAX reads its environment once, on import,
+    and a spawned worker has imported it before its own code runs."""
+    import jax
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _worker_main(cfg, index: int, cpus, env: dict, ready, event_loop: str, cache_dir: str) -> None:
+    """A worker process (spawned: a fresh interpreter, so JAX's backend starts with this env and cores)."""
     os.environ.update(env)
     if cpus:
         os.sched_setaffinity(0, cpus)
+    use_compile_cache(cache_dir)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s worker{index} %(name)s %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.ERROR)
     from jaxrec_server.main import run_on_loop, serve_forever
@@ -113,11 +132,12 @@ class WorkerPool:
         self.stopping = False
         self._sock = None
         self.metrics_dir = None
+        self.cache_dir = None
 
     def _spawn(self, i: int, worker_cfg) -> None:
         p = self.ctx.Process(target=_worker_main, name=f"jaxrec-worker{i}", daemon=False,
                              args=(worker_cfg, i, self.cpus[i], worker_env(i, self.n, self.gpus), self.ready,
-                                   self.event_loop))
+                                   self.event_loop, self.cache_dir))
         p.start()
         self.procs[i] = p
 
@@ -129,9 +149,12 @@ class WorkerPool:
         # set before the workers start: prometheus-client picks its value store at import
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
         self.worker_cfg = dataclasses.replace(cfg, port=port, metrics_port=None)
-        for i in range(self.n):
+        self.cache_dir = tempfile.mkdtemp(prefix="jaxrec-xla-cache-")  # unused if the user set one
+        self._spawn(0, self.worker_cfg)  # compiles into the cache ...
+        self.info = self._wait_ready({0})
+        for i in range(1, self.n):  # ... that the others read
             self._spawn(i, self.worker_cfg)
-        self.info = self._wait_ready(set(range(self.n)))
+        self.info = self._wait_ready(set(range(1, self.n))) or self.info
         if cfg.metrics_port is not None:
             from prometheus_client import CollectorRegistry, start_http_server
             from prometheus_client.multiprocess import MultiProcessCollector
@@ -221,6 +244,9 @@ class WorkerPool:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
             self.metrics_dir = None
+        if self.cache_dir:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+            self.cache_dir = None
         return 0 if status == 0 else 1
 
 

@@ -769,6 +769,23 @@ def _established(pid: int, port: int) -> int:
                and os.readlink(fd)[8:-1] in inodes)
 
 
+def test_workers_compile_once_through_a_shared_cache(tmp_path):
+    """A worker's JAX is imported before its code runs, so the cache is set through jax.config:
+    every compilation lands in the shared directory (the next worker reads, not compiles), and
+    a cache the user chose (JAX_COMPILATION_CACHE_DIR) is kept."""
+    code = ("import sys, jax, jax.numpy as jnp; from jaxrec_server.workers import use_compile_cache; "
+            "use_compile_cache(sys.argv[1]); jax.jit(lambda x: x * 2 + 1)(jnp.ones(3)).block_until_ready(); "
+            "print(jax.config.jax_compilation_cache_dir)")
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"} | {"JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "shared")], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.strip() == str(tmp_path / "shared"), out.stderr
+    assert any("jit__lambda" in f.name for f in (tmp_path / "shared").iterdir())  # cached though compiled fast
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "shared")], capture_output=True, text=True,
+                         env=env | {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "mine")}, timeout=120)
+    assert out.stdout.strip() == str(tmp_path / "mine"), out.stderr
+
+
 def test_workers_share_the_port_restart_and_all_drain_on_sigterm(run_dir):
     """--workers 2: both processes take connections on one port, metrics add up in the parent, a
     killed worker is started again, and SIGTERM to the parent drains every worker."""
