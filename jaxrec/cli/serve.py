@@ -56,13 +56,11 @@ def cmd_serve(args) -> int:
     if args.compile_cache:  # XLA's persistent cache: a restart or reload of the same shapes skips compiling
         import os
 
-        import jax
-        jax.config.update("jax_compilation_cache_dir", args.compile_cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        # and for --workers' processes (JAX reads its settings from the environment too): a
-        # restarted worker reads its compiles from the cache
+        from jaxrec_server.workers import use_compile_cache
+        use_compile_cache(args.compile_cache)
+        # --workers' processes read it from their environment (in place of the temporary cache
+        # they share otherwise), so it outlives this server
         os.environ["JAX_COMPILATION_CACHE_DIR"] = args.compile_cache
-        os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     if sum(bool(x) for x in (args.checkpoint, args.retriever, args.artifact)) != 1:
         raise UserError("give one of --checkpoint DIR, --retriever DIR (with --ranker) or --artifact DIR")
     if args.artifact and (args.watch or args.ranker or args.table_dtype != "float32" or args.max_history):
