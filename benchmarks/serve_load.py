@@ -374,22 +374,27 @@ class ClientProcs:
     """``--client-procs N``: the load offered from N client processes, each with its share of
     the callers (or of the open-loop rate) and of the connections, started together. One Python
     client tops out near one core's worth of gRPC calls, under what a many-core server with
-    ``--workers`` answers; with several, the client stops being the limit. Used as ``Load`` is."""
+    ``--workers`` answers; with several, the client stops being the limit. Each is this script
+    run again (``client_proc``, as ``EngineChild`` does: it also works where the script was
+    loaded with runpy), fed one job per line and answering one tally per line."""
 
     def __init__(self, n: int, data: str, max_len: int, users: int, k: int, event_loop: str):
-        import multiprocessing as mp
-        ctx = mp.get_context("spawn")  # gRPC's threads do not survive a fork
-        self.conns, self.procs = [], []
-        for _ in range(n):
-            here, there = ctx.Pipe()
-            p = ctx.Process(target=client_proc, args=(there, data, max_len, users, k, event_loop), daemon=True)
-            p.start()
-            self.conns.append(here)
-            self.procs.append(p)
-        for c in self.conns:
-            if c.recv() != "ready":
-                raise SystemExit("a client process failed to start")
+        code = ("import runpy, sys; m = runpy.run_path(sys.argv[1]); "
+                "m['client_proc'](sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])")
+        self.procs = [subprocess.Popen([sys.executable, "-c", code, __file__, data, str(max_len), str(users), str(k),
+                                        event_loop], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+                      for _ in range(n)]
+        for p in self.procs:
+            self._line(p, "READY")
         self.pids = [p.pid for p in self.procs]
+
+    @staticmethod
+    def _line(p, tag: str) -> str:
+        for line in p.stdout:
+            if line.startswith(tag):
+                return line[len(tag):].strip()
+        raise SystemExit(f"a load client process ended ({p.wait()}) before printing {tag}")
 
     def load(self, target: str, rpc: str, channels: int) -> "ProcsLoad":
         return ProcsLoad(self, (target, rpc, channels))
@@ -397,14 +402,15 @@ class ClientProcs:
     def run(self, job: tuple, mode: str, n, seconds: float) -> dict:
         """One measurement: each process's share sent, the tallies merged into one summary row."""
         target, rpc, channels = job
-        k = len(self.conns)
+        k = len(self.procs)
         start = time.time() + 2.0  # each connects and warms up first, then all start together
-        for i, c in enumerate(self.conns):
+        for i, p in enumerate(self.procs):
             share = n / k if mode == "open" else n // k + (i < n % k)
-            c.send((target, rpc, max(1, channels // k), mode, share, seconds, start, i))
+            p.stdin.write(json.dumps([target, rpc, max(1, channels // k), mode, share, seconds, start, i]) + "\n")
+            p.stdin.flush()
         t, wall = Tally(), 0.0
-        for c in self.conns:
-            lat, recs, errors, w = c.recv()
+        for p in self.procs:
+            lat, recs, errors, w = json.loads(self._line(p, "ROW"))
             t.lat += lat
             t.recs += recs
             t.errors.update(errors)
@@ -412,10 +418,10 @@ class ClientProcs:
         return summarize(t.lat, t.errors, wall or seconds, t.recs)
 
     def close(self) -> None:
-        for c in self.conns:
-            c.send(None)
         for p in self.procs:
-            p.join(30)
+            p.stdin.close()
+        for p in self.procs:
+            p.wait(30)
 
 
 class ProcsLoad:
@@ -434,18 +440,15 @@ class ProcsLoad:
         return await asyncio.to_thread(self.procs.run, self.job, mode, n, seconds)
 
 
-def client_proc(conn, data: str, max_len: int, users: int, k: int, event_loop: str) -> None:
-    """One ``ClientProcs`` process: load the histories once, then run each job sent to it."""
+def client_proc(data: str, max_len: int, users: int, k: int, event_loop: str) -> None:
+    """One ``ClientProcs`` process: load the histories once, then run each job read from stdin."""
     import signal
     from jaxrec_server.main import run_on_loop
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C / timeout -s INT: the parent stops, then ends these
     reqs = load_requests(data, max_len, users, k)
-    conn.send("ready")
-    try:
-        while (job := conn.recv()) is not None:
-            conn.send(run_on_loop(client_job(reqs, *job), event_loop))
-    except (EOFError, BrokenPipeError):  # the parent ended (a timeout): nothing left to measure for
-        pass
+    print("READY", flush=True)
+    for line in sys.stdin:
+        print("ROW", json.dumps(run_on_loop(client_job(reqs, *json.loads(line)), event_loop)), flush=True)
 
 
 async def client_job(reqs, target, rpc, channels, mode, n, seconds, start, seed):

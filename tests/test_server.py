@@ -454,6 +454,24 @@ def test_load_test_smoke(server, tmp_path):
     assert batch["throughput"] == pytest.approx(8 * batch["calls_per_s"])
 
 
+def test_load_from_several_client_processes_adds_up(server, tmp_path):
+    """``--client-procs 2``: the callers, the rate and the connections shared out over two
+    processes started together, their tallies merged into one row (and their CPU counted)."""
+    import json
+
+    out = tmp_path / "load.json"
+    assert _load_test()(["--target", f"127.0.0.1:{server.port}", "--data", "synthetic:tiny", "--seconds", "0.5",
+                         "--concurrency", "3", "--users", "20", "--out", str(out), "--rpc", "unary,batch4",
+                         "--client-procs", "2", "--channels", "2"]) == 0
+    rows = json.loads(out.read_text())["results"]["target"]
+    assert [(r["rpc"], r["mode"]) for r in rows] == [("unary", "closed"), ("unary", "open"),
+                                                     ("batch4", "closed"), ("batch4", "open")]
+    for r in rows:
+        assert r["ok"] > 0 and not r["errors"]
+    assert rows[0]["client_cpu_ms"] > 0  # the client processes' CPU, not only this one's
+    assert rows[2]["throughput"] == pytest.approx(4 * rows[2]["calls_per_s"])
+
+
 def test_overload_open_level_raw_and_stub_clients_agree(server):
     """benchmarks/overload.py's open loop: the raw client (requests serialized once, answers not
     parsed) counts the same OK answers as the stub at a load the server keeps up with, and so
