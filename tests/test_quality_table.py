@@ -65,7 +65,7 @@ def test_the_gpu_session_script_parses_and_names_configs_and_data_that_exist():
     assert {"ml-1m.txt", "beauty.txt", "user_movie_time_ordered_original_ids.txt"} <= copied
     variables = dict(re.findall(r"^(\w+)=([\w.-]+)$", text, re.M))  # RAW=user_movie_...
     trained = re.findall(r"^\s*train (\w+) (\$?[\w.-]+) ", text, re.M)
-    assert len(trained) >= 6
+    assert len(trained) >= 3  # each a loop over seeds
     for cfg, data in trained:
         assert (ROOT / "configs" / f"{cfg}.py").exists(), cfg
         assert variables.get(data.lstrip("$"), data) in copied, (cfg, data)
