@@ -11,10 +11,10 @@ the same port with ``SO_REUSEPORT`` and the kernel spreads incoming connections 
   hands to a worker always finds it SERVING, so health reads the same whichever answers.
   The parent prints ``serving ...`` when every worker is ready.
 * One compilation for all: the workers share a JAX persistent compilation cache (a temporary
-  directory removed at exit, or ``JAX_COMPILATION_CACHE_DIR`` when set) and worker 0 starts first; the others
-  start once it serves and read its compiled buckets instead of compiling them again, all at
-  once, on the same cores (8 workers compiling together on an H200 host did not finish in 170 s;
-  a restarted worker reads the cache too).
+  directory removed at exit, or ``JAX_COMPILATION_CACHE_DIR`` when set) and worker 0 starts
+  first; the others start once it serves and read its compiled buckets instead of all compiling
+  them at once on the same cores (an 8-worker server on an H200 host, compiling so, had not
+  started after 170 s); a restarted worker reads the cache too.
 * CPU: worker i is pinned to its share of the cores this process may use (XLA's thread pool
   per worker would otherwise oversubscribe them). GPU: ``--worker-gpus 0,1,...`` gives worker i
   device ``ids[i % len(ids)]`` (``CUDA_VISIBLE_DEVICES``); workers sharing a device split its
