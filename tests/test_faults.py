@@ -2,6 +2,7 @@
 fails stops training with a clear error and keeps the last good checkpoint; a bad checkpoint
 in a watched run directory is refused while the old model keeps serving."""
 
+import gc
 import json
 import os
 import shutil
@@ -116,10 +117,12 @@ def _scramble(d, rng):
             f.write_bytes(rng.bytes(f.stat().st_size))
 
 
-def test_watch_refuses_partial_corrupt_and_foreign_checkpoints_and_keeps_serving(tmp_path):
+def test_watch_refuses_partial_corrupt_and_foreign_checkpoints_and_keeps_serving(tmp_path, monkeypatch):
     from jaxrec_server.client import Client
     from jaxrec_server.main import ServeConfig, ThreadedServer
 
+    unraisable = []  # what Python would print as "Exception ignored in ...": one log line means none
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
     run, other = tmp_path / "run", tmp_path / "other"
     base = dict(data="synthetic:tiny", loss="ce", batch_size=32, epochs=1)
     train(Config(model="sasrec/small", **base), run, progress=False)
@@ -166,6 +169,8 @@ def test_watch_refuses_partial_corrupt_and_foreign_checkpoints_and_keeps_serving
         t.join(30)
         srv.stop()
     assert not errors, errors[:3]
+    gc.collect()  # the failed reads report when their futures are collected
+    assert not unraisable, [f"{u.exc_type.__name__}: {u.exc_value}" for u in unraisable[:3]]
 
 
 def test_sigterm_saves_where_it_stands_and_resume_ends_with_the_same_metrics(tmp_path, tmp_path_factory):

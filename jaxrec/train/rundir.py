@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -212,6 +213,7 @@ class RunDir:
         if step is None:
             return None, None
         mgr = _manager(self.checkpoints_dir(which), 1, read_only=True)
+        _drop_late_tensorstore_callbacks()
         try:
             abstract = _abstract(params_like)
             if (self.checkpoints_dir(which) / str(step) / "params").exists():
@@ -292,6 +294,32 @@ class RunDir:
         return Checkpoints(self, keep_last)
 
 
+def _is_late_tensorstore_callback(u) -> bool:
+    """An unraisable RuntimeError("Event loop is closed") raised in ``call_soon_threadsafe``
+    called from outside Python (the TensorStore thread finishing a read)."""
+    tb = u.exc_traceback
+    return (isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed"
+            and tb is not None and tb.tb_frame.f_code.co_name == "call_soon_threadsafe")
+
+
+def _drop_late_tensorstore_callbacks() -> None:
+    """A restore that fails (a partial or corrupt checkpoint) ends Orbax's event loop while
+    TensorStore still has reads in flight; as each ends, its thread calls the closed loop and
+    Python prints "Exception ignored ... Event loop is closed" for it: ~50 tracebacks for one
+    refused checkpoint, in a server log that promises one line. Nothing waits for those reads:
+    this drops exactly those reports and passes every other on to the hook it wraps (once)."""
+    hook = sys.unraisablehook
+    if getattr(hook, "jaxrec_wrapped", False):
+        return
+
+    def hook_without_late_callbacks(u):
+        if not _is_late_tensorstore_callback(u):
+            hook(u)
+
+    hook_without_late_callbacks.jaxrec_wrapped = True
+    sys.unraisablehook = hook_without_late_callbacks
+
+
 def _quiet_orbax() -> None:
     """A partial restore makes Orbax warn about every item it was not asked for."""
     logging.getLogger("absl").setLevel(logging.ERROR)
@@ -356,6 +384,7 @@ class Checkpoints:
         step = mgr.latest_step()
         if step is None:
             return None, None
+        _drop_late_tensorstore_callbacks()
         if "opt" not in like and (self.rundir.checkpoints_dir(which) / str(step) / "params").exists():
             out = mgr.restore(step, args=ocp.args.Composite(
                 params=ocp.args.StandardRestore(_abstract(like["params"])), meta=ocp.args.JsonRestore()))
