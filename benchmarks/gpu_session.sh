@@ -17,7 +17,9 @@
 #      (session 31: shared per sequence, 101 epochs gave 0.1489), the same with MoL (ml1m_raw_hstu_large_mol) x3 seeds, beauty
 #      SASRec+ x3 seeds (a row of its own: a shorter, more shared budget than the H100 row);
 #      a watchdog stops (SIGTERM: a clean stop) what is still running two minutes
-#      after the budget;
+#      after the budget. Memory (XLA's memory analysis of one train step, compiled for the CPU,
+#      batch 128, L=200; session 32): HSTU-large per-position 3.1 GiB of temporaries, with MoL
+#      16.5 GiB (11.9 shared): the nine processes need ~65 GiB of the H200's 139;
 #   2. serve_load.py against a carried SASRec+ checkpoint (trained on the CPU: serving speed
 #      does not depend on its quality): unary and RecommendBatch of 64, --workers 8 then 1 (one length bucket: fewer compiles),
 #      the load from several client processes on cores of their own (one Python client offers
