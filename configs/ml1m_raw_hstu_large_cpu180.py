@@ -12,6 +12,9 @@ Measured on the 2-core CPU (sessions 27-28, seed 0, two pieces: killed after 91.
 70, then --resume for the rest): NDCG@10 0.1762, HR@10 0.3079 after 136 epochs (best epoch 114;
 93.1% of 0.1893, not met), about the base HSTU's 40-minute figure (benchmarks/RESULTS.md,
 "HSTU-large in pieces").
+With the reference's 128 negatives per position (--set retrieval.shared_negatives=false) and a
+120-minute clock (--set max_minutes=120; session 32, seed 0, one piece): NDCG@10 0.1795, HR@10
+0.3118 after 66.9 epochs (94.8%, not met; the best HSTU-large figure we have).
 
     jaxrec train --config configs/ml1m_raw_hstu_large_cpu180.py \\
         --data ../shared/data/ml-1m/user_movie_time_ordered_original_ids.txt \\
