@@ -305,9 +305,10 @@ def _is_late_tensorstore_callback(u) -> bool:
 def _drop_late_tensorstore_callbacks() -> None:
     """A restore that fails (a partial or corrupt checkpoint) ends Orbax's event loop while
     TensorStore still has reads in flight; as each is finished or garbage-collected, TensorStore
-    calls the closed loop and Python prints "Exception ignored ... Event loop is closed" for it: ~50 tracebacks for one
-    refused checkpoint, in a server log that promises one line. Nothing waits for those reads:
-    this drops exactly those reports and passes every other on to the hook it wraps (once)."""
+    calls the closed loop and Python prints "Exception ignored ... Event loop is closed" for it:
+    dozens of tracebacks after the one line a refused checkpoint promises in the server's log.
+    Nothing waits for those reads: this drops exactly those reports and passes every other on
+    to the hook it wraps (installed once)."""
     hook = sys.unraisablehook
     if getattr(hook, "jaxrec_wrapped", False):
         return
