@@ -222,16 +222,19 @@ def open_level_cpp(exe: Path, target: str, reqfile: Path, rate: float, seconds: 
             "send_lag_p99_ms": pct(lag / 1000, 99)}
 
 
-async def soak(level, args, capacity: float, server_pid: int) -> dict:
+async def soak(level, args, capacity: float, server_pid: int, metrics_port: int) -> dict:
     rate, rows = args.soak_level * capacity, []
     for minute in range(int(args.soak)):
+        fig0 = server_figures(metrics_port)
         r = await level(rate, 60.0, seed=1000 + minute)
-        r |= {"minute": minute + 1, "server_rss_mib": rss_mib(server_pid)}
+        r |= {"minute": minute + 1, "server_rss_mib": rss_mib(server_pid),
+              "server_split": level_split(fig0, server_figures(metrics_port))}
         rows.append(r)
         errors = sum(v for k, v in r["codes"].items() if k != "OK")
         print(f"minute {minute + 1:>3}: offered {r['offered_rate']:.0f}/s goodput {r['goodput']:.0f}/s "
               f"p50 {r['admitted_p50_ms']:.1f} p99 {r['admitted_p99_ms']:.1f} ms errors {errors} "
-              f"RSS {r['server_rss_mib']:.0f} MiB", flush=True)
+              f"RSS {r['server_rss_mib']:.0f} MiB; collections (n, mean ms) by generation "
+              f"{ {g: r['server_split'][g] for g in ('gc0', 'gc1', 'gc2') if g in r['server_split']} }", flush=True)
     p99 = [r["admitted_p99_ms"] for r in rows]
     first, last = rows[0]["server_rss_mib"], rows[-1]["server_rss_mib"]
     summary = {"minutes": len(rows), "rate": rate, "requests": sum(r["sent"] for r in rows),
@@ -298,7 +301,7 @@ async def run(args, port: int, server_pid: int) -> dict:
                 if rnd == 1:
                     out["capacity"], out["capacity_run"] = cap["throughput"], cap
                 if args.soak:
-                    return out | {"soak": await soak(level, args, out["capacity"], server_pid)}
+                    return out | {"soak": await soak(level, args, out["capacity"], server_pid, port + 1)}
                 rows = []
                 for j, x in enumerate(args.levels):
                     cpu0, fig0 = thread_cpu(server_pid), server_figures(port + 1)

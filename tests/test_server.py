@@ -1162,3 +1162,40 @@ def test_batch_buckets_pad_to_the_next_size_given_and_answer_the_same(run_dir):
             assert len(c.recommend(histories(1)[0], k=5).items) == 5
     finally:
         srv.stop()
+
+
+def test_a_frozen_heap_is_collected_once_more_after_a_reload(server, monkeypatch):
+    """``freeze_heap`` (what ``jaxrec serve`` does once serving): what lives at the freeze is out
+    of the collector's sight, so a hot reload unfreezes, collects the replaced model and freezes
+    again; without that, the old model's reference cycles would never be freed."""
+    import gc
+    import weakref
+
+    from jaxrec_server.main import freeze_heap
+
+    class Node:
+        pass
+
+    try:
+        a = Node()
+        a.me = a  # a cycle: only the collector frees it
+        alive = weakref.ref(a)
+        freeze_heap()
+        assert gc.get_freeze_count() > 0
+        del a
+        gc.collect()
+        assert alive() is not None  # frozen: no collection sees it
+        freeze_heap(refreeze=True)
+        assert alive() is None and gc.get_freeze_count() > 0
+
+        monkeypatch.setattr(Server, "REFREEZE_AFTER_S", 0.3)
+        old = weakref.ref(server.srv.state.engine)
+        assert server.call(server.srv.reload(force=True), timeout=600)
+        with Client(f"127.0.0.1:{server.port}", timeout=30) as c:  # a batch on the new model
+            assert len(c.recommend(["1", "2", "3"], k=5).items) == 5
+        deadline = time.monotonic() + 10
+        while old() is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert old() is None and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
