@@ -7,8 +7,10 @@
 // It sends pre-serialized request messages (a file of 4-byte little-endian lengths + bytes) to
 // one unary method through gRPC's generic stub (no generated code), at Poisson arrival times,
 // each with a deadline, and writes one line per call to the output file:
-//     <grpc status code> <microseconds from the scheduled send> <from the actual send> <send lag>
-//     <grpc status code> <microseconds from the scheduled send> <from the actual send> <send lag> <local>
+//     <grpc status code> <microseconds from the scheduled send> <from the actual send> <send lag> <local> <origin>
+// where <origin> says who refused a call, from the status message: 1 gRPC's core (its pending-call
+// limit: "Too many pending requests"), 2 jaxrec's admission control ("server overloaded"), 3 the
+// client's throttle, 4 anything else, 0 an OK answer (refusals differ in how long they take).
 // The caller (overload.py) turns the lines into goodput, percentiles and counts by code.
 //
 // With THROTTLE_K > 0 it throttles itself as jaxrec's Python clients do (server/throttle.py, the
@@ -58,6 +60,15 @@ static std::vector<std::string> read_requests(const char* path) {
   }
   if (out.empty()) throw std::runtime_error(std::string("no requests in ") + path);
   return out;
+}
+
+// who refused a call (the <origin> column): 0 none (OK), 1 gRPC's core, 2 jaxrec's admission, 4 other
+static int origin(const grpc::Status& status) {
+  if (status.ok()) return 0;
+  const std::string& m = status.error_message();
+  if (m.rfind("Too many pending", 0) == 0) return 1;
+  if (m.rfind("server overloaded", 0) == 0) return 2;
+  return 4;
 }
 
 static long us(Clock::duration d) {
@@ -140,8 +151,8 @@ int main(int argc, char** argv) {
       throttle.ended(second(now), code);
       {
         std::lock_guard<std::mutex> g(out_lock);
-        std::fprintf(out, "%d %ld %ld %ld 0\n", code, us(now - c->scheduled), us(now - c->sent),
-                     us(c->sent - c->scheduled));
+        std::fprintf(out, "%d %ld %ld %ld 0 %d\n", code, us(now - c->scheduled), us(now - c->sent),
+                     us(c->sent - c->scheduled), origin(c->status));
       }
       pending.fetch_sub(1);
     }
@@ -163,7 +174,7 @@ int main(int argc, char** argv) {
       if (p > 0.0 && draw(throttle_rng) < p) {  // refused here: never sent
         throttle.requests[throttle.bucket(sec)].fetch_add(1);
         std::lock_guard<std::mutex> g(out_lock);
-        std::fprintf(out, "8 %ld 0 %ld 1\n", us(now - at), us(now - at));
+        std::fprintf(out, "8 %ld 0 %ld 1 3\n", us(now - at), us(now - at));
         ++i;
         continue;
       }

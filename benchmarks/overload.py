@@ -120,9 +120,9 @@ def start_server(args, port: int) -> subprocess.Popen:
     cmd += args.serve_args.split() if args.serve_args else []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
-    proc.log = []  # what the server measured at start-up: call costs, the latency target it chose
+    proc.log = []  # what the server measured at start-up: call costs, the latency target it chose, the heap frozen
     for line in proc.stdout:
-        if "call costs" in line or "latency target" in line:
+        if any(s in line for s in ("call costs", "latency target", "froze")):
             proc.log.append(line.strip().split(" jaxrec_server ", 1)[-1])
         if line.startswith("serving"):
             return proc
@@ -197,11 +197,16 @@ def write_requests(reqs, path: Path) -> Path:
     return path
 
 
+# openloop.cc's <origin> column: who refused a call
+REFUSED_BY = {1: "gRPC core (pending limit)", 2: "admission (expected wait)", 3: "client throttle", 4: "other"}
+
+
 def open_level_cpp(exe: Path, target: str, reqfile: Path, rate: float, seconds: float, deadline_s: float,
                    seed: int, cpus: str, throttle_k: float = 0.0) -> dict:
     """``open_level`` by the C++ load generator (pinned to ``cpus``; ``throttle_k`` > 0: its
     client-side throttle): the same fields, from its one line per call (status code, us from the
-    scheduled send, us from the actual send, send lag, 1 if the throttle refused it)."""
+    scheduled send, us from the actual send, send lag, 1 if the throttle refused it, who refused
+    it); ``details`` counts the server's refusals by who refused them, with the slowest."""
     with tempfile.NamedTemporaryFile(suffix=".calls") as calls:
         r = subprocess.run(["taskset", "-c", cpus, str(exe), target, METHOD, str(reqfile), repr(rate), repr(seconds),
                             repr(deadline_s * 1000), str(seed), calls.name, repr(float(throttle_k))],
@@ -209,14 +214,17 @@ def open_level_cpp(exe: Path, target: str, reqfile: Path, rate: float, seconds: 
         if r.returncode != 0:
             raise SystemExit(f"openloop failed (exit {r.returncode}): {r.stderr.strip()}")
         meta = json.loads(r.stdout.strip().splitlines()[-1])
-        a = np.loadtxt(calls.name, dtype=np.int64, ndmin=2).reshape(-1, 5)
-    code, from_sched, from_send, lag, local = a.T
+        a = np.loadtxt(calls.name, dtype=np.int64, ndmin=2).reshape(-1, 6)
+    code, from_sched, from_send, lag, local, origin = a.T
     ok = code == 0
     codes = collections.Counter(LOCAL if loc else GRPC_CODE_NAMES.get(int(c), str(c)) for c, loc in zip(code, local))
     ms_ok, ms_ref = from_sched[ok] / 1000, from_send[~ok] / 1000
     pct = (lambda x, q: float(np.percentile(x, q)) if len(x) else None)
+    # refusals by who refused them (the throttle's are counted in codes): how many, slowest ms
+    details = {f"{REFUSED_BY[o]}: n, max ms": [int((origin == o).sum()), round(float(from_send[origin == o].max()) / 1000, 1)]
+               for o in sorted(set(origin.tolist()) - {0, 3})}
     return {"target_rate": rate, "offered_rate": meta["sent"] / meta["sent_for_s"], "sent": meta["sent"],
-            "goodput": int(ok.sum()) / seconds, "codes": dict(codes), "details": {},
+            "goodput": int(ok.sum()) / seconds, "codes": dict(codes), "details": details,
             "admitted_p50_ms": pct(ms_ok, 50), "admitted_p99_ms": pct(ms_ok, 99),
             "refusal_p99_ms": pct(ms_ref, 99), "refusal_max_ms": float(ms_ref.max()) if len(ms_ref) else None,
             "send_lag_p99_ms": pct(lag / 1000, 99)}

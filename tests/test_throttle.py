@@ -157,7 +157,7 @@ def refusing_server():
 
     def refuse(request, context):
         got.append(1)
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "overloaded")
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "server overloaded: expected wait (a test)")
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
@@ -211,6 +211,10 @@ def test_cpp_load_generator_throttles_as_the_python_client(refusing_server, tmp_
     cpus = f"0-{os.cpu_count() - 1}"
     plain = bench["open_level_cpp"](exe, target, reqfile, 300.0, 1.0, 2.0, 0, cpus)
     assert plain["codes"] == {"RESOURCE_EXHAUSTED": plain["sent"]} and len(got) == plain["sent"]
+    # who refused, from the message: jaxrec's admission control's words
+    (by, (n, slowest_ms)), = plain["details"].items()
+    assert by.startswith("admission") and n == plain["sent"]
+    assert slowest_ms == pytest.approx(plain["refusal_max_ms"], abs=0.05)
     got.clear()
     throttled = bench["open_level_cpp"](exe, target, reqfile, 300.0, 1.0, 2.0, 0, cpus, throttle_k=2.0)
     local = throttled["codes"][bench["LOCAL"]]
