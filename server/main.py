@@ -97,7 +97,7 @@ class ServeConfig:
     gil_switch_ms: float | None = 0.5
     # move the heap the start-up built (JAX, the model, gRPC) out of the garbage collector's
     # sight once serving (gc.freeze; freeze_heap): a full collection otherwise walks it all,
-    # a pause of ~80-100 ms on this VM that stops every thread, refuses a burst of calls and
+    # a pause of ~200 ms on 2 cores (ml-1m) that stops every thread, refuses a burst of calls and
     # blows the latency target. A process-wide setting: serve_forever applies it, tests that
     # run a server inside pytest (ThreadedServer) do not
     gc_freeze: bool = True
@@ -472,8 +472,8 @@ class Server:
 def freeze_heap(refreeze: bool = False) -> float:
     """Collect once, then move every object alive into the collector's permanent generation
     (``gc.freeze``), where no collection walks it again. Why: a serving process holds a few
-    hundred thousand long-lived objects (JAX, XLA's executables, the model, gRPC); a
-    generation-2 collection walks them all, ~80-100 ms on this VM with the GIL held, and in
+    hundred thousand long-lived objects (JAX, XLA's executables, the model, gRPC: 436k for
+    ml-1m); a generation-2 collection walks them all, ~200 ms on 2 cores with the GIL held, and in
     that pause nothing is batched, answered or taken from gRPC's queue (what the collector
     scans after this is what serving allocates). ``refreeze``: after a hot reload, the frozen
     old model would never be collected (refcounting frees what has no cycle; its cycles stay),

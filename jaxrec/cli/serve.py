@@ -295,7 +295,7 @@ def add_parsers(sub) -> None:
     sv.add_argument("--gc-freeze", action=argparse.BooleanOptionalAction, default=True,
                     help="once serving, move the start-up heap out of the garbage collector's sight (gc.freeze; "
                          "again after a hot reload): a full collection would otherwise pause every thread "
-                         "~80-100 ms (jaxrec_server/main.py, freeze_heap)")
+                         "~200 ms (jaxrec_server/main.py, freeze_heap)")
     sv.add_argument("--table-dtype", choices=["float32", "bfloat16", "int8"], default="float32",
                     help="serve the item table in fewer bytes: bfloat16 (half), int8 with per-row scales "
                          "(a quarter); quality change measured in benchmarks/RESULTS.md")
