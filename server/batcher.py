@@ -42,7 +42,6 @@ import bisect
 import concurrent.futures
 import dataclasses
 import time
-import weakref
 
 from jaxrec.data.codec import pick, pow2_buckets
 from jaxrec_server.engine import Answer, Query
@@ -115,9 +114,7 @@ class Batcher:
         # the engine's compiled batch sizes: the buckets batch times are averaged over
         self.sizes = list(batch_sizes) if batch_sizes else pow2_buckets(max_batch_size)
         self.seconds: dict[int, tuple[float, float]] = {}  # bucket -> (average device s, clock when measured)
-        # the engine the averages were measured on, weakly: a model a reload replaced is freed
-        # (and collected before the heap is frozen again, main.freeze_heap) without a batch first
-        self._measured_on: weakref.ref | None = None
+        self._measured_on = None  # the engine the averages were measured on
         self.clock = time.monotonic
         self.running: int = 0  # size of the batch on the device now (0: none)
         self.forming: int = 0  # requests taken off the queue into the batch being formed
@@ -127,7 +124,7 @@ class Batcher:
 
     def _fresh(self) -> dict[int, float]:
         """The averages still worth trusting: measured on the current engine, recently."""
-        if self._measured_on is not None and self._measured_on() is not self.engine_ref():
+        if self._measured_on is not None and self._measured_on is not self.engine_ref():
             self.seconds.clear()
             self._measured_on = None
         now = self.clock()
@@ -148,8 +145,8 @@ class Batcher:
 
     def _observe(self, n: int, seconds: float, engine=None) -> None:
         fresh, b = self._fresh(), pick(self.sizes, n)
-        if engine is not None and (self._measured_on is None or engine is not self._measured_on()):
-            fresh, self._measured_on = {}, weakref.ref(engine)
+        if engine is not None and engine is not self._measured_on:
+            fresh, self._measured_on = {}, engine
             self.seconds.clear()
         old = fresh.get(b)
         avg = seconds if old is None else (1 - self.EWMA) * old + self.EWMA * seconds

@@ -151,15 +151,11 @@ def test_a_batch_call_admits_the_entries_that_fit_in_order():
     assert "expected wait" in str(b.overloaded(0.35)) and b.overloaded(0.35).pushback_ms >= 1
 
 
-class _Engine:
-    """A stand-in engine: only its identity matters (the batcher holds it by weak reference)."""
-
-
 def test_a_stale_or_foreign_estimate_never_refuses():
     """A burst of slow batches (a reload compiling on the same CPU) must not leave the server
     refusing everything: refusals stop the batches that would correct the average."""
     now = [0.0]
-    engines = [_Engine()]
+    engines = [object()]
     b = Batcher(lambda: engines[0], max_batch_size=4, max_delay_ms=0.0, max_queue=100, metrics=ServerMetrics())
     b.clock = lambda: now[0]
     b._observe(4, 0.001, engines[0])
@@ -173,7 +169,7 @@ def test_a_stale_or_foreign_estimate_never_refuses():
     now[0] = b.STALE_S + 1  # not refreshed since: forgotten
     assert b.batch_time(1) is None and b.wait_limit(None) is None
     b._observe(1, 0.01, engines[0])
-    engines[0] = _Engine()  # hot reload: the new engine's batch times are its own
+    engines[0] = object()  # hot reload: the new engine's batch times are its own
     assert b.batch_time(1) is None
 
 

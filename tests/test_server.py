@@ -1191,11 +1191,11 @@ def test_a_frozen_heap_is_collected_once_more_after_a_reload(server, monkeypatch
         monkeypatch.setattr(Server, "REFREEZE_AFTER_S", 0.3)
         old = weakref.ref(server.srv.state.engine)
         assert server.call(server.srv.reload(force=True), timeout=600)
-        deadline = time.monotonic() + 10  # no call needed first: nothing holds the old model
+        with Client(f"127.0.0.1:{server.port}", timeout=30) as c:  # a batch on the new model
+            assert len(c.recommend(["1", "2", "3"], k=5).items) == 5
+        deadline = time.monotonic() + 10
         while old() is not None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert old() is None and gc.get_freeze_count() > 0
-        with Client(f"127.0.0.1:{server.port}", timeout=30) as c:
-            assert len(c.recommend(["1", "2", "3"], k=5).items) == 5
     finally:
         gc.unfreeze()
