@@ -31,8 +31,10 @@ def test_resume_equals_uninterrupted(tmp_path, capsys):
         train(Config(**TINY | dict(retrieval=Retrieval(gbce_t=0.5))), tmp_path / "cut", resume=True, progress=False)
     capsys.readouterr()
     log = tmp_path / "cut" / "metrics.jsonl"  # records past the checkpoint, as a killed piece leaves them
-    kept = log.read_text()
-    log.write_text(kept + '{"step": 7, "epoch": 1, "loss": 9.0}\n{"step": 8, "epoch": 1, "loss": 8.0}\n')
+    log_text = log.read_text()
+    kept = "".join(r for r in log_text.splitlines(True) if '"split": "test"' not in r)  # what the resume keeps
+    log.write_text(log_text + '{"step": 7, "epoch": 1, "loss": 9.0}\n{"step": 8, "epoch": 1, "loss": 8.0}\n'
+                   '{"split": "test", "epoch": 1, "NDCG@10": 0.5}\n')  # a test record, as a finished piece writes
     # a run written before a setting existed trained with that setting's default: not a change
     stored = json.loads((tmp_path / "cut" / "config.json").read_text())
     del stored["train"]["retrieval"]["teachers"], stored["train"]["retrieval"]["distill"]
@@ -40,9 +42,11 @@ def test_resume_equals_uninterrupted(tmp_path, capsys):
     resumed = train(Config(**TINY), tmp_path / "cut", resume=True, progress=False)
     out = capsys.readouterr().out
     assert "resume: max_minutes 0.0 -> None" in out and "resume: from epoch 0 + 1 batches, 0.0 min trained, best validation" in out
-    assert "resume: 2 records of steps 7-8 in metrics.jsonl" in out and "moved to metrics.redone.jsonl" in out
+    # the two injected steps, the injected test record and the one the cut piece wrote when its budget ended
+    assert "resume: 4 records of steps 7-8 in metrics.jsonl" in out and "moved to metrics.redone.jsonl" in out
     assert (tmp_path / "cut" / "metrics.redone.jsonl").read_text().count("loss") == 2
     assert log.read_text().startswith(kept) and '"loss": 9.0' not in log.read_text()
+    assert log.read_text().count('"split": "test"') == 1 and '"NDCG@10": 0.5' not in log.read_text()
     assert resumed["epochs"] == full["epochs"] == 2
     for k, v in full["metrics"].items():
         assert resumed["metrics"][k] == pytest.approx(v, abs=1e-6), k

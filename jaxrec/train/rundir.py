@@ -169,19 +169,22 @@ class RunDir:
 
     def set_aside_log_after(self, step: int) -> tuple[int, int, int]:
         """Move metrics.jsonl's records of steps after ``step`` (training a resume from that
-        checkpoint does again) to metrics.redone.jsonl, so the log reads as one run: no step
-        twice, nothing lost. Returns (records moved, first and last step moved)."""
+        checkpoint does again) to metrics.redone.jsonl, with the test record (written after
+        training, so a kill between it and results.json would leave it twice), so the log reads
+        as one run: no step twice, nothing lost. Returns (records moved, first and last step moved)."""
         if not _writer() or not self.metrics_path.exists():
             return 0, 0, 0
         keep, moved, steps = [], [], []
         for line in self.metrics_path.read_text().splitlines(keepends=True):
             try:
-                s = int(json.loads(line).get("step", -1))
+                rec = json.loads(line)
+                s = int(rec.get("step", -1))
+                final = rec.get("split") == "test"  # written after training: every resume writes it again
             except (ValueError, AttributeError, TypeError):
-                s = -1  # a line cut by a kill, or not a record: kept where it was
-            if s > step:
+                s, final = -1, False  # a line cut by a kill, or not a record: kept where it was
+            if s > step or final:
                 moved.append(line)
-                steps.append(s)
+                steps.extend([s] if s > step else [])
             else:
                 keep.append(line)
         if not moved:
@@ -191,7 +194,7 @@ class RunDir:
         tmp = self.metrics_path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(keep))
         tmp.replace(self.metrics_path)
-        return len(moved), min(steps), max(steps)
+        return len(moved), min(steps, default=step), max(steps, default=step)
 
     def write_results(self, results: dict) -> None:
         if _writer():
