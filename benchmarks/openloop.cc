@@ -21,7 +21,11 @@
 // (requests + 1)): such a call is never sent, and its line has code 8 (RESOURCE_EXHAUSTED) and
 // <local> 1.
 //
-//   openloop TARGET METHOD REQUESTS_FILE RATE SECONDS DEADLINE_MS SEED OUT_FILE [THROTTLE_K [WINDOW_S]]
+// SERVICE_CONFIG (JSON, "" for none) is the channel's gRPC service config: with jaxrec's retry
+// policy (jaxrec_server.client.service_config) gRPC's core retries refused calls itself, and a
+// line is written once per call, with its final status, timed from its first send.
+//
+//   openloop TARGET METHOD REQUESTS_FILE RATE SECONDS DEADLINE_MS SEED OUT_FILE [THROTTLE_K [WINDOW_S [SERVICE_CONFIG]]]
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
@@ -98,9 +102,9 @@ struct Throttle {
 };
 
 int main(int argc, char** argv) {
-  if (argc < 9 || argc > 11) {
+  if (argc < 9 || argc > 12) {
     std::cerr << "usage: openloop TARGET METHOD REQUESTS_FILE RATE SECONDS DEADLINE_MS SEED OUT_FILE "
-                 "[THROTTLE_K [WINDOW_S]]\n";
+                 "[THROTTLE_K [WINDOW_S [SERVICE_CONFIG]]]\n";
     return 2;
   }
   const std::string target = argv[1], method = argv[2];
@@ -124,7 +128,10 @@ int main(int argc, char** argv) {
     grpc::Slice slice(r.data(), r.size());
     payloads.emplace_back(&slice, 1);
   }
-  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+  grpc::ChannelArguments channel_args;
+  const std::string service_config = argc > 11 ? argv[11] : "";
+  if (!service_config.empty()) channel_args.SetServiceConfigJSON(service_config);
+  auto channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), channel_args);
   if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
     std::cerr << "openloop: cannot connect to " << target << "\n";
     return 1;

@@ -8,7 +8,8 @@ The server runs in its own process pinned to ``--server-cpus`` (``taskset``), th
 generator on ``--client-cpus``, so the client does not steal the server's CPU. First a closed
 loop measures the capacity C (answers/s); then, for each level x, an open loop sends Poisson
 arrivals at x * C for ``--seconds`` with a ``--deadline-ms`` client deadline and no retries
-(``--retries N``: the documented client retry policy, ``jaxrec_server.client.service_config``).
+(``--retries N``: the documented client retry policy, ``jaxrec_server.client.service_config``,
+with every client, the C++ one included; a retried call counts once, with its final status).
 ``--rounds N`` repeats the capacity run and the levels N times on the one server, judges each
 round's overload levels against that round's own capacity and 0.5x p99 (the VM's speed drifts
 from minute to minute) by issue 17's targets (goodput >= 90% of capacity, admitted p99 <= 2x,
@@ -30,7 +31,9 @@ call, which measures the server alone.
 
 ``--soak MINUTES`` instead runs one open loop at ``--soak-level`` x capacity (default 0.7) for
 that long, reported per minute (goodput, p99, errors, RSS), and ends with the RSS growth and
-the spread of the per-minute p99.
+the spread of the per-minute p99. ``--stall-ms X`` stops the server (SIGSTOP) for X ms every
+``--stall-every-s`` seconds of it: the pause of a VM or a long collection, on demand, to see
+what the clients' retries make of the burst of refusals that follows.
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ import asyncio
 import collections
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -202,14 +207,15 @@ REFUSED_BY = {1: "gRPC core (pending limit)", 2: "admission (expected wait)", 3:
 
 
 def open_level_cpp(exe: Path, target: str, reqfile: Path, rate: float, seconds: float, deadline_s: float,
-                   seed: int, cpus: str, throttle_k: float = 0.0) -> dict:
+                   seed: int, cpus: str, throttle_k: float = 0.0, service_config: str = "") -> dict:
     """``open_level`` by the C++ load generator (pinned to ``cpus``; ``throttle_k`` > 0: its
-    client-side throttle): the same fields, from its one line per call (status code, us from the
+    client-side throttle; ``service_config``: its channel's, e.g. the retry policy): the same fields, from its one line per call (status code, us from the
     scheduled send, us from the actual send, send lag, 1 if the throttle refused it, who refused
     it); ``details`` counts the server's refusals by who refused them, with the slowest."""
     with tempfile.NamedTemporaryFile(suffix=".calls") as calls:
         r = subprocess.run(["taskset", "-c", cpus, str(exe), target, METHOD, str(reqfile), repr(rate), repr(seconds),
-                            repr(deadline_s * 1000), str(seed), calls.name, repr(float(throttle_k))],
+                            repr(deadline_s * 1000), str(seed), calls.name, repr(float(throttle_k)), "10",
+                            service_config],
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(f"openloop failed (exit {r.returncode}): {r.stderr.strip()}")
@@ -230,8 +236,29 @@ def open_level_cpp(exe: Path, target: str, reqfile: Path, rate: float, seconds: 
             "send_lag_p99_ms": pct(lag / 1000, 99)}
 
 
+def stall_server(pid: int, stall_ms: float, every_s: float, stop: threading.Event) -> None:
+    """Stop the server process (SIGSTOP) for ``stall_ms`` every ``every_s`` seconds until
+    ``stop``: a VM pause or a long collection, on demand, so what a burst of refusals does to
+    the clients is seen in minutes rather than waited for over a soak's half hour."""
+    while not stop.wait(every_s):
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(stall_ms / 1000)
+        os.kill(pid, signal.SIGCONT)
+
+
 async def soak(level, args, capacity: float, server_pid: int, metrics_port: int) -> dict:
     rate, rows = args.soak_level * capacity, []
+    stop = threading.Event()
+    if args.stall_ms:
+        threading.Thread(target=stall_server, args=(server_pid, args.stall_ms, args.stall_every_s, stop),
+                         daemon=True).start()
+    try:
+        return await _soak(level, args, rate, rows, server_pid, metrics_port)
+    finally:
+        stop.set()
+
+
+async def _soak(level, args, rate, rows, server_pid: int, metrics_port: int) -> dict:
     for minute in range(int(args.soak)):
         fig0 = server_figures(metrics_port)
         r = await level(rate, 60.0, seed=1000 + minute)
@@ -263,8 +290,8 @@ async def run(args, port: int, server_pid: int) -> dict:
     from jaxrec_server.client import service_config
     # --retries N: the documented client retry policy (gRPC's own retries and throttling); the
     # codes counted are each call's final status, its latency from the first attempt's send time
-    opts = [("grpc.service_config", service_config(args.retries, args.retry_backoff_ms / 1000)),
-            ("grpc.enable_retries", int(args.retries > 0))]
+    retry_policy = service_config(args.retries, args.retry_backoff_ms / 1000, args.retry_tokens)
+    opts = [("grpc.service_config", retry_policy), ("grpc.enable_retries", int(args.retries > 0))]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=opts) as ch:
         stub = pb_grpc.RecommenderStub(ch)
         await closed_loop(stub, reqs, 8, 2.0)  # warm the channel and the server's batch-time estimates
@@ -291,7 +318,7 @@ async def run(args, port: int, server_pid: int) -> dict:
 
             async def level(rate, seconds, seed):
                 return open_level_cpp(exe, f"127.0.0.1:{port}", reqfile, rate, seconds, deadline_s, seed, args.client_cpus,
-                                      args.client_throttle)
+                                      args.client_throttle, retry_policy if args.retries > 0 else "")
         else:
             if args.client == "raw":
                 call = ch.unary_unary(METHOD)  # bytes in, bytes out
@@ -461,6 +488,13 @@ def main(argv=None) -> int:
     ap.add_argument("--retry-backoff-ms", type=float, default=50.0,
                     help="the retry policy's initial backoff (a retry waits a random time up to it, "
                          "doubling per attempt)")
+    ap.add_argument("--retry-tokens", type=int, default=1000,
+                    help="the retry policy's throttling bucket (gRPC's retryThrottling maxTokens; default "
+                         "1000, the clients')")
+    ap.add_argument("--stall-ms", type=float, default=0.0,
+                    help="with --soak: stop the server (SIGSTOP) this long every --stall-every-s seconds, "
+                         "a VM pause on demand (default 0: never)")
+    ap.add_argument("--stall-every-s", type=float, default=10.0)
     ap.add_argument("--serve-args", default="", help="extra `jaxrec serve` options, e.g. '--max-wait-ms 100'")
     ap.add_argument("--client", choices=("raw", "stub", "cpp"), default="raw",
                     help="open-loop sends: raw = requests serialized once and answers not parsed (the load "
