@@ -484,7 +484,8 @@ def main(argv=None) -> int:
     ap.add_argument("--soak", type=float, default=None, help="minutes of one steady open loop instead")
     ap.add_argument("--soak-level", type=float, default=0.7)
     ap.add_argument("--retries", type=int, default=0,
-                    help="client retries by jaxrec_server.client.service_config (default 0: none)")
+                    help="client retries by jaxrec_server.client.service_config (default 0: none; the clients' "
+                         "default is 4)")
     ap.add_argument("--retry-backoff-ms", type=float, default=50.0,
                     help="the retry policy's initial backoff (a retry waits a random time up to it, "
                          "doubling per attempt)")
