@@ -46,7 +46,7 @@ READS = ("Recommend", "RecommendBatch", "RecommendStream", "Score", "GetModelInf
 
 # Four retries (five attempts, the most gRPC makes): a call refused four times in a row after a
 # burst still gets a fifth try within its deadline; 3 retries lost 2 calls of 384,385 in a
-# 30-minute soak at 70% load, 4 lost none of 341,390 (benchmarks/RESULTS.md, Overload).
+# 30-minute soak at 70% load, 4 lost none of 341,390 and of 351,281 (benchmarks/RESULTS.md, Overload).
 RETRIES = 4
 
 
