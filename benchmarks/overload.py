@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -214,8 +215,8 @@ def open_level_cpp(exe: Path, target: str, reqfile: Path, rate: float, seconds: 
     it); ``details`` counts the server's refusals by who refused them, with the slowest."""
     with tempfile.NamedTemporaryFile(suffix=".calls") as calls:
         r = subprocess.run(["taskset", "-c", cpus, str(exe), target, METHOD, str(reqfile), repr(rate), repr(seconds),
-                            repr(deadline_s * 1000), str(seed), calls.name, repr(float(throttle_k)), "10",
-                            service_config],
+                            repr(deadline_s * 1000), str(seed), calls.name, repr(float(throttle_k)),
+                            "10", service_config],  # WINDOW_S (openloop's default), then the service config
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise SystemExit(f"openloop failed (exit {r.returncode}): {r.stderr.strip()}")
@@ -236,40 +237,41 @@ def open_level_cpp(exe: Path, target: str, reqfile: Path, rate: float, seconds: 
             "send_lag_p99_ms": pct(lag / 1000, 99)}
 
 
-def stall_server(pid: int, stall_ms: float, every_s: float, stop: threading.Event) -> None:
-    """Stop the server process (SIGSTOP) for ``stall_ms`` every ``every_s`` seconds until
-    ``stop``: a VM pause or a long collection, on demand, so what a burst of refusals does to
-    the clients is seen in minutes rather than waited for over a soak's half hour."""
-    while not stop.wait(every_s):
-        os.kill(pid, signal.SIGSTOP)
-        time.sleep(stall_ms / 1000)
-        os.kill(pid, signal.SIGCONT)
-
-
-async def soak(level, args, capacity: float, server_pid: int, metrics_port: int) -> dict:
-    rate, rows = args.soak_level * capacity, []
+@contextlib.contextmanager
+def stalls(pid: int, stall_ms: float, every_s: float):
+    """While inside, stop the server process (SIGSTOP) for ``stall_ms`` every ``every_s``
+    seconds (``stall_ms`` 0: never): a VM pause or a long collection, on demand, so what a burst
+    of refusals does to the clients is seen in minutes rather than waited for over a soak's half
+    hour."""
     stop = threading.Event()
-    if args.stall_ms:
-        threading.Thread(target=stall_server, args=(server_pid, args.stall_ms, args.stall_every_s, stop),
-                         daemon=True).start()
+
+    def loop():
+        while not stop.wait(every_s):
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(stall_ms / 1000)
+            os.kill(pid, signal.SIGCONT)
+    if stall_ms:
+        threading.Thread(target=loop, daemon=True).start()
     try:
-        return await _soak(level, args, rate, rows, server_pid, metrics_port)
+        yield
     finally:
         stop.set()
 
 
-async def _soak(level, args, rate, rows, server_pid: int, metrics_port: int) -> dict:
-    for minute in range(int(args.soak)):
-        fig0 = server_figures(metrics_port)
-        r = await level(rate, 60.0, seed=1000 + minute)
-        r |= {"minute": minute + 1, "server_rss_mib": rss_mib(server_pid),
-              "server_split": level_split(fig0, server_figures(metrics_port))}
-        rows.append(r)
-        errors = sum(v for k, v in r["codes"].items() if k != "OK")
-        print(f"minute {minute + 1:>3}: offered {r['offered_rate']:.0f}/s goodput {r['goodput']:.0f}/s "
-              f"p50 {r['admitted_p50_ms']:.1f} p99 {r['admitted_p99_ms']:.1f} ms errors {errors} "
-              f"RSS {r['server_rss_mib']:.0f} MiB; collections (n, mean ms) by generation "
-              f"{ {g: r['server_split'][g] for g in ('gc0', 'gc1', 'gc2') if g in r['server_split']} }", flush=True)
+async def soak(level, args, capacity: float, server_pid: int, metrics_port: int) -> dict:
+    rate, rows = args.soak_level * capacity, []
+    with stalls(server_pid, args.stall_ms, args.stall_every_s):
+        for minute in range(int(args.soak)):
+            fig0 = server_figures(metrics_port)
+            r = await level(rate, 60.0, seed=1000 + minute)
+            r |= {"minute": minute + 1, "server_rss_mib": rss_mib(server_pid),
+                  "server_split": level_split(fig0, server_figures(metrics_port))}
+            rows.append(r)
+            errors = sum(v for k, v in r["codes"].items() if k != "OK")
+            print(f"minute {minute + 1:>3}: offered {r['offered_rate']:.0f}/s goodput {r['goodput']:.0f}/s "
+                  f"p50 {r['admitted_p50_ms']:.1f} p99 {r['admitted_p99_ms']:.1f} ms errors {errors} "
+                  f"RSS {r['server_rss_mib']:.0f} MiB; collections (n, mean ms) by generation "
+                  f"{ {g: r['server_split'][g] for g in ('gc0', 'gc1', 'gc2') if g in r['server_split']} }", flush=True)
     p99 = [r["admitted_p99_ms"] for r in rows]
     first, last = rows[0]["server_rss_mib"], rows[-1]["server_rss_mib"]
     summary = {"minutes": len(rows), "rate": rate, "requests": sum(r["sent"] for r in rows),

@@ -184,7 +184,8 @@ class RunDir:
                 s, final = -1, False  # a line cut by a kill, or not a record: kept where it was
             if s > step or final:
                 moved.append(line)
-                steps.extend([s] if s > step else [])
+                if s > step:
+                    steps.append(s)
             else:
                 keep.append(line)
         if not moved:
