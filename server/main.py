@@ -71,6 +71,11 @@ class ServeConfig:
     # max_pending_rpcs is refused in the C core without waiting for the device thread's time
     # slice (refusal latency; the CPU each costs is the same). Keep it under loop_nice.
     compute_nice: int = 0
+    # real-time priority (SCHED_FIFO, 1-99; 0: off) of gRPC's C-core threads: a call arriving
+    # on a core busy with the device is taken (and, past max_pending_rpcs, refused) at once,
+    # not after the device thread's time slice. Needs CAP_SYS_NICE (or RLIMIT_RTPRIO); without
+    # it the server logs and keeps the threads' priority
+    grpc_rt_priority: int = 0
     # past max_delay_ms a batch keeps filling while calls arrive less than this apart and its
     # members can still finish in time (0: off). With the loop behind the device it takes
     # calls only while the device is idle: on a slow model (1M items) batches otherwise stay
@@ -508,7 +513,8 @@ def _renice(tid: int, inc: int) -> None:
     os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + int(inc))
 
 
-async def set_thread_priorities(srv: "Server", loop_nice: int, compute_nice: int = 0) -> None:
+async def set_thread_priorities(srv: "Server", loop_nice: int, compute_nice: int = 0,
+                                grpc_rt_priority: int = 0) -> None:
     """Lower the event-loop thread's priority by ``loop_nice`` and the compute threads' (the
     device thread's, XLA's) by ``compute_nice`` (``ServeConfig.loop_nice``, ``compute_nice``);
     gRPC's own threads keep the process's.
@@ -518,8 +524,12 @@ async def set_thread_priorities(srv: "Server", loop_nice: int, compute_nice: int
     calls only when the device is idle). Threads inherit the nice value of the thread that
     creates them, so the device thread is started first (one no-op on its executor); threads
     XLA starts later run at the compute threads' value, those the loop starts later (reload,
-    the default executor, the event store's) at the loop's. Linux only (there a thread id
-    names one thread to ``setpriority``); elsewhere it logs.
+    the default executor, the event store's) at the loop's. ``grpc_rt_priority``
+    (``ServeConfig.grpc_rt_priority``) puts gRPC's threads ahead of every nice value
+    (SCHED_FIFO): on a core the device keeps busy, a call past the pending limit is refused
+    within a millisecond instead of after the device's time slice (benchmarks/RESULTS.md,
+    "Overload"); the threads they start inherit it. Linux only (there a thread id names one
+    thread to ``setpriority``); elsewhere it logs.
     """
     if not sys.platform.startswith("linux"):  # elsewhere a thread id is not a setpriority target
         log.warning("--loop-nice and --compute-nice work on Linux only; every thread keeps its priority")
@@ -541,6 +551,19 @@ async def set_thread_priorities(srv: "Server", loop_nice: int, compute_nice: int
     except (AttributeError, OSError) as e:
         log.warning("could not lower the threads' priorities (--loop-nice %s, --compute-nice %s): %s",
                     loop_nice, compute_nice, e)
+    if grpc_rt_priority:
+        grpc_tids = {t for t in os_thread_ids() if _thread_name(t).startswith(GRPC_THREAD_NAMES)}
+        done = []
+        try:
+            for tid in (srv.grpc_threads | grpc_tids) - {loop_tid}:
+                try:
+                    os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(grpc_rt_priority))
+                    done.append(_thread_name(tid))
+                except ProcessLookupError:  # ended meanwhile
+                    pass
+            log.info("gRPC's threads at real-time priority %d: %s", grpc_rt_priority, ", ".join(sorted(done)))
+        except (AttributeError, OSError) as e:
+            log.warning("could not give gRPC's threads real-time priority %s: %s", grpc_rt_priority, e)
 
 
 async def serve_forever(cfg: ServeConfig, *, worker=None) -> None:
@@ -556,8 +579,8 @@ async def serve_forever(cfg: ServeConfig, *, worker=None) -> None:
         log.info("froze %d start-up objects out of the garbage collector's sight (%.0f ms)",
                  gc.get_freeze_count(), 1000 * pause)
     loop = asyncio.get_running_loop()
-    if cfg.loop_nice or cfg.compute_nice:
-        await set_thread_priorities(srv, cfg.loop_nice, cfg.compute_nice)
+    if cfg.loop_nice or cfg.compute_nice or cfg.grpc_rt_priority:
+        await set_thread_priorities(srv, cfg.loop_nice, cfg.compute_nice, cfg.grpc_rt_priority)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(srv.stop()))
     if worker is not None:

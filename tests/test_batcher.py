@@ -281,3 +281,5 @@ def test_thread_priorities_out_of_order_are_a_clear_error(capsys):
     assert "--compute-nice 19 must be under --loop-nice 19" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", "nowhere", "--loop-nice", "25"]) != 0
     assert "--loop-nice 25: a nice increment from 0 (off) to 19" in capsys.readouterr().err
+    assert main(["serve", "--checkpoint", "nowhere", "--grpc-rt-priority", "100"]) != 0
+    assert "--grpc-rt-priority 100: a SCHED_FIFO priority from 1 to 99 (0: off)" in capsys.readouterr().err

@@ -988,6 +988,23 @@ def _in_process_with_grpc_experiments(test_id: str, experiments: str | None) -> 
     return True
 
 
+def _may_set_realtime() -> bool:
+    """Whether this process may give a thread SCHED_FIFO (CAP_SYS_NICE or RLIMIT_RTPRIO): tried
+    on a short-lived thread of its own."""
+    out = []
+
+    def probe():
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+            out.append(True)
+        except OSError:
+            out.append(False)
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    return out[0]
+
+
 @pytest.mark.parametrize("experiments", [None, "ph2_server"])
 def test_calls_past_the_pending_limit_are_refused_in_grpc_core(request, run_dir, experiments):
     """While the event loop is busy, new calls wait in gRPC's C core; past ``max_pending_rpcs``
@@ -1044,6 +1061,13 @@ def test_calls_past_the_pending_limit_are_refused_in_grpc_core(request, run_dir,
             assert any(_thread_name(t).startswith("event_engine") for t in grpc_tids), \
                 {t: _thread_name(t) for t in grpc_tids}
             assert all(os.getpriority(os.PRIO_PROCESS, t) == base for t in grpc_tids)
+            # --grpc-rt-priority: gRPC's threads to SCHED_FIFO, where this process may (CAP_SYS_NICE)
+            may = _may_set_realtime()
+            srv.call(set_thread_priorities(srv.srv, 0, 0, grpc_rt_priority=1))
+            want = os.SCHED_FIFO if may else os.SCHED_OTHER
+            assert {_thread_name(t): os.sched_getscheduler(t) for t in grpc_tids if t in os_thread_ids()} \
+                == {_thread_name(t): want for t in grpc_tids if t in os_thread_ids()}
+            assert os.sched_getscheduler(device_tid) == os.sched_getscheduler(loop_tid) == os.SCHED_OTHER
     finally:
         srv.stop()
     codes = [c for c, _ in out]

@@ -48,6 +48,8 @@ def cmd_serve(args) -> int:
     for flag, n in (("--loop-nice", args.loop_nice), ("--compute-nice", args.compute_nice)):
         if not 0 <= n <= 19:
             raise UserError(f"{flag} {n}: a nice increment from 0 (off) to 19")
+    if not 0 <= args.grpc_rt_priority <= 99:
+        raise UserError(f"--grpc-rt-priority {args.grpc_rt_priority}: a SCHED_FIFO priority from 1 to 99 (0: off)")
     if args.compute_nice and args.loop_nice and args.compute_nice >= args.loop_nice:
         # the loop would take the core from the device: admitted work waits while new calls are
         # taken and refused in Python, the collapse --loop-nice is there to prevent
@@ -247,6 +249,10 @@ def add_parsers(sub) -> None:
                     help="nice increment of the compute threads (the device thread, XLA's): gRPC's own threads "
                          "then go first on a contended core, so calls past --max-pending-rpcs are refused without "
                          "waiting for the device's time slice; keep it under --loop-nice (default 0: off)")
+    sv.add_argument("--grpc-rt-priority", type=int, default=0,
+                    help="real-time priority (SCHED_FIFO, 1-99) of gRPC's C-core threads: calls past "
+                         "--max-pending-rpcs are refused at once on a core busy with the device; needs "
+                         "CAP_SYS_NICE (default 0: off)")
     sv.add_argument("--fill-gap-ms", type=float, default=0.0,
                     help="past --max-delay-ms a batch keeps filling while calls arrive less than this apart and "
                          "its requests can still finish in time (default 0: off; 1 lifts a slow model's "
