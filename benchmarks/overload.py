@@ -258,20 +258,73 @@ def stalls(pid: int, stall_ms: float, every_s: float):
         stop.set()
 
 
+def cpu_steal_s(cpus: set[int]) -> float:
+    """Seconds so far that the hypervisor kept ``cpus`` (this VM's) from running, from
+    ``/proc/stat``'s steal column: a pause of the server that no thread of it caused."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            total += int(fields[7])
+    return total / tick
+
+
+def cpu_list(spec: str) -> set[int]:
+    """``taskset``'s list ("0", "0,2", "0-3") as a set of CPU numbers."""
+    out = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out |= set(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+@contextlib.contextmanager
+def per_second(pid: int, cpus: set[int]):
+    """While inside, sample each second the server's CPU by thread group and the steal on its
+    cores; yields the list of per-second rows (``t`` from the start, ms per group, ``steal_ms``),
+    so a burst of errors in a soak can be put down to the server's own threads (a group that took
+    the core) or to the machine (steal), not guessed at."""
+    rows, stop = [], threading.Event()
+
+    def loop():
+        t0 = time.monotonic()
+        prev, prev_steal = thread_cpu(pid), cpu_steal_s(cpus)
+        while not stop.wait(1.0):
+            try:
+                cur, steal = thread_cpu(pid), cpu_steal_s(cpus)
+            except OSError:  # the server ended
+                return
+            rows.append({"t": round(time.monotonic() - t0, 1), "steal_ms": round(1000 * (steal - prev_steal)),
+                         **{g: round(1000 * (cur[g] - prev.get(g, 0.0))) for g in cur}})
+            prev, prev_steal = cur, steal
+    th = threading.Thread(target=loop, daemon=True)
+    th.start()
+    try:
+        yield rows
+    finally:
+        stop.set()
+        th.join()
+
+
 async def soak(level, args, capacity: float, server_pid: int, metrics_port: int) -> dict:
     rate, rows = args.soak_level * capacity, []
-    with stalls(server_pid, args.stall_ms, args.stall_every_s):
+    with stalls(server_pid, args.stall_ms, args.stall_every_s), \
+            per_second(server_pid, cpu_list(args.server_cpus)) as seconds:
         for minute in range(int(args.soak)):
-            fig0 = server_figures(metrics_port)
+            fig0, n0 = server_figures(metrics_port), len(seconds)
             r = await level(rate, 60.0, seed=1000 + minute)
+            sec = seconds[n0:]  # this minute's seconds: the worst one by steal, and by each thread group
             r |= {"minute": minute + 1, "server_rss_mib": rss_mib(server_pid),
-                  "server_split": level_split(fig0, server_figures(metrics_port))}
+                  "server_split": level_split(fig0, server_figures(metrics_port)),
+                  "worst_second_ms": {g: max((x.get(g, 0) for x in sec), default=0)
+                                      for g in ("steal_ms", "grpc core", "device", "event loop", "other")}}
             rows.append(r)
             errors = sum(v for k, v in r["codes"].items() if k != "OK")
             print(f"minute {minute + 1:>3}: offered {r['offered_rate']:.0f}/s goodput {r['goodput']:.0f}/s "
                   f"p50 {r['admitted_p50_ms']:.1f} p99 {r['admitted_p99_ms']:.1f} ms errors {errors} "
                   f"RSS {r['server_rss_mib']:.0f} MiB; collections (n, mean ms) by generation "
-                  f"{ {g: r['server_split'][g] for g in ('gc0', 'gc1', 'gc2') if g in r['server_split']} }", flush=True)
+                  f"{ {g: r['server_split'][g] for g in ('gc0', 'gc1', 'gc2') if g in r['server_split']} }; "
+                  f"worst second (ms) {r['worst_second_ms']}", flush=True)
     p99 = [r["admitted_p99_ms"] for r in rows]
     first, last = rows[0]["server_rss_mib"], rows[-1]["server_rss_mib"]
     summary = {"minutes": len(rows), "rate": rate, "requests": sum(r["sent"] for r in rows),
@@ -281,7 +334,7 @@ async def soak(level, args, capacity: float, server_pid: int, metrics_port: int)
     print(f"soak: {summary['requests']:,} requests at {rate:.0f}/s, {summary['errors']} errors, RSS "
           f"{first:.0f} -> {last:.0f} MiB ({summary['rss_growth']:+.1%}), per-minute p99 "
           f"{summary['p99_min_ms']:.1f}-{summary['p99_max_ms']:.1f} ms (median {summary['p99_median_ms']:.1f})")
-    return {"rows": rows, "summary": summary}
+    return {"rows": rows, "summary": summary, "seconds": seconds}
 
 
 async def run(args, port: int, server_pid: int) -> dict:
