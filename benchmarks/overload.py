@@ -69,7 +69,7 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
+def thread_cpu(pid: int, by_thread: bool = False) -> dict[str, float]:
     """CPU seconds so far per thread group of ``pid``, from ``/proc/PID/task/*/stat``, by the
     thread's name: the event loop is the main thread, ``jaxrec-device`` the device thread (it
     dispatches to XLA), ``event_engine``/``grpc*``/``lifeguard`` gRPC's C core, ``tf_*``/
@@ -84,7 +84,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
         group = ("event loop" if task.name == str(pid) else "device" if name.startswith("jaxrec-device")
                  else "grpc core" if name.startswith(GRPC_THREAD_NAMES)
                  else "xla" if name.startswith(("tf_", "llvm", "ts_pool")) else "other")
-        out[group] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        out[f"{group} {task.name}" if by_thread else group] += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
     return dict(out)
 
 
@@ -283,19 +283,25 @@ def per_second(pid: int, cpus: set[int]):
     """While inside, sample each second the server's CPU by thread group and the steal on its
     cores; yields the list of per-second rows (``t`` from the start, ms per group, ``steal_ms``),
     so a burst of errors in a soak can be put down to the server's own threads (a group that took
-    the core) or to the machine (steal), not guessed at."""
+    the core) or to the machine (steal), not guessed at; ``top``: the busiest thread of that
+    second (group and thread id) and its ms."""
     rows, stop = [], threading.Event()
 
     def loop():
         t0 = time.monotonic()
-        prev, prev_steal = thread_cpu(pid), cpu_steal_s(cpus)
+        prev, prev_steal = thread_cpu(pid, by_thread=True), cpu_steal_s(cpus)
         while not stop.wait(1.0):
             try:
-                cur, steal = thread_cpu(pid), cpu_steal_s(cpus)
+                cur, steal = thread_cpu(pid, by_thread=True), cpu_steal_s(cpus)
             except OSError:  # the server ended
                 return
+            ms = {t: round(1000 * (cur[t] - prev.get(t, 0.0))) for t in cur}
+            groups = collections.Counter()
+            for t, v in ms.items():
+                groups[t.rsplit(" ", 1)[0]] += v
+            top = max(ms, key=ms.get, default="")
             rows.append({"t": round(time.monotonic() - t0, 1), "steal_ms": round(1000 * (steal - prev_steal)),
-                         **{g: round(1000 * (cur[g] - prev.get(g, 0.0))) for g in cur}})
+                         **groups, "top": [top, ms.get(top, 0)]})
             prev, prev_steal = cur, steal
     th = threading.Thread(target=loop, daemon=True)
     th.start()

@@ -71,7 +71,8 @@ class ServeConfig:
     # max_pending_rpcs is refused in the C core without waiting for the device thread's time
     # slice (refusal latency; the CPU each costs is the same). Keep it under loop_nice.
     compute_nice: int = 0
-    # real-time priority (SCHED_FIFO, 1-99; 0: off) of gRPC's C-core threads: a call arriving
+    # real-time priority (SCHED_FIFO, 1-99; 0: off) of gRPC's C-core threads (by name; not the
+    # Python threads gRPC starts, which take the GIL): a call arriving
     # on a core busy with the device is taken (and, past max_pending_rpcs, refused) at once,
     # not after the device thread's time slice. Needs CAP_SYS_NICE (or RLIMIT_RTPRIO); without
     # it the server logs and keeps the threads' priority
@@ -528,7 +529,8 @@ async def set_thread_priorities(srv: "Server", loop_nice: int, compute_nice: int
     (``ServeConfig.grpc_rt_priority``) puts gRPC's threads ahead of every nice value
     (SCHED_FIFO): on a core the device keeps busy, a call past the pending limit is refused
     within a millisecond instead of after the device's time slice (benchmarks/RESULTS.md,
-    "Overload"); the threads they start inherit it. Linux only (there a thread id names one
+    "Overload"); the threads they start inherit it. Only the C core's threads, found by name:
+    the Python threads gRPC starts keep the process's policy. Linux only (there a thread id names one
     thread to ``setpriority``); elsewhere it logs.
     """
     if not sys.platform.startswith("linux"):  # elsewhere a thread id is not a setpriority target
@@ -552,10 +554,14 @@ async def set_thread_priorities(srv: "Server", loop_nice: int, compute_nice: int
         log.warning("could not lower the threads' priorities (--loop-nice %s, --compute-nice %s): %s",
                     loop_nice, compute_nice, e)
     if grpc_rt_priority:
+        # by name only: the C core's own threads, which never take the GIL. Not the Python threads
+        # gRPC starts (grpc.aio's completion-queue poller), which take the GIL: with the poller at
+        # real-time priority two 30-minute soaks each lost a burst of ~160 calls to their deadline,
+        # without it one lost 2 calls (benchmarks/RESULTS.md, "Overload")
         grpc_tids = {t for t in os_thread_ids() if _thread_name(t).startswith(GRPC_THREAD_NAMES)}
         done = []
         try:
-            for tid in (srv.grpc_threads | grpc_tids) - {loop_tid}:
+            for tid in grpc_tids - {loop_tid}:
                 try:
                     os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(grpc_rt_priority))
                     done.append(_thread_name(tid))
