@@ -72,9 +72,9 @@ class ServeConfig:
     # slice (refusal latency; the CPU each costs is the same). Keep it under loop_nice.
     compute_nice: int = 0
     # real-time priority (SCHED_FIFO, 1-99; 0: off) of gRPC's C-core threads (by name; not the
-    # Python threads gRPC starts, which take the GIL): a call arriving
-    # on a core busy with the device is taken (and, past max_pending_rpcs, refused) at once,
-    # not after the device thread's time slice. Needs CAP_SYS_NICE (or RLIMIT_RTPRIO); without
+    # Python threads gRPC starts, which take the GIL): a call arriving on a core busy with the
+    # device is taken (and, past max_pending_rpcs, refused) at once, not after the device
+    # thread's time slice. Needs CAP_SYS_NICE (or RLIMIT_RTPRIO); without
     # it the server logs and keeps the threads' priority
     grpc_rt_priority: int = 0
     # past max_delay_ms a batch keeps filling while calls arrive less than this apart and its
@@ -510,6 +510,11 @@ def _thread_name(tid: int) -> str:
         return ""
 
 
+def grpc_core_thread_ids() -> set[int]:
+    """This process's threads of gRPC's C core, by the names they give themselves (Linux)."""
+    return {t for t in os_thread_ids() if _thread_name(t).startswith(GRPC_THREAD_NAMES)}
+
+
 def _renice(tid: int, inc: int) -> None:
     os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + int(inc))
 
@@ -541,13 +546,11 @@ async def set_thread_priorities(srv: "Server", loop_nice: int, compute_nice: int
     loop_tid = threading.get_native_id()
     try:
         if compute_nice:
-            spared = srv.grpc_threads | {loop_tid}
-            for tid in os_thread_ids() - spared:
-                if not _thread_name(tid).startswith(GRPC_THREAD_NAMES):
-                    try:
-                        _renice(tid, compute_nice)
-                    except ProcessLookupError:  # ended meanwhile
-                        pass
+            for tid in os_thread_ids() - srv.grpc_threads - grpc_core_thread_ids() - {loop_tid}:
+                try:
+                    _renice(tid, compute_nice)
+                except ProcessLookupError:  # ended meanwhile
+                    pass
         if loop_nice:
             _renice(loop_tid, loop_nice)
     except (AttributeError, OSError) as e:
@@ -558,10 +561,9 @@ async def set_thread_priorities(srv: "Server", loop_nice: int, compute_nice: int
         # gRPC starts (grpc.aio's completion-queue poller), which take the GIL: with the poller at
         # real-time priority two 30-minute soaks each lost a burst of ~160 calls to their deadline,
         # without it one lost 2 calls (benchmarks/RESULTS.md, "Overload")
-        grpc_tids = {t for t in os_thread_ids() if _thread_name(t).startswith(GRPC_THREAD_NAMES)}
         done = []
         try:
-            for tid in grpc_tids - {loop_tid}:
+            for tid in grpc_core_thread_ids():
                 try:
                     os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(grpc_rt_priority))
                     done.append(_thread_name(tid))

@@ -1015,7 +1015,7 @@ def test_calls_past_the_pending_limit_are_refused_in_grpc_core(request, run_dir,
     load) nices the loop thread only: the device thread keeps the process's priority; with
     ``--compute-nice`` (tried in the fresh process only: a nice value cannot be raised back)
     the device thread is lowered too and gRPC's threads keep theirs."""
-    from jaxrec_server.main import GRPC_THREAD_NAMES, _thread_name, os_thread_ids, set_thread_priorities
+    from jaxrec_server.main import _thread_name, grpc_core_thread_ids, os_thread_ids, set_thread_priorities
 
     if _in_process_with_grpc_experiments(request.node.name, experiments):
         return
@@ -1067,7 +1067,7 @@ def test_calls_past_the_pending_limit_are_refused_in_grpc_core(request, run_dir,
             srv.call(set_thread_priorities(srv.srv, 0, 0, grpc_rt_priority=1))
             want = os.SCHED_FIFO if may else os.SCHED_OTHER
             names = {t: _thread_name(t) for t in os_thread_ids()}
-            core = {t for t, n in names.items() if n.startswith(GRPC_THREAD_NAMES)}
+            core = grpc_core_thread_ids()
             assert core and {t: os.sched_getscheduler(t) for t in core} == {t: want for t in core}, names
             others = set(names) - core
             assert {t: os.sched_getscheduler(t) for t in others} == {t: os.SCHED_OTHER for t in others}
