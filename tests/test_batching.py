@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from jaxrec.data import Interactions, build_sequences, leave_one_out, load_dataset
-from jaxrec.data.batching import NegativeSampler, RankBatches, TrainBatches, outside_negatives, prefetch
+from jaxrec.data.batching import NegativeSampler, RankBatches, TrainBatches, outside_draws, outside_negatives, prefetch
 from jaxrec.errors import UserError
 
 
@@ -158,6 +158,28 @@ def test_outside_negatives_are_distinct_unseen_and_uniform():
     np.testing.assert_array_equal(outside_negatives(seq[2:4], n, k, [1, 2], first_row=2), negs[2:4])
 
 
+@pytest.mark.parametrize("seen", [[3, 5, 7], [1, 2, 3, 4, 5, 6, 7, 8]], ids=["redraw", "complement"])
+def test_outside_draws_are_unseen_and_uniform_at_every_position(seen):
+    """SASRec BCE's draw: at every position, independent uniform draws from outside the row's
+    window (both ways: redrawing the few that hit the window, or, when most items are in it,
+    drawing from the rest), every unseen item equally likely (within 5 sigma over many rows);
+    a window that holds every item gets padding."""
+    n, k = 12, 3
+    seq = np.tile([0] * max(0, 5 - len(seen)) + seen, (3000, 1))  # (3000, L + 1), left-padded
+    L = seq.shape[1] - 1
+    negs = outside_draws(seq, n, k, row_seed=[4, 5])
+    assert negs.shape == (3000, L, k) and negs.dtype == np.int32
+    assert not np.isin(negs, [0, *seen]).any()
+    unseen = [i for i in range(1, n + 1) if i not in seen]
+    counts = np.bincount(negs.ravel(), minlength=n + 1)[unseen]
+    mean = negs.size / len(unseen)
+    assert np.abs(counts - mean).max() < 5 * np.sqrt(mean)
+    assert len(np.unique(negs[:, 0, 0])) == len(unseen)  # draws differ between rows
+    np.testing.assert_array_equal(outside_draws(seq[5:9], n, k, [4, 5], first_row=5), negs[5:9])
+    full = outside_draws(np.array([[1, 2, 3], [3, 2, 0]]), 3, 2, row_seed=0)
+    assert (full[0] == 0).all() and (full[1] == 1).all()  # nothing left: padding; one left: it
+
+
 def test_train_batches_outside_negatives_avoid_the_window():
     split = leave_one_out(load_dataset("synthetic:small"))
     tb = TrainBatches(split, 50, 16, num_negatives=40, seed=3, shared_negatives=True,
@@ -168,8 +190,14 @@ def test_train_batches_outside_negatives_avoid_the_window():
         for row_in, row_t, row_n in zip(b["inputs"], b["targets"], negs[:, 0]):
             window = np.concatenate([row_in, row_t])
             assert not np.isin(row_n, window[window > 0]).any()
-    with pytest.raises(UserError, match="shared_negatives"):
-        TrainBatches(split, 50, 16, num_negatives=40, negatives_outside=True)
+    tb = TrainBatches(split, 50, 16, num_negatives=2, seed=3, negatives_outside=True, length_buckets=None)
+    for b in list(tb.epoch(0))[:5]:  # per position: (B, L, K)
+        assert b["negatives"].shape == b["inputs"].shape + (2,)
+        for row_in, row_t, row_n in zip(b["inputs"], b["targets"], b["negatives"]):
+            window = np.concatenate([row_in, row_t])
+            assert not np.isin(row_n, window[window > 0]).any()
+    with pytest.raises(UserError, match="needs sampler=uniform"):
+        TrainBatches(split, 50, 16, num_negatives=40, negatives_outside=True, sampler="popularity")
 
 
 def test_a_batch_built_in_row_blocks_equals_the_whole_batch():

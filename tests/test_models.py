@@ -214,6 +214,17 @@ def test_separate_output_table_scores_against_its_own_table():
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["sasrec/small", "hstu/small", "gsasrec/small"])
+def test_item_tables_start_at_the_configured_scale(name):
+    """``embed_init_std``: every item table (input, separate output) starts N(0, std); by
+    default N(0, dim ** -0.5)."""
+    for std, want in ((None, 32 ** -0.5), (0.02, 0.02)):
+        m = build_model(name, 2000, embed_init_std=std)
+        tables = [m.item_emb.embedding[...]] + ([m.out_emb.embedding[...]] if m.out_emb is not None else [])
+        for t in tables:
+            assert float(np.std(np.asarray(t))) == pytest.approx(want, rel=0.05)
+
+
 @pytest.mark.parametrize("name", ["sasrec/small", "hstu/small", "bert4rec/small", "gsasrec/small"])
 def test_cosine_similarity_scores_unit_vectors_over_the_temperature(name):
     """``similarity="cosine"`` (generative-recommenders' HSTU and SASRec): every position's score

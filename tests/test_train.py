@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -41,7 +42,8 @@ def test_resume_equals_uninterrupted(tmp_path, capsys):
     (tmp_path / "cut" / "config.json").write_text(json.dumps(stored))
     resumed = train(Config(**TINY), tmp_path / "cut", resume=True, progress=False)
     out = capsys.readouterr().out
-    assert "resume: max_minutes 0.0 -> None" in out and "resume: from epoch 0 + 1 batches, 0.0 min trained, best validation" in out
+    assert "resume: max_minutes 0.0 -> None" in out  # the minutes trained depend on the machine's load
+    assert re.search(r"resume: from epoch 0 \+ 1 batches, [\d.]+ min trained, best validation", out)
     # the two injected steps, the injected test record and the one the cut piece wrote when its budget ended
     assert "resume: 4 records of steps 7-8 in metrics.jsonl" in out and "moved to metrics.redone.jsonl" in out
     assert (tmp_path / "cut" / "metrics.redone.jsonl").read_text().count("loss") == 2
@@ -230,14 +232,17 @@ def test_a_run_with_sparse_item_updates_trains(tmp_path):
 
 @pytest.mark.slow
 def test_negatives_outside_the_sequence_train_with_sampled_softmax_and_ce(tmp_path):
-    """``retrieval.negatives_outside_sequence`` trains end to end with both losses it applies to
-    (SASRec+ 3000's draw, and its full-softmax limit)."""
+    """``retrieval.negatives_outside_sequence`` trains end to end with the losses it applies to
+    (SASRec+ 3000's draw, its full-softmax limit, and SASRec BCE's per-position draw)."""
     from jaxrec.train.config import Retrieval
     rt = Retrieval(shared_negatives=True, negatives_outside_sequence=True)
     cfg = Config(**TINY | dict(loss="sampled_softmax", num_negatives=16, epochs=1), retrieval=rt)
     assert train(cfg, tmp_path / "outside", progress=False)["metrics"]["NDCG@10"] > 0.0
     cfg = Config(**TINY | dict(epochs=1), retrieval=Retrieval(negatives_outside_sequence=True))  # ce
     assert train(cfg, tmp_path / "outside_ce", progress=False)["metrics"]["NDCG@10"] > 0.0
+    cfg = Config(**TINY | dict(loss="bce", epochs=1, clip_norm=0.0, adam_b2=0.999),  # SASRec vanilla's
+                 retrieval=Retrieval(negatives_outside_sequence=True))
+    assert train(cfg, tmp_path / "outside_bce", progress=False)["metrics"]["NDCG@10"] > 0.0
 
 
 def test_negatives_outside_the_sequence_need_a_loss_they_apply_to():
@@ -245,6 +250,7 @@ def test_negatives_outside_the_sequence_need_a_loss_they_apply_to():
     from jaxrec.errors import UserError
     from jaxrec.train import build_run
     from jaxrec.train.config import Retrieval
-    rt = Retrieval(shared_negatives=True, negatives_outside_sequence=True)
-    with pytest.raises(UserError, match="negatives_outside_sequence applies to loss sampled_softmax or ce"):
-        build_run(Config(**TINY | dict(loss="bce"), retrieval=rt), leave_one_out(load_dataset("synthetic:tiny")))
+    rt = Retrieval(negatives_outside_sequence=True)
+    with pytest.raises(UserError, match="negatives_outside_sequence applies to loss sampled_softmax, ce, bce"):
+        build_run(Config(**TINY | dict(model="bert4rec/small", loss="cloze"), retrieval=rt),
+                  leave_one_out(load_dataset("synthetic:tiny")))

@@ -111,6 +111,38 @@ def outside_negatives(seq: np.ndarray, num_items: int, k: int, row_seed, first_r
     return out
 
 
+def outside_draws(seq: np.ndarray, num_items: int, k: int, row_seed, first_row: int = 0) -> np.ndarray:
+    """(b, L, k) int32 for ``seq`` (b, L+1) (training windows, 0 = padding): for every input
+    position, k independent uniform draws (with replacement) from the items not in that row's
+    window; 0 everywhere in a row whose window holds every item (losses never count a padding
+    negative).
+
+    Why: the per-position negatives of SASRec's BCE as its published figures were measured
+    (Kang & McAuley's code draws outside the user's items; Klenitskiy & Vasilev 2023's, whose
+    0.1341 we compare against, outside the window): a uniform draw over the whole catalog hits
+    an item of the window, often a later target of the same sequence, about |window| / N of the
+    time, and BCE then pushes down an item the user chose. Rows are seeded as in
+    ``outside_negatives``, so any split of a batch over processes draws the same negatives."""
+    b, L = len(seq), seq.shape[1] - 1
+    out = np.zeros((b, L, k), np.int32)
+    for r, row in enumerate(seq):
+        rng = np.random.default_rng([*np.atleast_1d(row_seed), first_row + r])
+        seen = np.unique(row[row > 0])
+        if len(seen) >= num_items:
+            continue  # nothing outside the window: padding
+        if 2 * len(seen) > num_items:  # mostly seen: draw from the complement itself
+            rest = np.setdiff1d(np.arange(1, num_items + 1), seen)
+            out[r] = rest[rng.integers(0, len(rest), (L, k))]
+            continue
+        draw = rng.integers(1, num_items + 1, (L, k))
+        clash = np.isin(draw, seen)  # each redraw clashes with probability < 1/2
+        while clash.any():
+            draw[clash] = rng.integers(1, num_items + 1, int(clash.sum()))
+            clash = np.isin(draw, seen)
+        out[r] = draw
+    return out
+
+
 def data_windows(positions: np.ndarray, max_len: int, buckets: int = 4, minimum: int = 8) -> list[int]:
     """The default length buckets, from the data: at most ``buckets`` windows (max_len among
     them) that minimise the positions computed per epoch, sum over sequences of the shortest
@@ -161,7 +193,9 @@ class TrainBatches:
     with_times: bool = False  # add "times" (B, L + 1): event times of inputs + last target
     # negatives drawn per item-table shard (NegativeSampler): (shards, table rows); None: global
     negative_shards: tuple | None = None
-    negatives_outside: bool = False  # shared negatives: distinct, outside the window (outside_negatives)
+    # negatives from outside the window: shared, distinct (outside_negatives); per position,
+    # independent (outside_draws)
+    negatives_outside: bool = False
     # (rows, window, batch size) -> more arrays for the batch, per sequence row (the first
     # len(rows) of the batch; the rest padding): a distillation's teacher outputs (train.teachers)
     row_extra: object = None
@@ -177,10 +211,9 @@ class TrainBatches:
             raise UserError("no training sequence has 2 or more items")
         self.skipped = int((lens < 2).sum())
         shards, rows = self.negative_shards or (1, None)
-        one_uniform_set = self.shared_negatives and self.sampler == "uniform" and shards == 1
-        if self.negatives_outside and self.num_negatives and not one_uniform_set:
-            raise UserError("retrieval.negatives_outside_sequence draws one uniform set per sequence: "
-                            "it needs retrieval.shared_negatives=true, sampler=uniform and no shard_negatives")
+        if self.negatives_outside and self.num_negatives and (self.sampler != "uniform" or shards != 1):
+            raise UserError("retrieval.negatives_outside_sequence draws uniformly from the items outside "
+                            "the window: it needs sampler=uniform and no shard_negatives")
         self.neg = NegativeSampler(s.data.num_items, self.sampler,
                                    s.train_item_counts() if self.sampler == "popularity" else None,
                                    shards=shards, rows=rows)
@@ -239,9 +272,12 @@ class TrainBatches:
             if self.num_negatives:
                 rng = np.random.default_rng([self.seed, epoch, bi])
                 kw = dict(row_seed=[self.seed, epoch, bi], rows=block, batch_rows=B_all)
-                if self.negatives_outside:  # (shared, uniform: checked above)
+                if self.negatives_outside and self.shared_negatives:  # (uniform: checked above)
                     negs = outside_negatives(seq, s.data.num_items, self.num_negatives,
                                              [self.seed, epoch, bi], block.start)[:, None, :]
+                elif self.negatives_outside:
+                    negs = outside_draws(seq, s.data.num_items, self.num_negatives,
+                                         [self.seed, epoch, bi], block.start)
                 elif self.shared_negatives:  # avoid each row's own targets at any position
                     negs = self.neg.sample(rng, np.zeros(B, np.int64), self.num_negatives, **kw)[:, None, :]
                 else:

@@ -47,6 +47,10 @@ class ModelConfig:
     num_items: int
     max_len: int = field(default=200, metadata=at_least(1))
     dim: int = field(default=64, metadata=at_least(1))
+    # the item tables' initial standard deviation; None: dim ** -0.5. The PyTorch SASRec code
+    # behind the published BCE and CE figures starts them at 0.02: with Adam's fixed step size,
+    # a smaller start moves each embedding by a larger share of its size per update
+    embed_init_std: float | None = field(default=None, metadata=at_least(0.0, exclusive=True))
     dropout: float = field(default=0.2, metadata=between(0.0, 1.0, hi_exclusive=True))
     dtype: str = field(default="float32", metadata=one_of("float32", "bfloat16", "float16"))  # compute dtype
     features: tuple = ()  # catalog item features embedded into the item table (e.g. ("genres",))

@@ -82,7 +82,7 @@ class HSTU(RetrievalModel):
         self.config = config
         d = config.dim
         self.item_emb, self.item_feats = item_embeddings(config.num_items + 1, d, item_features, rngs,
-                                                         config.table_rows_multiple)
+                                                         config.table_rows_multiple, config.embed_init_std)
         self.out_emb = output_embeddings(config, rngs)
         self.pos_emb = nnx.Embed(config.max_len, d, rngs=rngs,
                                  embedding_init=nnx.initializers.normal(stddev=0.02))

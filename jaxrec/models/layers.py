@@ -195,11 +195,13 @@ def table_rows(rows: int, multiple: int = 1) -> int:
     return -(-rows // multiple) * multiple
 
 
-def item_embeddings(rows: int, dim: int, features: ItemFeatures | None, rngs: nnx.Rngs, multiple: int = 1):
-    """(id embedding, feature embedding or None) with the initialisation all models share;
-    ``rows`` is rounded up to ``multiple`` (the extra rows are never read)."""
+def item_embeddings(rows: int, dim: int, features: ItemFeatures | None, rngs: nnx.Rngs, multiple: int = 1,
+                    std: float | None = None):
+    """(id embedding, feature embedding or None) with the initialisation all models share
+    (normal, ``std`` or dim ** -0.5); ``rows`` is rounded up to ``multiple`` (the extra rows are
+    never read)."""
     rows = table_rows(rows, multiple)
-    ids = nnx.Embed(rows, dim, rngs=rngs, embedding_init=nnx.initializers.normal(stddev=dim ** -0.5))
+    ids = nnx.Embed(rows, dim, rngs=rngs, embedding_init=nnx.initializers.normal(stddev=std or dim ** -0.5))
     return ids, (None if features is None else FeatureEmbedding(features, rows, dim, rngs=rngs))
 
 
@@ -211,4 +213,4 @@ def output_embeddings(config, rngs: nnx.Rngs) -> nnx.Embed | None:
     if config.tied_output:
         return None
     return nnx.Embed(table_rows(config.num_items + 1, config.table_rows_multiple), config.dim, rngs=rngs,
-                     embedding_init=nnx.initializers.normal(stddev=config.dim ** -0.5))
+                     embedding_init=nnx.initializers.normal(stddev=config.embed_init_std or config.dim ** -0.5))

@@ -77,7 +77,7 @@ class RankingModel(ItemModel):
         self.config = config
         d = config.dim
         self.item_emb, self.item_feats = item_embeddings(config.num_items + 1, d, item_features, rngs,
-                                                         config.table_rows_multiple)
+                                                         config.table_rows_multiple, config.embed_init_std)
         self.pos_emb = nnx.Embed(config.max_len + 1, d, rngs=rngs,
                                  embedding_init=nnx.initializers.normal(stddev=0.02))
 

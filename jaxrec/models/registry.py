@@ -31,6 +31,9 @@ REGISTRY: dict[str, Entry] = {
     "sasrec": Entry(SASRec, "bce", {
         "base": (dict(dim=50, heads=1, blocks=2, dropout=0.2, max_len=200, layout="sasrec"),
                  "Kang & McAuley 2018, ML-1M settings"),
+        "vanilla": (dict(dim=64, heads=1, blocks=2, dropout=0.1, max_len=200, layout="sasrec"),
+                    "Klenitskiy & Vasilev 2023 (SASRec vanilla: the original layout at their code's "
+                    "d=64, dropout 0.1; BCE, one negative per position from outside the window)"),
         "plus": (dict(dim=64, heads=1, blocks=2, dropout=0.1, max_len=200, layout="pre"),
                  "Klenitskiy & Vasilev 2023 (SASRec+, CE loss)"),
         "ligr": (dict(dim=64, heads=1, blocks=2, dropout=0.1, max_len=200, layout="ligr", act="swiglu"),

@@ -35,8 +35,8 @@ class SASRec(RetrievalModel):
         self.config = config
         d = config.dim
         # rows: 0 = padding, 1..N items, then any extra tokens (BERT4Rec's [mask])
-        self.item_emb, self.item_feats = item_embeddings(config.num_items + 1 + extra_tokens, d,
-                                                         item_features, rngs, config.table_rows_multiple)
+        self.item_emb, self.item_feats = item_embeddings(config.num_items + 1 + extra_tokens, d, item_features, rngs,
+                                                         config.table_rows_multiple, config.embed_init_std)
         self.out_emb = output_embeddings(config, rngs)
         self.pos_emb = nnx.Embed(config.max_len, d, rngs=rngs,
                                  embedding_init=nnx.initializers.normal(stddev=0.02))

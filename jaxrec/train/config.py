@@ -32,12 +32,14 @@ class Retrieval:
     """Settings of retrieval training only."""
 
     shared_negatives: bool = False  # one set of negatives per sequence (B, 1, K) instead of per position
-    # never a negative from the sequence's own training window. sampled_softmax (with
-    # shared_negatives and the uniform sampler): a sequence's K negatives are K distinct items
-    # from outside its window (without replacement), as SASRec+ 3000's code draws them, instead of
-    # K independent draws (which repeat items and include the sequence's own later targets; with
-    # fewer than K such items the rest are padding, which no loss counts). ce: the softmax's
-    # classes at a position are its target and the items outside the window (the limit K -> N)
+    # never a negative from the sequence's own training window (uniform sampler). With
+    # shared_negatives (sampled_softmax): a sequence's K negatives are K distinct items from
+    # outside its window (without replacement), as SASRec+ 3000's code draws them, instead of K
+    # independent draws (which repeat items and include the sequence's own later targets; with
+    # fewer than K such items the rest are padding, which no loss counts). Per position
+    # (sampled_softmax, bce, gbce): K independent draws from outside the window at every
+    # position, as SASRec's BCE figures were measured. ce: the softmax's classes at a position
+    # are its target and the items outside the window (the limit K -> N)
     negatives_outside_sequence: bool = False
     gbce_t: float = field(default=0.75, metadata=between(0.0, 1.0))  # gBCE calibration (0: plain BCE)
     # update only the item-table rows a batch touches ("lazy" Adam, train/step.py SparseItemAdam):
@@ -94,7 +96,10 @@ class Config:
     # and so the metrics, then depend on the machine's speed)
     schedule: str = field(default="constant", metadata=one_of("constant", "cosine", "linear", "linear_time"))
     warmup_steps: int = field(default=0, metadata=at_least(0))
-    clip_norm: float = field(default=1.0, metadata=at_least(0.0))
+    clip_norm: float = field(default=1.0, metadata=at_least(0.0))  # 0: no clipping
+    # Adam's second-moment decay: 0.98 as in SASRec's TensorFlow code; 0.999 is PyTorch's default,
+    # which the PyTorch reproductions (Klenitskiy & Vasilev 2023) trained with
+    adam_b2: float = field(default=0.98, metadata=between(0.0, 1.0))
     # None: sized to the data, so a newcomer's first run finishes in minutes: 200 epochs, fewer
     # on small data (Config.resolved); give a number for a fixed count
     epochs: int | None = field(default=None, metadata=at_least(1))

@@ -187,6 +187,8 @@ def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None, mesh=
                 neg = jnp.take_along_axis(logits, negs, axis=-1)  # (B, L, K)
             else:
                 neg = negatives_logits(h, rows_of, negs)  # (B, L, K)
+        if loss in ("bce", "gbce"):  # a padding negative (id 0: none left to draw) counts nothing
+            neg = jnp.where(negs == 0, losses.NEG_INF, neg)
         if loss == "bce":
             return losses.bce(pos, neg, weights) + mi
         if loss == "gbce":
@@ -219,16 +221,16 @@ def make_schedule(cfg: Config, total_steps: int):
     return sched
 
 
-B1, B2, EPS = 0.9, 0.98, 1e-8  # Adam's moments (b2 as in SASRec's code) and epsilon
+B1, EPS = 0.9, 1e-8  # Adam's first moment and epsilon (the second: Config.adam_b2)
 
 
 def make_optimizer(cfg: Config, total_steps: int):
     """Adam(W) with global-norm clipping; with ``retrieval.sparse_items`` a ``SparseItemAdam``."""
     sched = make_schedule(cfg, total_steps)
     if cfg.retrieval.sparse_items:
-        return SparseItemAdam(sched, cfg.weight_decay, cfg.clip_norm)
-    opt = optax.adamw(sched, b1=B1, b2=B2, eps=EPS, weight_decay=cfg.weight_decay) if cfg.weight_decay else \
-        optax.adam(sched, b1=B1, b2=B2, eps=EPS)
+        return SparseItemAdam(sched, cfg.weight_decay, cfg.clip_norm, cfg.adam_b2)
+    opt = optax.adamw(sched, b1=B1, b2=cfg.adam_b2, eps=EPS, weight_decay=cfg.weight_decay) if cfg.weight_decay else \
+        optax.adam(sched, b1=B1, b2=cfg.adam_b2, eps=EPS)
     chain = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm else []
     return optax.chain(*chain, opt)
 
@@ -262,10 +264,10 @@ class SparseItemAdam:
     dense step would also move it by its momentum); with every row in every batch the two are
     the same (``tests/test_train.py``)."""
 
-    def __init__(self, schedule, weight_decay: float = 0.0, clip_norm: float = 0.0):
-        self.schedule, self.wd, self.clip = schedule, float(weight_decay), float(clip_norm)
-        self.rest = optax.adamw(schedule, b1=B1, b2=B2, eps=EPS, weight_decay=weight_decay) if weight_decay \
-            else optax.adam(schedule, b1=B1, b2=B2, eps=EPS)
+    def __init__(self, schedule, weight_decay: float = 0.0, clip_norm: float = 0.0, b2: float = 0.98):
+        self.schedule, self.wd, self.clip, self.b2 = schedule, float(weight_decay), float(clip_norm), float(b2)
+        self.rest = optax.adamw(schedule, b1=B1, b2=b2, eps=EPS, weight_decay=weight_decay) if weight_decay \
+            else optax.adam(schedule, b1=B1, b2=b2, eps=EPS)
 
     @staticmethod
     def split(params):
@@ -318,6 +320,7 @@ class SparseItemAdam:
         lr = self.schedule(state["step"]) * lr_scale
         live = ((ids > 0) & (ids < R))[:, None]  # padding row 0 and the fill never move
         m = B1 * opt["m"].at[ids].get(mode="fill", fill_value=0) + (1 - B1) * g_rows
+        B2 = self.b2
         v = B2 * opt["v"].at[ids].get(mode="fill", fill_value=0) + (1 - B2) * g_rows * g_rows
         step = (m / (1 - B1 ** t)) / (jnp.sqrt(v / (1 - B2 ** t)) + EPS) + self.wd * rows
         new_rows = jnp.where(live, rows - lr * step, rows)

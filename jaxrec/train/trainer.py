@@ -198,9 +198,9 @@ def build_run(cfg: Config, split: Split | None = None) -> Run:
     else:
         if rt.shard_negatives:
             check_shard_negatives(cfg, loss, model)
-        if rt.negatives_outside_sequence and loss not in ("sampled_softmax", "ce"):
-            raise UserError("retrieval.negatives_outside_sequence applies to loss sampled_softmax or ce, "
-                            f"not {loss!r}")
+        if rt.negatives_outside_sequence and loss not in ("sampled_softmax", "ce", "bce", "gbce"):
+            raise UserError("retrieval.negatives_outside_sequence applies to loss sampled_softmax, ce, bce "
+                            f"or gbce, not {loss!r}")
         batches = TrainBatches(split, model.config.max_len, cfg.batch_size, k, cfg.sampler, cfg.seed,
                                shared_negatives=rt.shared_negatives, length_buckets=cfg.length_buckets,
                                negatives_outside=rt.negatives_outside_sequence,
