@@ -99,7 +99,7 @@ class Config:
     clip_norm: float = field(default=1.0, metadata=at_least(0.0))  # 0: no clipping
     # Adam's second-moment decay: 0.98 as in SASRec's TensorFlow code; 0.999 is PyTorch's default,
     # which the PyTorch reproductions (Klenitskiy & Vasilev 2023) trained with
-    adam_b2: float = field(default=0.98, metadata=between(0.0, 1.0))
+    adam_b2: float = field(default=0.98, metadata=between(0.0, 1.0, hi_exclusive=True))
     # None: sized to the data, so a newcomer's first run finishes in minutes: 200 epochs, fewer
     # on small data (Config.resolved); give a number for a fixed count
     epochs: int | None = field(default=None, metadata=at_least(1))
