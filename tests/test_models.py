@@ -225,6 +225,22 @@ def test_item_tables_start_at_the_configured_scale(name):
             assert float(np.std(np.asarray(t))) == pytest.approx(want, rel=0.05)
 
 
+@pytest.mark.parametrize("name", ["sasrec/small", "bert4rec/small", "gsasrec/small"])
+def test_residual_writers_start_at_the_configured_scale(name):
+    """``dense_init_std``: the attention's output layer and both feed-forward layers of every
+    block start N(0, std); the query/key/value layers keep their LeCun start, and so does
+    everything by default (the same draws as before the setting existed)."""
+    plain, small = build_model(name, 300), build_model(name, 300, dense_init_std=0.02)
+    for bp, bs in zip(plain.blocks, small.blocks):
+        for layer in (lambda b: b.attn.out, lambda b: b.ffn.up, lambda b: b.ffn.down):
+            fan_in = layer(bp).kernel.shape[0]
+            assert float(np.std(np.asarray(layer(bp).kernel[...]))) == pytest.approx(fan_in ** -0.5, rel=0.15)
+            assert float(np.std(np.asarray(layer(bs).kernel[...]))) == pytest.approx(0.02, rel=0.1)
+        np.testing.assert_array_equal(np.asarray(bp.attn.q.kernel[...]), np.asarray(bs.attn.q.kernel[...]))
+    with pytest.raises(Exception, match="dense_init_std"):
+        build_model("hstu/small", 300, dense_init_std=0.02)  # a family without these blocks says so
+
+
 @pytest.mark.parametrize("name", ["sasrec/small", "hstu/small", "bert4rec/small", "gsasrec/small"])
 def test_cosine_similarity_scores_unit_vectors_over_the_temperature(name):
     """``similarity="cosine"`` (generative-recommenders' HSTU and SASRec): every position's score

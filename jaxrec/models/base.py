@@ -89,6 +89,11 @@ class SelfAttentionConfig(RetrievalConfig):
     ffn_mult: int = field(default=1, metadata=at_least(1))  # FFN hidden = ffn_mult * dim (SASRec: 1, BERT4Rec: 4)
     layout: str = field(default="pre", metadata=one_of("pre", "sasrec", "ligr"))  # see layers.TransformerBlock
     act: str = field(default="relu", metadata=one_of("relu", "gelu", "swiglu"))  # layers.FeedForward
+    # initial std of the layers that write into the residual stream (attention output, the
+    # feed-forward's two layers); None: LeCun normal, 1/sqrt(fan-in). The PyTorch SASRec code
+    # behind the published figures starts them at N(0, 0.02) (GPT-2's init): each block then
+    # starts close to the identity
+    dense_init_std: float | None = field(default=None, metadata=at_least(0.0, exclusive=True))
 
 
 @dataclasses.dataclass(frozen=True)

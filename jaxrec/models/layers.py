@@ -70,13 +70,14 @@ def attention_mask(items: jax.Array, causal: bool) -> jax.Array:
 class MultiHeadAttention(nnx.Module):
     """Softmax multi-head self-attention returning (output, weights)."""
 
-    def __init__(self, dim: int, heads: int, dropout_rate: float, *, rngs: nnx.Rngs):
+    def __init__(self, dim: int, heads: int, dropout_rate: float, *, rngs: nnx.Rngs,
+                 out_init=nnx.initializers.lecun_normal()):
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.heads, self.rate = heads, dropout_rate
         self.q = nnx.Linear(dim, dim, rngs=rngs)
         self.kv = nnx.Linear(dim, 2 * dim, rngs=rngs)
-        self.out = nnx.Linear(dim, dim, rngs=rngs)
+        self.out = nnx.Linear(dim, dim, kernel_init=out_init, rngs=rngs)
 
     def __call__(self, x, kv, mask, key=None):
         """x (B, Lq, D) queries, kv (B, L, D) keys/values, mask (B, 1, Lq, L) -> (B, Lq, D), (B, H, Lq, L)."""
@@ -99,11 +100,12 @@ class FeedForward(nnx.Module):
     2020, LiGR's feed-forward) is down(silu(gate(x)) * up(x)): a second input projection,
     no biases."""
 
-    def __init__(self, dim: int, hidden: int, dropout_rate: float, act: str, *, rngs: nnx.Rngs):
+    def __init__(self, dim: int, hidden: int, dropout_rate: float, act: str, *, rngs: nnx.Rngs,
+                 init=nnx.initializers.lecun_normal()):
         bias = act != "swiglu"
-        self.up = nnx.Linear(dim, hidden, use_bias=bias, rngs=rngs)
-        self.down = nnx.Linear(hidden, dim, use_bias=bias, rngs=rngs)
-        self.gate = nnx.Linear(dim, hidden, use_bias=False, rngs=rngs) if act == "swiglu" else None
+        self.up = nnx.Linear(dim, hidden, use_bias=bias, kernel_init=init, rngs=rngs)
+        self.down = nnx.Linear(hidden, dim, use_bias=bias, kernel_init=init, rngs=rngs)
+        self.gate = nnx.Linear(dim, hidden, use_bias=False, kernel_init=init, rngs=rngs) if act == "swiglu" else None
         self.rate, self.act = dropout_rate, {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "swiglu": jax.nn.silu}[act]
 
     def __call__(self, x, key=None):
@@ -121,17 +123,21 @@ class TransformerBlock(nnx.Module):
     ``ligr``: ``pre`` with gated residuals (LiGR, Gao et al. 2025, the layers of eSASRec):
     x + sigmoid(G1 x) * attn(LN(x)), then x + sigmoid(G2 x) * ffn(LN(x)); each gate, a
     linear map of the block's input, decides per channel how much of the update to keep.
+
+    ``init_std``: the attention's output layer and the feed-forward layers start at N(0, std)
+    instead of LeCun normal (``SelfAttentionConfig.dense_init_std``).
     """
 
     def __init__(self, dim: int, heads: int, hidden: int, dropout_rate: float, layout: str,
-                 act: str, *, rngs: nnx.Rngs):
+                 act: str, *, rngs: nnx.Rngs, init_std: float | None = None):
         if layout not in ("pre", "sasrec", "ligr"):
             raise ValueError(f"unknown block layout {layout!r}")
         self.layout, self.rate = layout, dropout_rate
         self.ln1 = nnx.LayerNorm(dim, epsilon=1e-8, rngs=rngs)
         self.ln2 = nnx.LayerNorm(dim, epsilon=1e-8, rngs=rngs)
-        self.attn = MultiHeadAttention(dim, heads, dropout_rate, rngs=rngs)
-        self.ffn = FeedForward(dim, hidden, dropout_rate, act, rngs=rngs)
+        init = nnx.initializers.lecun_normal() if init_std is None else nnx.initializers.normal(stddev=init_std)
+        self.attn = MultiHeadAttention(dim, heads, dropout_rate, rngs=rngs, out_init=init)
+        self.ffn = FeedForward(dim, hidden, dropout_rate, act, rngs=rngs, init=init)
         gated = layout == "ligr"
         self.gate1 = nnx.Linear(dim, dim, rngs=rngs) if gated else None
         self.gate2 = nnx.Linear(dim, dim, rngs=rngs) if gated else None

@@ -41,7 +41,8 @@ class SASRec(RetrievalModel):
         self.pos_emb = nnx.Embed(config.max_len, d, rngs=rngs,
                                  embedding_init=nnx.initializers.normal(stddev=0.02))
         self.blocks = nnx.List([TransformerBlock(d, config.heads, config.ffn_mult * d, config.dropout,
-                                                 config.layout, config.act, rngs=rngs)
+                                                 config.layout, config.act, rngs=rngs,
+                                                 init_std=config.dense_init_std)
                                 for _ in range(config.blocks)])
         self.final_ln = nnx.LayerNorm(d, epsilon=1e-8, rngs=rngs)
         # last, so the encoder's parameters are the same draws as without it
