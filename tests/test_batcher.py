@@ -175,10 +175,12 @@ def test_a_stale_or_foreign_estimate_never_refuses():
 
 @pytest.mark.parametrize("gap_ms,slow", [(0.0, False), (30.0, False), (30.0, True)])
 def test_a_batch_keeps_filling_while_calls_arrive_close_together(gap_ms, slow):
-    """Requests 2 ms apart to an instant device: with no fill gap a batch closes ``max_delay``
-    (1 ms) after its first request; with a 30 ms gap it keeps filling, up to the batch limit,
-    unless a batch is known to take longer than its requests' deadlines allow. The gap is 15x the
-    spacing so that a busy CI machine's scheduling jitter (CI once saw > 3 ms) cannot split it."""
+    """Requests to an instant device: with no fill gap a batch closes ``max_delay`` (1 ms) after
+    its first request, so requests 20 ms apart go one by one; with a 30 ms gap, requests 2 ms
+    apart keep one batch filling, up to the batch limit, unless a batch is known to take longer
+    than its requests' deadlines allow. Both spacings are 15-20x from the time they are tested
+    against, so a busy machine's scheduling jitter (CI once saw > 3 ms; a test run beside three
+    training runs merged 2 ms-apart requests) cannot turn one answer into the other."""
     metrics = ServerMetrics()
 
     class Instant:
@@ -193,7 +195,7 @@ def test_a_batch_keeps_filling_while_calls_arrive_close_together(gap_ms, slow):
             b.clock = lambda: 0.0  # the averages never go stale
             b._observe(8, 0.2, engine)  # a batch takes 0.2 s: 8 ms of filling leaves it in time
         b.start()
-        out = await _offer(b, 8, 0.21, spacing=0.002)
+        out = await _offer(b, 8, 0.21, spacing=0.002 if gap_ms else 0.02)
         await b.stop()
         return out
 
@@ -205,9 +207,11 @@ def test_a_batch_keeps_filling_while_calls_arrive_close_together(gap_ms, slow):
         return
     assert all(o == "ok" for o, _ in out)
     if gap_ms:
-        assert batches <= 2, batches  # one batch of 8 (two if the first closed before the others came)
+        # one batch of 8 (two if the first closed before the others came; more only when the
+        # machine stalls the client > 30 ms between two requests, as three training runs did)
+        assert batches <= 4, batches
     else:
-        assert batches >= 6, batches
+        assert batches >= 5, batches  # one per request, but for stalls of > 20 ms
 
 
 def test_a_latency_target_caps_the_batch_by_measured_times_and_bounds_the_wait():
