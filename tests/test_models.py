@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from jaxrec.models import build_model
-from jaxrec.models.layers import MultiHeadAttention, attention_mask, dropout
+from jaxrec.models.layers import MultiHeadAttention, TransformerBlock, attention_mask, dropout, split_key
 
 from zoo import RETRIEVAL as MODELS
 
@@ -239,6 +239,30 @@ def test_residual_writers_start_at_the_configured_scale(name):
         np.testing.assert_array_equal(np.asarray(bp.attn.q.kernel[...]), np.asarray(bs.attn.q.kernel[...]))
     with pytest.raises(Exception, match="dense_init_std"):
         build_model("hstu/small", 300, dense_init_std=0.02)  # a family without these blocks says so
+
+
+@pytest.mark.parametrize("layout", ["sasrec", "pre"])
+def test_attention_output_dropout_can_be_switched_off(layout):
+    """``attn_out_dropout=False`` (``out_dropout``): in training the block drops the attention
+    weights but adds the attention's output whole, as the published SASRec codes do; checked
+    against the block's formula written out; the default block differs (it drops the output)."""
+    x = jax.random.normal(jax.random.key(0), (2, 7, 16))  # (B, L, D)
+    mask = attention_mask(jnp.array([[0, 0, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7]]), causal=True)
+    key = jax.random.key(1)
+    blk = TransformerBlock(16, 2, 16, 0.5, layout, "relu", rngs=nnx.Rngs(0), out_dropout=False)
+    k1, _, k3 = split_key(key, 3)
+    if layout == "sasrec":
+        q = blk.ln1(x)
+        h = blk.ln2(q + blk.attn(q, x, mask, k1)[0])
+        want = h + blk.ffn(h, k3)
+    else:
+        h = x + blk.attn(blk.ln1(x), blk.ln1(x), mask, k1)[0]
+        want = h + blk.ffn(blk.ln2(h), k3)
+    np.testing.assert_allclose(np.asarray(blk(x, mask, key)[0]), np.asarray(want), rtol=1e-5, atol=1e-5)
+    default = TransformerBlock(16, 2, 16, 0.5, layout, "relu", rngs=nnx.Rngs(0))
+    assert not np.allclose(np.asarray(default(x, mask, key)[0]), np.asarray(want), atol=1e-3)
+    m = build_model("sasrec/small", 300, attn_out_dropout=False)
+    assert all(b.out_rate == 0.0 for b in m.blocks)
 
 
 @pytest.mark.parametrize("name", ["sasrec/small", "hstu/small", "bert4rec/small", "gsasrec/small"])

@@ -94,6 +94,10 @@ class SelfAttentionConfig(RetrievalConfig):
     # behind the published figures starts them at N(0, 0.02) (GPT-2's init): each block then
     # starts close to the identity
     dense_init_std: float | None = field(default=None, metadata=at_least(0.0, exclusive=True))
+    # dropout on the attention's output before the residual add (on top of the dropout on the
+    # attention weights). False: weights only, as both SASRec codes behind the published
+    # figures do (Kang's TensorFlow code, Klenitskiy & Vasilev's PyTorch port)
+    attn_out_dropout: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -125,14 +125,16 @@ class TransformerBlock(nnx.Module):
     linear map of the block's input, decides per channel how much of the update to keep.
 
     ``init_std``: the attention's output layer and the feed-forward layers start at N(0, std)
-    instead of LeCun normal (``SelfAttentionConfig.dense_init_std``).
+    instead of LeCun normal (``SelfAttentionConfig.dense_init_std``). ``out_dropout=False``
+    drops the attention's weights only, not its output (``SelfAttentionConfig.attn_out_dropout``).
     """
 
     def __init__(self, dim: int, heads: int, hidden: int, dropout_rate: float, layout: str,
-                 act: str, *, rngs: nnx.Rngs, init_std: float | None = None):
+                 act: str, *, rngs: nnx.Rngs, init_std: float | None = None, out_dropout: bool = True):
         if layout not in ("pre", "sasrec", "ligr"):
             raise ValueError(f"unknown block layout {layout!r}")
         self.layout, self.rate = layout, dropout_rate
+        self.out_rate = dropout_rate if out_dropout else 0.0
         self.ln1 = nnx.LayerNorm(dim, epsilon=1e-8, rngs=rngs)
         self.ln2 = nnx.LayerNorm(dim, epsilon=1e-8, rngs=rngs)
         init = nnx.initializers.lecun_normal() if init_std is None else nnx.initializers.normal(stddev=init_std)
@@ -156,7 +158,7 @@ class TransformerBlock(nnx.Module):
             hq = h[:, -1:] if last_only else h
             a, w = self.attn(hq, h, mask, k1)
             x = x[:, -1:] if last_only else x
-            a = dropout(a, self.rate, k2)  # (B, L, D)
+            a = dropout(a, self.out_rate, k2)  # (B, L, D)
             if self.gate1 is not None:
                 a = jax.nn.sigmoid(self.gate1(x)) * a
             x = x + a
@@ -167,7 +169,7 @@ class TransformerBlock(nnx.Module):
         else:
             q = self.ln1(x)
             a, w = self.attn(q[:, -1:] if last_only else q, x, mask, k1)
-            x = self.ln2((q[:, -1:] if last_only else q) + dropout(a, self.rate, k2))
+            x = self.ln2((q[:, -1:] if last_only else q) + dropout(a, self.out_rate, k2))
             x = x + self.ffn(x, k3)
         return x, w
 

@@ -42,7 +42,8 @@ class SASRec(RetrievalModel):
                                  embedding_init=nnx.initializers.normal(stddev=0.02))
         self.blocks = nnx.List([TransformerBlock(d, config.heads, config.ffn_mult * d, config.dropout,
                                                  config.layout, config.act, rngs=rngs,
-                                                 init_std=config.dense_init_std)
+                                                 init_std=config.dense_init_std,
+                                                 out_dropout=config.attn_out_dropout)
                                 for _ in range(config.blocks)])
         self.final_ln = nnx.LayerNorm(d, epsilon=1e-8, rngs=rngs)
         # last, so the encoder's parameters are the same draws as without it
