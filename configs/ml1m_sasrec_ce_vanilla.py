@@ -9,10 +9,10 @@ window; at most 100 epochs, validation every epoch, stop after 10 without improv
 
 Expected (leave-one-out, full ranking, seen items excluded, all users): test NDCG@10 0.1821,
 HR@10 0.3152 (Klenitskiy & Vasilev, RecSys 2023). Measured on the 2-core CPU (session 37):
-seeds 0 and 1 0.1795 and 0.1818 (HR@10 0.3147; best validation at epochs 77 and 69, stopped by
-patience), mean 0.1806 (99.2%): the 40-minute recipe's figure (ml1m_sasrec_ce_cpu40.py, 0.1804),
-not the published one; seed 2 still to finish. See benchmarks/RESULTS.md ("SASRec+ CE with the
-published figure's own settings").
+seeds 0, 1, 2 0.1795, 0.1818, 0.1811 (HR@10 0.3130; best validation at epochs 77, 69, 60,
+stopped by patience), mean 0.1808 +- 0.0012 (99.3%, not met): the 40-minute recipe's figure
+(ml1m_sasrec_ce_cpu40.py, 0.1804), not the published one. See benchmarks/RESULTS.md ("SASRec+
+CE with the published figure's own settings").
 
     jaxrec train --config configs/ml1m_sasrec_ce_vanilla.py --data ../shared/data/ml-1m/ml-1m.txt \\
         --out runs/ml1m_sasrec_ce_vanilla
