@@ -6,21 +6,15 @@ started again with --resume end the same."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 from jaxrec.train import RunDir
+from ports import free_port
 
 ARGS = ["--model", "sasrec/small", "--data", "synthetic:tiny", "--set", "loss=bce", "--set", "epochs=3",
         "--set", "batch_size=32", "--quiet"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(devices: int) -> dict:
@@ -28,7 +22,7 @@ def _env(devices: int) -> dict:
 
 
 def _multi(out, extra=()) -> list:
-    port = _free_port()  # a fresh coordinator port for every start
+    port = free_port()  # a fresh coordinator port for every start
     train = [sys.executable, "-m", "jaxrec.cli", "train"]
     return [subprocess.Popen(train + ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
                                       "--process-id", str(i), "--out", str(out), *extra] + ARGS,

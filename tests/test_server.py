@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import re
 import runpy
 import shutil
 import signal
@@ -24,6 +25,7 @@ from jaxrec.v1 import recommender_pb2_grpc as pb_grpc
 from jaxrec_server.client import AsyncClient, Client
 from jaxrec_server.engine import Engine
 from jaxrec_server.main import ServeConfig, Server, ThreadedServer
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -369,23 +371,38 @@ def test_sigterm_drains_in_flight(run_dir, event_loop, experiments):
     """SIGTERM: calls already taken are answered, then the process exits 0 - also on gRPC's
     experimental transport, whose own stop(grace) resets in-flight streams (the server drains
     in Python first)."""
+    import urllib.request
+
     env = dict(os.environ, JAX_PLATFORMS="cpu")
+    mport = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", str(run_dir), "--diversity-pool", "0",
                              "--port", "0", "--max-batch-size", "64", "--length-buckets", "50",
-                             "--k-buckets", "10", "--max-delay-ms", "400", "--grace-s", "20",
+                             "--k-buckets", "10", "--max-delay-ms", "3000", "--grace-s", "20",
+                             "--metrics-port", str(mport),
                              "--event-loop", event_loop] + (["--grpc-experiments", experiments] if experiments else []),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+    def in_flight() -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read().decode()
+        return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith("jaxrec_in_flight_rpcs "))
+
     try:
         line = ""
         while "serving" not in line:
             line = proc.stdout.readline()
             assert line, "server exited before serving"
-        port = int(line.split(":")[-1].split(",")[0])
+        port = int(re.search(r"serving .* on [^ ]+:(\d+)", line).group(1))  # not the metrics port
 
         async def go():
             async with AsyncClient(f"127.0.0.1:{port}", timeout=30, retries=0) as c:
                 tasks = [asyncio.create_task(c.recommend(h, k=5)) for h in histories(20, seed=5)]
-                await asyncio.sleep(0.2)  # all 20 are queued in the batcher's 400 ms window
+                # SIGTERM once the server holds all 20 in the batcher's 3 s window: a call it has
+                # not taken yet would be refused UNAVAILABLE, rightly (a loaded machine sent the
+                # last of them more than a fixed 0.2 s after the first)
+                t_end = time.monotonic() + 20
+                while await asyncio.to_thread(in_flight) < 20:
+                    assert time.monotonic() < t_end, f"the server took {in_flight()} of 20 calls in 20 s"
+                    await asyncio.sleep(0.02)
                 proc.send_signal(signal.SIGTERM)
                 return await asyncio.gather(*tasks)
 
@@ -806,7 +823,6 @@ def test_workers_compile_once_through_a_shared_cache(tmp_path):
 def test_workers_share_the_port_restart_and_all_drain_on_sigterm(run_dir):
     """--workers 2: both processes take connections on one port, metrics add up in the parent, a
     killed worker is started again, and SIGTERM to the parent drains every worker."""
-    import re
     import urllib.request
 
     from jaxrec_server.workers import cpu_shares
@@ -819,7 +835,7 @@ def test_workers_share_the_port_restart_and_all_drain_on_sigterm(run_dir):
                                                         "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.375"}
     assert worker_env(1, 2, ["0", "1"], environ={}) == {"CUDA_VISIBLE_DEVICES": "1"}  # one per GPU
     assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in worker_env(0, 2, ["0"], environ={"XLA_PYTHON_CLIENT_MEM_FRACTION": ".5"})
-    mport = 50795
+    mport = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "jaxrec.cli", "serve", "--checkpoint", str(run_dir), "--diversity-pool", "0", "--port", "0",
                              "--workers", "2", "--length-buckets", "50", "--k-buckets", "10", "--max-delay-ms", "300",
                              "--grace-s", "20", "--metrics-port", str(mport)],

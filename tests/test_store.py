@@ -18,16 +18,11 @@ from jaxrec.train import Config, train
 from jaxrec_server.client import Client
 from jaxrec_server.main import ServeConfig, ThreadedServer
 from jaxrec_server.store import EMPTY, RedisStore, SQLiteStore, StoreUnavailable, open_store
+from ports import free_port
 
 SERVE = dict(max_batch_size=8, length_buckets=[16, 50], k_buckets=[10], max_delay_ms=1.0, diversity_pool=0)
 REDIS = shutil.which("redis-server")
 needs_redis = pytest.mark.skipif(REDIS is None, reason="redis-server not installed (.ci/run installs it)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:
