@@ -44,7 +44,8 @@ def gbce(pos: jax.Array, neg: jax.Array, weights: jax.Array, beta: float) -> jax
 
 def catalog_ce(h: jax.Array, table: jax.Array, targets: jax.Array, weights: jax.Array,
                chunk: int = 256, exclude: jax.Array | None = None, teacher: tuple | None = None,
-               distill: float = 0.0, temperature: float = 1.0) -> jax.Array:
+               distill: float = 0.0, temperature: float = 1.0, future: int = 0,
+               future_weight: float = 0.0) -> jax.Array:
     """Softmax cross-entropy over the whole catalog (SASRec+ / "CE"); item 0 is not a class.
 
     ``h`` (B, L, D) hidden states, ``table`` (V, D) item embeddings (row 0 = padding),
@@ -65,6 +66,15 @@ def catalog_ce(h: jax.Array, table: jax.Array, targets: jax.Array, weights: jax.
     cross-entropy of softmax(student / T) against softmax(teacher / T), T = ``temperature``
     (T^2 keeps the gradient's scale independent of T). In the same chunked pass: neither
     side's (B, L, V) logits are ever held whole. The teacher gets no gradient.
+
+    ``future`` = K > 0: each position also predicts the K items after its target in the window
+    (PinnerFormer's dense all-action loss, Pancha et al. 2022, over a window of K), each at weight
+    ``future_weight`` / K, with the same logits, so it costs a gather and a scatter per chunk,
+    not another catalog matmul. Why: on ML-1M many ratings share a timestamp and their order is
+    arbitrary, so "one of the next few" is the signal the next item's position carries. With
+    ``exclude`` each future target y gets its own classes, y and the items outside the window
+    (the row's other window items, the position's own target included, are no class for it), the
+    same rule the target has; without, all K share the position's softmax.
     """
     h, table, targets, weights = map(jnp.asarray, (h, table, targets, weights))
     B, L, D = h.shape
@@ -83,7 +93,26 @@ def catalog_ce(h: jax.Array, table: jax.Array, targets: jax.Array, weights: jax.
         ht, table_t = (jax.lax.stop_gradient(jnp.asarray(x)) for x in teacher)
         hts = jnp.pad(ht.reshape(n, -1), ((0, pad), (0, 0))).reshape(-1, chunk, ht.shape[-1])  # (C, c, Dt)
     a = float(distill) if teacher is not None else 0.0
-    return _catalog_ce(hs, table, ts, ss, rs, exclude, hts, table_t, a, float(temperature))
+    fs = fws = None  # (C, c, K) the future targets and their weights
+    if future:
+        ids, valid = future_targets(targets, weights, future)  # (B, L, K)
+        fws = jnp.pad((valid * (float(future_weight) / future)).reshape(n, future), ((0, pad), (0, 0)))
+        fws = fws.reshape(-1, chunk, future)
+        fs = jnp.pad(ids.reshape(n, future), ((0, pad), (0, 0))).reshape(-1, chunk, future)
+    return _catalog_ce(hs, table, ts, ss, rs, exclude, hts, table_t, fs, fws, a, float(temperature))
+
+
+def future_targets(targets: jax.Array, weights: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """(B, L, k) ids and (B, L, k) float validity: at position t, the targets of positions t+1..t+k
+    of the same window (0 / invalid past its end or where the position itself has no target).
+    Windows are left-padded, so a window's last positions simply run out of future."""
+    targets = jnp.asarray(targets)
+    real = jnp.asarray(weights) > 0  # (B, L)
+    ids, valid = [], []
+    for j in range(1, k + 1):
+        ids.append(jnp.pad(targets[:, j:], ((0, 0), (0, j))))
+        valid.append(jnp.pad(real[:, j:], ((0, 0), (0, j))) & real)
+    return jnp.stack(ids, -1), jnp.stack(valid, -1).astype(jnp.float32)
 
 
 def window_items(inputs: jax.Array, targets: jax.Array, num_rows: int) -> jax.Array:
@@ -101,21 +130,23 @@ def _softmax_parts(logits):
     return top, ex, ex.sum(-1, keepdims=True)
 
 
-def _ce_chunks(hs, table, ts, ss, rs, exclude, hts, table_t, a, temp):
+def _ce_chunks(hs, table, ts, ss, rs, exclude, hts, table_t, fs, fws, a, temp):
     """-> (weighted loss sum, dloss/dh (C, c, D), dloss/dtable (V, D)), one chunk at a time.
     With a teacher (``hts`` (C, c, Dt), ``table_t``): the gradient of the loss in the logits is
     (1 - a)(p - onehot) + a T (p_T - q_T), p_T and q_T the student's and teacher's softmax at
-    temperature T."""
+    temperature T. With future targets (``fs``, ``fws`` (C, c, K)): + (1 - a) sum_y w_y (p_y -
+    onehot(y)), p_y the softmax over y's own classes."""
     cols = jnp.arange(table.shape[0])
     not_class = (cols == 0)[None, :]  # (1, V)
     ce_w = 1.0 - a  # the hard target's share
 
     def chunk_step(d_table, xs):
-        hc, tc, sc, rc, htc = xs  # (c, D), (c,), (c,), (c,), (c, Dt)
+        hc, tc, sc, rc, htc, fc, fwc = xs  # (c, D), (c,), (c,), (c,), (c, Dt), (c, K), (c, K)
         out = not_class
         if exclude is not None:  # the row's window items, but for this position's own target
             out = out | (exclude[rc] & (cols[None, :] != tc[:, None]))  # (c, V)
-        logits = jnp.where(out, NEG_INF, (hc @ table.T).astype(jnp.float32))  # (c, V)
+        raw = (hc @ table.T).astype(jnp.float32)  # (c, V)
+        logits = jnp.where(out, NEG_INF, raw)
         top, ex, total = _softmax_parts(logits)
         et = table[tc]  # (c, D)
         target_logit = (hc * et).sum(-1).astype(jnp.float32)
@@ -129,30 +160,48 @@ def _ce_chunks(hs, table, ts, ss, rs, exclude, hts, table_t, a, temp):
             topt, ext, totalt = (top / temp, ex, total) if temp == 1.0 else _softmax_parts(st)
             per = per + a * temp ** 2 * (jnp.log(totalt[:, 0]) + topt[:, 0] - (q * st).sum(-1))
             g = g + (a * temp) * (ext / totalt - q)
+        if fc is not None:
+            wf = ce_w * fwc  # (c, K)
+            lf = jnp.take_along_axis(raw, fc, axis=1)  # (c, K) the future targets' logits
+            if exclude is not None:  # y's classes: y and the items outside the window
+                ex_out = jnp.where(cols[None, :] == tc[:, None], 0.0, ex)  # (c, V) without the target
+                ey = jnp.exp(lf - top)  # (c, K)
+                denom = jnp.maximum(ex_out.sum(-1, keepdims=True) + ey, 1e-30)  # (c, K)
+                g = g + ex_out * (wf / denom).sum(-1, keepdims=True)
+                g = g.at[jnp.arange(g.shape[0])[:, None], fc].add(wf * ey / denom)
+            else:  # the position's own softmax
+                denom = total  # (c, 1)
+                g = g + ex * (wf.sum(-1, keepdims=True) / total)
+            per = per + (wf * (jnp.log(denom) + top - lf)).sum(-1)
         loss = (per * sc).sum()
         p = (g * sc[:, None]).astype(table.dtype)  # weighted (c, V)
         dh = p @ table - ((ce_w * sc)[:, None] * et).astype(table.dtype)  # (c, D)
         d_table = d_table + (p.T @ hc).astype(jnp.float32)
         d_table = d_table.at[tc].add(-((ce_w * sc)[:, None] * hc).astype(jnp.float32))
+        if fc is not None:  # the future targets' one-hots
+            wfs = (wf * sc[:, None]).astype(table.dtype)  # (c, K)
+            dh = dh - jnp.einsum("ck,ckd->cd", wfs, table[fc])
+            d_table = d_table.at[fc].add(-(wfs[..., None] * hc[:, None, :]).astype(jnp.float32))
         return d_table, (loss, dh.astype(hc.dtype))
 
-    d_table, (loss, dh) = jax.lax.scan(chunk_step, jnp.zeros(table.shape, jnp.float32), (hs, ts, ss, rs, hts))
+    d_table, (loss, dh) = jax.lax.scan(chunk_step, jnp.zeros(table.shape, jnp.float32),
+                                       (hs, ts, ss, rs, hts, fs, fws))
     return loss.sum(), dh, d_table.astype(table.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(8, 9))
-def _catalog_ce(hs, table, ts, ss, rs, exclude, hts, table_t, a, temp):
-    return _ce_chunks(hs, table, ts, ss, rs, exclude, hts, table_t, a, temp)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(10, 11))
+def _catalog_ce(hs, table, ts, ss, rs, exclude, hts, table_t, fs, fws, a, temp):
+    return _ce_chunks(hs, table, ts, ss, rs, exclude, hts, table_t, fs, fws, a, temp)[0]
 
 
-def _catalog_ce_fwd(hs, table, ts, ss, rs, exclude, hts, table_t, a, temp):
-    loss, dh, d_table = _ce_chunks(hs, table, ts, ss, rs, exclude, hts, table_t, a, temp)
+def _catalog_ce_fwd(hs, table, ts, ss, rs, exclude, hts, table_t, fs, fws, a, temp):
+    loss, dh, d_table = _ce_chunks(hs, table, ts, ss, rs, exclude, hts, table_t, fs, fws, a, temp)
     return loss, (dh, d_table)
 
 
 def _catalog_ce_bwd(a, temp, res, g):  # the loss is a scalar: its gradient was computed in the forward
     dh, d_table = res
-    return dh * g.astype(dh.dtype), d_table * g.astype(d_table.dtype), None, None, None, None, None, None
+    return (dh * g.astype(dh.dtype), d_table * g.astype(d_table.dtype)) + (None,) * 8
 
 
 _catalog_ce.defvjp(_catalog_ce_fwd, _catalog_ce_bwd)

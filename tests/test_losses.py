@@ -122,3 +122,54 @@ def test_catalog_ce_with_excluded_items_equals_a_masked_brute_force():
     got = jax.grad(lambda h, t: losses.catalog_ce(h, t, targets, w, 4, exclude=ex), (0, 1))(h, table)
     for a, b in zip(got, jax.grad(masked, (0, 1))(h, table)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_future_targets_shift_within_the_window():
+    targets = np.array([[0, 0, 3, 4, 5], [1, 2, 3, 4, 6]])
+    ids, valid = losses.future_targets(targets, (targets > 0).astype(np.float32), 2)
+    np.testing.assert_array_equal(np.asarray(ids)[0], [[0, 3], [3, 4], [4, 5], [5, 0], [0, 0]])
+    np.testing.assert_array_equal(np.asarray(valid)[0], [[0, 0], [0, 0], [1, 1], [1, 0], [0, 0]])
+    np.testing.assert_array_equal(np.asarray(valid)[1], [[1, 1], [1, 1], [1, 1], [1, 0], [0, 0]])
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+def test_catalog_ce_with_future_targets_equals_the_dense_formula(windowed):
+    """``future``: each position adds w/K x the cross-entropy of each of the next K targets, over
+    its own classes (with ``exclude``: y and the items outside the window); value and gradient
+    against the textbook version written with dense logits and differentiated by JAX."""
+    rng = np.random.default_rng(7)
+    B, L, V, K, w_f = 2, 5, 9, 2, 0.6
+    h = rng.normal(size=(B, L, 4)).astype(np.float32)
+    table = rng.normal(size=(V, 4)).astype(np.float32)
+    inputs = np.array([[0, 0, 1, 5, 2], [3, 6, 8, 7, 1]])
+    targets = np.array([[0, 1, 5, 2, 4], [6, 8, 7, 1, 2]])
+    w = (targets > 0).astype(np.float32)
+    ex = losses.window_items(inputs, targets, V) if windowed else None
+
+    def dense(h, table):
+        lg = jnp.einsum("bld,vd->blv", h, table)  # (B, L, V)
+        cols = jnp.arange(V)
+        total = 0.0
+        for b in range(B):
+            for t in range(L):
+                if not w[b, t]:
+                    continue
+                ys = [(targets[b, t], 1.0)] + [(targets[b, t + j], w_f / K) for j in range(1, K + 1)
+                                               if t + j < L and w[b, t + j]]
+                for y, wy in ys:
+                    out = cols == 0
+                    if ex is not None:
+                        out = out | (jnp.asarray(ex)[b] & (cols != y))
+                    z = jnp.where(out, -1e9, lg[b, t])
+                    total = total + wy * (jax.nn.logsumexp(z) - lg[b, t, y])
+        return total / w.sum()
+
+    def ours(h, table, chunk=3):
+        return losses.catalog_ce(h, table, targets, w, chunk, exclude=ex, future=K, future_weight=w_f)
+
+    for chunk in (1, 3, 256):
+        assert float(ours(h, table, chunk)) == pytest.approx(float(dense(h, table)), rel=1e-5)
+    assert float(ours(h, table)) > float(losses.catalog_ce(h, table, targets, w, 3, exclude=ex))
+    got, want = jax.grad(ours, (0, 1))(h, table), jax.grad(dense, (0, 1))(h, table)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

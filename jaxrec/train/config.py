@@ -58,6 +58,11 @@ class Retrieval:
     teachers: list[str] = field(default_factory=list)
     distill: float = field(default=0.5, metadata=between(0.0, 1.0))
     distill_temperature: float = field(default=1.0, metadata=at_least(0.05))
+    # loss ce: each position also predicts the next future_targets items after its target in the
+    # window, at future_weight / future_targets each (PinnerFormer's dense all-action loss over a
+    # short window; losses.catalog_ce): for data whose order within a short span is arbitrary
+    future_targets: int = field(default=0, metadata=at_least(0))
+    future_weight: float = field(default=0.5, metadata=at_least(0.0))
 
 
 @dataclasses.dataclass

@@ -167,7 +167,9 @@ def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None, mesh=
                 exclude = losses.window_items(inputs, targets, table.shape[0])  # (B, V)
             teacher = None if teacher_table is None else (batch["teacher_h"].astype(jnp.float32), teacher_table)
             return losses.catalog_ce(h, table.astype(h.dtype), targets, weights, exclude=exclude, teacher=teacher,
-                                     distill=cfg.retrieval.distill, temperature=cfg.retrieval.distill_temperature)
+                                     distill=cfg.retrieval.distill, temperature=cfg.retrieval.distill_temperature,
+                                     future=cfg.retrieval.future_targets if loss == "ce" else 0,
+                                     future_weight=cfg.retrieval.future_weight)
 
         def rows_of(idx):  # (..., D) output rows of idx
             return sparse.take(idx, h.dtype) if sparse is not None else table[idx].astype(h.dtype)

@@ -198,6 +198,8 @@ def build_run(cfg: Config, split: Split | None = None) -> Run:
     else:
         if rt.shard_negatives:
             check_shard_negatives(cfg, loss, model)
+        if rt.future_targets and loss != "ce":
+            raise UserError(f"retrieval.future_targets applies to loss ce, not {loss!r}")
         if rt.negatives_outside_sequence and loss not in ("sampled_softmax", "ce", "bce", "gbce"):
             raise UserError("retrieval.negatives_outside_sequence applies to loss sampled_softmax, ce, bce "
                             f"or gbce, not {loss!r}")
