@@ -254,3 +254,24 @@ def test_negatives_outside_the_sequence_need_a_loss_they_apply_to():
     with pytest.raises(UserError, match="negatives_outside_sequence applies to loss sampled_softmax, ce, bce"):
         build_run(Config(**TINY | dict(model="bert4rec/small", loss="cloze"), retrieval=rt),
                   leave_one_out(load_dataset("synthetic:tiny")))
+
+
+@pytest.mark.slow
+def test_future_targets_train_with_ce(tmp_path):
+    """``retrieval.future_targets`` (the chunked CE's extra targets) trains end to end, with and
+    without the excluded window."""
+    from jaxrec.train.config import Retrieval
+    for outside in (False, True):
+        rt = Retrieval(future_targets=2, future_weight=0.5, negatives_outside_sequence=outside)
+        cfg = Config(**TINY | dict(epochs=1), retrieval=rt)
+        assert train(cfg, tmp_path / f"future_{outside}", progress=False)["metrics"]["NDCG@10"] > 0.0
+
+
+def test_future_targets_need_the_catalog_softmax():
+    from jaxrec.data import leave_one_out, load_dataset
+    from jaxrec.errors import UserError
+    from jaxrec.train import build_run
+    from jaxrec.train.config import Retrieval
+    with pytest.raises(UserError, match="future_targets applies to loss ce, not 'bce'"):
+        build_run(Config(**TINY | dict(loss="bce"), retrieval=Retrieval(future_targets=2)),
+                  leave_one_out(load_dataset("synthetic:tiny")))
