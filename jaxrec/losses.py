@@ -115,11 +115,15 @@ def future_targets(targets: jax.Array, weights: jax.Array, k: int) -> tuple[jax.
     return jnp.stack(ids, -1), jnp.stack(valid, -1).astype(jnp.float32)
 
 
-def window_items(inputs: jax.Array, targets: jax.Array, num_rows: int) -> jax.Array:
+def window_items(inputs: jax.Array, targets: jax.Array, num_rows: int,
+                 history: jax.Array | None = None) -> jax.Array:
     """(B, V) bool: the items in each row's training window (inputs and targets; never the
-    padding column, which ``catalog_ce`` leaves out anyway)."""
+    padding column, which ``catalog_ce`` leaves out anyway), and with ``history`` (B, M) the
+    row's other training items too (before and after the window)."""
     b = jnp.arange(inputs.shape[0])[:, None]
     seen = jnp.zeros((inputs.shape[0], num_rows), bool).at[b, inputs].set(True).at[b, targets].set(True)
+    if history is not None:
+        seen = seen.at[b, history].set(True)
     return seen.at[:, 0].set(False)
 
 

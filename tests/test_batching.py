@@ -214,3 +214,37 @@ def test_a_batch_built_in_row_blocks_equals_the_whole_batch():
         for i, b in enumerate(whole):
             for k in b:
                 np.testing.assert_array_equal(np.concatenate([p[i][k] for p in parts]), b[k], err_msg=k)
+
+
+def test_all_windows_train_every_target_once_and_history_holds_the_whole_sequence():
+    """``all_windows``: a training sequence longer than max_len is cut into windows of max_len
+    targets from its end, so every (input, target) pair of every sequence is trained exactly
+    once an epoch (the default keeps the last max_len); ``with_history``: each row carries its
+    user's whole training sequence, whichever window it is."""
+    d = build_sequences(Interactions(np.repeat([1, 2, 3], [6, 4, 14]), np.arange(1, 25)))
+    split = leave_one_out(d)  # training parts: 1..4, 7..8, 11..22 (12 items: 11 targets)
+    pairs = {(a, a + 1) for a in list(range(1, 4)) + [7] + list(range(11, 22))}
+    for length_buckets in ((), None):
+        tb = TrainBatches(split, max_len=4, batch_size=2, seed=0, all_windows=True, with_history=True,
+                          length_buckets=length_buckets)
+        got, hist = [], {}
+        for b in tb.epoch(0):
+            for inp, tg, w, h in zip(b["inputs"], b["targets"], b["weights"], b["history"]):
+                got += [(int(i), int(t)) for i, t, x in zip(inp, tg, w) if x]
+                if w.any():
+                    hist[int(tg[w > 0][0])] = [int(x) for x in h if x]
+        assert sorted(got) == sorted(pairs)  # every pair, once
+        assert tb.targets_per_epoch == len(pairs) == 3 + 1 + 11
+        # user 3's windows (targets 19..22, 15..18, 12..14) all carry 11..22
+        assert hist[19] == hist[15] == hist[12] == list(range(11, 23))
+    last = TrainBatches(split, max_len=4, batch_size=2, seed=0)
+    assert last.targets_per_epoch == 3 + 1 + 4
+
+
+def test_excluded_history_widens_the_window():
+    from jaxrec import losses
+    inputs, targets = np.array([[0, 3, 4]]), np.array([[3, 4, 5]])
+    history = np.array([[0, 1, 2, 3, 4, 5, 6]])
+    assert np.flatnonzero(np.asarray(losses.window_items(inputs, targets, 8))[0]).tolist() == [3, 4, 5]
+    got = np.asarray(losses.window_items(inputs, targets, 8, history))[0]
+    assert np.flatnonzero(got).tolist() == [1, 2, 3, 4, 5, 6]

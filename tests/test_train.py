@@ -257,21 +257,28 @@ def test_negatives_outside_the_sequence_need_a_loss_they_apply_to():
 
 
 @pytest.mark.slow
-def test_future_targets_train_with_ce(tmp_path):
+def test_future_targets_and_all_windows_train_with_ce(tmp_path):
     """``retrieval.future_targets`` (the chunked CE's extra targets) trains end to end, with and
-    without the excluded window."""
+    without the excluded window; so do ``all_windows`` with ``exclude_history``."""
     from jaxrec.train.config import Retrieval
     for outside in (False, True):
         rt = Retrieval(future_targets=2, future_weight=0.5, negatives_outside_sequence=outside)
         cfg = Config(**TINY | dict(epochs=1), retrieval=rt)
         assert train(cfg, tmp_path / f"future_{outside}", progress=False)["metrics"]["NDCG@10"] > 0.0
+    rt = Retrieval(negatives_outside_sequence=True, exclude_history=True, all_windows=True)
+    assert train(Config(**TINY | dict(epochs=1), retrieval=rt), tmp_path / "windows",
+                 progress=False)["metrics"]["NDCG@10"] > 0.0
 
 
-def test_future_targets_need_the_catalog_softmax():
+def test_future_targets_and_history_windows_are_refused_where_they_do_not_apply():
     from jaxrec.data import leave_one_out, load_dataset
     from jaxrec.errors import UserError
     from jaxrec.train import build_run
     from jaxrec.train.config import Retrieval
+    split = leave_one_out(load_dataset("synthetic:tiny"))
     with pytest.raises(UserError, match="future_targets applies to loss ce, not 'bce'"):
-        build_run(Config(**TINY | dict(loss="bce"), retrieval=Retrieval(future_targets=2)),
-                  leave_one_out(load_dataset("synthetic:tiny")))
+        build_run(Config(**TINY | dict(loss="bce"), retrieval=Retrieval(future_targets=2)), split)
+    with pytest.raises(UserError, match="exclude_history widens .* set both"):
+        build_run(Config(**TINY, retrieval=Retrieval(exclude_history=True)), split)
+    with pytest.raises(UserError, match="all_windows with teachers"):
+        build_run(Config(**TINY, retrieval=Retrieval(all_windows=True, teachers=["runs/x"])), split)

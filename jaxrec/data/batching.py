@@ -199,6 +199,13 @@ class TrainBatches:
     # (rows, window, batch size) -> more arrays for the batch, per sequence row (the first
     # len(rows) of the batch; the rest padding): a distillation's teacher outputs (train.teachers)
     row_extra: object = None
+    # every target of a long training sequence, not only its last max_len: the sequence is cut
+    # into windows of max_len targets ending at its end, max_len before it, ... (each target in
+    # exactly one window; the first window may be short), each window a row of the epoch
+    all_windows: bool = False
+    # add "history" (B, M): each row's whole training sequence (M its longest; 0 = padding), for
+    # losses that must know the user's items beyond the window (retrieval.exclude_history)
+    with_history: bool = False
 
     def __post_init__(self):
         s = self.split
@@ -210,6 +217,18 @@ class TrainBatches:
         if len(self.rows) == 0:
             raise UserError("no training sequence has 2 or more items")
         self.skipped = int((lens < 2).sum())
+        # the epoch's units: (row, end of its window); one per row unless all_windows
+        self.ends = s.train_end[self.rows]
+        if self.all_windows:
+            if self.row_extra is not None:
+                raise UserError("all_windows cuts a sequence into several rows; per-row extras "
+                                "(distillation's teacher outputs) describe only the last window")
+            n_win = -(-(lens[self.rows] - 1) // self.max_len)  # windows of max_len targets each
+            self.rows = np.repeat(self.rows, n_win)
+            first = np.cumsum(n_win) - n_win  # each row's first unit
+            back = np.arange(len(self.rows)) - np.repeat(first, n_win)  # 0 = the latest window
+            self.ends = s.train_end[self.rows] - back * self.max_len  # (U,)
+        self.history_len = int(lens.max()) if self.with_history else 0
         shards, rows = self.negative_shards or (1, None)
         if self.negatives_outside and self.num_negatives and (self.sampler != "uniform" or shards != 1):
             raise UserError("retrieval.negatives_outside_sequence draws uniformly from the items outside "
@@ -220,7 +239,7 @@ class TrainBatches:
         # Length buckets: a sequence goes to the shortest window that holds it; a bucket of
         # window Lb uses batch size B * L / Lb, so every step sees about the same number of
         # positions and the jitted step compiles once per bucket, not per batch.
-        n_pos = np.minimum(lens[self.rows] - 1, self.max_len)
+        n_pos = np.minimum(self.ends - s.train_start[self.rows] - 1, self.max_len)
         buckets = data_windows(n_pos, self.max_len) if self.length_buckets is None else self.length_buckets
         self.windows = sorted({int(w) for w in buckets if 0 < w < self.max_len} | {self.max_len})
         self.bucket_of = np.searchsorted(self.windows, n_pos)  # (R,) index into windows
@@ -232,16 +251,17 @@ class TrainBatches:
 
     @property
     def targets_per_epoch(self) -> int:
-        lens = self.split.train_end[self.rows] - self.split.train_start[self.rows] - 1
+        lens = self.ends - self.split.train_start[self.rows] - 1
         return int(np.minimum(lens, self.max_len).sum())
 
     def _plan(self, epoch: int) -> list:
-        """[(window, rows)] for one epoch: shuffled within buckets, then across batches."""
+        """[(window, batch size, units)] for one epoch: shuffled within buckets, then across
+        batches (a unit: an index into ``rows`` / ``ends``)."""
         rng = np.random.default_rng([self.seed, epoch])
         plan = []
         for b, (w, bs) in enumerate(zip(self.windows, self.bucket_batch)):
-            rows = rng.permutation(self.rows[self.bucket_of == b])
-            plan += [(w, bs, rows[i:i + bs]) for i in range(0, len(rows), bs)]
+            units = rng.permutation(np.flatnonzero(self.bucket_of == b))
+            plan += [(w, bs, units[i:i + bs]) for i in range(0, len(units), bs)]
         return [plan[i] for i in rng.permutation(len(plan))]
 
 
@@ -253,13 +273,14 @@ class TrainBatches:
         plan = self._plan(epoch)
         lo, hi, n = part
         for bi in range(start_batch, len(plan)):
-            L, B_all, rows_all = plan[bi]
+            L, B_all, units_all = plan[bi]
             if B_all % n:
                 raise UserError(f"a batch of {B_all} sequences does not split over {n} data-parallel devices")
             block = slice(lo * B_all // n, hi * B_all // n)
             B = block.stop - block.start
-            rows = rows_all[block]  # the plan's rows in this block (fewer, or none, in a last batch)
-            start, end = s.train_start[rows], s.train_end[rows]
+            units = units_all[block]  # the plan's units in this block (fewer, or none, in a last batch)
+            rows = self.rows[units]
+            start, end = s.train_start[rows], self.ends[units]
             seq = pad_histories(s.data.items, start, end, L + 1)  # (b, L+1)
             pad = B - len(rows)
             seq = np.pad(seq, ((0, pad), (0, 0)))
@@ -267,6 +288,9 @@ class TrainBatches:
             targets = np.where(inputs > 0, seq[:, 1:], 0)  # (B, L); no target without an input
             batch = {"inputs": inputs, "targets": targets,
                      "weights": (targets > 0).astype(np.float32)}
+            if self.with_history:
+                hist = pad_histories(s.data.items, start, s.train_end[rows], self.history_len)
+                batch["history"] = np.pad(hist, ((0, pad), (0, 0)))  # (B, M)
             if self.with_times:  # position i's query time is its target's time
                 batch["times"] = np.pad(pad_times(s.data.times, start, end, L + 1), ((0, pad), (0, 0)))
             if self.num_negatives:

@@ -63,6 +63,14 @@ class Retrieval:
     # short window; losses.catalog_ce): for data whose order within a short span is arbitrary
     future_targets: int = field(default=0, metadata=at_least(0))
     future_weight: float = field(default=0.5, metadata=at_least(0.0))
+    # train on every target of a long sequence, not only its last max_len: the sequence is cut
+    # into windows of max_len targets (data/batching.py TrainBatches), each a row of the epoch
+    # (on ml-1m.txt the last 200 hold 66% of the training targets: 1,549 users have more)
+    all_windows: bool = False
+    # ce with negatives_outside_sequence: no item of the user's training sequence is a class at
+    # any position (but its own target), not only the window's: with all_windows an earlier
+    # window's later items, and for any long sequence the items before its window
+    exclude_history: bool = False
 
 
 @dataclasses.dataclass

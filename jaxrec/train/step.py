@@ -164,7 +164,7 @@ def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None, mesh=
         if loss in ("ce", "cloze"):
             exclude = None  # ce with negatives_outside_sequence: the window's items are no class
             if loss == "ce" and cfg.retrieval.negatives_outside_sequence:
-                exclude = losses.window_items(inputs, targets, table.shape[0])  # (B, V)
+                exclude = losses.window_items(inputs, targets, table.shape[0], batch.get("history"))  # (B, V)
             teacher = None if teacher_table is None else (batch["teacher_h"].astype(jnp.float32), teacher_table)
             return losses.catalog_ce(h, table.astype(h.dtype), targets, weights, exclude=exclude, teacher=teacher,
                                      distill=cfg.retrieval.distill, temperature=cfg.retrieval.distill_temperature,

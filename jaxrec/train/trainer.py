@@ -200,13 +200,20 @@ def build_run(cfg: Config, split: Split | None = None) -> Run:
             check_shard_negatives(cfg, loss, model)
         if rt.future_targets and loss != "ce":
             raise UserError(f"retrieval.future_targets applies to loss ce, not {loss!r}")
+        if rt.exclude_history and not (loss == "ce" and rt.negatives_outside_sequence):
+            raise UserError("retrieval.exclude_history widens the excluded window of loss ce with "
+                            "negatives_outside_sequence: set both")
+        if rt.all_windows and rt.teachers:
+            raise UserError("retrieval.all_windows with teachers: the teachers' outputs are cached for "
+                            "each sequence's last window only")
         if rt.negatives_outside_sequence and loss not in ("sampled_softmax", "ce", "bce", "gbce"):
             raise UserError("retrieval.negatives_outside_sequence applies to loss sampled_softmax, ce, bce "
                             f"or gbce, not {loss!r}")
         batches = TrainBatches(split, model.config.max_len, cfg.batch_size, k, cfg.sampler, cfg.seed,
                                shared_negatives=rt.shared_negatives, length_buckets=cfg.length_buckets,
                                negatives_outside=rt.negatives_outside_sequence,
-                               with_times=uses_time,
+                               with_times=uses_time, all_windows=rt.all_windows,
+                               with_history=rt.exclude_history,
                                negative_shards=(cfg.model_parallel, model.item_emb.embedding.shape[0])
                                if rt.shard_negatives else None)
     if cfg.eval_every is None:
