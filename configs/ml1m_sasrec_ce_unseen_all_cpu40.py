@@ -13,7 +13,10 @@ Vasilev 2023; the best published on this file: SASRec+ 3000, 0.1857; issue 21's 
 target 0.195). Ablation (session 39, one seed, the recipe with a linear decay over a fixed
 number of epochs so that the runs see the same number of training targets, 4 processes sharing
 the 2 cores): the recipe 40 epochs, test 0.1845 (best validation 0.1953); + exclude_history
-0.1875 (0.1966); + all_windows, 27 epochs, 0.1901 (0.2003). See benchmarks/RESULTS.md.
+0.1875 (0.1966); + all_windows, 27 epochs, 0.1901 (0.2003). This config, 40 minutes on the
+2-core CPU (session 39; seeds 0 and 1 side by side, 52-54 epochs; seed 2 69 epochs): 0.1942,
+0.1941, 0.1950, mean 0.1944 +- 0.0005 (HR@10 0.3322): the best single model on ml-1m.txt, 0.3%
+short of 0.195. See benchmarks/RESULTS.md.
 
     jaxrec train --config configs/ml1m_sasrec_ce_unseen_all_cpu40.py --data ../shared/data/ml-1m/ml-1m.txt \\
         --out runs/ml1m_sasrec_ce_unseen_all_cpu40
