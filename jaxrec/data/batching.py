@@ -201,7 +201,8 @@ class TrainBatches:
     row_extra: object = None
     # every target of a long training sequence, not only its last max_len: the sequence is cut
     # into windows of max_len targets ending at its end, max_len before it, ... (each target in
-    # exactly one window; the first window may be short), each window a row of the epoch
+    # exactly one window; the first window may be short), each window a row of the epoch. Per-row
+    # extras (row_extra) describe a sequence's last window only: the trainer refuses the two together
     all_windows: bool = False
     # add "history" (B, M): each row's whole training sequence (M its longest; 0 = padding), for
     # losses that must know the user's items beyond the window (retrieval.exclude_history)
@@ -220,9 +221,6 @@ class TrainBatches:
         # the epoch's units: (row, end of its window); one per row unless all_windows
         self.ends = s.train_end[self.rows]
         if self.all_windows:
-            if self.row_extra is not None:
-                raise UserError("all_windows cuts a sequence into several rows; per-row extras "
-                                "(distillation's teacher outputs) describe only the last window")
             n_win = -(-(lens[self.rows] - 1) // self.max_len)  # windows of max_len targets each
             self.rows = np.repeat(self.rows, n_win)
             first = np.cumsum(n_win) - n_win  # each row's first unit
