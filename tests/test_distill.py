@@ -118,15 +118,21 @@ def test_teachers_that_cannot_teach_are_a_clear_error(tiny_run, tmp_path):
         train(_tiny(teachers=[str(tmp_path)]), tmp_path / "c", progress=False)
 
 
-def test_the_cached_teacher_outputs_are_the_teachers_on_each_batchs_windows():
+@pytest.mark.parametrize("all_windows", [False, True])
+def test_the_cached_teacher_outputs_are_the_teachers_on_each_batchs_windows(all_windows):
     """Computed once, read per batch: every row of every batch (length buckets, a last short
-    batch, padding rows) carries exactly what the teachers give for that batch's inputs."""
+    batch, padding rows; with all_windows a long sequence's earlier windows too) carries exactly
+    what the teachers give for that batch's inputs."""
     from jaxrec.data import make_split
     from jaxrec.data.batching import TrainBatches
     from jaxrec.train.teachers import TeacherCache
     data = load_dataset("synthetic:users=70,items=40,mean_len=12,max_len=30")
     teachers = [build_model("sasrec/small", data.num_items, s, catalog=data.catalog) for s in (0, 1)]
-    batches = TrainBatches(make_split(data), 30, 16, length_buckets=[10, 20])
+    max_len = 12 if all_windows else 30
+    batches = TrainBatches(make_split(data), max_len, 16, length_buckets=[4, 8] if all_windows else [10, 20],
+                           all_windows=all_windows)
+    if all_windows:  # some sequences are several windows, their earlier ones ending before train_end
+        assert len(batches.rows) > len(set(batches.rows.tolist()))
     cache = TeacherCache(teachers, batches, chunk=8, progress=False)
     batches.row_extra = cache.rows
     seen, view = 0, jax.jit(lambda inputs: teacher_view(teachers, inputs)[0])

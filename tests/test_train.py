@@ -280,5 +280,3 @@ def test_future_targets_and_history_windows_are_refused_where_they_do_not_apply(
         build_run(Config(**TINY | dict(loss="bce"), retrieval=Retrieval(future_targets=2)), split)
     with pytest.raises(UserError, match="exclude_history widens .* set both"):
         build_run(Config(**TINY, retrieval=Retrieval(exclude_history=True)), split)
-    with pytest.raises(UserError, match="all_windows with teachers"):
-        build_run(Config(**TINY, retrieval=Retrieval(all_windows=True, teachers=["runs/x"])), split)

@@ -196,13 +196,13 @@ class TrainBatches:
     # negatives from outside the window: shared, distinct (outside_negatives); per position,
     # independent (outside_draws)
     negatives_outside: bool = False
-    # (rows, window, batch size) -> more arrays for the batch, per sequence row (the first
-    # len(rows) of the batch; the rest padding): a distillation's teacher outputs (train.teachers)
+    # (units, window, batch size) -> more arrays for the batch, per unit (a window of a sequence:
+    # an index into rows / ends; the first len(units) rows of the batch, the rest padding): a
+    # distillation's teacher outputs (train.teachers)
     row_extra: object = None
     # every target of a long training sequence, not only its last max_len: the sequence is cut
     # into windows of max_len targets ending at its end, max_len before it, ... (each target in
-    # exactly one window; the first window may be short), each window a row of the epoch. Per-row
-    # extras (row_extra) describe a sequence's last window only: the trainer refuses the two together
+    # exactly one window; the first window may be short), each window a unit of the epoch
     all_windows: bool = False
     # add "history" (B, M): each row's whole training sequence (M its longest; 0 = padding), for
     # losses that must know the user's items beyond the window (retrieval.exclude_history)
@@ -306,7 +306,7 @@ class TrainBatches:
                     negs = self.neg.sample(rng, batch["targets"], self.num_negatives, **kw)
                 batch["negatives"] = negs
             if self.row_extra is not None:
-                batch |= self.row_extra(rows, L, B)
+                batch |= self.row_extra(units, L, B)
             yield batch
 
 

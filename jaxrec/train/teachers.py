@@ -1,9 +1,10 @@
 """Distillation teachers (``retrieval.teachers``): frozen runs whose next-item distribution a
 student learns besides its targets, with their outputs computed once, not at every step.
 
-The teachers are frozen and read without dropout, and a training sequence's window is the same
-every epoch (``TrainBatches``: the last items of its training part, cut to its length bucket),
-so a teacher's hidden states for a sequence never change. Computing them at every step cost
+The teachers are frozen and read without dropout, and a training window is the same every
+epoch (``TrainBatches``: a unit's window ends at the same place, cut to the same length bucket;
+with ``all_windows`` a long sequence has several), so a teacher's hidden states for a window
+never change. Computing them at every step cost
 four transformer forwards per step (3.5x a plain step on the 2-core CPU, four teachers on
 ML-1M); computed once before training they cost about one epoch's forwards, and a step reads
 its batch's rows from memory (float16: ~0.5 GB for ML-1M's 6,040 windows of up to 200
@@ -60,28 +61,29 @@ def load_teachers(run_dirs: list[str], loss: str, catalog) -> list:
 
 class TeacherCache:
     """The teachers' ``teacher_view`` of every training window, computed once (``build``); a
-    batch gets its rows' as ``teacher_h`` (B, L, sum Dt) float16 (``rows``, the ``row_extra``
-    of ``TrainBatches``), and the loss their tables side by side (``table``)."""
+    batch gets its units' as ``teacher_h`` (B, L, sum Dt) float16 (``rows``, the ``row_extra``
+    of ``TrainBatches``: a unit is one window of a sequence, its index into ``batches.rows`` /
+    ``batches.ends``), and the loss their tables side by side (``table``)."""
 
     def __init__(self, teachers: list, batches: TrainBatches, chunk: int = 64, progress: bool = True):
         split = batches.split
         view = jax.jit(lambda inputs: teacher_view(teachers, inputs)[0].astype(jnp.float16))
         self.table = teacher_table(teachers)  # (V, sum Dt)
         self.dim = int(self.table.shape[1])
-        self.slot = np.zeros(split.data.num_users, np.int64)  # sequence row -> its place in its bucket's array
-        self.arrays = []  # per length bucket: (rows in it, window, sum Dt) float16
-        total = len(batches.rows)
+        self.slot = np.zeros(len(batches.rows), np.int64)  # unit -> its place in its bucket's array
+        self.arrays = []  # per length bucket: (units in it, window, sum Dt) float16
         bar = None
         if progress:
             from tqdm import tqdm
-            bar = tqdm(total=total, desc="teachers", unit="seq", leave=False, dynamic_ncols=True)
+            bar = tqdm(total=len(batches.rows), desc="teachers", unit="window", leave=False, dynamic_ncols=True)
         for b, w in enumerate(batches.windows):
-            rows = batches.rows[batches.bucket_of == b]
-            self.slot[rows] = np.arange(len(rows))
-            out = np.zeros((len(rows), w, self.dim), np.float16)
-            for i in range(0, len(rows), chunk):
-                part = rows[i:i + chunk]
-                seq = pad_histories(split.data.items, split.train_start[part], split.train_end[part], w + 1)
+            units = np.flatnonzero(batches.bucket_of == b)
+            self.slot[units] = np.arange(len(units))
+            out = np.zeros((len(units), w, self.dim), np.float16)
+            for i in range(0, len(units), chunk):
+                part = units[i:i + chunk]
+                rows = batches.rows[part]
+                seq = pad_histories(split.data.items, split.train_start[rows], batches.ends[part], w + 1)
                 inputs = np.pad(seq[:, :-1], ((0, chunk - len(part)), (0, 0)))  # a fixed shape: one compile per bucket
                 out[i:i + len(part)] = np.asarray(view(inputs))[:len(part)]
                 if bar is not None:
@@ -92,9 +94,9 @@ class TeacherCache:
         self.bucket = {w: b for b, w in enumerate(batches.windows)}
         self.nbytes = sum(a.nbytes for a in self.arrays)
 
-    def rows(self, rows: np.ndarray, window: int, size: int) -> dict:
-        """``teacher_h`` for a batch of ``size`` whose first rows are the sequences ``rows`` (the
-        rest padding) in windows of ``window``."""
+    def rows(self, units: np.ndarray, window: int, size: int) -> dict:
+        """``teacher_h`` for a batch of ``size`` whose first rows are the windows ``units`` (the
+        rest padding), each ``window`` long."""
         out = np.zeros((size, window, self.dim), np.float16)
-        out[:len(rows)] = self.arrays[self.bucket[window]][self.slot[rows]]
+        out[:len(units)] = self.arrays[self.bucket[window]][self.slot[units]]
         return {"teacher_h": out}

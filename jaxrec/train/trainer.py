@@ -203,9 +203,6 @@ def build_run(cfg: Config, split: Split | None = None) -> Run:
         if rt.exclude_history and not (loss == "ce" and rt.negatives_outside_sequence):
             raise UserError("retrieval.exclude_history widens the excluded window of loss ce with "
                             "negatives_outside_sequence: set both")
-        if rt.all_windows and rt.teachers:
-            raise UserError("retrieval.all_windows with teachers: the teachers' outputs are cached for "
-                            "each sequence's last window only")
         if rt.negatives_outside_sequence and loss not in ("sampled_softmax", "ce", "bce", "gbce"):
             raise UserError("retrieval.negatives_outside_sequence applies to loss sampled_softmax, ce, bce "
                             f"or gbce, not {loss!r}")
