@@ -9,7 +9,10 @@ is what separates HSTU-large (8 blocks, NDCG@10 0.1893) from HSTU (0.1720) on ra
 
 Expected: the published SASRec+ figure is the reference (test NDCG@10 0.1821, Klenitskiy &
 Vasilev 2023; the best published on this file: SASRec+ 3000, 0.1857; issue 21's single-model
-target 0.195). Measured: see benchmarks/RESULTS.md.
+target 0.195). Measured on the 2-core CPU (session 41, seeds 0-2 side by side for the whole 110
+minutes, 80-85 epochs each): test 0.2011, 0.1990, 0.2026, mean 0.2009 +- 0.0018 (HR@10 0.3414):
++8.2% over 0.1857 and +3.0% over the two-block 0.19497 in the same time; the three as an
+ensemble 0.2062. See benchmarks/RESULTS.md.
 
     jaxrec train --config configs/ml1m_sasrec_ce_unseen_all_b3_cpu110.py --data ../shared/data/ml-1m/ml-1m.txt \\
         --out runs/ml1m_sasrec_ce_unseen_all_b3_cpu110
