@@ -22,8 +22,8 @@ def at_least(lo, *, exclusive: bool = False) -> dict:
     return {"lo": lo, "lo_exclusive": exclusive}
 
 
-def between(lo, hi, *, hi_exclusive: bool = False) -> dict:
-    return {"lo": lo, "hi": hi, "hi_exclusive": hi_exclusive}
+def between(lo, hi, *, lo_exclusive: bool = False, hi_exclusive: bool = False) -> dict:
+    return {"lo": lo, "hi": hi, "lo_exclusive": lo_exclusive, "hi_exclusive": hi_exclusive}
 
 
 def one_of(*choices) -> dict:

@@ -20,6 +20,8 @@ BAD = [  # (override, words the one-line error must contain)
     ("ranking.residual=1", ["ranking.residual", "sasrec is a retrieval model"]),
     ("residual=1", ["ranking.residual", "retrieval model"]),  # the flat name of a ranker setting
     ("schedule=cosin", ["schedule='cosin'", "one of"]),
+    ("decay_fraction=0", ["decay_fraction=0", "> 0.0"]),
+    ("decay_fraction=1.5", ["decay_fraction=1.5", "<= 1.0"]),
     ("dropout=0.1", ["unknown setting 'dropout'"]),
     ("noequals", ["--set expects key=value"]),
 ]

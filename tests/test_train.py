@@ -80,6 +80,40 @@ def test_lr_scale_is_a_learning_rate_factor_and_linear_time_needs_a_budget(tmp_p
         train(Config(**TINY | dict(schedule="linear_time")), tmp_path / "t", progress=False)
 
 
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("warmup", [0, 10])
+def test_decay_fraction_holds_lr_then_decays_over_the_last_share(schedule, warmup):
+    """Warmup-stable-decay against its closed form: lr during the first 1 - f of the steps after
+    warmup, then the whole schedule's shape compressed into the last f, reaching 0 at the end;
+    f = 1 is the plain schedule. The clock's version (linear_time) gives the same factor."""
+    import numpy as np
+    from jaxrec.errors import UserError
+    from jaxrec.train.step import make_schedule, time_decay_factor
+    total, lr, f = 110, 2e-3, 0.25
+    sched = make_schedule(Config(**TINY | dict(schedule=schedule, lr=lr, warmup_steps=warmup,
+                                               decay_fraction=f)), total)
+    plain = make_schedule(Config(**TINY | dict(schedule=schedule, lr=lr)), total)
+    decay = round((total - warmup) * f)
+    start = total - decay
+
+    def expected(t):
+        if t < warmup:
+            return lr * t / warmup
+        if t < start:
+            return lr
+        u = (t - start) / decay
+        return lr * (1 - u) if schedule == "linear" else lr * 0.5 * (1 + np.cos(np.pi * u))
+
+    for t in range(total + 1):
+        np.testing.assert_allclose(float(sched(t)), expected(t), rtol=1e-5, atol=1e-9, err_msg=f"step {t}")
+    assert float(plain(total // 2)) < lr  # the default (f = 1) decays from the first step
+    for left, want in [(1.0, 1.0), (0.5, 1.0), (0.25, 1.0), (0.125, 0.5), (0.0, 0.0), (-0.1, 0.0)]:
+        assert time_decay_factor(left, f) == pytest.approx(want)
+    assert time_decay_factor(0.5, 1.0) == pytest.approx(0.5)
+    with pytest.raises(UserError, match="schedule=constant"):
+        make_schedule(Config(**TINY | dict(decay_fraction=f)), total)
+
+
 def test_refuses_to_overwrite_without_resume(tmp_path):
     train(Config(**TINY | dict(epochs=1)), tmp_path / "r", progress=False)
     from jaxrec.errors import UserError

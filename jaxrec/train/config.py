@@ -108,6 +108,9 @@ class Config:
     # at max_minutes of wall time: uses a time budget fully on any machine, but the schedule,
     # and so the metrics, then depend on the machine's speed)
     schedule: str = field(default="constant", metadata=one_of("constant", "cosine", "linear", "linear_time"))
+    # the share of training, at its end, over which cosine / linear / linear_time decay to 0; the
+    # rate stays at lr before it (warmup-stable-decay: a constant rate's progress, then a settled end)
+    decay_fraction: float = field(default=1.0, metadata=between(0.0, 1.0, lo_exclusive=True))
     warmup_steps: int = field(default=0, metadata=at_least(0))
     clip_norm: float = field(default=1.0, metadata=at_least(0.0))  # 0: no clipping
     # Adam's second-moment decay: 0.98 as in SASRec's TensorFlow code; 0.999 is PyTorch's default,

@@ -206,7 +206,8 @@ def make_loss_fn(loss: str, cfg: Config, num_items: int, sample_prob=None, mesh=
 
 def make_schedule(cfg: Config, total_steps: int):
     """step -> learning rate (before the trainer's wall-clock factor of ``linear_time``)."""
-    decay_steps = max(1, total_steps - cfg.warmup_steps)
+    after_warmup = max(1, total_steps - cfg.warmup_steps)
+    decay_steps = max(1, round(after_warmup * cfg.decay_fraction))
     if cfg.schedule in ("constant", "linear_time"):  # linear_time: decayed by the trainer's clock
         sched = optax.constant_schedule(cfg.lr)
     elif cfg.schedule == "cosine":
@@ -215,12 +216,24 @@ def make_schedule(cfg: Config, total_steps: int):
         sched = optax.linear_schedule(cfg.lr, 0.0, decay_steps)
     else:
         raise UserError(f"unknown schedule {cfg.schedule!r}; use constant, cosine, linear or linear_time")
+    if cfg.schedule in ("cosine", "linear") and decay_steps < after_warmup:  # hold lr, then decay
+        sched = optax.join_schedules([optax.constant_schedule(cfg.lr), sched], [after_warmup - decay_steps])
+    if cfg.schedule == "constant" and cfg.decay_fraction < 1.0:
+        raise UserError(f"decay_fraction={cfg.decay_fraction} sets where a decay starts, and schedule=constant "
+                        "has none: use schedule=linear, cosine or linear_time")
     if cfg.schedule == "linear_time" and not cfg.max_minutes:
         raise UserError("schedule=linear_time decays the learning rate to 0 at max_minutes: set max_minutes")
     if cfg.warmup_steps:
         sched = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), sched],
                                      [cfg.warmup_steps])
     return sched
+
+
+def time_decay_factor(left_share: float, decay_fraction: float) -> float:
+    """``schedule=linear_time``'s factor on lr for ``left_share`` of the time budget left: 1 until
+    ``decay_fraction`` of it is left, then linearly to 0 at the deadline (``make_schedule``'s
+    linear schedule on the clock instead of the step count)."""
+    return min(1.0, max(0.0, left_share) / decay_fraction)
 
 
 B1, EPS = 0.9, 1e-8  # Adam's first moment and epsilon (the second: Config.adam_b2)

@@ -36,7 +36,7 @@ from jaxrec.train.config import Config, nest_legacy
 from jaxrec.train.rundir import Checkpoints, RunDir
 from jaxrec.train.signals import StopRequest, TrainingStopped, stop_on_signals
 from jaxrec.train.step import (check_loss, check_mol, check_shard_negatives, check_sparse_items, make_loss_fn,
-                               make_optimizer, make_train_step, needs_negatives)
+                               make_optimizer, make_train_step, needs_negatives, time_decay_factor)
 from jaxrec.train.teachers import TeacherCache, load_teachers
 
 # validation metric that selects the best checkpoint, by model kind
@@ -247,10 +247,12 @@ class Loop:
         return self.deadline is not None and time.perf_counter() > self.deadline
 
     def lr_scale(self) -> np.float32:
-        """``schedule=linear_time``: the share of the time budget left (1 otherwise)."""
+        """``schedule=linear_time``: the share of the time budget left over ``decay_fraction``,
+        at most 1 (1 for the other schedules)."""
         if self.run.cfg.schedule != "linear_time":
             return np.float32(1.0)
-        return np.float32(max(0.0, (self.deadline - time.perf_counter()) / self.budget_s))
+        left = (self.deadline - time.perf_counter()) / self.budget_s
+        return np.float32(time_decay_factor(left, self.run.cfg.decay_fraction))
 
 
 def run_epoch(lp: Loop, state, ls: LoopState):
