@@ -11,8 +11,8 @@ settles only the end, so the checkpoint chosen on validation sits after a decay 
 noisy peak. The epoch budget stays the published one (100).
 
 Expected: the published SASRec BCE figure (test NDCG@10 0.1341 / HR@10 0.25, Klenitskiy &
-Vasilev 2023, "SASRec vanilla"). Not yet run (committed in session 45; ~100 minutes for three
-seeds side by side on the 2-core CPU, resumable with ``--resume``).
+Vasilev 2023, "SASRec vanilla"). Not yet measured: seeds 0-2 side by side were stopped by
+SIGTERM at epoch 18 of 100 in session 45 (~1 minute an epoch each), to be resumed with ``--resume``.
 
     for s in 0 1 2; do jaxrec train --config configs/ml1m_sasrec_bce_vanilla_wsd.py \\
         --data ../shared/data/ml-1m/ml-1m.txt --out runs/ml1m_sasrec_bce_vanilla_wsd_s$s --set seed=$s & done
