@@ -13,7 +13,8 @@ alone; the plain config stopped at epoch 48 on the H100, so a seed is about two 
 trained in pieces with ``--resume``.
 
 Expected: test NDCG@10 0.0327, HR@10 0.0533 (SASRec+, Klenitskiy & Vasilev, RecSys 2023).
-Not yet measured.
+Not yet measured: seed 0 was stopped by SIGTERM after epoch 7 in session 46 (validation 0.0067 at
+epoch 6, beside three other runs), to be resumed with ``--resume``.
 
     jaxrec train --config configs/beauty_sasrec_ce_unseen.py --data ../shared/data/beauty/beauty.txt \\
         --out runs/beauty_sasrec_ce_unseen_s0 --set seed=0
