@@ -124,6 +124,40 @@ def test_catalog_ce_with_excluded_items_equals_a_masked_brute_force():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_catalog_ce_with_sparse_uneven_weights_scores_only_the_weighted_positions():
+    """Mostly-zero, uneven weights scattered through the batch (a cloze step's masked positions,
+    left padding): the weighted positions are sorted to the front and the rest are never scored,
+    so value and gradients must still equal the masked textbook softmax."""
+    rng = np.random.default_rng(7)
+    B, L, D, V = 3, 10, 4, 40  # a catalog wider than a window, so each position keeps classes
+    h = rng.normal(size=(B, L, D)).astype(np.float32)
+    table = rng.normal(size=(V, D)).astype(np.float32)
+    targets = rng.integers(1, V, size=(B, L))
+    w = (rng.random((B, L)) < 0.2) * rng.uniform(0.5, 2.0, (B, L))
+    w[1, 3] = w[2, 9] = 1.0  # at least two weighted positions, in different rows
+    w = w.astype(np.float32)
+    inputs = rng.integers(0, V, size=(B, L))
+    ex = losses.window_items(inputs, targets, V)
+
+    def masked(h, table):
+        lg = jnp.einsum("bld,vd->blv", h, table)
+        cols = jnp.arange(V)
+        out = (cols == 0) | (jnp.asarray(ex)[:, None, :] & (cols != targets[..., None]))
+        lg = jnp.where(out, -1e9, lg)
+        nll = jax.nn.logsumexp(lg, -1) - jnp.take_along_axis(lg, targets[..., None], -1)[..., 0]
+        return (nll * w).sum() / w.sum()
+
+    want = float(masked(h, table))
+    for chunk in (1, 3, 8, 256):
+        assert float(losses.catalog_ce(h, table, targets, w, chunk, exclude=ex)) == pytest.approx(want, rel=1e-5)
+    got = jax.grad(lambda h, t: losses.catalog_ce(h, t, targets, w, 3, exclude=ex), (0, 1))(h, table)
+    for a, b in zip(got, jax.grad(masked, (0, 1))(h, table)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(got[0])[w == 0] == 0)  # an unweighted position gets no gradient
+    empty = np.zeros_like(w)  # no weighted position at all: loss 0, no NaN
+    assert float(losses.catalog_ce(h, table, targets, empty, 4)) == 0.0
+
+
 def test_future_targets_shift_within_the_window():
     targets = np.array([[0, 0, 3, 4, 5], [1, 2, 3, 4, 6]])
     ids, valid = losses.future_targets(targets, (targets > 0).astype(np.float32), 2)
