@@ -14,7 +14,9 @@ trained in pieces with ``--resume``.
 
 Expected: test NDCG@10 0.0327, HR@10 0.0533 (SASRec+, Klenitskiy & Vasilev, RecSys 2023).
 Not yet measured: seed 0 was stopped by SIGTERM after epoch 7 in session 46 (validation 0.0067 at
-epoch 6, beside three other runs), to be resumed with ``--resume``.
+epoch 6, beside three other runs); its checkpoint did not reach session 47 (``runs/`` is not kept
+from one machine to the next), where the cores went to ``ml1m_sasrec_ce_vanilla_wsd.py``: start
+it again from the beginning, and take ``--resume`` only within one machine's ``runs/``.
 
     jaxrec train --config configs/beauty_sasrec_ce_unseen.py --data ../shared/data/beauty/beauty.txt \\
         --out runs/beauty_sasrec_ce_unseen_s0 --set seed=0
