@@ -114,10 +114,10 @@ def export(engine, out: str | Path, score_widths=SCORE_WIDTHS, allow_widths=ALLO
                 p, kp = jax.tree_util.tree_unflatten(treedef, flat)
                 r = scorer._top_k_fn(p, kp, history, exclude, allow, restricted, times, k=k, explain=True)
                 return r.values, r.items, r.attention
-            exp = jex.export(jax.jit(top_k))(flat_spec, spec(b, l), spec(b, exclude_width(l)), times)
+            exp = jex.export(jax.jit(top_k))(flat_spec, spec(b, l), spec(b, engine.exclude_widths[l]), times)
             (out / _top_k_name(l, k)).write_bytes(exp.serialize())
             for a in allow_widths:
-                exp = jex.export(jax.jit(top_k))(flat_spec, spec(b, l), spec(b, exclude_width(l)), times,
+                exp = jex.export(jax.jit(top_k))(flat_spec, spec(b, l), spec(b, engine.exclude_widths[l]), times,
                                                  spec(b, a), spec(b, dtype=jnp.bool_))
                 (out / _top_k_name(l, k, a)).write_bytes(exp.serialize())
         for c in score_widths:
@@ -135,7 +135,7 @@ def export(engine, out: str | Path, score_widths=SCORE_WIDTHS, allow_widths=ALLO
                 "uses_time": uses_time, "num_items": engine.num_items, "length_buckets": engine.length_buckets,
                 "k_buckets": engine.k_buckets, "score_widths": list(score_widths),
                 "allow_widths": sorted(int(a) for a in allow_widths), "kind": scorer.kind,
-                "exclude_widths": {str(l): exclude_width(l) for l in engine.length_buckets},
+                "exclude_widths": {str(l): w for l, w in engine.exclude_widths.items()},
                 "param_dtypes": dtypes, "table_dtype": engine.table_dtype, "table_bytes": scorer.table_bytes(),
                 "jax": jax.__version__, "platform": jax.default_backend(), "checkpoint": str(engine.checkpoint),
                 "export_seconds": round(time.perf_counter() - t0, 1)}

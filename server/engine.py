@@ -12,7 +12,8 @@ engine adds is only serving's part:
   bucket is compiled in ``warm_up`` before health reports SERVING, so no request waits for
   XLA; ``compile_count`` reads the jitted function's cache size (tests assert it does not
   grow). The exclude lists of a warmed bucket hold twice the history bucket (a full history
-  plus as many deny ids); a batch with longer lists, with allow lists or with Score
+  plus as many deny ids; with ``max_history``, the largest bucket twice the model's window,
+  since exclude-seen removes what was sent, not only what was read); a batch with longer lists, with allow lists or with Score
   candidates compiles its shape once, on first use;
 * queries are grouped by history-length bucket, and adjacent groups merge into one padded
   call where the call costs timed after warm-up (``call_costs``) say that is cheaper (on a
@@ -165,11 +166,13 @@ class Engine:
                  max_len=art.max_len, score_stage="pipeline" if art.kind == "pipeline" else "retriever",
                  max_batch_size=max_batch_size, batch_buckets=batch_buckets,
                  length_buckets=art.length_buckets, k_buckets=art.k_buckets, max_history=None,
-                 max_k=max(art.k_buckets), kmax=max(art.k_buckets), diversity_pool=0)
+                 max_k=max(art.k_buckets), kmax=max(art.k_buckets), diversity_pool=0,
+                 exclude_widths=art.exclude_widths)
         return e
 
     def _setup(self, scorer, catalog, *, name, step, popularity, checkpoint, max_len, score_stage, max_batch_size,
-               batch_buckets, length_buckets, k_buckets, max_history, max_k, kmax, diversity_pool) -> None:
+               batch_buckets, length_buckets, k_buckets, max_history, max_k, kmax, diversity_pool,
+               exclude_widths: dict | None = None) -> None:
         self.scorer, self.catalog, self.checkpoint = scorer, catalog, checkpoint
         self.num_items = catalog.num_items
         # plain lists: building responses on the event loop indexes them per item
@@ -188,6 +191,13 @@ class Engine:
         # largest k bucket: max_k (at most the catalog; two-stage, the candidate count)
         lb = length_buckets or pow2_buckets(self.max_len, 16)
         self.length_buckets = sorted({min(int(b), self.max_len) for b in lb} | {self.max_len})
+        # the exclude-list width compiled per history bucket: a full history plus as many deny ids.
+        # With max_history under the model's window, the largest bucket also takes every request
+        # whose history is longer than what is read, and exclude-seen removes all of it: that
+        # bucket is compiled for the model's whole window, so a client sending its window (the
+        # usual case) never compiles a wider list while serving
+        self.exclude_widths = dict(exclude_widths) if exclude_widths else {
+            l: exclude_width(max_len if l == self.max_len else l) for l in self.length_buckets}
         if max_k < 1:
             raise UserError(f"max_k must be at least 1, got {max_k}")
         kb = k_buckets or [100, kmax]
@@ -301,10 +311,9 @@ class Engine:
         removed = (len(q.excluded) if q.exclude_seen else 0) + (0 if q.deny is None else len(q.deny))
         return self.artifact.refusal(l, exclude=removed, allow=None if q.allow is None else len(q.allow))
 
-    @staticmethod
-    def _exclude_width(l: int) -> int:
-        """The exclude-list width compiled for history bucket ``l`` (an artifact's too)."""
-        return exclude_width(l)
+    def _exclude_width(self, l: int) -> int:
+        """The exclude-list width compiled for history bucket ``l`` (an artifact's: exported)."""
+        return self.exclude_widths[l]
 
     def warm_up(self, threads: int | None = None) -> float:
         """Compile every (batch, length, k) bucket, several at once (XLA compiles outside the

@@ -708,11 +708,16 @@ def test_two_stage_artifact_answers_as_the_pipeline(run_dir, tmp_path):
 
 def test_max_history_reads_latest_items_but_excludes_all_seen(run_dir):
     """--max-history 8: scores come from the latest 8 items only, and exclude-seen still removes
-    every item of the request's history (also those the model did not read)."""
+    every item of the request's history (also those the model did not read), with nothing
+    compiled while serving: the read bucket's exclude lists were warmed for the model's whole
+    window (50), the history a client usually sends."""
     rec = Recommender.from_checkpoint(run_dir)
     srv = ThreadedServer(ServeConfig(str(run_dir), port=0, max_history=8,
                                      **{**QUIET, "length_buckets": [8], "k_buckets": [20]}))
     try:
+        engine = srv.srv.state.engine
+        assert engine.exclude_widths == {8: 128}  # twice the model's window, to a power of 2
+        compiled = engine.compile_count()
         with Client(f"127.0.0.1:{srv.port}", timeout=20) as c:
             assert c.model_info().max_history_length == 8
             for h in histories(4, seed=5):
@@ -725,6 +730,7 @@ def test_max_history_reads_latest_items_but_excludes_all_seen(run_dir):
                 got = c.recommend(h, k=20)
                 assert [it.item_id for it in got.items] == want
                 assert not set(h) & {it.item_id for it in got.items}
+        assert engine.compile_count() == compiled  # 40 seen items fit the warmed lists
     finally:
         srv.stop()
     with pytest.raises(UserError, match="max_history"):
