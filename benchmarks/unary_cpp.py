@@ -15,16 +15,19 @@ it sends Poisson arrivals at each rate in ``--rates`` for ``--seconds`` with a `
 deadline and takes as the server's throughput the highest goodput (OK answers/s) of a rate at
 which at least ``--min-ok`` of the calls sent were answered OK (an overloaded floor queues and
 lets calls expire; ours refuses the excess early): both are judged by one rule. CPU per answered
-call comes from ``/proc`` for the server and from ``getrusage`` for the load generator. Prints a
-table and writes JSON (``--out``).
+call comes from ``/proc`` for the server and from ``getrusage`` for the load generator, and the
+size and time of jaxrec's device batches from its Prometheus endpoint. Prints a table and writes
+JSON (``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import sys
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,11 +41,23 @@ def children_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def sweep(exe: Path, port: int, reqfile: Path, rates: list[float], args, server_pid: int) -> list[dict]:
+def batch_totals(metrics_port: int | None) -> dict:
+    """The server's device-batch totals from its Prometheus endpoint (sums and counts of
+    ``jaxrec_batch_size`` and ``jaxrec_batch_seconds``); empty for the floor, which has none."""
+    if metrics_port is None:
+        return {}
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    return {m[1]: float(m[2]) for m in re.finditer(r"^(jaxrec_batch_(?:size|seconds)_(?:sum|count)) (\S+)$", text, re.M)}
+
+
+def sweep(exe: Path, port: int, reqfile: Path, rates: list[float], args, server_pid: int,
+          metrics_port: int | None = None) -> list[dict]:
     """One open-loop level per rate (ascending), stopping two levels after the first that
-    answered fewer than ``--min-ok`` of its calls."""
+    answered fewer than ``--min-ok`` of its calls. For jaxrec's server each level also records
+    its device batches: how many requests each held and how long each ran, on average."""
     out, misses = [], 0
     for rate in rates:
+        b0 = batch_totals(metrics_port)
         s0, c0 = process_cpu_s(server_pid), children_cpu_s()
         lv = open_level_cpp(exe, f"127.0.0.1:{port}", reqfile, rate, args.seconds, args.deadline_ms / 1000,
                             seed=int(rate), cpus=args.client_cpus)
@@ -50,10 +65,16 @@ def sweep(exe: Path, port: int, reqfile: Path, rates: list[float], args, server_
         lv["ok_share"] = lv["goodput"] * args.seconds / max(lv["sent"], 1)
         lv["server_cpu_ms"] = 1000 * (process_cpu_s(server_pid) - s0) / n_ok
         lv["client_cpu_ms"] = 1000 * (children_cpu_s() - c0) / n_ok
+        b1, batches = batch_totals(metrics_port), ""
+        if b1:
+            n = max(b1["jaxrec_batch_size_count"] - b0["jaxrec_batch_size_count"], 1)
+            lv["mean_batch"] = (b1["jaxrec_batch_size_sum"] - b0["jaxrec_batch_size_sum"]) / n
+            lv["device_ms_per_batch"] = 1000 * (b1["jaxrec_batch_seconds_sum"] - b0["jaxrec_batch_seconds_sum"]) / n
+            batches = f", batches of {lv['mean_batch']:.1f} in {lv['device_ms_per_batch']:.1f} ms"
         out.append(lv)
         print(f"  rate {rate:>8,.0f}/s: offered {lv['offered_rate']:>8,.0f}, goodput {lv['goodput']:>8,.0f}, "
               f"ok {100 * lv['ok_share']:5.1f}%, p99 {lv['admitted_p99_ms'] or float('nan'):7.1f} ms, "
-              f"cpu ms/answer server {lv['server_cpu_ms']:.3f} client {lv['client_cpu_ms']:.3f}", flush=True)
+              f"cpu ms/answer server {lv['server_cpu_ms']:.3f} client {lv['client_cpu_ms']:.3f}{batches}", flush=True)
         misses += lv["ok_share"] < args.min_ok
         if misses >= 2:
             break
@@ -96,10 +117,12 @@ def main(argv=None) -> int:
             port = args.port + i
             print(f"server {name} on cores {args.server_cpus}, "
                   f"C++ load on {args.client_cpus}", flush=True)
+            mport = None if name == "floor" else port + 100
+            extra = args.serve_args.split() + ([] if mport is None else ["--metrics-port", str(mport)])
             proc = start_server(args.checkpoint, batch, 2.0, port, "10", args.max_history, k=args.k,
-                                cpus=args.server_cpus, extra=args.serve_args.split())
+                                cpus=args.server_cpus, extra=extra)
             try:
-                results[name] = sweep(exe, port, reqfile, rates, args, proc.pid)
+                results[name] = sweep(exe, port, reqfile, rates, args, proc.pid, mport)
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
