@@ -311,10 +311,6 @@ class Engine:
         removed = (len(q.excluded) if q.exclude_seen else 0) + (0 if q.deny is None else len(q.deny))
         return self.artifact.refusal(l, exclude=removed, allow=None if q.allow is None else len(q.allow))
 
-    def _exclude_width(self, l: int) -> int:
-        """The exclude-list width compiled for history bucket ``l`` (an artifact's: exported)."""
-        return self.exclude_widths[l]
-
     def warm_up(self, threads: int | None = None) -> float:
         """Compile every (batch, length, k) bucket, several at once (XLA compiles outside the
         GIL; ``threads`` defaults to the cores this process may use); returns seconds spent."""
@@ -327,7 +323,7 @@ class Engine:
                 top = self.scorer.top_k(np.zeros((b, self.length_buckets[0]), np.int32), self.diversity_base,
                                         times=np.zeros((b, self.length_buckets[0] + 1), np.int32)
                                         if self.uses_time else None,
-                                        exclude=np.zeros((b, self._exclude_width(self.length_buckets[0])),
+                                        exclude=np.zeros((b, self.exclude_widths[self.length_buckets[0]]),
                                                          np.int32), explain=True)
             jax.block_until_ready(self._diversify(top, np.zeros(b, np.float32), by))
 
@@ -349,7 +345,7 @@ class Engine:
         it); returns its seconds."""
         b, l, k = shape
         hist = np.zeros((b, l), np.int32)
-        exclude = np.zeros((b, self._exclude_width(l)), np.int32)
+        exclude = np.zeros((b, self.exclude_widths[l]), np.int32)
         times = np.zeros((b, l + 1), np.int32) if self.uses_time else None
         t = time.perf_counter()
         if self.index is not None:  # the device computes user vectors only (one compile per k fewer)
@@ -469,7 +465,7 @@ class Engine:
         k = pick(self.k_buckets, max(q.k for q in queries))
         removed = [np.concatenate([q.excluded if q.exclude_seen else [], [] if q.deny is None else q.deny])
                    .astype(np.int32) for q in queries]
-        exclude = _lists(removed, b, max(next_pow2(max(len(r) for r in removed), 16), self._exclude_width(l)))
+        exclude = _lists(removed, b, max(next_pow2(max(len(r) for r in removed), 16), self.exclude_widths[l]))
         allow = restricted = None
         if any(q.allow is not None for q in queries):
             lists = [q.allow if q.allow is not None else [] for q in queries]
