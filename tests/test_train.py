@@ -314,3 +314,60 @@ def test_future_targets_and_history_windows_are_refused_where_they_do_not_apply(
         build_run(Config(**TINY | dict(loss="bce"), retrieval=Retrieval(future_targets=2)), split)
     with pytest.raises(UserError, match="exclude_history widens .* set both"):
         build_run(Config(**TINY, retrieval=Retrieval(exclude_history=True)), split)
+
+
+def test_ema_step_follows_its_recurrence_and_refuses_sparse_items():
+    """The step's moving average against the recurrence computed in numpy from the iterates
+    it produced: ema_t = d_t ema_{t-1} + (1 - d_t) params_t, d_t = min(decay, (1 + t) / (10 + t))."""
+    import jax
+    import numpy as np
+    from jaxrec.data import leave_one_out, load_dataset
+    from jaxrec.errors import UserError
+    from jaxrec.train import build_run
+    from jaxrec.train.config import Retrieval
+    from jaxrec.train.step import make_loss_fn, make_train_step
+    split = leave_one_out(load_dataset("synthetic:tiny"))
+    cfg = Config(**TINY | dict(ema_decay=0.5))
+    run = build_run(cfg, split)
+    step = make_train_step(run.graphdef, make_loss_fn("ce", cfg, run.split.data.num_items), run.tx,
+                           ema_decay=cfg.ema_decay)
+    state = run.state
+    ema = jax.tree.map(np.asarray, state["params"])
+    for t, batch in zip(range(4), run.batches.epoch(0)):
+        state, _ = step(state, batch, jax.random.PRNGKey(t), np.float32(1.0))
+        d = min(0.5, (1 + t) / (10 + t))
+        ema = jax.tree.map(lambda e, p: d * e + (1 - d) * np.asarray(p), ema, state["params"])
+    for got, want, raw in zip(*(jax.tree.leaves(x) for x in (state["ema"], ema, state["params"]))):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(np.asarray(e), np.asarray(p))
+               for e, p in zip(jax.tree.leaves(state["ema"]), jax.tree.leaves(state["params"])))
+    sparse = Config(**TINY | dict(loss="sampled_softmax", num_negatives=8, ema_decay=0.9),
+                    retrieval=Retrieval(sparse_items=True, shared_negatives=True))
+    with pytest.raises(UserError, match="ema_decay .* does not combine with retrieval.sparse_items"):
+        build_run(sparse, split)
+
+
+def test_ema_run_resumes_exactly_and_its_checkpoint_is_the_average(tmp_path):
+    """With ema_decay, a killed-and-resumed run equals an uninterrupted one (the iterate and the
+    average both come back), and what the run's best checkpoint loads (``jaxrec eval``, the
+    server) is the validated average: evaluating it gives the run's own test figures."""
+    from jaxrec.train.rundir import RunDir
+    from jaxrec.train.trainer import build_run
+    cfg = Config(**TINY | dict(ema_decay=0.9))
+    full = train(cfg, tmp_path / "full", progress=False)
+    train(Config(**TINY | dict(ema_decay=0.9, max_minutes=0.0)), tmp_path / "cut", progress=False)
+    resumed = train(cfg, tmp_path / "cut", resume=True, progress=False)
+    for k, v in full["metrics"].items():
+        assert resumed["metrics"][k] == pytest.approx(v, abs=1e-6), k
+    loaded = RunDir(tmp_path / "full").load_model("best")
+    run = build_run(cfg)
+    again = run.evaluate(loaded.params, "test").metrics
+    for k, v in full["metrics"].items():
+        assert again[k] == pytest.approx(v, abs=1e-6), k
+    # the checkpoint holds what was validated (the average), not the iterate
+    valid = [json.loads(r) for r in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+             if '"split": "valid"' in r]
+    best = max(valid, key=lambda r: r[run.select])
+    assert run.evaluate(loaded.params, "valid").metrics[run.select] == pytest.approx(best[run.select], abs=1e-6)
+    plain = train(Config(**TINY), tmp_path / "plain", progress=False)
+    assert plain["metrics"]["NDCG@10"] != pytest.approx(full["metrics"]["NDCG@10"], abs=1e-9)

@@ -113,6 +113,13 @@ class Config:
     decay_fraction: float = field(default=1.0, metadata=between(0.0, 1.0, lo_exclusive=True))
     warmup_steps: int = field(default=0, metadata=at_least(0))
     clip_norm: float = field(default=1.0, metadata=at_least(0.0))  # 0: no clipping
+    # > 0: Polyak averaging. The train step also keeps an exponential moving average of the
+    # parameters, ema <- d ema + (1 - d) params with d = min(ema_decay, (1 + t) / (10 + t)) at step t
+    # (TensorFlow's ExponentialMovingAverage with num_updates, so the first steps are not buried
+    # under the initial weights); validation, the best checkpoint, the test and everything that
+    # loads the run use the average. Why: with a constant rate and heavy dropout the last
+    # iterate wanders around the optimum; the average sits nearer to it at no extra step cost
+    ema_decay: float = field(default=0.0, metadata=between(0.0, 1.0, hi_exclusive=True))
     # Adam's second-moment decay: 0.98 as in SASRec's TensorFlow code; 0.999 is PyTorch's default,
     # which the PyTorch reproductions (Klenitskiy & Vasilev 2023) trained with
     adam_b2: float = field(default=0.98, metadata=between(0.0, 1.0, hi_exclusive=True))

@@ -331,7 +331,11 @@ def _quiet_orbax() -> None:
 
 
 class Checkpoints:
-    """The training side: save and restore (params, opt, step) + meta, last N and best."""
+    """The training side: save and restore (params, opt, step) + meta, last N and best.
+
+    With ``Config.ema_decay`` the state also holds ``"ema"``: a checkpoint's ``params`` item is
+    then the average (what validation chose and every reader of the run loads), and the
+    iterate the optimizer continues from is its ``train_params`` item (only ``--resume`` reads it)."""
 
     def __init__(self, rundir: RunDir, keep_last: int = 2):
         self.rundir = rundir
@@ -358,9 +362,11 @@ class Checkpoints:
             # in which a second kill loses it)
             return
         try:
-            mgr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(state["params"]),
-                                                   opt=ocp.args.StandardSave(state["opt"]),
-                                                   meta=ocp.args.JsonSave(meta | {"step": step})), force=True)
+            items = {"params": ocp.args.StandardSave(state.get("ema", state["params"])),
+                     "opt": ocp.args.StandardSave(state["opt"]), "meta": ocp.args.JsonSave(meta | {"step": step})}
+            if "ema" in state:
+                items["train_params"] = ocp.args.StandardSave(state["params"])
+            mgr.save(step, args=ocp.args.Composite(**items), force=True)
             mgr.wait_until_finished()
         except Exception as e:  # noqa: BLE001 - any failure to write is reported the same way
             d = self.rundir.checkpoints_dir(which)
@@ -383,8 +389,8 @@ class Checkpoints:
 
     def restore(self, which: str, like: dict):
         """(state, meta) of the latest ``which`` checkpoint with the structure, shapes and
-        shardings of ``like`` = {"params", "opt", "step"} (or {"params"} alone: parameters only,
-        no optimizer state read); (None, None) when there is none."""
+        shardings of ``like`` = {"params", "opt", "step"[, "ema"]} (or {"params"} alone: parameters
+        only, no optimizer state read: with ema_decay the average); (None, None) when there is none."""
         mgr = self.managers[which]
         step = mgr.latest_step()
         if step is None:
@@ -399,12 +405,16 @@ class Checkpoints:
             out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like)),
                                                             meta=ocp.args.JsonRestore()))
             return out.state, out.meta
-        out = mgr.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(_abstract(like["params"])),
-            opt=ocp.args.StandardRestore(_abstract(like["opt"])), meta=ocp.args.JsonRestore()))
+        items = {"params": ocp.args.StandardRestore(_abstract(like.get("ema", like["params"]))),
+                 "opt": ocp.args.StandardRestore(_abstract(like["opt"])), "meta": ocp.args.JsonRestore()}
+        if "ema" in like:
+            items["train_params"] = ocp.args.StandardRestore(_abstract(like["params"]))
+        out = mgr.restore(step, args=ocp.args.Composite(**items))
         meta = dict(out.meta)
-        step_arr = jnp.asarray(meta.pop("step"), jnp.int32)
-        return {"params": out.params, "opt": out.opt, "step": step_arr}, meta
+        state = {"params": out.params, "opt": out.opt, "step": jnp.asarray(meta.pop("step"), jnp.int32)}
+        if "ema" in like:
+            state["ema"], state["params"] = out.params, out.train_params
+        return state, meta
 
     def close(self) -> None:
         for m in self.managers.values():

@@ -345,9 +345,18 @@ class SparseItemAdam:
         return loss, norm, self.join(rest, table), opt
 
 
-def make_train_step(graphdef, loss_fn, tx, compute_dtype=None, shardings=None):
+def ema_update(ema, params, step, decay: float):
+    """The moving average after step ``step`` (0-based) has produced ``params``
+    (``Config.ema_decay``): the decay ramps up as (1 + t) / (10 + t) until it reaches ``decay``."""
+    t = step.astype(jnp.float32)
+    d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+    return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema, params)
+
+
+def make_train_step(graphdef, loss_fn, tx, compute_dtype=None, shardings=None, ema_decay: float = 0.0):
     """The jitted step; ``shardings`` (a tree of the state's NamedShardings, ``jaxrec.sharding``)
-    keeps the new state where the old one lives (a sharded item table stays sharded)."""
+    keeps the new state where the old one lives (a sharded item table stays sharded). With
+    ``ema_decay`` the state also holds ``"ema"``, the parameters' moving average."""
     @functools.partial(jax.jit, donate_argnums=0)
     def train_step(state, batch, key, lr_scale=1.0):
         """``lr_scale`` multiplies the step's updates, i.e. the learning rate (Adam's update is
@@ -365,6 +374,8 @@ def make_train_step(graphdef, loss_fn, tx, compute_dtype=None, shardings=None):
             grad_norm = optax.global_norm(grads)
         metrics = {"loss": loss, "grad_norm": grad_norm, "param_norm": optax.global_norm(params)}
         new = {"params": params, "opt": opt, "step": state["step"] + 1}
+        if ema_decay:
+            new["ema"] = ema_update(state["ema"], params, state["step"], ema_decay)
         if shardings is not None:
             new = jax.lax.with_sharding_constraint(new, shardings)
         return new, metrics

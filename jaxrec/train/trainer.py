@@ -220,6 +220,11 @@ def build_run(cfg: Config, split: Split | None = None) -> Run:
     check_mol(cfg, loss, model)
     tx = make_optimizer(cfg, cfg.epochs * batches.batches_per_epoch)
     state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+    if cfg.ema_decay:
+        if rt.sparse_items:  # the average moves every row every step: the dense cost sparse_items avoids
+            raise UserError("ema_decay averages every parameter at every step, the item table's untouched "
+                            "rows too; it does not combine with retrieval.sparse_items")
+        state["ema"] = jax.tree.map(jnp.copy, params)  # its own buffers: the step donates the state
     mc = dataclasses.asdict(model.config) | {"name": cfg.model, "variant": variant, "kind": model.kind,
                                              "class": type(model).__name__}
     return Run(cfg, split, loss, graphdef, state, tx, batches, mc, model.kind, prior)
@@ -316,7 +321,7 @@ def validate_and_save(lp: Loop, state, ls: LoopState, over_time: bool) -> str | 
     evaluated = (not ls.batch and ls.epoch % cfg.eval_every == 0) or ls.epoch == cfg.epochs or over_time
     stop = None
     if evaluated:
-        res = run.evaluate(state["params"], "valid")
+        res = run.evaluate(state.get("ema", state["params"]), "valid")  # the average, with ema_decay
         val = res.metrics[run.select]
         improved = ls.best is None or val > ls.best
         if improved:
@@ -478,7 +483,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                            mesh=mesh if cfg.retrieval.shard_negatives else None,
                            teacher_table=distillation(cfg, run.loss, batches, split.data.catalog, progress))
     train_step = make_train_step(run.graphdef, loss_fn, run.tx, run.model_config["dtype"],
-                                 state_shardings(state, mesh))
+                                 state_shardings(state, mesh), cfg.ema_decay)
     t_start = time.perf_counter() - ls.elapsed
     budget_s = None if cfg.max_minutes is None else 60 * cfg.max_minutes
     lp = Loop(run, rundir, ckpt, mesh, train_step, progress, t_start,

@@ -1,0 +1,24 @@
+"""``ml1m_sasrec_ce_vanilla.py`` (SASRec+ CE with the published figure's own settings) with
+Polyak averaging: validation, the best checkpoint and the test use an exponential moving
+average of the parameters (``ema_decay`` 0.998: a horizon of ~500 steps, ~10 of its 48-batch
+epochs), nothing else changed.
+
+Why: with a constant 1e-3 and patience 10 the three seeds reached 0.1808 +- 0.0012, best
+validation at noisy peaks (epochs 60-77); a linear decay over the last 30 of 100 epochs settled
+them only to 0.1813 +- 0.0017 (``ml1m_sasrec_ce_vanilla_wsd.py``). An average of the last ~10
+epochs' iterates removes the constant rate's wander without shortening its progress.
+
+Expected (leave-one-out, full ranking, seen items excluded, all users): test NDCG@10 0.1821,
+HR@10 0.3152 (SASRec+, Klenitskiy & Vasilev, RecSys 2023).
+
+    for s in 0 1 2; do jaxrec train --config configs/ml1m_sasrec_ce_vanilla_ema.py \\
+        --data ../shared/data/ml-1m/ml-1m.txt --out runs/ml1m_sasrec_ce_vanilla_ema_s$s --set seed=$s & done
+"""
+
+import dataclasses
+
+from ml1m_sasrec_ce_vanilla import get_config as base  # configs build on each other by import
+
+
+def get_config():
+    return dataclasses.replace(base(), ema_decay=0.998)
