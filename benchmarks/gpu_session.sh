@@ -14,12 +14,17 @@
 #      shapes each spent 200 s of a 240 s budget compiling; on a GPU padding costs nothing), the
 #      configs' own schedules (a decay over the budget would be spent during the compile):
 #      HSTU-large on the raw protocol x3 seeds with 128 negatives per position as the reference draws them
-#      (session 31: shared per sequence, 101 epochs gave 0.1489), the same with MoL (ml1m_raw_hstu_large_mol) x3 seeds, beauty
-#      SASRec+ x3 seeds (a row of its own: a shorter, more shared budget than the H100 row);
+#      (session 31: shared per sequence, 101 epochs gave 0.1489), the same with MoL (ml1m_raw_hstu_large_mol) x3 seeds
+#      (x2 on a GPU under 100 GiB: see memory below), BERT4Rec on ml-1m.txt and on beauty x3 seeds each
+#      (their rows have one seed, session 50; 393 epochs are ~9 CPU hours a seed); runs are named
+#      <config>_<gpu>_s<seed>, <gpu> from nvidia-smi (h100, h200), so each device's seeds group into a row;
 #      a watchdog stops (SIGTERM: a clean stop) what is still running two minutes
 #      after the budget. Memory (XLA's memory analysis of one train step, compiled for the CPU,
 #      batch 128, L=200; session 32): HSTU-large per-position 3.1 GiB of temporaries, with MoL
-#      16.5 GiB (11.9 shared): the nine processes need ~65 GiB of the H200's 139;
+#      16.5 GiB (11.9 shared): HSTU-large x3 + MoL x3 ~59 GiB, the BERT4Rec runs a few GiB
+#      together (3,416 / 54,542-item softmax over the masked positions only), plus ~0.5 GiB of
+#      CUDA context a process: the H200's 139 GiB holds all twelve; on an H100 (~78 GiB) a third
+#      MoL seed would leave under 5 GiB, so MoL runs two seeds there;
 #   2. serve_load.py against a carried SASRec+ checkpoint (trained on the CPU: serving speed
 #      does not depend on its quality): unary and RecommendBatch of 64, --workers 8 then 1 (one length bucket: fewer compiles),
 #      the load from several client processes on cores of their own (one Python client offers
@@ -72,7 +77,9 @@ if [ "$MODE" = "--rehearse" ]; then
   export JAX_PLATFORMS=cpu
   QUALITY_MIN=${QUALITY_MIN_REHEARSE:-0.3}
   SERVE_SECONDS=1
-  SEEDS="1"
+  SEEDS=""  # seed 0 of each only: the CPU has two cores
+  GPU=cpu
+  MOL_SEEDS="0"
   PY=${PY:-python}
   RUNS=$OUT/runs
   WORKERS=1,2
@@ -91,6 +98,12 @@ else
   ln -sfn "$PWD/server" $SITE/jaxrec_server  # the package jaxrec_server lives in server/
   export PYTHONPATH=$SITE:$PWD
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  # the device's short name for the run directories ("NVIDIA H200" -> h200), and its memory
+  GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -o -i -E 'h100|h200|a100|b200' | head -1 | tr A-Z a-z)
+  GPU=${GPU:-gpu}
+  MEM_MIB=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1 | tr -dc 0-9)
+  if [ "${MEM_MIB:-0}" -ge 100000 ]; then MOL_SEEDS="0 1 2"; else MOL_SEEDS="0 1"; fi
+  echo "device tag $GPU, ${MEM_MIB:-?} MiB: MoL seeds $MOL_SEEDS"
 fi
 mkdir -p "$RUNS"
 OUT=$(cd "$OUT" && pwd)
@@ -109,16 +122,14 @@ train() {  # train CONFIG DATAFILE RUN [--set ...]
 }
 RAW=user_movie_time_ordered_original_ids.txt
 for s in 0 $SEEDS; do
-  train ml1m_raw_hstu_large $RAW ml1m_raw_hstu_large_pp_h200_s$s --set seed=$s --set retrieval.shared_negatives=false
-  [ "$MODE" = "--rehearse" ] && break
+  train ml1m_raw_hstu_large $RAW ml1m_raw_hstu_large_pp_${GPU}_s$s --set seed=$s --set retrieval.shared_negatives=false
 done
-for s in 0 $SEEDS; do  # the same with a mixture-of-logits similarity (RAILS' ML-1M setting)
-  train ml1m_raw_hstu_large_mol $RAW ml1m_raw_hstu_large_mol_pp_h200_s$s --set seed=$s --set retrieval.shared_negatives=false
-  [ "$MODE" = "--rehearse" ] && break
+for s in $MOL_SEEDS; do  # the same with a mixture-of-logits similarity (RAILS' ML-1M setting)
+  train ml1m_raw_hstu_large_mol $RAW ml1m_raw_hstu_large_mol_pp_${GPU}_s$s --set seed=$s --set retrieval.shared_negatives=false
 done
-for s in 0 $SEEDS; do
-  train beauty_sasrec_ce beauty.txt beauty_sasrec_ce_h200_s$s --set seed=$s
-  [ "$MODE" = "--rehearse" ] && break
+for s in 0 $SEEDS; do  # the published settings exactly, each config's own epochs and patience
+  train ml1m_bert4rec ml-1m.txt ml1m_bert4rec_${GPU}_s$s --set seed=$s
+  train beauty_bert4rec beauty.txt beauty_bert4rec_${GPU}_s$s --set seed=$s
 done
 # the watchdog: SIGTERM (a clean stop that saves) whatever outlives the budget by 120 s
 ( sleep $(awk "BEGIN {print int($QUALITY_MIN * 60 + 120)}"); kill -TERM "${PIDS[@]}" 2>/dev/null \
@@ -128,7 +139,7 @@ FAILED=0
 for p in "${PIDS[@]}"; do wait "$p" || FAILED=$((FAILED + 1)); done
 kill $WATCHDOG 2>/dev/null
 echo "quality runs done, $FAILED failed"; date -u
-for r in $RUNS/*_h200_s*/results.json; do
+for r in $RUNS/*_${GPU}_s*/results.json; do
   [ -f "$r" ] || continue
   $PY - "$r" <<'EOF2'
 import json, sys
@@ -150,7 +161,7 @@ date -u
 
 # ---- 3. bring back what is small: run directories without checkpoints, logs, JSON
 tar czf "$OUT/gpu_session.tar.gz" --exclude='checkpoints' -C "$(dirname "$RUNS")" \
-    $(cd "$(dirname "$RUNS")" && ls -d "$(basename "$RUNS")"/*_h200_s* 2>/dev/null) \
+    $(cd "$(dirname "$RUNS")" && ls -d "$(basename "$RUNS")"/*_${GPU}_s* 2>/dev/null) \
     -C "$OUT" $(cd "$OUT" && ls *.log *.json 2>/dev/null | grep -v gpu_session.log)
 # the tool brings back at most 8 files: the runs' logs are in the archive
 (cd "$OUT" && ls | grep -v -x -e gpu_session.log -e gpu_session.tar.gz -e serve_load_gpu.json | xargs -r rm -rf)
