@@ -15,7 +15,8 @@ Expected: test NDCG@10 0.0327, HR@10 0.0533 (SASRec+, Klenitskiy & Vasilev, RecS
 Measured (session 48, seed 0, 2-core CPU, ~55 s an epoch alone): best validation 0.0407 at epoch
 56, early stop at 66, test 0.0322 / HR@10 0.0509 (98.5%, not met; the plain config on an H100:
 0.0321). Seed 1 (session 50): best validation 0.0407 at epoch 54, early stop at 64, test 0.0325 /
-HR@10 0.0515; two seeds 0.0323 +- 0.0002 (98.9%, not met). See benchmarks/RESULTS.md.
+HR@10 0.0515. Seed 2 (sessions 50-51): best validation 0.0413 at epoch 60, early stop at 70, test
+0.0319 / HR@10 0.0505. Three seeds: 0.0322 +- 0.0003 (98.5%, not met). See benchmarks/RESULTS.md.
 
     jaxrec train --config configs/beauty_sasrec_ce_unseen.py --data ../shared/data/beauty/beauty.txt \\
         --out runs/beauty_sasrec_ce_unseen_s0 --set seed=0
