@@ -16,7 +16,7 @@
 #      HSTU-large on the raw protocol x3 seeds with 128 negatives per position as the reference draws them
 #      (session 31: shared per sequence, 101 epochs gave 0.1489), the same with MoL (ml1m_raw_hstu_large_mol) x3 seeds
 #      (x2 on a GPU under 100 GiB: see memory below), BERT4Rec on ml-1m.txt and on beauty x3 seeds each
-#      (their rows have one seed, session 50; 393 epochs are ~9 CPU hours a seed); runs are named
+#      (their rows have one seed, session 50; ml-1m also has a CPU recipe, ml1m_bert4rec_cpu90, session 51); runs are named
 #      <config>_<gpu>_s<seed>, <gpu> from nvidia-smi (h100, h200), so each device's seeds group into a row;
 #      a watchdog stops (SIGTERM: a clean stop) what is still running two minutes
 #      after the budget. Memory (XLA's memory analysis of one train step, compiled for the CPU,
