@@ -3,9 +3,10 @@
 ``beauty_bert4rec.py``'s model and loss with the CPU recipe of ``ml1m_bert4rec_cpu90.py``, unchanged
 but for the budget: batch 32, lr 2e-3 after 100 warm-up steps, and ``schedule="linear_time"``, the
 rate falling linearly to 0 exactly when the budget runs out. Beauty's 40,226 users make an epoch
-~7x ml-1m's, and on 2 cores a batch of 32 trains ~880 of these short sequences a second (measured
-2026-12-07, alone), so 45 minutes are ~55 epochs and ~65k updates: fewer epochs than the H100 run
-of ``beauty_bert4rec.py`` (71 epochs of batch 128 in 7 minutes, 22k updates), three times the updates.
+~7x ml-1m's; its sequences are short, so the length buckets batch them ~4 to a window of 50
+(309 steps an epoch at batch 32, ~78 at 128). On 2 cores that trains ~880 sequences a second
+(measured 2026-12-07, alone): 45 minutes are ~50 epochs, fewer than the H100 run of
+``beauty_bert4rec.py`` (71 epochs of batch 128 in 7 minutes) with ~3x its updates.
 
 Expected: test NDCG@10 0.0187, HR@10 0.0338 (Klenitskiy & Vasilev, RecSys 2023); the H100 run of
 ``beauty_bert4rec.py`` gave 0.0195 (one seed). Measured on the 2-core CPU: see benchmarks/RESULTS.md
