@@ -1,4 +1,4 @@
-"""``beauty_sasrec_ce_unseen.py`` (the published SASRec+ settings on Beauty, the softmax over the
+"""``beauty_sasrec_ce_unseen.py`` (the pre-norm SASRec+ on Beauty, dropout 0.5, the softmax over the
 target and the items outside the window) with the warmup-stable-decay schedule that met SASRec
 BCE's figure on ml-1m: the full 1e-3 for the first 49 of 70 epochs, a linear decay to 0 over the
 last 21 (``decay_fraction=0.3``), no patience stop, the best validation checkpoint tested.
