@@ -11,7 +11,7 @@ Expected (leave-one-out, full ranking, seen items excluded, all users): test NDC
 HR@10 0.0533 (Klenitskiy & Vasilev, RecSys 2023). Measured (session 54, seed 0, 2-core CPU, alone,
 ~100 s an epoch, 30 minutes): validation NDCG@10 (10,000 users) 0.0231 / 0.0364 / 0.0390 at epochs
 3 / 5 / 6, best **0.0394 at epoch 7**, then down to 0.0342 by 17, where patience stopped it.
-**Test 0.0308 / HR@10 0.0508 (94.2%, not met)**: their settings, run whole here, give less than
+**Test 0.0308 / HR@10 0.0508 (94.3%, not met)**: their settings, run whole here, give less than
 the pre-norm model with dropout 0.5 (``beauty_sasrec_ce_unseen.py``, 0.0322 over 3 seeds).
 
     jaxrec train --config configs/beauty_sasrec_ce_vanilla.py --data ../shared/data/beauty/beauty.txt \\
