@@ -10,9 +10,13 @@ window of 50). Dropout 0.5 stays: it gave beauty's best validation figure (0.040
 where the authors' 0.1 flattened at 0.0343 (``beauty_sasrec_ce_unseen_d01.py``) and their whole
 setup peaked at epoch 7 (``beauty_sasrec_ce_vanilla.py``).
 
-Cost on the 2-core CPU: 315 steps, ~100 s an epoch alone with validation every 2.
+Cost on the 2-core CPU: 315 steps, 80-100 s an epoch alone with validation every 2.
 
 Expected: test NDCG@10 0.0327, HR@10 0.0533 (SASRec+, Klenitskiy & Vasilev, RecSys 2023).
+Measured (session 55, seed 0, 2-core CPU, alone, ~80 s an epoch): validation 0.0263 / 0.0384 /
+0.0409 at epochs 10 / 20 / 30, best 0.0417 at 38 (the highest beauty validation we have), early stop
+at 48 (71 minutes): **test 0.0315 / HR@10 0.0519 (96.4%, not met)**, below the ~500-user runs'
+0.0322: the step size does not close beauty's gap.
 
     jaxrec train --config configs/beauty_sasrec_ce_unseen_b128.py --data ../shared/data/beauty/beauty.txt \\
         --out runs/beauty_sasrec_ce_unseen_b128_s0 --set seed=0
