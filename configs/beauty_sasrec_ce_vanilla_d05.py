@@ -11,7 +11,7 @@ same regulariser turns the original layout's fast start into a higher peak.
 Cost on the 2-core CPU: 315 steps and a 10,000-user validation an epoch, ~100 s an epoch alone.
 
 Expected: test NDCG@10 0.0327, HR@10 0.0533 (SASRec+, Klenitskiy & Vasilev, RecSys 2023).
-Measured (session 55, seed 0, 2-core CPU, alone, ~100 s an epoch): validation (10,000 users)
+Measured (session 55, seed 0, 2-core CPU, a CI run beside it for its first 21 minutes): validation (10,000 users)
 0.0236 / 0.0361 at epochs 6 / 10, best 0.0404 at 15, then 0.0385-0.0400 to the patience stop at 25
 (48 minutes): **test 0.0321 / HR@10 0.0540 (98.0%, not met; HR@10 above 0.0533)**, against 0.0308
 with their dropout 0.1.
