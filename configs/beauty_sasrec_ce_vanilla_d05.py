@@ -14,7 +14,9 @@ Expected: test NDCG@10 0.0327, HR@10 0.0533 (SASRec+, Klenitskiy & Vasilev, RecS
 Measured (session 55, seed 0, 2-core CPU, a CI run beside it for its first 21 minutes): validation (10,000 users)
 0.0236 / 0.0361 at epochs 6 / 10, best 0.0404 at 15, then 0.0385-0.0400 to the patience stop at 25
 (48 minutes): **test 0.0321 / HR@10 0.0540 (98.0%, not met; HR@10 above 0.0533)**, against 0.0308
-with their dropout 0.1.
+with their dropout 0.1. Seeds 1-2 (session 56): best validation 0.0407 at 23 and 0.0412 at 19, early stops
+at 33 and 29: test 0.0319 / 0.0530 and 0.0317 / 0.0527. **3 seeds: 0.0319 +- 0.0002, HR@10 0.0532 (97.4%, not
+met)**, 51 minutes a seed (``benchmarks/quality.py`` row ``beauty_sasrec_ce_vanilla_d05``).
 
     jaxrec train --config configs/beauty_sasrec_ce_vanilla_d05.py --data ../shared/data/beauty/beauty.txt \\
         --out runs/beauty_sasrec_ce_vanilla_d05_s0 --set seed=0
