@@ -15,7 +15,8 @@ Measured on the 2-core CPU (sessions 27-28, seed 0, two pieces: killed after 91.
 With the reference's 128 negatives per position (--set retrieval.shared_negatives=false) and a
 120-minute clock (--set max_minutes=120; session 32, seed 0, one piece): NDCG@10 0.1795, HR@10
 0.3118 after 66.9 epochs (94.8%, not met; the best HSTU-large figure we have). Seed 1 (--set seed=1,
-sessions 56-57, two pieces): 0.1820, HR@10 0.3161 after 71.5 epochs; two seeds 0.1807 +- 0.0018 (95.5%).
+sessions 56-57, two pieces): 0.1820, HR@10 0.3161 after 71.5 epochs. Seed 2 (--set seed=2, sessions 57-58):
+0.1827, HR@10 0.3154 after 72.7 epochs; three seeds 0.1814 +- 0.0017, HR@10 0.3144 (95.8%, not met).
 
     jaxrec train --config configs/ml1m_raw_hstu_large_cpu180.py \\
         --data ../shared/data/ml-1m/user_movie_time_ordered_original_ids.txt \\
